@@ -1,0 +1,63 @@
+"""The registry of event types: their delivery lane, and the JSON Schema of their payload.
+
+One place says which types exist. The envelope refuses a type that is not registered here, the
+outbox takes the lane from here, and the schema files under ``schemas/events/`` are named after
+these types (a test checks that the two agree).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Lane(enum.IntEnum):
+    """Delivery lanes: a lower number is always published first (DESIGN.md, store-and-forward)."""
+
+    ALERT = 0
+    ACCESS = 1
+    TELEMETRY = 2
+
+
+class Severity(enum.StrEnum):
+    """Alert severities; they name the ``alerts/{severity}`` topic."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """One registered event type.
+
+    ``lane`` decides delivery order and the drop policy: only ``Lane.TELEMETRY`` rows may ever be
+    dropped undelivered. ``alert`` types carry a ``severity`` and are also published on
+    ``alerts/{severity}``.
+    """
+
+    name: str
+    lane: Lane
+    alert: bool = False
+
+    @property
+    def area(self) -> str:
+        """The ``<area>`` of ``edu.campus.<area>.<name>.v1``; it names the ``events/{area}`` topic."""
+        return self.name.split(".")[2]
+
+
+_TYPES = [
+    EventType("edu.campus.gateway.started.v1", Lane.ACCESS),
+    EventType("edu.campus.gateway.stopped.v1", Lane.ACCESS),
+    # Drop and storage reports ride the access lane so they are never themselves dropped.
+    EventType("edu.campus.gateway.events_dropped.v1", Lane.ACCESS),
+    EventType("edu.campus.gateway.storage_recovered.v1", Lane.ACCESS),
+    EventType("edu.campus.device.online.v1", Lane.TELEMETRY),
+    EventType("edu.campus.device.offline.v1", Lane.TELEMETRY),
+    EventType("edu.campus.device.heartbeat.v1", Lane.TELEMETRY),
+    EventType("edu.campus.security.test_alert.v1", Lane.ALERT, alert=True),
+]
+
+EVENT_TYPES: dict[str, EventType] = {t.name: t for t in _TYPES}
+
+__all__ = ["EVENT_TYPES", "EventType", "Lane", "Severity"]
