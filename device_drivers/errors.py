@@ -14,3 +14,29 @@ class DeviceError(Exception):
         super().__init__(message)
         self.device_id = device_id
         self.code = code
+
+
+class IncompleteFrame(DeviceError):
+    """The buffer holds the beginning of a frame (or nothing): feed more bytes and decode again."""
+
+    def __init__(self, message: str = "incomplete frame", *, device_id: str | None = None) -> None:
+        super().__init__(message, device_id=device_id, code="incomplete")
+
+
+class MalformedFrame(DeviceError):
+    """The bytes at the start of the buffer are not a valid frame.
+
+    ``consumed`` (always at least 1) is how many bytes to drop before decoding again, so a decode loop
+    always makes progress; ``raw`` holds those bytes for the log. ``code`` is one of ``garbage``,
+    ``bad_checksum``, ``bad_length``, ``bad_framing``, ``bad_data``, ``parity``, ``unknown_code``,
+    ``unknown_layout``.
+    """
+
+    def __init__(
+        self, message: str, *, code: str, consumed: int, raw: bytes = b"", device_id: str | None = None
+    ) -> None:
+        super().__init__(message, device_id=device_id, code=code)
+        if consumed < 1:
+            raise ValueError("a malformed frame must consume at least one byte")
+        self.consumed = consumed
+        self.raw = raw
