@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 from device_drivers.card_codec import CardCodec
+from device_drivers.errors import IncompleteFrame, MalformedFrame
 from device_drivers.profile import FirmwareProfile
 from device_drivers.turnstile_codec import TurnstileCodec
 
@@ -24,4 +26,24 @@ def codec_for(profile: FirmwareProfile, address: int | None = None) -> CardCodec
     return CardCodec(profile)
 
 
-__all__ = ["Codec", "codec_for"]
+def drain(codec: Codec, buffer: bytearray) -> Iterator[Any]:
+    """Decode every complete frame in ``buffer``, deleting the bytes consumed as it goes.
+
+    Yields decoded values and, for bytes that had to be dropped, the :class:`MalformedFrame` itself
+    (not raised), so a caller can log and count it and go on. Stops at an incomplete frame, whose
+    bytes stay in ``buffer``. Each step consumes at least one byte, so this always ends.
+    """
+    while buffer:
+        try:
+            value, consumed = codec.decode(buffer)
+        except IncompleteFrame:
+            return
+        except MalformedFrame as err:
+            del buffer[: err.consumed]
+            yield err
+            continue
+        del buffer[:consumed]
+        yield value
+
+
+__all__ = ["Codec", "codec_for", "drain"]

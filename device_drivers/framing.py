@@ -30,12 +30,11 @@ class Frame:
 
 
 class _Bad(Exception):
-    """Internal: the frame at offset 0 is bad; ``length`` is its extent when the markers vouch for it."""
+    """Internal: the frame at offset 0 is bad."""
 
-    def __init__(self, code: str, message: str, length: int | None = None) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.length = length
 
 
 class _More(Exception):
@@ -114,12 +113,9 @@ class FrameCodec:
                 ) from None
             raise IncompleteFrame() from None
         except _Bad as bad:
-            if bad.length is not None and (self._start or self._end):
-                consumed = bad.length
-            elif self._line_mode:
-                consumed = len(buf)
-            else:
-                consumed = self._resync(buf)
+            # Even a frame whose markers line up may be a false start (a cut frame followed by the
+            # next one): resynchronise on the next possible start rather than trust its extent.
+            consumed = len(buf) if self._line_mode else self._resync(buf)
             raise MalformedFrame(str(bad), code=bad.code, consumed=consumed, raw=buf[:consumed]) from None
 
     @staticmethod
@@ -198,20 +194,15 @@ class FrameCodec:
             index = buf.find(self._end, pos)
             if index < 0:
                 raise _More()
-            raw_data = buf[pos : index - checksum_chars] if index - checksum_chars >= pos else b""
             if index - checksum_chars < pos:
-                raise _Bad("bad_length", "frame too short for its checksum", index + len(self._end))
+                raise _Bad("bad_length", "frame too short for its checksum")
+            raw_data = buf[pos : index - checksum_chars]
         else:
             raw_data = self._take(buf, pos, data_size * (2 if hex_payload else 1))
         pos += len(raw_data)
         data = self._unhex(raw_data, "payload") if hex_payload else raw_data
         if f.data.sizes is not None and len(data) not in f.data.sizes:
-            end_at = buf.find(self._end, pos) if self._end else -1
-            raise _Bad(
-                "bad_length",
-                f"payload of {len(data)} bytes (allowed: {f.data.sizes})",
-                end_at + len(self._end) if end_at >= 0 else None,
-            )
+            raise _Bad("bad_length", f"payload of {len(data)} bytes (allowed: {f.data.sizes})")
 
         received: int | None = None
         if self._checksum is not None and f.checksum is not None:
@@ -236,9 +227,7 @@ class FrameCodec:
             expected = self._checksum.function(b"".join(parts[p] for p in f.checksum.covers))
             if expected != received:
                 raise _Bad(
-                    "bad_checksum",
-                    f"{f.checksum.algorithm} is 0x{received:X}, computed 0x{expected:X}",
-                    pos,
+                    "bad_checksum", f"{f.checksum.algorithm} is 0x{received:X}, computed 0x{expected:X}"
                 )
         return Frame(data=data, code=code, address=address), pos
 
