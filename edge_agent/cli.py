@@ -1,0 +1,202 @@
+"""The ``edge-agent`` command: a thin layer over the library (STYLE.md: thin edges)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_agent import __version__
+from edge_agent.errors import ConfigError
+from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config
+from edge_agent.logs import setup_logging
+from sync.mqtt_link import parse_broker_url
+
+log = logging.getLogger("edge_agent")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_CONFIG = 2
+
+
+class BadOverride(ConfigError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="bad_override")
+
+
+def _apply_overrides(config: GatewayConfig, mqtt_url: str | None, data_dir: str | None) -> GatewayConfig:
+    """Command line beats environment beats YAML, for the settings operators and tests override."""
+    url = mqtt_url or os.environ.get("EDGE_AGENT_MQTT_URL")
+    directory = data_dir or os.environ.get("EDGE_AGENT_DATA_DIR")
+    if url:
+        try:
+            parse_broker_url(url)
+        except ValueError as err:
+            raise BadOverride(str(err)) from err
+        config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"url": url})})
+    if directory:
+        config = config.model_copy(update={"agent": config.agent.model_copy(update={"data_dir": directory})})
+    return config
+
+
+def _load(path: str) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigFileError as err:
+        print(err, file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    config = _apply_overrides(config, args.mqtt_url, args.data_dir)
+    return run_agent(config, Path(args.config))
+
+
+def run_agent(config: GatewayConfig, config_path: Path | None) -> int:
+    from edge_agent.agent import Agent  # imported late: `config check` should not pay for it
+
+    setup_logging(config.agent.log_level)
+    agent = Agent(config, data_dir=Path(config.agent.data_dir), config_path=config_path)
+    return asyncio.run(agent.run())
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    print(f"{args.file}: ok (site {config.gateway.site}, gateway {config.gateway.id})")
+    return EXIT_OK
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    directory = args.data_dir or os.environ.get("EDGE_AGENT_DATA_DIR") or "/var/lib/edge-agent"
+    path = Path(directory) / "status.json"
+    try:
+        print(path.read_text())
+    except FileNotFoundError:
+        print(f"edge-agent: no status in {directory} (is the agent running with this data dir?)", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _broker_reachable(url: str) -> bool:
+    addr = parse_broker_url(url)
+    try:
+        with socket.create_connection((addr.host, addr.port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _start_demo_broker() -> tuple[subprocess.Popen[bytes], int, Path]:
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        raise SystemExit("edge-agent demo: no broker reachable and no mosquitto binary; install the 'mosquitto' package")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    workdir = Path(tempfile.mkdtemp(prefix="edge-agent-demo-broker-"))
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        if _broker_reachable(f"mqtt://127.0.0.1:{port}"):
+            return proc, port, workdir
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("edge-agent demo: the demo broker did not start")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    config = _apply_overrides(config, args.mqtt_url, args.data_dir)
+    broker = None
+    if not _broker_reachable(config.mqtt.url):
+        broker, port, workdir = _start_demo_broker()
+        url = f"mqtt://127.0.0.1:{port}"
+        print(f"edge-agent demo: no broker at {config.mqtt.url}; started a local Mosquitto at {url}", file=sys.stderr)
+        config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"url": url})})
+    addr = parse_broker_url(config.mqtt.url)
+    prefix = config.mqtt.topic_prefix
+    print(
+        "edge-agent demo: watch the gateway with\n"
+        f"  mosquitto_sub -h {addr.host} -p {addr.port} -t '{prefix}/#' -v\n"
+        f"  edge-agent status --data-dir {config.agent.data_dir}\n"
+        "Stop with Ctrl-C.",
+        file=sys.stderr,
+    )
+    try:
+        return run_agent(config, Path(args.config))
+    finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(timeout=10)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description="Campus edge gateway agent")
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--mqtt-url", help="broker URL (mqtt://host:port, mqtts://...); env EDGE_AGENT_MQTT_URL")
+        p.add_argument("--data-dir", help="where the SQLite files live; env EDGE_AGENT_DATA_DIR")
+
+    run = sub.add_parser("run", help="run the agent in the foreground")
+    run.add_argument("--config", required=True, help="configuration file (YAML)")
+    overrides(run)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="run the demo config, starting a local broker if none is reachable")
+    demo.add_argument("--config", default="config/demo.yaml", help="configuration file (YAML)")
+    overrides(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a configuration file; exit 2 on errors")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+    schema = config_sub.add_parser("schema", help="print the JSON Schema of the configuration file")
+    schema.set_defaults(func=cmd_config_schema)
+
+    status = sub.add_parser("status", help="print the status the running agent writes to its data dir")
+    status.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        print(f"edge-agent: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())
