@@ -1,0 +1,190 @@
+"""Face detection with CenterFace: pure-numpy pre/post-processing around an :class:`OnnxModel`.
+
+Pre/post-processing follows ``shared/models/MODELS.md`` exactly: RGB 0..255 input with sides rounded up
+to multiples of 32; outputs at 1/4 resolution decoded per heatmap cell, then NMS and scaling back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from vision.runtime import OnnxModel, RuntimeConfig, as_bgr_frame
+
+MODEL_ID = "centerface"
+_STRIDE = 4  # output maps are 1/4 of the input
+_ALIGN = 32  # the network needs input sides that are multiples of 32
+
+FloatArray = npt.NDArray[np.float32]
+
+
+class FaceDetectorConfig(BaseModel):
+    """CenterFace settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_side: int = Field(
+        default=640,
+        ge=64,
+        le=4096,
+        description="The frame's long side is scaled to at most this many pixels before detection "
+        "(smaller frames are not upscaled). 640 finds faces down to about 20 px in a 1280-wide frame.",
+    )
+    score_threshold: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="Minimum heatmap score of a face."
+    )
+    nms_iou: float = Field(
+        default=0.3, gt=0.0, le=1.0, description="IoU above which the weaker box is dropped."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FaceDetection:
+    """One face in frame pixel coordinates.
+
+    ``box`` is (x1, y1, x2, y2); ``landmarks`` is 5x2 (x, y): left eye, right eye, nose, left and right
+    mouth corner, "left" meaning the left side of the image.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: FloatArray
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> float:
+        """Geometric mean of width and height: one number for "how big is this face"."""
+        return float(np.sqrt(max(self.width, 0.0) * max(self.height, 0.0)))
+
+
+def preprocess(frame_bgr: npt.NDArray[Any], max_side: int) -> tuple[FloatArray, float]:
+    """Resize (never up) so the long side is at most ``max_side``, pad right/bottom to /32, to NCHW RGB.
+
+    Returns the blob and the factor that maps network coordinates back to the frame (frame = net * factor).
+    Padding instead of stretching keeps the aspect ratio, so the landmark geometry stays undistorted.
+    """
+    h, w = frame_bgr.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = (
+        frame_bgr if (nh, nw) == (h, w) else cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
+    )
+    ph, pw = -(-nh // _ALIGN) * _ALIGN, -(-nw // _ALIGN) * _ALIGN
+    blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
+    # BGR -> RGB by reversing the channel axis while transposing HWC -> CHW.
+    blob[0, :, :nh, :nw] = np.asarray(resized, dtype=np.float32)[:, :, ::-1].transpose(2, 0, 1)
+    return blob, (w / nw + h / nh) / 2.0
+
+
+def decode(
+    heatmap: FloatArray,
+    scales: FloatArray,
+    offsets: FloatArray,
+    landmarks: FloatArray,
+    score_threshold: float,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Decode one image's CenterFace maps (each without the batch axis) into network-input coordinates.
+
+    Returns boxes (N, 4) as x1, y1, x2, y2, scores (N,) and landmarks (N, 5, 2).
+    """
+    ys, xs = np.nonzero(heatmap[0] > score_threshold)
+    scores = heatmap[0, ys, xs].astype(np.float32)
+    s0 = np.exp(scales[0, ys, xs]) * _STRIDE  # height
+    s1 = np.exp(scales[1, ys, xs]) * _STRIDE  # width
+    x1 = (xs + offsets[1, ys, xs] + 0.5) * _STRIDE - s1 / 2
+    y1 = (ys + offsets[0, ys, xs] + 0.5) * _STRIDE - s0 / 2
+    boxes = np.stack([x1, y1, x1 + s1, y1 + s0], axis=1).astype(np.float32)
+    lm = landmarks[:, ys, xs].T.reshape(-1, 5, 2)  # per face: (y0, x0), (y1, x1)...
+    lms = np.empty_like(lm, dtype=np.float32)
+    lms[:, :, 0] = lm[:, :, 1] * s1[:, None] + x1[:, None]
+    lms[:, :, 1] = lm[:, :, 0] * s0[:, None] + y1[:, None]
+    return boxes, scores, lms
+
+
+def iou_matrix(a: FloatArray, b: FloatArray) -> FloatArray:
+    """Pairwise IoU of boxes ``a`` (N, 4) and ``b`` (M, 4), x1 y1 x2 y2."""
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.asarray(np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0), dtype=np.float32)
+
+
+def nms(boxes: FloatArray, scores: FloatArray, iou_threshold: float) -> npt.NDArray[np.intp]:
+    """Greedy non-maximum suppression; returns kept indices, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        best = int(order[0])
+        keep.append(best)
+        if order.size == 1:
+            break
+        overlaps = iou_matrix(boxes[best : best + 1], boxes[order[1:]])[0]
+        order = order[1:][overlaps <= iou_threshold]
+    return np.asarray(keep, dtype=np.intp)
+
+
+def postprocess(
+    outputs: list[FloatArray],
+    factor: float,
+    frame_shape: tuple[int, ...],
+    config: FaceDetectorConfig,
+) -> list[FaceDetection]:
+    """Turn the four CenterFace outputs of a single image into frame-coordinate detections."""
+    heat, scale, offset, lm = (o[0] for o in outputs)
+    boxes, scores, lms = decode(heat, scale, offset, lm, config.score_threshold)
+    if not len(scores):
+        return []
+    keep = nms(boxes, scores, config.nms_iou)
+    h, w = frame_shape[:2]
+    found = []
+    for i in keep:
+        b = boxes[i] * factor
+        x1, y1 = float(np.clip(b[0], 0, w)), float(np.clip(b[1], 0, h))
+        x2, y2 = float(np.clip(b[2], 0, w)), float(np.clip(b[3], 0, h))
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            continue
+        found.append(FaceDetection((x1, y1, x2, y2), float(scores[i]), (lms[i] * factor).astype(np.float32)))
+    return found
+
+
+class FaceDetector:
+    """CenterFace on one frame at a time. Thread-safe (onnxruntime sessions are)."""
+
+    def __init__(
+        self,
+        config: FaceDetectorConfig | None = None,
+        *,
+        model: OnnxModel | None = None,
+        runtime: RuntimeConfig | None = None,
+    ) -> None:
+        self.config = config or FaceDetectorConfig()
+        self.model = model if model is not None else OnnxModel(MODEL_ID, config=runtime)
+        if self.model.model_id != MODEL_ID:
+            raise ValueError(f"FaceDetector needs the {MODEL_ID} model, got {self.model.model_id}")
+
+    def detect(self, frame: npt.NDArray[Any]) -> list[FaceDetection]:
+        """Faces in ``frame`` (HxWx3 uint8 BGR), best score first.
+
+        Raises :class:`vision.runtime.InvalidImageError` for a frame of the wrong dtype or shape.
+        """
+        frame = as_bgr_frame(frame)
+        blob, factor = preprocess(frame, self.config.max_side)
+        outputs = self.model.run({self.model.input_names[0]: blob})
+        return postprocess(outputs, factor, frame.shape, self.config)

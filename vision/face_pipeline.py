@@ -1,0 +1,260 @@
+"""The face pipeline: motion gate → detect → quality → align → embed → match, on one BGR frame.
+
+:meth:`FacePipeline.analyse` is a pure function of the frame (given the models and the gallery);
+:meth:`FacePipeline.process` adds the per-camera motion gate. Both are blocking CPU work: the agent
+calls them from a worker thread or process, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from vision.align import align_faces
+from vision.errors import VisionError
+from vision.face_detect import FaceDetection, FaceDetector
+from vision.face_embed import FaceEmbedder
+from vision.gallery import Gallery
+from vision.motion import MotionConfig, MotionGate, MotionResult
+from vision.quality import ENROLLMENT_QUALITY, FaceQuality, QualityConfig, assess_face
+from vision.runtime import InvalidImageError, as_bgr_frame
+
+# Enrollment photos larger than this are refused before decoding (a decompression bomb, or simply not
+# a portrait photo).
+MAX_ENROLLMENT_BYTES = 20 * 1024 * 1024
+MAX_ENROLLMENT_PIXELS = 40_000_000
+
+
+class FacePipelineConfig(BaseModel):
+    """Per-camera face pipeline settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    motion_gate: bool = Field(default=True, description="Skip detection on frames without motion.")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gate settings.")
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality gate for recognition.")
+    threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="Open-set distance threshold for this camera; None uses the gallery's (per model).",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FaceObservation:
+    """One face seen in one frame.
+
+    ``person_id`` is None when the face is unknown *or* was not matched because it failed the quality
+    gate (then ``matched`` is False and ``distance`` is None).
+    """
+
+    box: tuple[float, float, float, float]
+    landmarks: npt.NDArray[np.float32]
+    detection_score: float
+    quality: FaceQuality
+    matched: bool
+    person_id: str | None
+    distance: float | None
+    model_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FrameAnalysis:
+    """Everything the pipeline learnt from one frame.
+
+    ``analysed`` is False when the motion gate skipped the frame (then ``faces`` is empty and means
+    "not looked", not "nobody there"). ``timings`` holds seconds per stage that ran.
+    """
+
+    analysed: bool
+    motion: MotionResult | None
+    faces: list[FaceObservation]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class FacePipeline:
+    """One camera's face pipeline. The detector, embedder and gallery may be shared between cameras
+    (they are thread-safe); the motion gate is this camera's own state."""
+
+    def __init__(
+        self,
+        gallery: Gallery,
+        *,
+        detector: FaceDetector | None = None,
+        embedder: FaceEmbedder | None = None,
+        config: FacePipelineConfig | None = None,
+    ) -> None:
+        self.config = config or FacePipelineConfig()
+        self.detector = detector or FaceDetector()
+        self.embedder = embedder or FaceEmbedder()
+        if gallery.model_id != self.embedder.model_id:
+            raise VisionError(
+                f"gallery holds {gallery.model_id!r} templates, the embedder is {self.embedder.model_id!r}",
+                code="model_mismatch",
+            )
+        self.gallery = gallery
+        self.motion_gate = MotionGate(self.config.motion)
+
+    def analyse(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
+        """Detect, check, embed and match every face in ``frame`` (HxWx3 uint8 BGR), no motion gate."""
+        frame = as_bgr_frame(frame)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        detections = self.detector.detect(frame)
+        t1 = time.perf_counter()
+        timings["detect"] = t1 - t0
+        qualities = [assess_face(frame, d.box, d.landmarks, self.config.quality) for d in detections]
+        good = [i for i, q in enumerate(qualities) if q.ok]
+        t2 = time.perf_counter()
+        timings["quality"] = t2 - t1
+        matches: dict[int, tuple[str | None, float]] = {}
+        if good:
+            chips = align_faces(frame, [detections[i].landmarks for i in good])
+            t3 = time.perf_counter()
+            timings["align"] = t3 - t2
+            embeddings = self.embedder.embed(chips)
+            t4 = time.perf_counter()
+            timings["embed"] = t4 - t3
+            for i, m in zip(
+                good, self.gallery.match(embeddings, threshold=self.config.threshold), strict=True
+            ):
+                matches[i] = (m.person_id, m.distance)
+            timings["match"] = time.perf_counter() - t4
+        faces = []
+        for i, (det, q) in enumerate(zip(detections, qualities, strict=True)):
+            person, dist = matches.get(i, (None, None))
+            faces.append(
+                FaceObservation(
+                    box=det.box,
+                    landmarks=det.landmarks,
+                    detection_score=det.score,
+                    quality=q,
+                    matched=i in matches,
+                    person_id=person,
+                    distance=dist,
+                    model_id=self.embedder.model_id,
+                )
+            )
+        return FrameAnalysis(True, None, faces, timings)
+
+    def process(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
+        """The camera path: run the motion gate, and :meth:`analyse` only when something changed."""
+        frame = as_bgr_frame(frame)
+        if not self.config.motion_gate:
+            return self.analyse(frame)
+        t0 = time.perf_counter()
+        motion = self.motion_gate.update(frame)
+        gate_s = time.perf_counter() - t0
+        if not motion.motion:
+            return FrameAnalysis(False, motion, [], {"motion": gate_s})
+        result = self.analyse(frame)
+        return FrameAnalysis(True, motion, result.faces, {"motion": gate_s, **result.timings})
+
+
+class EnrollmentError(VisionError):
+    """An enrollment photo was rejected. ``code`` is the reason shown to the operator:
+
+    ``not_an_image``, ``empty_image``, ``image_too_large``, ``no_face``, ``several_faces``,
+    ``too_small``, ``too_blurred``, ``turned_away``, ``too_dark``, ``too_bright``.
+    ``quality`` holds the measures when a face was found.
+    """
+
+    def __init__(self, message: str, *, code: str, quality: FaceQuality | None = None) -> None:
+        super().__init__(message, code=code)
+        self.quality = quality
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentResult:
+    """An accepted enrollment photo: the embedding to store (never the photo) and how it was judged."""
+
+    embedding: npt.NDArray[np.float32]
+    model_id: str
+    detection: FaceDetection
+    quality: FaceQuality
+
+
+def decode_image(image_bytes: bytes) -> npt.NDArray[np.uint8]:
+    """Decode JPEG/PNG/... bytes to a BGR array; :class:`EnrollmentError` for anything that is not one."""
+    if not image_bytes:
+        raise EnrollmentError("the photo is empty (0 bytes)", code="empty_image")
+    if len(image_bytes) > MAX_ENROLLMENT_BYTES:
+        raise EnrollmentError(
+            f"the photo has {len(image_bytes)} bytes, more than {MAX_ENROLLMENT_BYTES}",
+            code="image_too_large",
+        )
+    buf = np.frombuffer(image_bytes, dtype=np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as err:
+        raise EnrollmentError(f"the photo cannot be decoded: {err}", code="not_an_image") from err
+    if img is None or img.size == 0:
+        raise EnrollmentError("the data is not a decodable image", code="not_an_image")
+    if img.shape[0] * img.shape[1] > MAX_ENROLLMENT_PIXELS:
+        raise EnrollmentError(
+            f"the photo is {img.shape[1]}x{img.shape[0]}, too large", code="image_too_large"
+        )
+    return np.asarray(img, dtype=np.uint8)
+
+
+def embed_enrollment_photo(
+    image: bytes | npt.NDArray[Any],
+    *,
+    detector: FaceDetector,
+    embedder: FaceEmbedder,
+    quality: QualityConfig = ENROLLMENT_QUALITY,
+    other_face_ratio: float = 0.4,
+) -> EnrollmentResult:
+    """Embed the one face of an enrollment photo (encoded bytes or a BGR array), or say why not.
+
+    A second face at least ``other_face_ratio`` times the size of the largest one makes the photo
+    ambiguous (``several_faces``): whose template would it be? Much smaller faces far behind the
+    subject are ignored. The first failed quality reason becomes the error code.
+    """
+    if isinstance(image, bytes | bytearray | memoryview):
+        frame = decode_image(bytes(image))
+    else:
+        try:
+            frame = as_bgr_frame(image)
+        except InvalidImageError as err:
+            raise EnrollmentError(str(err), code="not_an_image") from err
+    # A tight passport-style crop leaves the detector no context around the face; a neutral border
+    # makes such photos detectable without changing normal ones.
+    pad = max(frame.shape[:2]) // 4
+    padded = np.asarray(
+        cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(127, 127, 127)),
+        dtype=np.uint8,
+    )
+    detections = detector.detect(padded)
+    if not detections:
+        raise EnrollmentError("no face found in the photo", code="no_face")
+    largest = max(detections, key=lambda d: d.size)
+    others = [d for d in detections if d is not largest and d.size >= other_face_ratio * largest.size]
+    if others:
+        raise EnrollmentError(
+            f"the photo shows {len(others) + 1} faces; enrol from a photo of the person alone",
+            code="several_faces",
+        )
+    q = assess_face(padded, largest.box, largest.landmarks, quality)
+    if not q.ok:
+        raise EnrollmentError(
+            f"the face is not good enough for a template: {', '.join(q.reasons)}",
+            code=q.reasons[0],
+            quality=q,
+        )
+    chip = align_faces(padded, [largest.landmarks])
+    embedding = embedder.embed(chip)[0]
+    shift = np.array([pad, pad], dtype=np.float32)
+    x1, y1, x2, y2 = largest.box
+    detection = FaceDetection(
+        (x1 - pad, y1 - pad, x2 - pad, y2 - pad),
+        largest.score,
+        (largest.landmarks - shift).astype(np.float32),
+    )
+    return EnrollmentResult(embedding, embedder.model_id, detection, q)

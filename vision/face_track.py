@@ -1,0 +1,215 @@
+"""Identity over time: faces tracked across frames by IoU, identity decided by weighted voting.
+
+A single frame never decides who someone is. Each matched observation votes for its person (or for
+"unknown") with a weight that grows with face size, sharpness and frontality (the quality score);
+faces that failed the quality gate do not vote at all. So one blurry frame neither adds a person nor
+takes one away. A track emits its confirmed identity once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from vision.face_detect import iou_matrix
+from vision.face_pipeline import FaceObservation
+
+UNKNOWN = ""  # vote key of "matched nobody"; person ids are never empty (Gallery refuses them)
+
+
+class FaceTrackerConfig(BaseModel):
+    """Tracking and voting settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    iou_threshold: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Minimum IoU between a track's last box and a new face."
+    )
+    max_age_s: float = Field(
+        default=2.0,
+        gt=0.0,
+        description="A track not seen for this long is closed (the person left, or stood still long "
+        "enough for the motion gate to stop looking).",
+    )
+    min_votes: int = Field(default=3, ge=1, description="Matched observations needed before deciding.")
+    min_weight: float = Field(
+        default=1.0, gt=0.0, description="Summed vote weight the winner needs (about 1 = one ideal face)."
+    )
+    repeat_window_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="A person already confirmed on this camera less than this long ago is not confirmed "
+        "again by a new track (a track broken by occlusion must not count a student twice).",
+    )
+    min_share: float = Field(
+        default=0.6,
+        gt=0.5,
+        le=1.0,
+        description="Share of all vote weight the winner needs; above 0.5 so two names can never both win.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityDecision:
+    """A track's confirmed identity. A named identity is emitted at most once per track.
+
+    ``person_id`` None means the track was confirmed as unknown (a stranger; also at most once per
+    track, and a later named decision on the same track can still follow). ``distance`` is the
+    smallest distance among the winning votes, ``weight``/``share`` the vote that decided.
+    """
+
+    track_id: int
+    person_id: str | None
+    distance: float
+    weight: float
+    share: float
+    votes: int
+    box: tuple[float, float, float, float]
+    model_id: str
+    timestamp: float
+
+
+@dataclass
+class FaceTrack:
+    """One face followed across frames."""
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    first_seen: float
+    last_seen: float
+    model_id: str = ""
+    velocity: tuple[float, float] = (0.0, 0.0)  # box centre, pixels per second
+    frames: int = 0
+    votes: int = 0
+    weights: dict[str, float] = field(default_factory=dict)
+    best_distance: dict[str, float] = field(default_factory=dict)
+    decided: bool = False
+    stranger_reported: bool = False
+    decision: IdentityDecision | None = None
+
+    def predicted_box(self, timestamp: float) -> tuple[float, float, float, float]:
+        """Where the box should be now if the face kept its speed (constant-velocity guess)."""
+        dt = timestamp - self.last_seen
+        dx, dy = self.velocity[0] * dt, self.velocity[1] * dt
+        x1, y1, x2, y2 = self.box
+        return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
+
+    def observe(self, box: tuple[float, float, float, float], timestamp: float) -> None:
+        dt = timestamp - self.last_seen
+        if dt > 0:
+            vx = ((box[0] + box[2]) - (self.box[0] + self.box[2])) / 2 / dt
+            vy = ((box[1] + box[3]) - (self.box[1] + self.box[3])) / 2 / dt
+            # Smoothed, because single detections jitter by a few pixels.
+            self.velocity = (0.5 * self.velocity[0] + 0.5 * vx, 0.5 * self.velocity[1] + 0.5 * vy)
+        self.box = box
+        self.last_seen = timestamp
+        self.frames += 1
+
+    def vote(self, obs: FaceObservation) -> None:
+        if not obs.matched or obs.distance is None:
+            return  # failed the quality gate: seen, but no say in who it is
+        key = obs.person_id or UNKNOWN
+        self.votes += 1
+        self.model_id = obs.model_id
+        self.weights[key] = self.weights.get(key, 0.0) + obs.quality.score
+        self.best_distance[key] = min(self.best_distance.get(key, float("inf")), obs.distance)
+
+    def leader(self) -> tuple[str, float, float] | None:
+        """(key, weight, share) of the leading vote, or None before any vote."""
+        if not self.weights:
+            return None
+        total = sum(self.weights.values())
+        key, weight = max(self.weights.items(), key=lambda kv: kv[1])
+        return key, weight, (weight / total if total > 0 else 0.0)
+
+
+class FaceTracker:
+    """Tracks of one camera. Feed it every analysed frame's observations, in time order."""
+
+    def __init__(self, config: FaceTrackerConfig | None = None) -> None:
+        self.config = config or FaceTrackerConfig()
+        self._tracks: list[FaceTrack] = []
+        self._ids = itertools.count(1)
+        self._last_named: dict[str, float] = {}
+
+    @property
+    def tracks(self) -> list[FaceTrack]:
+        return list(self._tracks)
+
+    def _associate(self, faces: Sequence[FaceObservation], timestamp: float) -> list[tuple[int, int]]:
+        """Greedy one-to-one pairs (track index, face index), highest IoU with the predicted box first."""
+        if not self._tracks or not faces:
+            return []
+        a = np.array([t.predicted_box(timestamp) for t in self._tracks], dtype=np.float32)
+        b = np.array([f.box for f in faces], dtype=np.float32)
+        iou = iou_matrix(a, b)
+        pairs = []
+        used_t: set[int] = set()
+        used_f: set[int] = set()
+        for flat in np.argsort(-iou, axis=None):
+            ti, fi = divmod(int(flat), len(faces))
+            if iou[ti, fi] < self.config.iou_threshold:
+                break
+            if ti in used_t or fi in used_f:
+                continue
+            used_t.add(ti)
+            used_f.add(fi)
+            pairs.append((ti, fi))
+        return pairs
+
+    def update(self, faces: Sequence[FaceObservation], timestamp: float) -> list[IdentityDecision]:
+        """Fold one frame's faces into the tracks; return identities confirmed by this frame."""
+        cfg = self.config
+        self._tracks = [t for t in self._tracks if timestamp - t.last_seen <= cfg.max_age_s]
+        pairs = self._associate(faces, timestamp)
+        matched_faces = {fi for _, fi in pairs}
+        for ti, fi in pairs:
+            track = self._tracks[ti]
+            track.observe(faces[fi].box, timestamp)
+            track.vote(faces[fi])
+        for fi, face in enumerate(faces):
+            if fi in matched_faces:
+                continue
+            track = FaceTrack(next(self._ids), face.box, timestamp, timestamp, frames=1)
+            track.vote(face)
+            self._tracks.append(track)
+        decided = []
+        for track in self._tracks:
+            if track.decided or track.votes < cfg.min_votes:
+                continue
+            lead = track.leader()
+            if lead is None:
+                continue
+            key, weight, share = lead
+            if weight < cfg.min_weight or share < cfg.min_share:
+                continue
+            if key == UNKNOWN and track.stranger_reported:
+                continue
+            decision = IdentityDecision(
+                track_id=track.track_id,
+                person_id=key or None,
+                distance=track.best_distance[key],
+                weight=weight,
+                share=share,
+                votes=track.votes,
+                box=track.box,
+                model_id=track.model_id,
+                timestamp=timestamp,
+            )
+            # A named decision is final. An unknown one is reported once but voting goes on, so a
+            # student first seen from a bad angle can still be recognised later on the same track.
+            if key == UNKNOWN:
+                track.stranger_reported = True
+            else:
+                track.decided = True
+                last = self._last_named.get(key)
+                self._last_named[key] = timestamp
+                if last is not None and timestamp - last < cfg.repeat_window_s:
+                    continue
+            track.decision = decision
+            decided.append(decision)
+        return decided

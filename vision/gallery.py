@@ -1,0 +1,212 @@
+"""Gallery of enrolled face templates: vectorised open-set top-1 matching.
+
+A face is given a name only when its nearest template is closer than the model's threshold; farther
+than that from everyone it is unknown, never "the nearest name". Templates are tagged with the model
+id that produced them and a template of another model is refused, never compared: distances of two
+different embedders mean nothing to each other.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vision.errors import VisionError
+
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    # dlib's own rule is 0.6 (tuned on LFW). On our scene photos several pairs of different young women
+    # fall between 0.57 and 0.60, so 0.6 would name strangers; the same face under realistic changes
+    # stays below 0.35 and different photos of one person at 0.36-0.45 (MODELS.md). 0.5 sits between;
+    # the measured distributions are in docs/FACE_ACCURACY.md.
+    "dlib_resnet_v1": 0.50,
+}
+
+
+class GalleryError(VisionError):
+    """A template or query the gallery cannot use.
+
+    Codes: ``model_mismatch`` (template of another model), ``bad_embedding`` (wrong shape, not finite),
+    ``no_threshold`` (no threshold known for the model).
+    """
+
+    def __init__(self, message: str, *, code: str = "bad_embedding") -> None:
+        super().__init__(message, code=code)
+
+
+@dataclass(frozen=True, slots=True)
+class FaceTemplate:
+    """One stored embedding of one person, tagged with the model that produced it."""
+
+    person_id: str
+    model_id: str
+    embedding: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Result of matching one face.
+
+    ``person_id`` is None for an unknown face. ``distance`` is the distance to the nearest template
+    whether or not it was accepted (useful as a confidence and for tuning), and ``threshold`` the
+    threshold it was held against.
+    """
+
+    person_id: str | None
+    distance: float
+    threshold: float
+    model_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    # Immutable arrays swapped as a whole under the lock, so matching never sees a half-applied change
+    # and never needs the lock itself.
+    embeddings: npt.NDArray[np.float32]  # (M, D)
+    sq_norms: npt.NDArray[np.float32]  # (M,)
+    owner: npt.NDArray[np.int64]  # (M,) index into persons
+    persons: tuple[str, ...]
+
+
+class Gallery:
+    """Templates of one embedding model. Matching is thread-safe; changes are serialised by a lock."""
+
+    def __init__(self, model_id: str, *, threshold: float | None = None, dim: int = 128) -> None:
+        if threshold is None:
+            if model_id not in DEFAULT_THRESHOLDS:
+                raise GalleryError(
+                    f"no default threshold for model {model_id!r}; pass one", code="no_threshold"
+                )
+            threshold = DEFAULT_THRESHOLDS[model_id]
+        if not threshold > 0:
+            raise GalleryError(f"threshold must be positive, got {threshold}", code="no_threshold")
+        self.model_id = model_id
+        self.threshold = float(threshold)
+        self.dim = dim
+        self._lock = threading.Lock()
+        self._snap = _Snapshot(
+            np.zeros((0, dim), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), ()
+        )
+
+    def _check(self, embeddings: npt.NDArray[Any] | Iterable[float]) -> npt.NDArray[np.float32]:
+        arr = np.asarray(embeddings, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None]
+        if arr.ndim != 2 or arr.shape[1] != self.dim:
+            raise GalleryError(f"embeddings must be (N, {self.dim}), got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise GalleryError("embeddings contain NaN or infinity")
+        return arr
+
+    def add(self, person_id: str, embeddings: npt.NDArray[Any], *, model_id: str) -> int:
+        """Add one (D,) or several (N, D) templates for ``person_id``; returns the person's template count.
+
+        ``model_id`` must be this gallery's model, else :class:`GalleryError` ``model_mismatch``.
+        """
+        if model_id != self.model_id:
+            raise GalleryError(
+                f"template for {person_id!r} comes from model {model_id!r}, this gallery holds "
+                f"{self.model_id!r}: re-embed the person's photos with {self.model_id!r}",
+                code="model_mismatch",
+            )
+        if not person_id:
+            raise GalleryError("person_id must not be empty", code="bad_person")
+        arr = self._check(embeddings)
+        with self._lock:
+            snap = self._snap
+            persons = snap.persons
+            if person_id in persons:
+                idx = persons.index(person_id)
+            else:
+                idx = len(persons)
+                persons = (*persons, person_id)
+            emb = np.vstack([snap.embeddings, arr])
+            owner = np.concatenate([snap.owner, np.full(len(arr), idx, np.int64)])
+            self._snap = _Snapshot(emb, np.einsum("ij,ij->i", emb, emb), owner, persons)
+            return int(np.count_nonzero(owner == idx))
+
+    def add_template(self, template: FaceTemplate) -> int:
+        """Add a tagged template (e.g. from the roster); refused if it is of another model."""
+        return self.add(template.person_id, template.embedding, model_id=template.model_id)
+
+    def remove(self, person_id: str) -> int:
+        """Delete every template of ``person_id``; returns how many were deleted (0 if none)."""
+        with self._lock:
+            snap = self._snap
+            if person_id not in snap.persons:
+                return 0
+            idx = snap.persons.index(person_id)
+            keep = snap.owner != idx
+            removed = int(np.count_nonzero(~keep))
+            persons = snap.persons[:idx] + snap.persons[idx + 1 :]
+            owner = snap.owner[keep]
+            owner = np.where(owner > idx, owner - 1, owner)
+            emb = snap.embeddings[keep]
+            self._snap = _Snapshot(emb, snap.sq_norms[keep], owner, persons)
+            return removed
+
+    @property
+    def persons(self) -> tuple[str, ...]:
+        return self._snap.persons
+
+    @property
+    def template_count(self) -> int:
+        return len(self._snap.owner)
+
+    def __len__(self) -> int:
+        return len(self._snap.persons)
+
+    def __contains__(self, person_id: object) -> bool:
+        return person_id in self._snap.persons
+
+    def _nearest(
+        self, queries: npt.NDArray[np.float32], snap: _Snapshot
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+        # |q - e|^2 = |q|^2 + |e|^2 - 2 q.e: one matrix product instead of an (N, M, D) difference array.
+        d2 = (
+            np.einsum("ij,ij->i", queries, queries)[:, None]
+            + snap.sq_norms[None, :]
+            - 2.0 * (queries @ snap.embeddings.T)
+        )
+        best = np.argmin(d2, axis=1)
+        dist = np.sqrt(np.maximum(d2[np.arange(len(queries)), best], 0.0)).astype(np.float32)
+        return best, dist
+
+    def match(self, embeddings: npt.NDArray[Any], *, threshold: float | None = None) -> list[Match]:
+        """Top-1 open-set match of each row of ``embeddings`` (N, D) or one (D,).
+
+        ``threshold`` overrides the gallery's (per camera). An empty gallery matches nobody.
+        """
+        thr = self.threshold if threshold is None else float(threshold)
+        queries = self._check(embeddings)
+        snap = self._snap
+        if not len(snap.owner):
+            return [Match(None, float("inf"), thr, self.model_id) for _ in range(len(queries))]
+        best, dist = self._nearest(queries, snap)
+        out = []
+        for b, d in zip(best, dist, strict=True):
+            person = snap.persons[snap.owner[b]] if d < thr else None
+            out.append(Match(person, float(d), thr, self.model_id))
+        return out
+
+    def nearest_person(
+        self, embedding: npt.NDArray[Any], *, exclude: str | None = None
+    ) -> tuple[str, float] | None:
+        """The closest person other than ``exclude`` and the distance, whatever the threshold.
+
+        For the enrollment warning "this face is already close to another enrolled person".
+        """
+        query = self._check(embedding)[:1]
+        snap = self._snap
+        mask = np.ones(len(snap.owner), dtype=bool)
+        if exclude is not None and exclude in snap.persons:
+            mask = snap.owner != snap.persons.index(exclude)
+        if not mask.any():
+            return None
+        sub = _Snapshot(snap.embeddings[mask], snap.sq_norms[mask], snap.owner[mask], snap.persons)
+        best, dist = self._nearest(query, sub)
+        return snap.persons[sub.owner[best[0]]], float(dist[0])
