@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-Image = npt.NDArray[np.uint8]
+Image = npt.NDArray[Any]  # uint8 BGR; Any because OpenCV results are not precisely typed
 
 
 def crop_around(image: Image, box: tuple[float, float, float, float], margin: float = 1.0) -> Image:
