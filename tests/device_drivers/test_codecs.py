@@ -146,9 +146,7 @@ def _golden_stream(profile: FirmwareProfile) -> bytes:
 def test_decoding_random_bytes_always_progresses(profile: FirmwareProfile, noise: bytes) -> None:
     codec = codec_for(profile)
     buffer = bytearray(noise + _golden_stream(profile)[:7])
-    steps = 0
-    for _ in drain(codec, buffer):
-        steps += 1
+    for steps, _ in enumerate(drain(codec, buffer), 1):
         assert steps <= len(noise) + 7
     # Whatever remains is a possible frame start, shorter than the longest frame.
     assert len(buffer) < profile.framing.max_frame

@@ -1,0 +1,117 @@
+"""Serial card reader driver: EM4100/UID readers and Wiegand-to-serial converters over a pyserial
+port URL, decoding with the profile's :class:`~device_drivers.card_codec.CardCodec`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from types import TracebackType
+from typing import ClassVar, Literal, Self
+
+from pydantic import Field
+
+from device_drivers.card_codec import CardCodec, CardData
+from device_drivers.profile import FirmwareProfile
+from device_drivers.serial_driver import BackoffConfig, SerialDeviceConfig, SerialDriver
+from device_drivers.simulators import CardReaderSimulator, PtyEndpoint
+from device_drivers.types import CardRead
+
+logger = logging.getLogger(__name__)
+
+
+class CardReaderConfig(SerialDeviceConfig):
+    """A serial card reader (EM4100 ASCII, UID lines) or a Wiegand-to-serial converter."""
+
+    kind: Literal["card_reader"] = Field(description="Selects this driver.")
+    debounce_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="The same card again within this time is one presentation (readers repeat while the "
+        "card stays in the field).",
+    )
+
+    families: ClassVar[tuple[str, ...]] = ("card_reader", "wiegand_converter")
+
+
+class CardReaderDriver(SerialDriver):
+    """Reads cards; yields :class:`CardRead`, :class:`DeviceOnline` and :class:`DeviceOffline`.
+
+    With ``simulated`` the driver starts a :class:`CardReaderSimulator` on a pty when entered and
+    exposes it as ``simulator``.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        url: str | None,
+        profile: FirmwareProfile,
+        *,
+        debounce_s: float = 1.0,
+        backoff: BackoffConfig | None = None,
+        simulated: bool = False,
+    ) -> None:
+        if url is None and not simulated:
+            raise ValueError("a port URL is needed unless simulated")
+        super().__init__(
+            device_id,
+            url or "",
+            profile.transport,
+            CardCodec(profile),
+            backoff=backoff,
+            inter_byte_timeout_s=profile.timing.inter_byte_timeout_ms / 1000,
+        )
+        self.profile = profile
+        self.debounce_ns = int(debounce_s * 1e9)
+        self.simulator: CardReaderSimulator | None = (
+            CardReaderSimulator(profile, PtyEndpoint()) if simulated else None
+        )
+        self._last: tuple[str, int] = ("", 0)
+
+    @classmethod
+    def from_config(cls, config: CardReaderConfig) -> CardReaderDriver:
+        return cls(
+            config.id,
+            config.port,
+            config.load_profile(),
+            debounce_s=config.debounce_s,
+            backoff=config.backoff,
+            simulated=config.simulated,
+        )
+
+    async def __aenter__(self) -> Self:
+        if self.simulator is not None:
+            await self.simulator.__aenter__()
+            self.url = self.simulator.url
+        return await super().__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await super().__aexit__(exc_type, exc, tb)
+        if self.simulator is not None:
+            await self.simulator.__aexit__(exc_type, exc, tb)
+
+    def _on_value(self, value: CardData, at: datetime, received_ns: int) -> None:
+        last_credential, last_ns = self._last
+        self._last = (value.credential, received_ns)
+        if value.credential == last_credential and received_ns - last_ns < self.debounce_ns:
+            self._count("repeats")
+            return
+        self._count("cards")
+        self._emit(
+            CardRead(
+                device_id=self.device_id,
+                credential=value.credential,
+                card_format=value.card_format,
+                facility_code=value.facility_code,
+                card_number=value.card_number,
+                raw_hex=value.raw_hex,
+                bits=value.bits,
+                at=at,
+                received_ns=received_ns or time.monotonic_ns(),
+            )
+        )
+
+
+__all__ = ["CardReaderConfig", "CardReaderDriver"]

@@ -1,0 +1,362 @@
+"""The I/O half shared by serial drivers: a pyserial port URL, a reader thread, reconnects with
+capped jittered exponential backoff, and readings out through ``async for``.
+
+Any pyserial URL works: ``/dev/ttyUSB0``, a pty path, ``socket://host:port``, ``loop://``.
+Blocking pyserial calls never run on the event loop: reads happen in a thread per port, writes and
+opens in a one-thread executor per driver, so a slow or noisy port cannot stall other devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import serial
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from device_drivers.codecs import Codec, drain
+from device_drivers.errors import DeviceError, MalformedFrame
+from device_drivers.profile import FirmwareProfile, ProfileError, Transport, load_profile, resolve_profile
+from device_drivers.types import DeviceOffline, DeviceOnline, Reading, utc_now
+
+logger = logging.getLogger(__name__)
+
+_READ_TIMEOUT_S = 0.1
+_MAX_CHUNK = 4096
+
+
+class BackoffConfig(BaseModel):
+    """Reconnect delays: ``initial_s`` doubling (times ``multiplier``) up to ``max_s``, with jitter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_s: float = Field(default=0.5, gt=0, description="First delay after a failure, seconds.")
+    max_s: float = Field(default=30.0, gt=0, description="Longest delay between attempts, seconds.")
+    multiplier: float = Field(default=2.0, ge=1, description="Growth of the delay per failed attempt.")
+    jitter: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Fraction of each delay that is random (0: none, 1: full jitter).",
+    )
+
+
+class Backoff:
+    """Capped, jittered exponential delays; :meth:`reset` after a success."""
+
+    def __init__(self, config: BackoffConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt (and count this attempt)."""
+        c = self.config
+        ceiling = min(c.max_s, c.initial_s * c.multiplier**self.attempt)
+        self.attempt += 1
+        return ceiling * (1 - c.jitter) + self._rng.uniform(0, ceiling * c.jitter)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class SerialDeviceConfig(BaseModel):
+    """Fields every serial device has; subclasses add ``kind`` and set ``families``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="Device id, unique on this gateway; used in events."
+    )
+    profile: str = Field(
+        description="Firmware profile: a shipped profile id (e.g. `em4100_id12`) or a path to a YAML file."
+    )
+    port: str | None = Field(
+        default=None,
+        description="pyserial port URL: `/dev/ttyUSB0`, `/dev/serial/by-id/...`, `socket://host:port`, "
+        "`loop://`. Not needed when `simulated`.",
+    )
+    simulated: bool = Field(
+        default=False, description="Run the device's simulator on a pty and connect the driver to it (demo)."
+    )
+    backoff: BackoffConfig = Field(default=BackoffConfig(), description="Reconnect delays.")
+
+    families: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.port is None and not self.simulated:
+            raise ValueError("give a port, or set simulated: true")
+        try:
+            profile = load_profile(resolve_profile(self.profile))
+        except ProfileError as err:
+            raise ValueError(str(err)) from None
+        if profile.family not in self.families:
+            raise ValueError(
+                f"profile {profile.id} is a {profile.family}; this device needs {' or '.join(self.families)}"
+            )
+        return self
+
+    def load_profile(self) -> FirmwareProfile:
+        """The validated firmware profile."""
+        return load_profile(resolve_profile(self.profile))
+
+
+_CLOSED = object()
+
+
+class SerialDriver:
+    """Base of the serial drivers: owns the port and the reconnect loop; subclasses turn decoded
+    values into readings in :meth:`_on_value`.
+
+    Use as a reusable async context manager::
+
+        async with driver:
+            async for reading in driver.readings():
+                ...
+
+    ``counters`` counts frames, bytes, every dropped frame by its code (``bad_checksum``,
+    ``parity``, ``garbage``...), ``truncated`` frames cut by silence, ``reconnects`` and readings
+    dropped because nobody consumed them (``dropped_readings``).
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        url: str,
+        transport: Transport,
+        codec: Codec,
+        *,
+        backoff: BackoffConfig | None = None,
+        inter_byte_timeout_s: float | None = None,
+        queue_size: int = 1000,
+    ) -> None:
+        self.device_id = device_id
+        self.url = url
+        self.transport = transport
+        self.codec = codec
+        self.backoff = Backoff(backoff or BackoffConfig())
+        self.inter_byte_timeout_ns = None if inter_byte_timeout_s is None else int(inter_byte_timeout_s * 1e9)
+        self.queue_size = queue_size
+        self.counters: dict[str, int] = {}
+        self.online = False
+        self._port: serial.SerialBase | None = None
+        self._readings: asyncio.Queue[Any] = asyncio.Queue(queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._io: ThreadPoolExecutor | None = None
+        self._stop_reader = threading.Event()
+        self._offline_reported = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._task is not None:
+            raise RuntimeError(f"driver {self.device_id} is already running")
+        self._readings = asyncio.Queue(self.queue_size)
+        self._offline_reported = False
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-{self.device_id}")
+        self._task = asyncio.create_task(self._run(), name=f"driver:{self.device_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._close_port()
+        if self._io is not None:
+            self._io.shutdown(wait=False)
+            self._io = None
+        self.online = False
+        self._put(_CLOSED)
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """Readings until the driver is closed."""
+        while True:
+            item = await self._readings.get()
+            if item is _CLOSED:
+                return
+            yield item
+
+    # -- the connection loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._open_port()
+            except (serial.SerialException, OSError, ValueError) as err:
+                self._went_offline(f"cannot open {self.url}: {err}")
+                await asyncio.sleep(self.backoff.next_delay())
+                continue
+            self.backoff.reset()
+            self._went_online(f"opened {self.url}")
+            reason = await self._pump()
+            await self._close_port()
+            self._went_offline(reason)
+            self._count("reconnects")
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _open_port(self) -> None:
+        t = self.transport
+        loop = asyncio.get_running_loop()
+
+        def open_port() -> serial.SerialBase:
+            port = serial.serial_for_url(
+                self.url,
+                baudrate=t.baudrate,
+                bytesize=t.bytesize,
+                parity=t.parity,
+                stopbits=t.stopbits,
+                timeout=_READ_TIMEOUT_S,
+                write_timeout=2.0,
+                do_not_open=True,
+            )
+            port.open()
+            return port
+
+        self._port = await loop.run_in_executor(self._io, open_port)
+        self._on_connected()
+
+    async def _close_port(self) -> None:
+        self._stop_reader.set()
+        port, self._port = self._port, None
+        if port is None:
+            return
+        with contextlib.suppress(Exception):
+            port.cancel_read()
+        # Closing may block (draining a USB adapter): not on the loop.
+        with contextlib.suppress(Exception):
+            await asyncio.get_running_loop().run_in_executor(None, port.close)
+
+    async def _pump(self) -> str:
+        """Feed received bytes to the codec until the port fails; returns why it stopped."""
+        port = self._port
+        assert port is not None
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[bytes, int, datetime] | BaseException] = asyncio.Queue()
+        self._stop_reader = stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                while not stop.is_set():
+                    data = port.read(min(max(port.in_waiting, 1), _MAX_CHUNK))
+                    if data:
+                        loop.call_soon_threadsafe(chunks.put_nowait, (data, time.monotonic_ns(), utc_now()))
+            except Exception as err:
+                if not stop.is_set():
+                    loop.call_soon_threadsafe(chunks.put_nowait, err)
+
+        thread = threading.Thread(target=reader, name=f"read-{self.device_id}", daemon=True)
+        thread.start()
+        buffer = bytearray()
+        last_ns = 0
+        try:
+            while True:
+                item = await chunks.get()
+                if isinstance(item, BaseException):
+                    return f"read failed: {item}"
+                data, received_ns, at = item
+                self._count("bytes", len(data))
+                if (
+                    buffer
+                    and self.inter_byte_timeout_ns
+                    and received_ns - last_ns > self.inter_byte_timeout_ns
+                ):
+                    self._bad(
+                        MalformedFrame(
+                            "frame cut by silence", code="truncated", consumed=len(buffer), raw=bytes(buffer)
+                        )
+                    )
+                    buffer.clear()
+                last_ns = received_ns
+                buffer += data
+                for value in drain(self.codec, buffer):
+                    if isinstance(value, MalformedFrame):
+                        self._bad(value)
+                    else:
+                        self._count("frames")
+                        self._on_value(value, at, received_ns)
+                # A flooded port has chunks ready at once, and get() would not yield: let others run.
+                await asyncio.sleep(0)
+        finally:
+            stop.set()
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+
+    def _on_connected(self) -> None:
+        """Hook: the port just opened."""
+
+    def _on_value(self, value: Any, at: datetime, received_ns: int) -> None:
+        raise NotImplementedError
+
+    def _emit(self, reading: Reading) -> None:
+        self._put(reading)
+
+    def _put(self, item: object) -> None:
+        while True:
+            try:
+                self._readings.put_nowait(item)
+                return
+            except asyncio.QueueFull:
+                # Nobody reads: keep the newest, count and log what goes.
+                dropped = self._readings.get_nowait()
+                self._count("dropped_readings")
+                logger.warning("device %s: reading queue full, dropped %s", self.device_id, dropped)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def _bad(self, err: MalformedFrame) -> None:
+        self._count(err.code)
+        logger.warning(
+            "device %s: dropped %d bytes (%s): %s raw=%s",
+            self.device_id,
+            err.consumed,
+            err.code,
+            err,
+            err.raw.hex(),
+        )
+
+    def _went_online(self, reason: str) -> None:
+        if not self.online:
+            self.online = True
+            logger.info("device %s online: %s", self.device_id, reason)
+            self._emit(DeviceOnline(self.device_id, reason, utc_now()))
+
+    def _went_offline(self, reason: str) -> None:
+        if self.online or not self._offline_reported:
+            self.online = False
+            self._offline_reported = True
+            logger.warning("device %s offline: %s", self.device_id, reason)
+            self._emit(DeviceOffline(self.device_id, reason, utc_now()))
+
+    async def write(self, data: bytes) -> None:
+        """Write ``data`` to the port (off the event loop); :class:`DeviceError` ``offline`` when the
+        port is not open, ``write_failed`` when the write fails."""
+        port = self._port
+        if port is None or self._io is None:
+            raise DeviceError(f"device {self.device_id} is offline", device_id=self.device_id, code="offline")
+        write: Callable[[bytes], int | None] = port.write
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._io, write, data)
+        except (serial.SerialException, OSError) as err:
+            self._count("write_failed")
+            raise DeviceError(
+                f"device {self.device_id}: write failed: {err}", device_id=self.device_id, code="write_failed"
+            ) from err
+        self._count("frames_out")
+
+
+__all__ = ["Backoff", "BackoffConfig", "SerialDeviceConfig", "SerialDriver"]
