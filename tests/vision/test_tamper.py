@@ -1,0 +1,191 @@
+"""Camera tamper checks: effects applied to real photos (cover, darken, blur, shift, rotate)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from scene_clips import (
+    Frame,
+    corridor_background,
+    cover,
+    darken,
+    defocus,
+    jpeg_noise,
+    load_photo,
+    paste_person,
+    person_sprite,
+    shift_view,
+)
+
+from vision.tamper import (
+    TamperChange,
+    TamperConfig,
+    TamperDetector,
+    TamperError,
+    edge_map,
+    edge_overlap,
+    sharpness,
+)
+
+CFG = TamperConfig(reference_frames=3, trigger_frames=4, clear_frames=3, stream_timeout_s=5.0)
+VIEWS = ["sample2.jpg", "sample6.jpg", "corridor"]
+
+
+def view(shared_dir: Path, name: str) -> Frame:
+    if name == "corridor":
+        return corridor_background()
+    photo = load_photo(shared_dir, name)
+    return np.asarray(cv2.resize(photo, (1280, 800), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+
+def learned(base: Frame) -> tuple[TamperDetector, float]:
+    det = TamperDetector("cam1", CFG)
+    t = 0.0
+    for k in range(CFG.reference_frames):
+        t = k * 0.2
+        assert det.update(jpeg_noise(base, 70 + k), t) == []
+    assert det.learned
+    return det, t
+
+
+def feed(det: TamperDetector, frames: list[Frame], t0: float) -> tuple[list[tuple[int, TamperChange]], float]:
+    out = []
+    t = t0
+    for i, f in enumerate(frames):
+        t += 0.2
+        out += [(i, c) for c in det.update(f, t)]
+    return out, t
+
+
+def test_sharpness_ignores_brightness_but_not_blur(shared_dir: Path) -> None:
+    gray = np.asarray(cv2.cvtColor(view(shared_dir, "sample2.jpg"), cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+    s = sharpness(gray)
+    dim = (gray * 0.5).astype(np.uint8)
+    assert sharpness(dim) == pytest.approx(s, rel=0.1)
+    assert sharpness(np.asarray(cv2.GaussianBlur(gray, (0, 0), 3), dtype=np.uint8)) < 0.5 * s
+
+
+def test_edge_overlap_identity_and_shift(shared_dir: Path) -> None:
+    gray = np.asarray(cv2.cvtColor(view(shared_dir, "sample6.jpg"), cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+    edges = edge_map(gray)
+    assert edge_overlap(edges, edges) == 1.0
+    shifted = np.roll(edges, 12, axis=1)
+    assert edge_overlap(edges, shifted) < 0.5
+    assert edge_overlap(np.zeros_like(edges), edges) == 1.0
+
+
+@pytest.mark.parametrize("name", VIEWS)
+def test_ordinary_changes_raise_nothing(shared_dir: Path, name: str) -> None:
+    # JPEG noise, lights dimmed and brightened, people walking through (one big, close to the camera).
+    base = view(shared_dir, name)
+    det, t = learned(base)
+    h, w = base.shape[:2]
+    frames = []
+    for k in range(30):
+        f = jpeg_noise(base, 60 + k % 30)
+        gain = [1.0, 0.6, 1.3][k // 10]
+        f = np.clip(f.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        paste_person(f, person_sprite(shared_dir, "figure"), (w * (0.1 + 0.03 * k), h - 20), h * 0.35)
+        if 10 <= k < 20:
+            paste_person(f, person_sprite(shared_dir, "diner"), (w * 0.6, h - 10), h * 0.6)
+        frames.append(f)
+    changes, _ = feed(det, frames, t)
+    assert changes == [], det.last_metrics
+    assert det.active == {}
+
+
+EFFECTS: dict[str, tuple[Callable[[Frame], Frame], str]] = {
+    "cover_dark": (lambda f: cover(f, 12), "covered"),
+    "cover_bright": (lambda f: cover(f, 200), "covered"),
+    "lights_off": (lambda f: darken(f, 0.06), "covered"),
+    "defocus": (lambda f: defocus(f, 4.0), "defocused"),
+    "shift": (lambda f: shift_view(f, 70, 10), "moved"),
+    "rotate": (lambda f: shift_view(f, 0, 0, 6.0), "moved"),
+    "tilt_down": (lambda f: shift_view(f, 0, 90), "moved"),
+}
+
+
+@pytest.mark.parametrize("name", VIEWS)
+@pytest.mark.parametrize("effect", sorted(EFFECTS))
+def test_effect_turns_on_after_n_frames_and_off_after_m(shared_dir: Path, name: str, effect: str) -> None:
+    base = view(shared_dir, name)
+    det, t = learned(base)
+    apply, kind = EFFECTS[effect]
+    tampered = [jpeg_noise(apply(base), 70 + k) for k in range(CFG.trigger_frames + 3)]
+    changes, t = feed(det, tampered, t)
+    # Exactly one change: the right state turns on at the N-th tampered frame, nothing else.
+    assert [(i, c.kind, c.active) for i, c in changes] == [(CFG.trigger_frames - 1, kind, True)], (
+        det.last_metrics
+    )
+    assert set(det.active) == {kind}
+    assert changes[0][1].reason
+    # The camera is put right: it turns off after M good frames.
+    changes, _ = feed(det, [jpeg_noise(base, 75)] * (CFG.clear_frames + 2), t)
+    assert [(i, c.kind, c.active) for i, c in changes] == [(CFG.clear_frames - 1, kind, False)]
+    assert det.active == {}
+
+
+def test_a_different_view_counts_as_moved(shared_dir: Path) -> None:
+    det, t = learned(view(shared_dir, "sample2.jpg"))
+    changes, _ = feed(det, [view(shared_dir, "sample3.jpg")] * CFG.trigger_frames, t)
+    assert [(c.kind, c.active) for _, c in changes] == [("moved", True)]
+
+
+def test_single_odd_frames_change_nothing(shared_dir: Path) -> None:
+    base = view(shared_dir, "sample6.jpg")
+    det, t = learned(base)
+    frames = []
+    for k in range(24):
+        odd = [cover(base), defocus(base, 5), shift_view(base, 80)]
+        frames.append(odd[k % 3] if k % 4 == 3 else jpeg_noise(base, 80))
+    changes, _ = feed(det, frames, t)
+    assert changes == []
+
+
+def test_moved_then_relearn_accepts_the_new_view(shared_dir: Path) -> None:
+    base = view(shared_dir, "sample2.jpg")
+    det, t = learned(base)
+    moved = shift_view(base, 100)
+    changes, t = feed(det, [moved] * CFG.trigger_frames, t)
+    assert [c.kind for _, c in changes] == ["moved"]
+    det.relearn()  # e.g. the operator acknowledged an intended re-aim
+    changes, t = feed(det, [jpeg_noise(moved, 80)] * (CFG.reference_frames + CFG.clear_frames), t)
+    assert [(c.kind, c.active) for _, c in changes] == [("moved", False)]
+
+
+def test_stream_lost_and_back() -> None:
+    det = TamperDetector("cam1", CFG)
+    assert det.poll(100.0) == []  # never had a frame: nothing to lose (the driver reports offline)
+    base = corridor_background()
+    det.update(base, 101.0)
+    assert det.poll(105.9) == []
+    lost = det.poll(106.5)
+    assert [(c.kind, c.active) for c in lost] == [("stream_lost", True)]
+    assert "5.5 s" in lost[0].reason
+    assert det.poll(120.0) == []  # reported once
+    back = det.update(base, 121.0)
+    assert [(c.kind, c.active) for c in back] == [("stream_lost", False)]
+
+
+def test_bad_frames_are_counted_not_raised() -> None:
+    det = TamperDetector("cam1", CFG)
+    assert det.update(np.zeros((10, 10), np.float64), 0.0) == []
+    assert det.update(np.zeros((100, 100, 4), np.uint8), 0.1) == []
+    assert det.update(None, 0.2) == []  # type: ignore[arg-type]
+    assert det.bad_frames == 3
+    with pytest.raises(TamperError) as err:
+        det.update(corridor_background(), -1.0)
+    assert err.value.code == "time_backwards"
+
+
+def test_resolution_change_relearns_without_alarm(shared_dir: Path) -> None:
+    base = view(shared_dir, "sample6.jpg")
+    det, t = learned(base)
+    smaller = np.asarray(cv2.resize(base, (640, 480)), dtype=np.uint8)
+    changes, _ = feed(det, [jpeg_noise(smaller, 80)] * 10, t)
+    assert changes == []
+    assert det.learned

@@ -1,0 +1,452 @@
+"""Camera tamper checks without a model: covered/dark, defocused, view moved, stream lost.
+
+Each frame is reduced to a small grey image and a few measurements:
+
+* **covered** — the picture is (nearly) uniform: a hand, a cloth, spray paint, or the lights off.
+  Judged on the grey mean and standard deviation, with no reference needed.
+* **defocused** — sharpness (variance of the Laplacian) fell below a fraction of the sharpness
+  learned from the first good frames. The learned value follows slow changes (lighting over the day)
+  only while nothing is wrong, so a lens turned out of focus cannot become the new normal.
+* **moved** — the background no longer sits where it did in the reference: ORB features matched
+  against the reference and fitted with RANSAC to one similarity transform (people in front of the
+  camera are outliers and do not bias it) move a frame corner by more than ``moved_shift_frac`` of
+  the width. When too few features match to trust that, most of the reference's edges being gone
+  (median over picture cells, so a few people hiding some cells do not count) means a different view.
+  Limitation: a plain scene almost entirely hidden by people standing still for ``trigger_frames``
+  frames looks the same as a different view; give such cameras a longer ``trigger_frames``.
+* **stream lost** — no frame for ``stream_timeout_s`` seconds (timestamps come from the caller).
+
+Every state is stable: it turns on after ``trigger_frames`` consecutive frames that show it and
+off after ``clear_frames`` consecutive frames that do not, so a single odd frame changes nothing.
+The detector reports :class:`TamperChange` transitions; the agent turns them into events.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from vision.errors import VisionError
+from vision.runtime import InvalidImageError, as_bgr_frame
+
+log = logging.getLogger(__name__)
+
+TamperKind = Literal["covered", "defocused", "moved", "stream_lost"]
+KINDS: tuple[TamperKind, ...] = ("covered", "defocused", "moved", "stream_lost")
+
+
+class TamperError(VisionError):
+    """Misuse of the tamper detector (e.g. time going backwards)."""
+
+    def __init__(self, message: str, *, code: str = "tamper_error") -> None:
+        super().__init__(message, code=code)
+
+
+class TamperConfig(BaseModel):
+    """Thresholds of :class:`TamperDetector`. Defaults were tuned on the test photos with the effects
+    in ``tests/vision/scene_clips.py``; grey levels are 0..255."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    analysis_width: int = Field(
+        default=320, ge=64, le=1920, description="Frames are shrunk to this width before any check."
+    )
+    dark_mean_max: float = Field(
+        default=40.0,
+        ge=0,
+        le=255,
+        description="A frame darker than this (grey mean) with low contrast is covered.",
+    )
+    dark_std_max: float = Field(
+        default=12.0,
+        ge=0,
+        le=128,
+        description="Contrast (grey std) below which a dark frame counts as covered.",
+    )
+    uniform_std_max: float = Field(
+        default=5.0,
+        ge=0,
+        le=128,
+        description="Contrast below which a frame is covered whatever its brightness (a bright cloth).",
+    )
+    defocus_ratio: float = Field(
+        default=0.35,
+        gt=0,
+        lt=1,
+        description="Sharpness below this fraction of the learned sharpness is defocus.",
+    )
+    moved_shift_frac: float = Field(
+        default=0.04,
+        gt=0,
+        lt=1,
+        description="Background displacement (fraction of the width, at the frame corners, so rotations "
+        "count too) that counts as a moved view.",
+    )
+    min_inliers: int = Field(
+        default=12,
+        ge=4,
+        description="Feature matches agreeing on one background motion needed to trust the estimate; "
+        "with fewer, only the edge check can call the view moved.",
+    )
+    orb_features: int = Field(default=400, ge=50, le=5000, description="ORB keypoints per analysed frame.")
+    edge_overlap_min: float = Field(
+        default=0.3,
+        gt=0,
+        lt=1,
+        description="Median fraction of the reference edges still in place (per picture cell); below it "
+        "the view is a different one. Used when the features cannot be matched.",
+    )
+    reference_frames: int = Field(
+        default=5, ge=1, le=500, description="Good frames averaged into the reference at start (or relearn)."
+    )
+    sharpness_adapt: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="Rate at which the learned sharpness follows the scene while no tamper is active.",
+    )
+    trigger_frames: int = Field(
+        default=5, ge=1, le=1000, description="Consecutive frames to turn a state on."
+    )
+    clear_frames: int = Field(default=5, ge=1, le=1000, description="Consecutive frames to turn a state off.")
+    stream_timeout_s: float = Field(default=10.0, gt=0, description="No frame for this long: stream lost.")
+
+
+@dataclass(frozen=True, slots=True)
+class TamperChange:
+    """A tamper state turned on (``active``) or off, with a human-readable ``reason``."""
+
+    kind: TamperKind
+    active: bool
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TamperMetrics:
+    """What the last frame measured (exposed for logs, metrics and threshold tuning)."""
+
+    mean: float
+    std: float
+    sharpness: float
+    reference_sharpness: float | None
+    shift_px: float | None
+    angle_deg: float | None
+    inliers: int | None
+    edge_overlap: float | None
+
+
+@dataclass(slots=True)
+class _Hysteresis:
+    active: bool = False
+    streak: int = 0
+    reason: str = ""
+
+    def step(self, raw: bool, reason: str, trigger: int, clear: int) -> bool:
+        """Feed one frame's raw verdict; True when the stable state flips."""
+        if raw == self.active:
+            self.streak = 0
+            if raw:
+                self.reason = reason
+            return False
+        self.streak += 1
+        if self.streak < (trigger if raw else clear):
+            return False
+        self.active = raw
+        self.streak = 0
+        self.reason = reason
+        return True
+
+
+def grey_small(frame_bgr: NDArray[np.uint8], width: int) -> NDArray[np.uint8]:
+    """The frame in grey, shrunk to ``width`` (area averaging; keeps the aspect ratio)."""
+    h, w = frame_bgr.shape[:2]
+    gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+    if w <= width:
+        return np.asarray(gray, dtype=np.uint8)
+    height = max(8, round(h * width / w))
+    return np.asarray(cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+
+def sharpness(gray: NDArray[np.uint8]) -> float:
+    """Energy of the Laplacian relative to the energy of the gradient: high for crisp edges, low for blur.
+
+    Blur removes the fine detail (Laplacian) faster than the coarse slopes (gradient). Dividing by the
+    gradient energy makes the measure independent of brightness and contrast, so dimmed lights or a
+    person in a dark coat do not look like a defocused lens.
+    """
+    g = gray.astype(np.float32)
+    lap = cv2.Laplacian(g, cv2.CV_32F)
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1)
+    grad_energy = float(np.mean(gx * gx + gy * gy))
+    return float(np.mean(lap * lap)) / max(grad_energy, 1e-6)
+
+
+def edge_map(gray: NDArray[np.uint8]) -> NDArray[np.bool_]:
+    """Canny edges, thresholds from the image's own median (robust to exposure)."""
+    med = float(np.median(gray))
+    lo, hi = max(0.0, 0.66 * med), min(255.0, 1.33 * med)
+    return np.asarray(cv2.Canny(gray, lo, hi), dtype=np.uint8) > 0
+
+
+def edge_overlap(
+    reference: NDArray[np.bool_], current: NDArray[np.bool_], tolerance_px: int = 1, grid: int = 4
+) -> float:
+    """Median over a ``grid`` × ``grid`` split of the picture of the fraction of reference edge pixels
+    with a current edge within ``tolerance_px`` (1.0 when the reference has no edges).
+
+    The median over cells, not the overall fraction: people standing in front of the camera hide
+    the edges of a few cells, while a moved camera changes every cell.
+    """
+    k = 2 * tolerance_px + 1
+    grown = cv2.dilate(current.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    h, w = reference.shape
+    min_edges = max(10, reference.size // (grid * grid * 200))
+    fractions = []
+    for i in range(grid):
+        for j in range(grid):
+            ys = slice(i * h // grid, (i + 1) * h // grid)
+            xs = slice(j * w // grid, (j + 1) * w // grid)
+            ref = reference[ys, xs]
+            total = int(ref.sum())
+            if total >= min_edges:  # cells of plain wall say nothing either way
+                fractions.append(float((ref & grown[ys, xs]).sum()) / total)
+    return float(np.median(fractions)) if fractions else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ViewMotion:
+    """How the background moved against the reference: the largest displacement of a frame corner
+    (or the centre) under the fitted similarity transform, its rotation, and the evidence behind it."""
+
+    displacement_px: float
+    angle_deg: float
+    matches: int
+    inliers: int
+    keypoints: int
+
+
+class _Features:
+    """ORB keypoints of the reference and the matcher; fitted with RANSAC so people in front of the
+    camera (outliers) do not bias the estimate of how the background moved."""
+
+    def __init__(self, n_features: int) -> None:
+        self._orb = cv2.ORB.create(nfeatures=n_features, fastThreshold=10)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        self._ref_pts: NDArray[np.float32] | None = None
+        self._ref_desc: NDArray[np.uint8] | None = None
+
+    def set_reference(self, gray: NDArray[np.uint8]) -> int:
+        kps, desc = self._orb.detectAndCompute(gray, None)
+        self._ref_pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
+        self._ref_desc = None if desc is None else np.asarray(desc, dtype=np.uint8)
+        return len(kps)
+
+    @property
+    def reference_keypoints(self) -> int:
+        return 0 if self._ref_pts is None else len(self._ref_pts)
+
+    def motion(self, gray: NDArray[np.uint8]) -> ViewMotion:
+        if self._ref_desc is None or self._ref_pts is None:
+            return ViewMotion(0.0, 0.0, 0, 0, 0)
+        kps, desc = self._orb.detectAndCompute(gray, None)
+        if desc is None or len(kps) < 3:
+            return ViewMotion(0.0, 0.0, 0, 0, len(kps))
+        matches = self._matcher.match(self._ref_desc, desc)
+        if len(matches) < 3:
+            return ViewMotion(0.0, 0.0, len(matches), 0, len(kps))
+        src = self._ref_pts[[m.queryIdx for m in matches]]
+        dst = np.array([kps[m.trainIdx].pt for m in matches], dtype=np.float32).reshape(-1, 2)
+        m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
+        if m is None or inliers is None:
+            return ViewMotion(0.0, 0.0, len(matches), 0, len(kps))
+        h, w = gray.shape
+        probes = np.array([[0, 0], [w, 0], [0, h], [w, h], [w / 2, h / 2]], dtype=np.float32)
+        moved = probes @ m[:, :2].T + m[:, 2]
+        disp = float(np.linalg.norm(moved - probes, axis=1).max())
+        angle = math.degrees(math.atan2(float(m[1, 0]), float(m[0, 0])))
+        return ViewMotion(disp, angle, len(matches), int(inliers.sum()), len(kps))
+
+
+class TamperDetector:
+    """Tamper checks for one camera. Feed every analysed frame to :meth:`update`; call :meth:`poll`
+    periodically (even when no frames come) to detect a lost stream."""
+
+    def __init__(self, camera_id: str, config: TamperConfig | None = None) -> None:
+        self.camera_id = camera_id
+        self.config = config or TamperConfig()
+        self._states: dict[TamperKind, _Hysteresis] = {k: _Hysteresis() for k in KINDS}
+        self._last_frame_at: float | None = None
+        self._last_time: float | None = None
+        self.bad_frames = 0
+        """Frames rejected as unusable images (wrong type/shape); counted, never raised to the caller."""
+        self.last_metrics: TamperMetrics | None = None
+        self._features = _Features(self.config.orb_features)
+        self.relearn()
+
+    def relearn(self) -> None:
+        """Forget the reference (after an intended camera move); the next good frames become it."""
+        self._ref_count = 0
+        self._ref_sum: NDArray[np.float64] | None = None
+        self._ref_sharp_sum = 0.0
+        self._ref_gray: NDArray[np.float32] | None = None
+        self._ref_edges: NDArray[np.bool_] | None = None
+        self._ref_sharpness: float | None = None
+        for kind in ("defocused", "moved"):
+            st = self._states[kind]
+            st.streak = 0
+
+    @property
+    def learned(self) -> bool:
+        """Whether the reference has been learned (defocus and move checks need it)."""
+        return self._ref_gray is not None
+
+    @property
+    def active(self) -> dict[TamperKind, str]:
+        """States currently on, with their reason."""
+        return {k: s.reason for k, s in self._states.items() if s.active}
+
+    def _check_time(self, at: float) -> None:
+        if not math.isfinite(at):
+            raise TamperError(f"time {at!r} is not finite", code="bad_time")
+        if self._last_time is not None and at < self._last_time:
+            raise TamperError(f"time went backwards ({at} < {self._last_time})", code="time_backwards")
+        self._last_time = at
+
+    def update(self, frame_bgr: NDArray[np.uint8], at: float) -> list[TamperChange]:
+        """Judge one frame taken at ``at`` (seconds). A garbage frame is counted in ``bad_frames``,
+        logged, and otherwise ignored (it does not even count as a sign of life for the stream)."""
+        self._check_time(at)
+        try:
+            frame = as_bgr_frame(frame_bgr)
+        except InvalidImageError as err:
+            self.bad_frames += 1
+            log.warning("camera %s: tamper check skipped a bad frame: %s", self.camera_id, err)
+            return []
+        cfg = self.config
+        changes = self._stream_seen(at)
+        gray = grey_small(frame, cfg.analysis_width)
+        mean, std = float(gray.mean()), float(gray.std())
+        sharp = sharpness(gray)
+
+        covered = std < cfg.uniform_std_max or (mean < cfg.dark_mean_max and std < cfg.dark_std_max)
+        covered_reason = (
+            f"picture nearly uniform (brightness {mean:.0f}, contrast {std:.1f}): lens covered or no light"
+        )
+        changes += self._step("covered", covered, covered_reason, at)
+
+        shift_px: float | None = None
+        angle: float | None = None
+        inliers: int | None = None
+        overlap: float | None = None
+        defocused = moved = False
+        judged = False  # covered or still learning: no evidence either way, states are held
+        defocus_reason = moved_reason = ""
+        if not covered and self._ref_gray is None:
+            self._learn(gray, sharp)
+        elif not covered and self._ref_gray is not None and self._ref_sharpness is not None:
+            if gray.shape != self._ref_gray.shape:
+                # Resolution changed (camera reconfigured): a new view, judged from scratch.
+                log.info("camera %s: frame size changed, relearning the tamper reference", self.camera_id)
+                self.relearn()
+                self._learn(gray, sharp)
+            else:
+                judged = True
+                ref_sharp = self._ref_sharpness
+                defocused = sharp < cfg.defocus_ratio * ref_sharp
+                rel = sharp / max(ref_sharp, 1e-9)
+                defocus_reason = f"sharpness {sharp:.3f} is {rel:.0%} of the usual {ref_sharp:.3f}"
+                motion = self._features.motion(gray)
+                shift_px, angle, inliers = motion.displacement_px, motion.angle_deg, motion.inliers
+                width = gray.shape[1]
+                trusted = motion.inliers >= cfg.min_inliers
+                shifted = trusted and shift_px > cfg.moved_shift_frac * width
+                overlap = (
+                    edge_overlap(self._ref_edges, edge_map(gray)) if self._ref_edges is not None else 1.0
+                )
+                # Without a trusted match: a picture full of features of which almost none match the
+                # reference is another view; in a plain scene (few features) the edges tell. A blurred
+                # picture loses both, so neither is used while it is defocused.
+                plenty = 3 * cfg.min_inliers
+                unrecognised = motion.keypoints >= plenty and self._features.reference_keypoints >= plenty
+                lost_edges = overlap < cfg.edge_overlap_min
+                moved = shifted or (not trusted and not defocused and (unrecognised or lost_edges))
+                if shifted:
+                    moved_reason = (
+                        f"view moved by {shift_px / width:.0%} of the width (rotation {angle:+.1f}°, "
+                        f"{motion.inliers} matching points)"
+                    )
+                elif unrecognised:
+                    moved_reason = (
+                        f"view not recognised: {motion.inliers} of {motion.keypoints} points "
+                        "match the reference"
+                    )
+                else:
+                    moved_reason = f"only {overlap:.0%} of the reference edges are still in place"
+                if not (defocused or moved or any(s.active for s in self._states.values())):
+                    # Follow slow lighting changes, but only while everything looks right.
+                    a = cfg.sharpness_adapt
+                    self._ref_sharpness = (1 - a) * ref_sharp + a * sharp
+        if judged:
+            changes += self._step("defocused", defocused, defocus_reason, at)
+            changes += self._step("moved", moved, moved_reason, at)
+        self.last_metrics = TamperMetrics(
+            mean, std, sharp, self._ref_sharpness, shift_px, angle, inliers, overlap
+        )
+        return changes
+
+    def _learn(self, gray: NDArray[np.uint8], sharp: float) -> None:
+        g = gray.astype(np.float64)
+        self._ref_sum = g if self._ref_sum is None else self._ref_sum + g
+        self._ref_sharp_sum += sharp
+        self._ref_count += 1
+        if self._ref_count >= self.config.reference_frames:
+            mean_gray = self._ref_sum / self._ref_count
+            self._ref_gray = mean_gray.astype(np.float32)
+            self._ref_edges = edge_map(np.clip(mean_gray, 0, 255).astype(np.uint8))
+            self._ref_sharpness = self._ref_sharp_sum / self._ref_count
+            self._features.set_reference(np.clip(mean_gray, 0, 255).astype(np.uint8))
+            self._ref_sum = None
+            log.info(
+                "camera %s: tamper reference learned (sharpness %.3f)", self.camera_id, self._ref_sharpness
+            )
+
+    def _step(self, kind: TamperKind, raw: bool, reason: str, at: float) -> list[TamperChange]:
+        st = self._states[kind]
+        if not st.step(raw, reason, self.config.trigger_frames, self.config.clear_frames):
+            return []
+        msg = st.reason if st.active else f"{kind} cleared"
+        log.warning("camera %s: tamper %s %s: %s", self.camera_id, kind, "ON" if st.active else "off", msg)
+        return [TamperChange(kind, st.active, msg, at)]
+
+    def _stream_seen(self, at: float) -> list[TamperChange]:
+        self._last_frame_at = at
+        st = self._states["stream_lost"]
+        if st.active:
+            st.active = False
+            st.reason = ""
+            return [TamperChange("stream_lost", False, "frames arrive again", at)]
+        return []
+
+    def poll(self, now: float) -> list[TamperChange]:
+        """Check for a lost stream at time ``now`` (same clock as the frame times)."""
+        self._check_time(now)
+        st = self._states["stream_lost"]
+        if st.active or self._last_frame_at is None:
+            # Before the first frame there is nothing to lose; the camera driver reports "offline".
+            return []
+        silent = now - self._last_frame_at
+        if silent < self.config.stream_timeout_s:
+            return []
+        st.active = True
+        st.reason = f"no frame for {silent:.1f} s"
+        log.warning("camera %s: tamper stream_lost ON: %s", self.camera_id, st.reason)
+        return [TamperChange("stream_lost", True, st.reason, now)]
