@@ -37,14 +37,19 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class MosquittoBroker:
     """A Mosquitto process owned by the test session, so tests can stop and restart it.
 
-    ``extra_conf`` lines are appended to the generated configuration (password files, TLS...).
+    ``listener_conf`` lines belong to the listener (TLS files); ``extra_conf`` lines are global
+    (password file, persistence). ``anonymous=False`` makes the broker demand a user name.
     """
 
-    def __init__(self, workdir: Path, extra_conf: str = "") -> None:
+    def __init__(
+        self, workdir: Path, extra_conf: str = "", *, listener_conf: str = "", anonymous: bool = True
+    ) -> None:
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.workdir = workdir
         self.port = free_port()
         self.extra_conf = extra_conf
+        self.listener_conf = listener_conf
+        self.anonymous = anonymous
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -53,13 +58,19 @@ class MosquittoBroker:
 
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
+        # As root, Mosquitto would drop to the 'mosquitto' user and lose access to our temp files.
+        user = "user root\n" if os.geteuid() == 0 else ""
+        persistence = "" if "persistence true" in self.extra_conf else "persistence false\n"
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
+            f"{user}"
+            f"per_listener_settings false\n"
+            f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
+            f"{persistence}"
             "max_inflight_messages 0\n"
             "max_queued_messages 0\n"
             f"{self.extra_conf}\n"
+            f"listener {self.port} 127.0.0.1\n"
+            f"{self.listener_conf}\n"
         )
         log = open(self.workdir / "mosquitto.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log)

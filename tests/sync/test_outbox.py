@@ -1,0 +1,205 @@
+"""The outbox against real SQLite files: durability, seq, lanes, drop policy, corruption."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sync.contract import validate_event
+from sync.envelope import Event, parse_event
+from sync.event_types import Lane, Severity
+from sync.outbox import DB_NAME, Outbox, OutboxConfig
+
+SOURCE = "campus/test-site/gw-1/gateway"
+
+
+def heartbeat(i: int, pad: int = 0) -> Event:
+    return Event(
+        "edu.campus.device.heartbeat.v1",
+        "campus/test-site/gw-1/r1",
+        {"device": "r1", "kind": "sim", "uptime_s": float(i), "counter": i, **({"readings": pad} if pad else {})},
+    )
+
+
+def access_like(i: int) -> Event:
+    # The access lane's registered types are gateway lifecycle events until the access issue lands.
+    return Event(
+        "edu.campus.gateway.started.v1",
+        SOURCE,
+        {"version": "t", "hostname": "h", "outbox_backlog": i, "previous_shutdown": "clean"},
+    )
+
+
+def alert(i: int) -> Event:
+    return Event(
+        "edu.campus.security.test_alert.v1",
+        "campus/test-site/gw-1/cam1",
+        {"device": "cam1", "reason": f"test {i}"},
+        severity=Severity.CRITICAL,
+    )
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_append_assigns_increasing_seq_and_group_commits(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Outbox(tmp_path, OutboxConfig(), SOURCE) as ob:
+            futs = [ob.append_nowait(heartbeat(i)) for i in range(5000)]
+            committed = await asyncio.gather(*futs)
+            assert [c.seq for c in committed] == list(range(1, 5001))
+            # Group commit: far fewer transactions than events.
+            assert ob.stats.commits < 5000 / 10
+            assert ob.pending_total == 5000
+
+    run(scenario())
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 5000
+    assert [r[0] for r in conn.execute("SELECT name FROM migrations")] == ["0001_initial"]
+    payload = conn.execute("SELECT payload FROM events WHERE seq=4242").fetchone()[0]
+    event = parse_event(payload)
+    assert event["seq"] == 4242 and event["data"]["counter"] == 4241
+    validate_event(event)
+
+
+def test_seq_continues_across_reopen_and_never_reuses_after_purge(tmp_path: Path) -> None:
+    async def first() -> None:
+        async with Outbox(tmp_path, OutboxConfig(), SOURCE) as ob:
+            await asyncio.gather(*[ob.append_nowait(heartbeat(i)) for i in range(10)])
+            ob.mark_delivered(list(range(1, 11)))
+
+    async def second() -> int:
+        config = OutboxConfig(delivered_retention_s=0, housekeeping_interval_s=0.01)
+        async with Outbox(tmp_path, config, SOURCE) as ob:
+            await ob.append(heartbeat(0))  # the housekeeping after this commit purges delivered rows
+            await asyncio.sleep(0.05)
+            return (await ob.append(heartbeat(1))).seq
+
+    run(first())
+    assert run(second()) == 12
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    assert conn.execute("SELECT min(seq) FROM events").fetchone()[0] == 11
+
+
+def test_fetch_pending_by_lane_and_mark_delivered(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with Outbox(tmp_path, OutboxConfig(), SOURCE) as ob:
+            await asyncio.gather(*[ob.append_nowait(heartbeat(i)) for i in range(3)])
+            await ob.append(alert(1))
+            await ob.append(access_like(1))
+            assert [r.seq for r in ob.fetch_pending(Lane.ALERT, 0, 10)] == [4]
+            assert [r.seq for r in ob.fetch_pending(Lane.ACCESS, 0, 10)] == [5]
+            assert [r.seq for r in ob.fetch_pending(Lane.TELEMETRY, 1, 10)] == [2, 3]
+            ob.mark_delivered([1, 4])
+            # Acknowledged rows disappear from the pending view at once, before the mark commits.
+            assert [r.seq for r in ob.fetch_pending(Lane.TELEMETRY, 0, 10)] == [2, 3]
+            await ob.append(heartbeat(9))  # flushes the marks with it
+            backlog = ob.backlog()
+            assert backlog[Lane.ALERT].pending == 0
+            assert backlog[Lane.TELEMETRY].pending == 3
+            assert backlog[Lane.TELEMETRY].oldest_age_s is not None
+
+    run(scenario())
+
+
+def test_drop_policy_drops_only_telemetry_and_reports_it(tmp_path: Path) -> None:
+    config = OutboxConfig(max_bytes=1 << 20, min_free_bytes=0, housekeeping_interval_s=3600)
+
+    async def scenario() -> None:
+        async with Outbox(tmp_path, config, SOURCE) as ob:
+            # ~1.5 MiB of undelivered telemetry, some delivered telemetry, and access + alerts.
+            telemetry = await asyncio.gather(*[ob.append_nowait(heartbeat(i, pad=i)) for i in range(4000)])
+            keep = await asyncio.gather(*[ob.append_nowait(access_like(i)) for i in range(300)])
+            alerts = await asyncio.gather(*[ob.append_nowait(alert(i)) for i in range(300)])
+            ob.mark_delivered([c.seq for c in telemetry[:500]])
+            await ob.append(heartbeat(99999))
+            assert ob.used_bytes() > config.max_bytes
+            done = asyncio.get_running_loop().create_future()
+            ob.run_in_writer(lambda: (ob.housekeeping(), done.get_loop().call_soon_threadsafe(done.set_result, None)))
+            await done
+            await asyncio.sleep(0.05)
+            assert ob.used_bytes() <= config.max_bytes
+            access_left = ob.fetch_pending(Lane.ACCESS, 0, 10_000)
+            alerts_left = ob.fetch_pending(Lane.ALERT, 0, 10_000)
+            assert {r.seq for r in alerts_left} == {c.seq for c in alerts}
+            # Every access row is still there, plus the drop report.
+            seqs = {r.seq for r in access_left}
+            assert {c.seq for c in keep} <= seqs
+            reports = [parse_event(r.payload) for r in access_left if r.type.endswith("events_dropped.v1")]
+            assert len(reports) == 1
+            report = reports[0]
+            validate_event(report)
+            dropped = report["data"]["undelivered_dropped"]
+            assert dropped > 0
+            assert report["data"]["delivered_purged"] == 500
+            assert report["data"]["reason"] == "size_cap"
+            assert report["data"]["types"] == {"edu.campus.device.heartbeat.v1": dropped}
+            # Oldest telemetry went first: what is left is a suffix of what was appended.
+            left = [r.seq for r in ob.fetch_pending(Lane.TELEMETRY, 0, 10_000)]
+            assert left == sorted(left)
+            assert left[0] == report["data"]["last_seq"] + 1
+            assert ob.stats.dropped_undelivered == {"edu.campus.device.heartbeat.v1": dropped}
+
+    run(scenario())
+
+
+def test_over_cap_with_only_undroppable_events_keeps_them(tmp_path: Path) -> None:
+    config = OutboxConfig(max_bytes=1 << 20, min_free_bytes=0, housekeeping_interval_s=3600)
+
+    async def scenario() -> None:
+        async with Outbox(tmp_path, config, SOURCE) as ob:
+            alerts = await asyncio.gather(*[ob.append_nowait(alert(i)) for i in range(6000)])
+            assert ob.used_bytes() > config.max_bytes
+            done = asyncio.get_running_loop().create_future()
+            ob.run_in_writer(lambda: (ob.housekeeping(), done.get_loop().call_soon_threadsafe(done.set_result, None)))
+            await done
+            assert len(ob.fetch_pending(Lane.ALERT, 0, 10_000)) == len(alerts)
+            assert ob.stats.over_limit == 1
+            assert ob.stats.dropped_undelivered == {}
+
+    run(scenario())
+
+
+def test_corrupt_database_is_moved_aside_and_seq_resumes_above_floor(tmp_path: Path) -> None:
+    async def first() -> None:
+        async with Outbox(tmp_path, OutboxConfig(), SOURCE) as ob:
+            await asyncio.gather(*[ob.append_nowait(heartbeat(i)) for i in range(50)])
+
+    run(first())
+    (tmp_path / DB_NAME).write_bytes(b"this is not an sqlite file at all" * 100)
+
+    async def second() -> None:
+        async with Outbox(tmp_path, OutboxConfig(), SOURCE) as ob:
+            assert ob.recovered_from is not None and ob.recovered_from.exists()
+            await asyncio.sleep(0.05)
+            rows = ob.fetch_pending(Lane.ACCESS, 0, 10)
+            assert len(rows) == 1
+            report = parse_event(rows[0].payload)
+            validate_event(report)
+            assert report["type"] == "edu.campus.gateway.storage_recovered.v1"
+            assert report["data"]["moved_to"] == str(ob.recovered_from)
+            # Above every seq that may have been handed out before the loss.
+            assert report["seq"] > 50
+            nxt = await ob.append(heartbeat(1))
+            assert nxt.seq == report["seq"] + 1
+
+    run(second())
+    assert len(list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))) == 1
+
+
+def test_appending_to_closed_outbox_raises(tmp_path: Path) -> None:
+    from sync.outbox import OutboxClosed
+
+    async def scenario() -> None:
+        ob = Outbox(tmp_path, OutboxConfig(), SOURCE)
+        await ob.open()
+        await ob.close()
+        with pytest.raises(OutboxClosed):
+            ob.append_nowait(heartbeat(1))
+
+    run(scenario())
