@@ -9,7 +9,7 @@ different embedders mean nothing to each other.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,37 @@ class Gallery:
             owner = np.concatenate([snap.owner, np.full(len(arr), idx, np.int64)])
             self._snap = _Snapshot(emb, np.einsum("ij,ij->i", emb, emb), owner, persons)
             return int(np.count_nonzero(owner == idx))
+
+    def add_many(self, person_ids: Sequence[str], embeddings: npt.NDArray[Any], *, model_id: str) -> None:
+        """Bulk load: row i of ``embeddings`` (N, D) is a template of ``person_ids[i]``.
+
+        One rebuild for the whole batch; loading a roster of 100,000 people through :meth:`add` would
+        copy the matrix once per person.
+        """
+        if model_id != self.model_id:
+            raise GalleryError(
+                f"templates come from model {model_id!r}, this gallery holds {self.model_id!r}",
+                code="model_mismatch",
+            )
+        arr = self._check(embeddings)
+        if len(person_ids) != len(arr):
+            raise GalleryError(f"{len(person_ids)} person ids for {len(arr)} embeddings")
+        if not all(person_ids):
+            raise GalleryError("person_id must not be empty", code="bad_person")
+        with self._lock:
+            snap = self._snap
+            index = {p: i for i, p in enumerate(snap.persons)}
+            persons = list(snap.persons)
+            owners = np.empty(len(arr), np.int64)
+            for row, pid in enumerate(person_ids):
+                idx = index.get(pid)
+                if idx is None:
+                    idx = index[pid] = len(persons)
+                    persons.append(pid)
+                owners[row] = idx
+            emb = np.vstack([snap.embeddings, arr])
+            owner = np.concatenate([snap.owner, owners])
+            self._snap = _Snapshot(emb, np.einsum("ij,ij->i", emb, emb), owner, tuple(persons))
 
     def add_template(self, template: FaceTemplate) -> int:
         """Add a tagged template (e.g. from the roster); refused if it is of another model."""

@@ -38,10 +38,13 @@ class MotionConfig(BaseModel):
         description="Fraction of changed pixels at or above which the frame counts as motion.",
     )
     background_alpha: float = Field(
-        default=0.05,
+        default=0.5,
         gt=0.0,
         le=1.0,
-        description="Learning rate of the running-average background; higher follows lighting drift faster.",
+        description="Learning rate of the running-average background. High by default: after a student "
+        "shifts in their seat the gate should settle within a few frames (a slow background would keep "
+        "reporting the old position as motion for dozens of frames), while averaging still absorbs noise "
+        "and slow lighting drift.",
     )
 
 

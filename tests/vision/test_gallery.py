@@ -121,3 +121,23 @@ def test_concurrent_adds_and_matches() -> None:
     assert not errors
     assert len(g) == 400
     assert [m.person_id for m in g.match(people)] == [f"p{i}" for i in range(400)]
+
+
+def test_add_many_equals_add() -> None:
+    rng = np.random.default_rng(4)
+    emb = _unit(rng, 300)
+    ids = [f"p{i % 120}" for i in range(300)]
+    bulk, single = Gallery(MODEL, threshold=1.0), Gallery(MODEL, threshold=1.0)
+    bulk.add("p5", emb[5], model_id=MODEL)  # a person already present before the bulk load
+    single.add("p5", emb[5], model_id=MODEL)
+    bulk.add_many(ids, emb, model_id=MODEL)
+    for pid, e in zip(ids, emb, strict=True):
+        single.add(pid, e, model_id=MODEL)
+    assert bulk.persons == single.persons and bulk.template_count == single.template_count == 301
+    queries = emb[::7] + 0.01
+    assert bulk.match(queries) == single.match(queries)
+    with pytest.raises(GalleryError) as info:
+        bulk.add_many(["x"], emb[:1], model_id="other")
+    assert info.value.code == "model_mismatch"
+    with pytest.raises(GalleryError):
+        bulk.add_many(["x", "y"], emb[:1], model_id=MODEL)
