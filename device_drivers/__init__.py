@@ -1,6 +1,66 @@
 # HELPERS: before editing anything, read /work/main/HELPER_RULES.md (common rules: paths, commits, deadline 15:25 UTC). Remove this line never; the lead removes it.
 """Device protocols: sans-I/O codecs, drivers over pyserial port URLs, and simulators."""
 
-from device_drivers.errors import DeviceError
+from device_drivers.card_codec import CardCodec, CardData, normalise_hex, wiegand_credential
+from device_drivers.card_reader import CardReaderConfig, CardReaderDriver
+from device_drivers.codecs import codec_for, drain
+from device_drivers.config import DeviceConfig, Driver, create_driver
+from device_drivers.errors import DeviceError, IncompleteFrame, MalformedFrame
+from device_drivers.profile import FirmwareProfile, ProfileError, load_profile, resolve_profile
+from device_drivers.relay import GpioRelay, MemoryPin, Relay, RelayDoor, RelayDoorConfig
+from device_drivers.serial_driver import BackoffConfig
+from device_drivers.simulators import (
+    CardReaderSimulator,
+    PtyEndpoint,
+    TcpEndpoint,
+    TurnstileSimulator,
+    make_simulator,
+    run_simulator,
+    serve_simulator,
+)
+from device_drivers.turnstile import TurnstileConfig, TurnstileDriver
+from device_drivers.turnstile_codec import TurnstileCodec, TurnstileMessage
+from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, Reading, TurnstileEvent
 
-__all__ = ["DeviceError"]
+__all__ = [
+    "BackoffConfig",
+    "CardCodec",
+    "CardData",
+    "CardRead",
+    "CardReaderConfig",
+    "CardReaderDriver",
+    "CardReaderSimulator",
+    "DeviceConfig",
+    "DeviceError",
+    "DeviceOffline",
+    "DeviceOnline",
+    "Driver",
+    "FirmwareProfile",
+    "GpioRelay",
+    "IncompleteFrame",
+    "MalformedFrame",
+    "MemoryPin",
+    "ProfileError",
+    "PtyEndpoint",
+    "Reading",
+    "Relay",
+    "RelayDoor",
+    "RelayDoorConfig",
+    "TcpEndpoint",
+    "TurnstileCodec",
+    "TurnstileConfig",
+    "TurnstileDriver",
+    "TurnstileEvent",
+    "TurnstileMessage",
+    "TurnstileSimulator",
+    "codec_for",
+    "create_driver",
+    "drain",
+    "load_profile",
+    "make_simulator",
+    "normalise_hex",
+    "resolve_profile",
+    "run_simulator",
+    "serve_simulator",
+    "wiegand_credential",
+]

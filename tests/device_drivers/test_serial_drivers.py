@@ -322,7 +322,7 @@ def test_noisy_line_does_not_starve_another_device() -> None:
 
             async def flood() -> None:
                 while not stop.is_set():
-                    noisy_sim.inject(bytes(rng.randrange(256) for _ in range(2048)))
+                    noisy_sim.inject(rng.randbytes(2048))
                     await asyncio.sleep(0)
 
             flooding = asyncio.create_task(flood())
