@@ -1,0 +1,133 @@
+"""Detector → tracker → zones on scenario clips built from the test photos (real NanoDet on each frame).
+
+These are the end-to-end checks behind the intrusion and line-crossing rules: a person walking into
+a zone is one stable track whose bottom-centre enters the zone; a person walking across a line gives
+exactly one crossing, in the right direction; people who stay outside give nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scene_clips import (
+    SPRITE_HEIGHT,
+    ClipFrame,
+    WalkerPath,
+    corridor_background,
+    linear_path,
+    person_sprite,
+    shared_person_detector,
+    walk_clip,
+)
+
+from vision.tracking import Tracker, TrackerConfig
+from vision.zones import (
+    CameraZones,
+    LineCrossing,
+    LineZone,
+    PolygonZone,
+    ZoneEntered,
+    ZoneJudge,
+    ZoneObservation,
+)
+
+FPS = 5.0
+# Right part of the floor: a restricted area beyond the middle of the corridor.
+RESTRICTED = PolygonZone(
+    id="restricted", points=[(760.0, 380.0), (1280.0, 380.0), (1280.0, 720.0), (760.0, 720.0)]
+)
+# A vertical tripwire down the middle, drawn top to bottom: walking left→right is B→A ("out").
+DOOR = LineZone(id="door", start=(640.0, 360.0), end=(640.0, 720.0), label_a_to_b="in", label_b_to_a="out")
+ZONES = CameraZones(camera_id="corridor-cam", zones=[RESTRICTED], lines=[DOOR])
+
+
+@dataclass
+class Run:
+    observations: list[ZoneObservation] = field(default_factory=list)
+    ids_per_frame: list[set[int]] = field(default_factory=list)
+    feet_by_track: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
+
+
+def run_pipeline(frames: list[ClipFrame]) -> Run:
+    detector = shared_person_detector()
+    tracker = Tracker(TrackerConfig(max_lost_s=1.5))
+    judge = ZoneJudge(ZONES)
+    run = Run()
+    for k, cf in enumerate(frames):
+        at = k / FPS
+        update = tracker.update(detector.detect(cf.frame), at)
+        points = {t.track_id: t.bottom_centre for t in update.visible}
+        run.observations += judge.update(points, at)
+        for t in update.removed:
+            run.observations += judge.forget(t.track_id, at)
+        run.ids_per_frame.append(set(points))
+        for tid, p in points.items():
+            run.feet_by_track.setdefault(tid, []).append(p)
+    return run
+
+
+def walker(shared_dir: Path, who: str, path: list[tuple[float, float]]) -> WalkerPath:
+    return WalkerPath(person_sprite(shared_dir, who), path, SPRITE_HEIGHT[who])
+
+
+def test_person_walking_into_the_zone_is_one_track_that_enters_it(shared_dir: Path) -> None:
+    path = linear_path((120.0, 600.0), (1100.0, 600.0), 30)
+    frames = walk_clip(corridor_background(), [walker(shared_dir, "figure", path)], 30)
+    run = run_pipeline(frames)
+    ids = set().union(*run.ids_per_frame)
+    assert len(ids) == 1, f"track ids {ids}"
+    (tid,) = ids
+    seen = sum(1 for s in run.ids_per_frame if s)
+    assert seen >= 24  # confirmed after 3 frames; short detector misses are bridged
+    entered = [o for o in run.observations if isinstance(o, ZoneEntered)]
+    assert [(e.zone_id, e.track_id) for e in entered] == [("restricted", tid)]
+    # It entered when its feet were inside, not before: the frame's ground truth says so.
+    k = round(entered[0].at * FPS)
+    assert frames[k].feet[0][0] > RESTRICTED.points[0][0]
+    assert entered[0].point[0] > RESTRICTED.points[0][0]
+
+
+def test_walking_across_the_line_gives_one_crossing_each_way(shared_dir: Path) -> None:
+    there = linear_path((150.0, 600.0), (1150.0, 600.0), 25)
+    back = list(reversed(there))
+    frames = walk_clip(corridor_background(), [walker(shared_dir, "figure", there + back)], 50)
+    run = run_pipeline(frames)
+    crossings = [o for o in run.observations if isinstance(o, LineCrossing)]
+    assert [(c.line_id, c.direction, c.label) for c in crossings] == [("door", -1, "out"), ("door", 1, "in")]
+    assert len({c.track_id for c in crossings}) == 1
+    # The first crossing is reported while the person is beyond the line, within a few frames.
+    k = round(crossings[0].at * FPS)
+    assert frames[k].feet[0][0] > DOOR.start[0]
+
+
+def test_people_who_stay_outside_give_nothing(shared_dir: Path) -> None:
+    # One loiters on the left, one walks up to the line and turns back before it.
+    wander = [(200.0 + 40 * (k % 6), 600.0) for k in range(25)]
+    approach = linear_path((300.0, 680.0), (560.0, 680.0), 12)
+    frames = walk_clip(
+        corridor_background(),
+        [walker(shared_dir, "figure", wander), walker(shared_dir, "diner", approach + approach[::-1][1:])],
+        25,
+    )
+    run = run_pipeline(frames)
+    assert len(set().union(*run.ids_per_frame)) >= 1  # people were seen and tracked...
+    assert [
+        o for o in run.observations if isinstance(o, ZoneEntered | LineCrossing)
+    ] == []  # ...nothing fired
+
+
+def test_two_people_crossing_keep_their_ids_and_directions(shared_dir: Path) -> None:
+    right = linear_path((150.0, 560.0), (1150.0, 560.0), 30)
+    left = linear_path((1150.0, 690.0), (150.0, 690.0), 30)
+    frames = walk_clip(
+        corridor_background(), [walker(shared_dir, "figure", right), walker(shared_dir, "diner", left)], 30
+    )
+    run = run_pipeline(frames)
+    crossings = [o for o in run.observations if isinstance(o, LineCrossing)]
+    by_track = {c.track_id: c.direction for c in crossings}
+    assert len(crossings) == 2 and sorted(by_track.values()) == [-1, 1], crossings
+    # Each track's feet stay on one walker's row (no id swap when they pass each other).
+    for tid in by_track:
+        ys = [p[1] for p in run.feet_by_track[tid]]
+        assert max(ys) - min(ys) < 60, (tid, min(ys), max(ys))
