@@ -6,6 +6,7 @@ from device_drivers.card_reader import CardReaderConfig, CardReaderDriver
 from device_drivers.codecs import codec_for, drain
 from device_drivers.config import DeviceConfig, Driver, create_driver
 from device_drivers.errors import DeviceError, IncompleteFrame, MalformedFrame
+from device_drivers.osdp import OsdpBusConfig, OsdpControlPanel, OsdpReaderConfig, OsdpReaderSimulator
 from device_drivers.profile import FirmwareProfile, ProfileError, load_profile, resolve_profile
 from device_drivers.relay import GpioRelay, MemoryPin, Relay, RelayDoor, RelayDoorConfig
 from device_drivers.serial_driver import BackoffConfig
@@ -20,7 +21,7 @@ from device_drivers.simulators import (
 )
 from device_drivers.turnstile import TurnstileConfig, TurnstileDriver
 from device_drivers.turnstile_codec import TurnstileCodec, TurnstileMessage
-from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, Reading, TurnstileEvent
+from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, Reading, TurnstileEvent
 
 __all__ = [
     "BackoffConfig",
@@ -34,12 +35,17 @@ __all__ = [
     "DeviceError",
     "DeviceOffline",
     "DeviceOnline",
+    "DeviceTamper",
     "Driver",
     "FirmwareProfile",
     "GpioRelay",
     "IncompleteFrame",
     "MalformedFrame",
     "MemoryPin",
+    "OsdpBusConfig",
+    "OsdpControlPanel",
+    "OsdpReaderConfig",
+    "OsdpReaderSimulator",
     "ProfileError",
     "PtyEndpoint",
     "Reading",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from device_drivers import wiegand
-from device_drivers.errors import MalformedFrame
+from device_drivers.errors import DeviceError, MalformedFrame
 from device_drivers.framing import Frame, FrameCodec
 from device_drivers.profile import FirmwareProfile, WiegandLayout
 
@@ -81,6 +81,16 @@ class CardCodec:
         layout = self.layout(bits)
         value = wiegand.build(layout, card_number, facility_code)
         return self._wiegand(bytes([bits]) + wiegand.pack(value, bits))
+
+    def card_from_bits(self, bits: int, packed: bytes) -> CardData:
+        """The card for raw Wiegand bits (left-aligned in ``packed``), as OSDP or a GPIO reader
+        delivers them; :class:`DeviceError` with code ``unknown_layout``, ``parity`` or ``bad_length``."""
+        if not 0 < bits < 256:
+            raise DeviceError(f"{bits}-bit card data", code="bad_length")
+        try:
+            return self._wiegand(bytes([bits]) + packed)
+        except _PayloadError as err:
+            raise DeviceError(str(err), code=err.code) from None
 
     def layout(self, bits: int) -> WiegandLayout:
         """The profile's Wiegand layout for this bit count."""

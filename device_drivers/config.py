@@ -10,22 +10,27 @@ from typing import Annotated
 from pydantic import Field
 
 from device_drivers.card_reader import CardReaderConfig, CardReaderDriver
+from device_drivers.osdp import OsdpBusConfig, OsdpControlPanel
 from device_drivers.relay import RelayDoor, RelayDoorConfig
 from device_drivers.turnstile import TurnstileConfig, TurnstileDriver
 
-DeviceConfig = Annotated[CardReaderConfig | TurnstileConfig | RelayDoorConfig, Field(discriminator="kind")]
+DeviceConfig = Annotated[
+    CardReaderConfig | TurnstileConfig | RelayDoorConfig | OsdpBusConfig, Field(discriminator="kind")
+]
 """Any device's configuration, selected by its ``kind``."""
 
-Driver = CardReaderDriver | TurnstileDriver | RelayDoor
+Driver = CardReaderDriver | TurnstileDriver | RelayDoor | OsdpControlPanel
 """Any driver: each is an async context manager with ``readings()``."""
 
 
-def create_driver(config: CardReaderConfig | TurnstileConfig | RelayDoorConfig) -> Driver:
+def create_driver(config: CardReaderConfig | TurnstileConfig | RelayDoorConfig | OsdpBusConfig) -> Driver:
     """The driver for ``config`` (not started: enter it with ``async with``)."""
     if isinstance(config, CardReaderConfig):
         return CardReaderDriver.from_config(config)
     if isinstance(config, TurnstileConfig):
         return TurnstileDriver.from_config(config)
+    if isinstance(config, OsdpBusConfig):
+        return OsdpControlPanel.from_config(config)
     return RelayDoor.from_config(config)
 
 

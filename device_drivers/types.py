@@ -78,13 +78,24 @@ class DeviceOffline:
     at: datetime
 
 
-Reading = CardRead | TurnstileEvent | DeviceOnline | DeviceOffline
+@dataclass(frozen=True, slots=True)
+class DeviceTamper:
+    """A reader's tamper switch or power supply changed state (OSDP local status)."""
+
+    device_id: str
+    tampered: bool
+    power_failure: bool
+    at: datetime
+
+
+Reading = CardRead | TurnstileEvent | DeviceOnline | DeviceOffline | DeviceTamper
 """Everything ``driver.readings()`` yields."""
 
 __all__ = [
     "CardRead",
     "DeviceOffline",
     "DeviceOnline",
+    "DeviceTamper",
     "Reading",
     "TurnstileEvent",
     "TurnstileEventKind",

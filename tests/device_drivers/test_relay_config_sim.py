@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from device_drivers.card_reader import CardReaderDriver
 from device_drivers.config import DeviceConfig, create_driver
 from device_drivers.errors import DeviceError
+from device_drivers.osdp import OsdpControlPanel
 from device_drivers.relay import GpioRelay, MemoryPin, RelayDoor, RelayDoorConfig
 from device_drivers.simulators import PtyEndpoint, TcpEndpoint, parse_listen
 from device_drivers.turnstile import TurnstileDriver
@@ -107,13 +108,24 @@ DEMO = """
   id: staff-door
   line: 17
   simulated: true
+- kind: osdp
+  id: lab-bus
+  simulated: true
+  readers:
+    - {id: lab-reader, address: 1}
 """
 
 
 def test_device_configs_select_drivers_by_kind() -> None:
     configs = DEVICES.validate_python(yaml.safe_load(DEMO))
     drivers = [create_driver(c) for c in configs]
-    assert [type(d) for d in drivers] == [CardReaderDriver, CardReaderDriver, TurnstileDriver, RelayDoor]
+    assert [type(d) for d in drivers] == [
+        CardReaderDriver,
+        CardReaderDriver,
+        TurnstileDriver,
+        RelayDoor,
+        OsdpControlPanel,
+    ]
     turnstile = drivers[2]
     assert isinstance(turnstile, TurnstileDriver) and turnstile.turnstile.address == 3
     assert turnstile.url == "/dev/ttyUSB1"

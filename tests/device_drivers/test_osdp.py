@@ -1,0 +1,171 @@
+"""OSDP control panel end to end against a libosdp peripheral device (PD) on a pty, secure channel on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import osdp
+import pytest
+from pydantic import ValidationError
+
+from device_drivers.errors import DeviceError
+from device_drivers.osdp import (
+    OsdpBusConfig,
+    OsdpControlPanel,
+    OsdpReaderConfig,
+    OsdpReaderSimulator,
+    load_secret,
+)
+from device_drivers.serial_driver import BackoffConfig
+from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper
+
+T = TypeVar("T")
+FAST = BackoffConfig(initial_s=0.05, max_s=0.2)
+
+
+def run(coro: Awaitable[T]) -> T:
+    return asyncio.run(asyncio.wait_for(coro, 90))  # type: ignore[arg-type]
+
+
+async def next_of(readings: Any, kind: type[T], timeout: float = 15) -> T:
+    async def wait() -> T:
+        async for item in readings:
+            if isinstance(item, kind):
+                return item
+        raise AssertionError("readings ended")
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def wait_until(predicate: Any, timeout: float = 5) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")
+
+
+def test_secure_channel_card_reads_feedback_tamper_and_offline() -> None:
+    async def scenario() -> None:
+        key = osdp.KeyStore.gen_key()
+        reader = OsdpReaderConfig(id="door-7-reader", address=7, scbk_secret="unused")
+        async with OsdpReaderSimulator(7, key) as pd:
+            cp = OsdpControlPanel("bus-1", pd.url, [reader], {"door-7-reader": key}, backoff=FAST)
+            async with cp:
+                readings = cp.readings()
+                online = await next_of(readings, DeviceOnline)
+                assert online.device_id == "door-7-reader" and "secure channel" in online.reason
+                await wait_until(lambda: pd.secure)
+
+                pd.present("123:4567")
+                card = await next_of(readings, CardRead)
+                assert (card.device_id, card.credential, card.card_format) == (
+                    "door-7-reader",
+                    "123:4567",
+                    "H10301",
+                )
+                assert (card.raw_hex, card.bits) == ("BD88EB80", 26)
+
+                pd.present_bits(26, bytes.fromhex("BD88EBC0"))  # last parity bit flipped
+                pd.present_bits(30, bytes.fromhex("BD88EBC0"))  # no 30-bit layout
+                pd.present_raw(bytes.fromhex("04a24b3c"))
+                card = await next_of(readings, CardRead)
+                assert (card.credential, card.card_format, card.bits) == ("04A24B3C", "osdp_raw", 32)
+                assert cp.counters["parity"] == 1 and cp.counters["unknown_layout"] == 1
+
+                pd.tamper(True)
+                tamper = await next_of(readings, DeviceTamper)
+                assert tamper.tampered and not tamper.power_failure
+
+                await cp.feedback("door-7-reader", granted=True)
+                await cp.feedback("door-7-reader", granted=False)
+                await wait_until(lambda: len(pd.commands) == 4)
+                leds = [c for c in pd.commands if c["command"] == osdp.Command.LED]
+                beeps = [c for c in pd.commands if c["command"] == osdp.Command.Buzzer]
+                assert [c["on_color"] for c in leds] == [osdp.CommandLEDColor.Green, osdp.CommandLEDColor.Red]
+                assert [c["rep_count"] for c in beeps] == [1, 3]
+
+                with pytest.raises(DeviceError) as err:
+                    await cp.feedback("nobody", granted=True)
+                assert err.value.code == "unknown"
+
+                # The reader loses power: libosdp gives up after its retries and reports it offline.
+                await asyncio.get_running_loop().run_in_executor(None, pd.stop)
+                offline = await next_of(readings, DeviceOffline, timeout=30)
+                assert offline.device_id == "door-7-reader"
+                with pytest.raises(DeviceError) as err:
+                    await cp.feedback("door-7-reader", granted=True)
+                assert err.value.code == "offline"
+
+    run(scenario())
+
+
+def test_wrong_key_never_comes_online() -> None:
+    async def scenario() -> None:
+        async with OsdpReaderSimulator(3, osdp.KeyStore.gen_key()) as pd:
+            reader = OsdpReaderConfig(id="r3", address=3, scbk_secret="unused")
+            async with OsdpControlPanel("bus-2", pd.url, [reader], {"r3": osdp.KeyStore.gen_key()}) as cp:
+                await asyncio.sleep(3)
+                assert not cp.online["r3"]
+                assert not pd.secure
+
+    run(scenario())
+
+
+def test_simulated_bus_from_config() -> None:
+    async def scenario() -> None:
+        config = OsdpBusConfig(
+            kind="osdp", id="demo-bus", simulated=True, readers=[OsdpReaderConfig(id="demo-osdp", address=1)]
+        )
+        cp = OsdpControlPanel.from_config(config)
+        async with cp:
+            readings = cp.readings()
+            await next_of(readings, DeviceOnline)
+            cp.simulators["demo-osdp"].present("4660:123456/37")
+            card = await next_of(readings, CardRead)
+            assert (card.credential, card.card_format) == ("4660:123456", "H10304")
+
+    run(scenario())
+
+
+def test_secure_channel_is_required_by_default() -> None:
+    with pytest.raises(ValidationError, match="secure channel needs scbk_secret"):
+        OsdpBusConfig(kind="osdp", id="b", port="/dev/ttyUSB0", readers=[{"id": "r", "address": 1}])  # type: ignore[list-item]
+    insecure = OsdpBusConfig(
+        kind="osdp",
+        id="b",
+        port="/dev/ttyUSB0",
+        secure_channel=False,
+        readers=[{"id": "r", "address": 1}],  # type: ignore[list-item]
+    )
+    assert insecure.readers[0].scbk_secret is None
+    with pytest.raises(DeviceError) as err:
+        OsdpControlPanel("b", "/dev/null", list(insecure.readers), {"r": None})
+    assert err.value.code == "no_key"
+    with pytest.raises(ValidationError, match="same address"):
+        OsdpBusConfig(
+            kind="osdp",
+            id="b",
+            port="x",
+            secure_channel=False,
+            readers=[{"id": "a", "address": 1}, {"id": "b", "address": 1}],
+        )  # type: ignore[list-item]
+
+
+def test_keys_come_from_credentials_directory_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = bytes(range(16))
+    (tmp_path / "osdp_door7").write_text(key.hex() + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load_secret("osdp_door7") == key
+    monkeypatch.setenv("OSDP_ENV_KEY", "00" * 16)
+    assert load_secret("OSDP_ENV_KEY") == bytes(16)
+    monkeypatch.setenv("OSDP_SHORT", "0011")
+    for name, code in (("missing", "no_key"), ("OSDP_SHORT", "bad_key")):
+        with pytest.raises(DeviceError) as err:
+            load_secret(name)
+        assert err.value.code == code
