@@ -53,7 +53,6 @@ class Agent:
         self.started_at = time.monotonic()
         self.outbox = Outbox(data_dir, config.outbox, report_source=self.source("gateway"))
         self.link: MqttLink | None = None
-        self.emit_failures = 0
         self._stop = asyncio.Event()
         self._stop_reason = "signal"
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
@@ -64,16 +63,9 @@ class Agent:
 
     # -- events ------------------------------------------------------------------------------
 
-    def emit(self, event: Event) -> asyncio.Future[Any]:
-        """Hand an event to the outbox. Never blocks: callers on the hot path do not await it."""
-        fut = self.outbox.append_nowait(event)
-        fut.add_done_callback(self._check_committed)
-        return fut
-
-    def _check_committed(self, fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            self.emit_failures += 1
-            log.error("an event could not be committed: %s", fut.exception())
+    def emit(self, event: Event) -> None:
+        """Hand an event to the outbox. Never blocks: the hot path does not wait for the commit."""
+        self.outbox.submit(event)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -250,7 +242,7 @@ class Agent:
                         "kind": "gateway",
                         "uptime_s": round(time.monotonic() - self.started_at, 3),
                         "counter": self.outbox.stats.appended,
-                        "errors": self.emit_failures,
+                        "errors": self.outbox.stats.commit_failures,
                     },
                 )
             )

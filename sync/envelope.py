@@ -41,8 +41,8 @@ def format_time(at: datetime) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-29T13:02:26.123Z``."""
     if at.tzinfo is None:
         raise EnvelopeError("event time must be timezone-aware")
-    at = at.astimezone(UTC)
-    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+    # isoformat is implemented in C; strftime costs several times more per event.
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def utc_now() -> datetime:

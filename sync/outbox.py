@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,8 +76,7 @@ class OutboxClosed(OutboxError):
         super().__init__("the outbox is closed", code="outbox_closed")
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
+class Committed(NamedTuple):
     """What the outbox tells the producer once its event is durable."""
 
     seq: int
@@ -354,12 +353,18 @@ class Outbox:
 
     # -- producers ---------------------------------------------------------------------------
 
-    def append_nowait(self, event: Event) -> asyncio.Future[Committed]:
-        """Queue an event for the next group commit; the future resolves once it is durable.
+    def submit(self, event: Event) -> None:
+        """Queue an event for the next group commit and return at once.
 
-        The hot path (gate decisions) calls this and does not wait: the event is committed before
-        it is published, but the gate never waits for an fsync.
+        The hot path (gate decisions) uses this: the event is committed before it is published,
+        but nobody waits for the fsync. A failed commit is logged and counted by the outbox.
         """
+        if self._closed:
+            raise OutboxClosed()
+        self._queue.put(_Append(event, None))
+
+    def append_nowait(self, event: Event) -> asyncio.Future[Committed]:
+        """Queue an event; the future resolves with its ``seq`` once it is durable."""
         if self._closed or self._loop is None:
             raise OutboxClosed()
         fut: asyncio.Future[Committed] = self._loop.create_future()
@@ -369,6 +374,14 @@ class Outbox:
     async def append(self, event: Event) -> Committed:
         """Queue an event and wait until it is committed."""
         return await self.append_nowait(event)
+
+    async def flush(self) -> None:
+        """Wait until everything queued before this call is committed (commits are in queue order)."""
+        if self._closed or self._loop is None:
+            raise OutboxClosed()
+        done: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put(lambda: self._resolve_later([(done, None)]))
+        await done
 
     # -- the MQTT link -----------------------------------------------------------------------
 
