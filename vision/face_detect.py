@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from vision.runtime import OnnxModel, RuntimeConfig, as_bgr_frame
+from vision.runtime import ModelLoadError, OnnxModel, RuntimeConfig, as_bgr_frame
 
 MODEL_ID = "centerface"
 _STRIDE = 4  # output maps are 1/4 of the input
@@ -177,7 +177,11 @@ class FaceDetector:
         self.config = config or FaceDetectorConfig()
         self.model = model if model is not None else OnnxModel(MODEL_ID, config=runtime)
         if self.model.model_id != MODEL_ID:
-            raise ValueError(f"FaceDetector needs the {MODEL_ID} model, got {self.model.model_id}")
+            raise ModelLoadError(
+                f"FaceDetector needs the {MODEL_ID} model, got {self.model.model_id}",
+                code="model_signature",
+                model_id=self.model.model_id,
+            )
 
     def detect(self, frame: npt.NDArray[Any]) -> list[FaceDetection]:
         """Faces in ``frame`` (HxWx3 uint8 BGR), best score first.

@@ -9,7 +9,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from vision.align import CHIP_SIZE
-from vision.runtime import InvalidImageError, OnnxModel, RuntimeConfig
+from vision.runtime import InvalidImageError, ModelLoadError, OnnxModel, RuntimeConfig
 
 MODEL_ID = "dlib_resnet_v1"
 EMBEDDING_DIM = 128
@@ -42,7 +42,11 @@ class FaceEmbedder:
         self.model = model if model is not None else OnnxModel(MODEL_ID, config=runtime)
         self.model_id = self.model.model_id
         if self.model_id != MODEL_ID:
-            raise ValueError(f"FaceEmbedder needs the {MODEL_ID} model, got {self.model_id}")
+            raise ModelLoadError(
+                f"FaceEmbedder needs the {MODEL_ID} model, got {self.model_id}",
+                code="model_signature",
+                model_id=self.model_id,
+            )
 
     def embed(self, chips_bgr: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Descriptors for a stack of chips (N, 150, 150, 3) uint8 BGR, or one chip (150, 150, 3)."""

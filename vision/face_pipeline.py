@@ -8,7 +8,7 @@ calls them from a worker thread or process, never on the event loop.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -16,13 +16,13 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from vision.align import align_faces
+from vision.align import AlignmentError, align_face, align_faces
 from vision.errors import VisionError
 from vision.face_detect import FaceDetection, FaceDetector
 from vision.face_embed import FaceEmbedder
 from vision.gallery import Gallery
 from vision.motion import MotionConfig, MotionGate, MotionResult
-from vision.quality import ENROLLMENT_QUALITY, FaceQuality, QualityConfig, assess_face
+from vision.quality import ALIGNMENT_FAILED, ENROLLMENT_QUALITY, FaceQuality, QualityConfig, assess_face
 from vision.runtime import InvalidImageError, as_bgr_frame
 
 # Enrollment photos larger than this are refused before decoding (a decompression bomb, or simply not
@@ -110,12 +110,22 @@ class FacePipeline:
         t1 = time.perf_counter()
         timings["detect"] = t1 - t0
         qualities = [assess_face(frame, d.box, d.landmarks, self.config.quality) for d in detections]
-        good = [i for i, q in enumerate(qualities) if q.ok]
         t2 = time.perf_counter()
         timings["quality"] = t2 - t1
         matches: dict[int, tuple[str | None, float]] = {}
+        good, chip_list = [], []
+        for i, q in enumerate(qualities):
+            if not q.ok:
+                continue
+            try:
+                chip_list.append(align_face(frame, detections[i].landmarks))
+            except AlignmentError:
+                # Degenerate landmarks on one face must not cost the other faces of the frame.
+                qualities[i] = replace(q, ok=False, reasons=(*q.reasons, ALIGNMENT_FAILED))
+                continue
+            good.append(i)
         if good:
-            chips = align_faces(frame, [detections[i].landmarks for i in good])
+            chips = np.stack(chip_list)
             t3 = time.perf_counter()
             timings["align"] = t3 - t2
             embeddings = self.embedder.embed(chips)

@@ -26,6 +26,7 @@ TOO_BLURRED = "too_blurred"
 TURNED_AWAY = "turned_away"
 TOO_DARK = "too_dark"
 TOO_BRIGHT = "too_bright"
+ALIGNMENT_FAILED = "alignment_failed"  # set by the pipeline when the landmarks cannot be aligned
 
 
 class QualityConfig(BaseModel):
