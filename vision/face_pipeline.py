@@ -8,6 +8,7 @@ calls them from a worker thread or process, never on the event loop.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -80,7 +81,13 @@ class FrameAnalysis:
 
 class FacePipeline:
     """One camera's face pipeline. The detector, embedder and gallery may be shared between cameras
-    (they are thread-safe); the motion gate is this camera's own state."""
+    (they are thread-safe); the motion gate and the counters are this camera's own state, so call one
+    pipeline from one worker at a time.
+
+    ``counters`` counts frames (``frames``, ``frames_skipped``, ``frames_analysed``), faces
+    (``faces``, ``faces_named``, ``faces_unknown``) and every quality reason (``rejected_<reason>``),
+    for the agent's metrics.
+    """
 
     def __init__(
         self,
@@ -100,6 +107,7 @@ class FacePipeline:
             )
         self.gallery = gallery
         self.motion_gate = MotionGate(self.config.motion)
+        self.counters: Counter[str] = Counter()
 
     def analyse(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
         """Detect, check, embed and match every face in ``frame`` (HxWx3 uint8 BGR), no motion gate."""
@@ -151,17 +159,30 @@ class FacePipeline:
                     model_id=self.embedder.model_id,
                 )
             )
+        self._count(faces)
         return FrameAnalysis(True, None, faces, timings)
+
+    def _count(self, faces: list[FaceObservation]) -> None:
+        c = self.counters
+        c["frames_analysed"] += 1
+        c["faces"] += len(faces)
+        for obs in faces:
+            if obs.matched:
+                c["faces_named" if obs.person_id is not None else "faces_unknown"] += 1
+            for reason in obs.quality.reasons:
+                c[f"rejected_{reason}"] += 1
 
     def process(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
         """The camera path: run the motion gate, and :meth:`analyse` only when something changed."""
         frame = as_bgr_frame(frame)
+        self.counters["frames"] += 1
         if not self.config.motion_gate:
             return self.analyse(frame)
         t0 = time.perf_counter()
         motion = self.motion_gate.update(frame)
         gate_s = time.perf_counter() - t0
         if not motion.motion:
+            self.counters["frames_skipped"] += 1
             return FrameAnalysis(False, motion, [], {"motion": gate_s})
         result = self.analyse(frame)
         return FrameAnalysis(True, motion, result.faces, {"motion": gate_s, **result.timings})

@@ -232,3 +232,24 @@ def test_motion_gate_skips_unchanged_frames(
     assert first.analysed and first.faces and "detect" in first.timings
     second = pipe.process(frame.copy())
     assert not second.analysed and second.faces == [] and "detect" not in second.timings
+    c = pipe.counters
+    assert c["frames"] == 2 and c["frames_skipped"] == 1 and c["frames_analysed"] == 1
+    assert c["faces"] == len(first.faces)
+    assert c["faces_named"] + c["faces_unknown"] == sum(o.matched for o in first.faces)
+
+
+def test_camera_threshold_override(
+    scenes: Scenes, gallery: Gallery, detector: FaceDetector, embedder: FaceEmbedder
+) -> None:
+    photo = next(iter(scenes.enrolled)).split("#")[0]
+    default = FacePipeline(
+        gallery, detector=detector, embedder=embedder, config=FacePipelineConfig(motion_gate=False)
+    )
+    named = [o for o in default.analyse(scenes.photos[photo]).faces if o.person_id is not None]
+    assert named
+    # A camera configured stricter than the closest of today's matches names nobody.
+    strict = min(o.distance for o in named if o.distance is not None) * 0.99
+    cfg = FacePipelineConfig(motion_gate=False, threshold=strict)
+    pipe = FacePipeline(gallery, detector=detector, embedder=embedder, config=cfg)
+    faces = pipe.analyse(scenes.photos[photo]).faces
+    assert all(o.person_id is None for o in faces) and any(o.matched for o in faces)
