@@ -82,7 +82,8 @@ def raw_insert_rate(workdir: Path, rows: list[tuple[object, ...]], batch: int) -
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(
-        "CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, lane INTEGER NOT NULL, type TEXT NOT NULL,"
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, lane INTEGER NOT NULL,"
+        " type TEXT NOT NULL,"
         " severity TEXT, created_at REAL NOT NULL, payload BLOB NOT NULL, delivered_at REAL)"
     )
     conn.execute("CREATE INDEX events_pending ON events(lane, seq) WHERE delivered_at IS NULL")
@@ -144,12 +145,19 @@ def bare_paho_rate(port: int, payloads: list[bytes], window: int) -> float:
     return len(payloads) / elapsed
 
 
-async def link_drain_rate(workdir: Path, port: int, evs: list[Event], window: int) -> tuple[float, list[bytes]]:
+async def link_drain_rate(
+    workdir: Path, port: int, evs: list[Event], window: int
+) -> tuple[float, list[bytes]]:
     async with Outbox(workdir / "drain", OutboxConfig(), SOURCE) as ob:
         await asyncio.gather(*[ob.append_nowait(e) for e in evs])
         payloads = [r.payload for r in ob.fetch_pending(Lane.TELEMETRY, 0, len(evs))]
-        link = MqttLink(MqttConfig(url=f"mqtt://127.0.0.1:{port}", inflight_window=window), ob,
-                        site="bench", gateway="gw-1", version="bench")
+        link = MqttLink(
+            MqttConfig(url=f"mqtt://127.0.0.1:{port}", inflight_window=window),
+            ob,
+            site="bench",
+            gateway="gw-1",
+            version="bench",
+        )
         task = asyncio.create_task(link.run())
         await link.connected.wait()
         start = time.perf_counter()
@@ -174,14 +182,31 @@ def rss_mb(pid: int) -> float:
 def agent_rss(workdir: Path, data: Path, url: str, seconds: float) -> tuple[float, float]:
     """Start the agent, sample RSS for ``seconds``; returns (last, peak) in MiB."""
     config = workdir / "agent.yaml"
-    config.write_text(yaml.safe_dump({
-        "gateway": {"site": "bench", "id": "gw-1"},
-        "mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
-        "simulated": [{"id": "sim-1", "interval_s": 1.0}, {"id": "sim-2", "interval_s": 1.0}],
-    }))
-    proc = subprocess.Popen([sys.executable, "-m", "edge_agent.cli", "run", "--config", str(config),
-                             "--data-dir", str(data), "--mqtt-url", url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": {"site": "bench", "id": "gw-1"},
+                "mqtt": {"reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+                "simulated": [{"id": "sim-1", "interval_s": 1.0}, {"id": "sim-2", "interval_s": 1.0}],
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "run",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data),
+            "--mqtt-url",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     peak = last = 0.0
     try:
         deadline = time.monotonic() + seconds
@@ -203,7 +228,9 @@ async def fill_backlog(data: Path, n: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=200_000, help="events for the append benchmark")
     parser.add_argument("--drain-events", type=int, default=50_000, help="events for the drain benchmark")
     parser.add_argument("--window", type=int, default=100, help="QoS 1 in-flight window")
@@ -211,25 +238,33 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-outbox-"))
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}")
+    print(
+        f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}"
+    )
     try:
         evs = events(args.events)
         rows = [(i + 1, e.id, 2, e.type, None, time.time(), e.to_json(i + 1)) for i, e in enumerate(evs)]
         raw = raw_insert_rate(workdir, rows, 5000)
         append, built, commits = asyncio.run(outbox_append_rate(workdir, evs))
-        print(f"append: raw batched inserts {raw:,.0f}/s; outbox {append:,.0f}/s (ratio {append / raw:.2f}, "
-              f"{commits} commits for {args.events:,} events); building events too {built:,.0f}/s; bar 50,000/s")
+        print(
+            f"append: raw batched inserts {raw:,.0f}/s; outbox {append:,.0f}/s (ratio {append / raw:.2f}, "
+            f"{commits} commits for {args.events:,} events); building events too {built:,.0f}/s; bar 50,000/s"
+        )
 
         broker, port = start_broker(workdir)
         try:
             devs = events(args.drain_events)
             link_rate, payloads = asyncio.run(link_drain_rate(workdir, port, devs, args.window))
             bare = bare_paho_rate(port, payloads, args.window)
-            link_rate2, _ = asyncio.run(link_drain_rate(workdir / "second", port, events(args.drain_events), args.window))
+            link_rate2, _ = asyncio.run(
+                link_drain_rate(workdir / "second", port, events(args.drain_events), args.window)
+            )
             bare2 = bare_paho_rate(port, payloads, args.window)
             link_best, bare_best = max(link_rate, link_rate2), max(bare, bare2)
-            print(f"drain: bare paho QoS 1 {bare_best:,.0f}/s; outbox via MqttLink {link_best:,.0f}/s "
-                  f"(ratio {link_best / bare_best:.2f}, window {args.window}, best of 2 each); bar 0.8")
+            print(
+                f"drain: bare paho QoS 1 {bare_best:,.0f}/s; outbox via MqttLink {link_best:,.0f}/s "
+                f"(ratio {link_best / bare_best:.2f}, window {args.window}, best of 2 each); bar 0.8"
+            )
 
             idle, idle_peak = agent_rss(workdir, workdir / "idle", f"mqtt://127.0.0.1:{port}", 8)
             data = workdir / "backlog"
@@ -239,10 +274,12 @@ def main() -> None:
             dead = f"mqtt://127.0.0.1:{free_port()}"
             held, held_peak = agent_rss(workdir, data, dead, 8)
             draining, drain_peak = agent_rss(workdir, data, f"mqtt://127.0.0.1:{port}", 15)
-            print(f"memory: agent RSS idle {idle:.0f} MiB (peak {idle_peak:.0f}); with {args.backlog:,} events "
-                  f"backlog, broker down {held:.0f} MiB (peak {held_peak:.0f}); draining it {draining:.0f} MiB "
-                  f"(peak {drain_peak:.0f}); ratio peak/idle {drain_peak / idle_peak:.2f}; "
-                  f"(backlog filled in {fill_s:.0f}s); bar RSS < 400 MiB, flat with backlog")
+            print(
+                f"memory: agent RSS idle {idle:.0f} MiB (peak {idle_peak:.0f}); with {args.backlog:,} events "
+                f"backlog, broker down {held:.0f} MiB (peak {held_peak:.0f}); draining it {draining:.0f} MiB "
+                f"(peak {drain_peak:.0f}); ratio peak/idle {drain_peak / idle_peak:.2f}; "
+                f"(backlog filled in {fill_s:.0f}s); bar RSS < 400 MiB, flat with backlog"
+            )
         finally:
             broker.terminate()
             broker.wait()

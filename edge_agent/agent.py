@@ -102,7 +102,9 @@ class Agent:
             gateway=cfg.gateway.id,
             version=__version__,
             password=read_credential(mqtt.password_credential) if mqtt.username else None,
-            client_key_file=credential_path(mqtt.tls.key_credential) if mqtt.tls and mqtt.tls.key_credential else None,
+            client_key_file=credential_path(mqtt.tls.key_credential)
+            if mqtt.tls and mqtt.tls.key_credential
+            else None,
             status_extra=self.status_extra,
         )
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
@@ -163,7 +165,9 @@ class Agent:
             )
         assert self.link is not None
         # Publish the backlog while the time allows; what is left stays committed for next start.
-        while self.link.connected.is_set() and self.outbox.pending_total > 0 and time.monotonic() < deadline - 1:
+        while (
+            self.link.connected.is_set() and self.outbox.pending_total > 0 and time.monotonic() < deadline - 1
+        ):
             await asyncio.sleep(0.05)
         await self.link.shutdown(drain_timeout_s=max(0.1, min(2.0, deadline - time.monotonic())))
         try:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_agent import __version__
-from edge_agent.errors import ConfigError
 from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config
+from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
 from sync.mqtt_link import parse_broker_url
 
@@ -92,7 +92,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         print(path.read_text())
     except FileNotFoundError:
-        print(f"edge-agent: no status in {directory} (is the agent running with this data dir?)", file=sys.stderr)
+        print(
+            f"edge-agent: no status in {directory} (is the agent running with this data dir?)",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -107,9 +110,13 @@ def _broker_reachable(url: str) -> bool:
 
 
 def _start_demo_broker() -> tuple[subprocess.Popen[bytes], int, Path]:
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    binary = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if binary is None:
-        raise SystemExit("edge-agent demo: no broker reachable and no mosquitto binary; install the 'mosquitto' package")
+        raise SystemExit(
+            "edge-agent demo: no broker reachable and no mosquitto binary; install the 'mosquitto' package"
+        )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
@@ -136,7 +143,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not _broker_reachable(config.mqtt.url):
         broker, port, workdir = _start_demo_broker()
         url = f"mqtt://127.0.0.1:{port}"
-        print(f"edge-agent demo: no broker at {config.mqtt.url}; started a local Mosquitto at {url}", file=sys.stderr)
+        print(
+            f"edge-agent demo: no broker at {config.mqtt.url}; started a local Mosquitto at {url}",
+            file=sys.stderr,
+        )
         config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"url": url})})
     addr = parse_broker_url(config.mqtt.url)
     prefix = config.mqtt.topic_prefix
@@ -162,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def overrides(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--mqtt-url", help="broker URL (mqtt://host:port, mqtts://...); env EDGE_AGENT_MQTT_URL")
+        p.add_argument(
+            "--mqtt-url", help="broker URL (mqtt://host:port, mqtts://...); env EDGE_AGENT_MQTT_URL"
+        )
         p.add_argument("--data-dir", help="where the SQLite files live; env EDGE_AGENT_DATA_DIR")
 
     run = sub.add_parser("run", help="run the agent in the foreground")

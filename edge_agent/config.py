@@ -53,7 +53,9 @@ class AgentConfig(BaseModel):
         "/var/lib/edge-agent",
         description="Where the SQLite files live; overridden by --data-dir or EDGE_AGENT_DATA_DIR.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level; SIGHUP reloads it.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level; SIGHUP reloads it."
+    )
     shutdown_timeout_s: float = Field(
         10.0, gt=0, le=300, description="On SIGTERM, how long to keep publishing the backlog before leaving."
     )
@@ -83,9 +85,9 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     gateway: GatewayIdentity = Field(description="Identity of this gateway.")
-    agent: AgentConfig = Field(default_factory=AgentConfig, description="Process settings.")  # type: ignore[arg-type]
-    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")  # type: ignore[arg-type]
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Store-and-forward.")  # type: ignore[arg-type]
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="Process settings.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Store-and-forward.")
     simulated: list[SimulatedSourceConfig] = Field(
         default_factory=list, description="Simulated devices (demo and tests)."
     )
@@ -134,13 +136,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate keys: silently keeping the last one hides mistakes."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})", key_node.start_mark
+                None,
+                None,
+                f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                key_node.start_mark,
             )
         seen[key] = key_node
     return loader.construct_mapping(node, deep=deep)
@@ -201,12 +208,14 @@ def _issues(err: ValidationError, root: yaml.Node | None) -> Iterator[ConfigIssu
 def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     """Validate configuration text; raises :class:`ConfigFileError` listing every problem."""
     try:
-        root = yaml.compose(text, Loader=_UniqueKeyLoader)  # type: ignore[arg-type]
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        root = yaml.compose(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
-        raise ConfigFileError(source, [ConfigIssue("", line, f"not valid YAML: {err.problem or err}")]) from err
+        raise ConfigFileError(
+            source, [ConfigIssue("", line, f"not valid YAML: {err.problem or err}")]
+        ) from err
     except yaml.YAMLError as err:
         raise ConfigFileError(source, [ConfigIssue("", None, f"not valid YAML: {err}")]) from err
     if data is None:

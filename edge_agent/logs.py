@@ -25,7 +25,9 @@ def setup_logging(level: str) -> None:
     if getattr(root, "_edge_agent_configured", False):
         return
     handler = logging.StreamHandler(sys.stderr)
-    under_journal = bool(os.environ.get("JOURNAL_STREAM")) and os.environ.get("EDGE_AGENT_LOG_FORMAT") != "plain"
+    under_journal = (
+        bool(os.environ.get("JOURNAL_STREAM")) and os.environ.get("EDGE_AGENT_LOG_FORMAT") != "plain"
+    )
     if under_journal:
         handler.setFormatter(JournalFormatter("%(message)s"))
     else:

@@ -27,7 +27,13 @@ class SimulatedDevice:
 
     async def run(self) -> None:
         cfg = self.config
-        self.emit(Event("edu.campus.device.online.v1", self.source, {"device": cfg.id, "kind": "simulated", "reason": "started"}))
+        self.emit(
+            Event(
+                "edu.campus.device.online.v1",
+                self.source,
+                {"device": cfg.id, "kind": "simulated", "reason": "started"},
+            )
+        )
         next_alert = time.monotonic() + (cfg.test_alert_interval_s or 0)
         while True:
             self.counter += 1

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -52,7 +52,9 @@ class TlsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ca_file: str | None = Field(None, description="CA bundle that signed the broker's certificate; system CAs if unset.")
+    ca_file: str | None = Field(
+        None, description="CA bundle that signed the broker's certificate; system CAs if unset."
+    )
     cert_file: str | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
     key_credential: str | None = Field(
         None, description="Name of the credential holding the client key (PEM), never the key itself."
@@ -178,12 +180,13 @@ class _Session:
         self._fd = -1
         self._misc: asyncio.Task[None] | None = None
         cfg = link.config
+        # MQTT 5 has clean_start on connect instead of clean_session; paho refuses both at once.
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=link.client_id,
             protocol=protocol,
             reconnect_on_failure=False,
-            **({} if protocol == MQTTProtocolVersion.MQTTv5 else {"clean_session": True}),
+            clean_session=None if protocol == MQTTProtocolVersion.MQTTv5 else True,
         )
         self.client.max_inflight_messages_set(cfg.inflight_window)
         self.client.max_queued_messages_set(0)
@@ -227,8 +230,12 @@ class _Session:
     def _readable(self) -> None:
         rc = self.client.loop_read()
         # TLS may hold decrypted bytes the selector cannot see.
-        while rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None and getattr(self._sock, "pending", None) \
-                and self._sock.pending():
+        while (
+            rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            and self._sock is not None
+            and getattr(self._sock, "pending", None)
+            and self._sock.pending()
+        ):
             rc = self.client.loop_read()
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._drop_socket()
@@ -324,7 +331,9 @@ class MqttLink:
         self.client_id = config.client_id or f"{site}-{gateway}"
         self.status_extra = status_extra
         self.stats = LinkStats()
-        self.state: Literal["starting", "connecting", "connected", "disconnected", "refused", "stopped"] = "starting"
+        self.state: Literal["starting", "connecting", "connected", "disconnected", "refused", "stopped"] = (
+            "starting"
+        )
         self.connected = asyncio.Event()
         self._session: _Session | None = None
         self._handlers: list[tuple[str, MessageHandler]] = []
@@ -346,8 +355,15 @@ class MqttLink:
         if self._session is not None and self.connected.is_set():
             self._session.client.subscribe(topic_filter, qos=1)
 
-    def publish_nowait(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
-                       properties: Properties | None = None) -> bool:
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> bool:
         """Publish something that is not an outbox event (replies, snapshots); False if offline."""
         if self._session is None or not self.connected.is_set():
             return False
@@ -379,9 +395,7 @@ class MqttLink:
         attempt = 0
         while not self._stopping:
             self.state = "connecting"
-            protocol = (
-                MQTTProtocolVersion.MQTTv311 if self._prefer_v311 else MQTTProtocolVersion.MQTTv5
-            )
+            protocol = MQTTProtocolVersion.MQTTv311 if self._prefer_v311 else MQTTProtocolVersion.MQTTv5
             session = _Session(self, protocol)
             try:
                 await self._connect(session)
@@ -389,11 +403,15 @@ class MqttLink:
                 await session.close()
                 self.stats.connect_failures += 1
                 self.stats.last_error = str(err)
-                if isinstance(err, BrokerRefused) and err.code == "protocol_version" and not self._prefer_v311:
-                    if self.config.protocol == "auto":
-                        log.warning("broker does not speak MQTT 5; falling back to MQTT 3.1.1")
-                        self._prefer_v311 = True
-                        continue
+                if (
+                    isinstance(err, BrokerRefused)
+                    and err.code == "protocol_version"
+                    and not self._prefer_v311
+                    and self.config.protocol == "auto"
+                ):
+                    log.warning("broker does not speak MQTT 5; falling back to MQTT 3.1.1")
+                    self._prefer_v311 = True
+                    continue
                 delay = self._backoff(attempt)
                 attempt += 1
                 log.warning("broker %s unreachable (%s); retrying in %.1fs", self.config.url, err, delay)
@@ -441,7 +459,9 @@ class MqttLink:
         except TimeoutError:
             if session.lost.is_set() and session.protocol == MQTTProtocolVersion.MQTTv5:
                 # An MQTT 3.1.1-only broker may just drop a v5 CONNECT.
-                raise BrokerRefused("connection closed before CONNACK to MQTT 5", code="protocol_version") from None
+                raise BrokerRefused(
+                    "connection closed before CONNACK to MQTT 5", code="protocol_version"
+                ) from None
             raise TimeoutError(f"no CONNACK within {self.config.connect_timeout_s}s") from None
         if code != 0:
             if code in _PROTOCOL_CODES:
@@ -475,7 +495,9 @@ class MqttLink:
         self._buffer.clear()
         for topic_filter, _ in self._handlers:
             session.client.subscribe(topic_filter, qos=1)
-        session.client.publish(self.topics.status, self.status_payload("online", "connected"), qos=1, retain=True)
+        session.client.publish(
+            self.topics.status, self.status_payload("online", "connected"), qos=1, retain=True
+        )
         self.connected.set()
         tasks = [
             asyncio.create_task(self._drain(session), name="mqtt-drain"),
@@ -502,7 +524,7 @@ class MqttLink:
     def _backoff(self, attempt: int) -> float:
         # "Equal jitter": half the capped exponential delay is fixed, half random, so a fleet of
         # gateways that lost the same broker does not reconnect in lockstep.
-        cap = min(self.config.reconnect_max_s, self.config.reconnect_min_s * (2 ** min(attempt, 30)))
+        cap = min(self.config.reconnect_max_s, self.config.reconnect_min_s * float(2 ** min(attempt, 30)))
         return cap / 2 + random.uniform(0, cap / 2)
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
@@ -526,7 +548,7 @@ class MqttLink:
                 waiters = [asyncio.ensure_future(session.acks_ready.wait())]
                 if room > 0:
                     waiters.append(asyncio.ensure_future(outbox.committed.wait()))
-                done, pending = await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                _, pending = await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
                 for w in pending:
                     w.cancel()
             else:
@@ -628,7 +650,7 @@ def response_properties(props: Properties | None) -> tuple[str | None, bytes | N
 def reply_properties(correlation: bytes | None) -> Properties | None:
     if correlation is None:
         return None
-    props = Properties(PacketTypes.PUBLISH)
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.CorrelationData = correlation
     return props
 

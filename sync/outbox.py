@@ -52,7 +52,9 @@ class OutboxConfig(BaseModel):
         description="SQLite synchronous mode. 'full' survives a power cut; 'normal' survives only a "
         "process crash but saves an fsync per commit.",
     )
-    max_batch: int = Field(5000, ge=1, le=100_000, description="Most operations committed in one transaction.")
+    max_batch: int = Field(
+        5000, ge=1, le=100_000, description="Most operations committed in one transaction."
+    )
     max_bytes: int = Field(
         1 << 30, ge=1 << 20, description="Size cap of the live data in the outbox database, in bytes."
     )
@@ -420,7 +422,8 @@ class Outbox:
             oldest = None
             if self._read is not None and self._pending[lane] > 0:
                 row = self._read.execute(
-                    "SELECT created_at FROM events WHERE delivered_at IS NULL AND lane=? ORDER BY seq LIMIT 1",
+                    "SELECT created_at FROM events WHERE delivered_at IS NULL AND lane=? "
+                    "ORDER BY seq LIMIT 1",
                     (int(lane),),
                 ).fetchone()
                 oldest = max(0.0, now - row[0]) if row else None
@@ -598,13 +601,18 @@ class Outbox:
         if conn is None:
             return
         cutoff = time.time() - self.config.delivered_retention_s
-        cur = conn.execute("DELETE FROM events WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,))
+        cur = conn.execute(
+            "DELETE FROM events WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,)
+        )
         if cur.rowcount:
             self.stats.purged_delivered += cur.rowcount
         reason = self._pressure()
         if reason is None:
             return
-        purged, dropped, types, first, last = 0, 0, {}, None, None
+        purged, dropped = 0, 0
+        types: dict[str, int] = {}
+        first: int | None = None
+        last: int | None = None
         for lane in sorted(Lane, reverse=True):
             while self._pressure() is not None:
                 n = self._delete_chunk(conn, lane, delivered=True)
@@ -642,7 +650,13 @@ class Outbox:
                 self.used_bytes(),
             )
         if dropped:
-            log.warning("outbox dropped %d undelivered telemetry events (seq %s..%s): %s", dropped, first, last, reason)
+            log.warning(
+                "outbox dropped %d undelivered telemetry events (seq %s..%s): %s",
+                dropped,
+                first,
+                last,
+                reason,
+            )
             free = shutil.disk_usage(self.data_dir).free
             report = Event(
                 type="edu.campus.gateway.events_dropped.v1",
@@ -682,7 +696,8 @@ class Outbox:
         cond = "delivered_at IS NOT NULL" if delivered else "delivered_at IS NULL"
         conn.execute("BEGIN")
         cur = conn.execute(
-            f"DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE {cond} AND lane=? ORDER BY seq LIMIT ?)",
+            f"DELETE FROM events WHERE seq IN "
+            f"(SELECT seq FROM events WHERE {cond} AND lane=? ORDER BY seq LIMIT ?)",
             (int(lane), self._chunk_rows()),
         )
         conn.execute("COMMIT")

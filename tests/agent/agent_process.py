@@ -12,8 +12,15 @@ from pathlib import Path
 import yaml
 
 
-def write_config(path: Path, *, site: str = "t-site", gateway: str = "gw-1", interval_s: float = 0.01,
-                 devices: int = 1, extra: dict | None = None) -> Path:
+def write_config(
+    path: Path,
+    *,
+    site: str = "t-site",
+    gateway: str = "gw-1",
+    interval_s: float = 0.01,
+    devices: int = 1,
+    extra: dict | None = None,
+) -> Path:
     config = {
         "gateway": {"site": site, "id": gateway},
         "agent": {"log_level": "info", "heartbeat_interval_s": 1.0, "shutdown_timeout_s": 5},
@@ -22,19 +29,35 @@ def write_config(path: Path, *, site: str = "t-site", gateway: str = "gw-1", int
         "simulated": [{"id": f"sim-{i}", "interval_s": interval_s} for i in range(devices)],
     }
     for key, value in (extra or {}).items():
-        config.setdefault(key, {}).update(value) if isinstance(value, dict) else config.__setitem__(key, value)
+        config.setdefault(key, {}).update(value) if isinstance(value, dict) else config.__setitem__(
+            key, value
+        )
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 class AgentProcess:
-    def __init__(self, config: Path, data_dir: Path, mqtt_url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path, data_dir: Path, mqtt_url: str, env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = data_dir.parent / f"agent-{data_dir.name}.log"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(config), "--data-dir", str(data_dir),
-             "--mqtt-url", mqtt_url],
-            stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})},
+            [
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "run",
+                "--config",
+                str(config),
+                "--data-dir",
+                str(data_dir),
+                "--mqtt-url",
+                mqtt_url,
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            env={**os.environ, **(env or {})},
         )
 
     def signal(self, sig: signal.Signals) -> None:

@@ -33,7 +33,9 @@ def test_minimal_config_gets_defaults() -> None:
 
 
 def test_every_error_is_reported_with_its_line() -> None:
-    text = GOOD + """\
+    text = (
+        GOOD
+        + """\
 mqtt:
   url: http://broker
   inflight_window: 0
@@ -46,6 +48,7 @@ simulated:
   - id: b
     colour: red
 """
+    )
     with pytest.raises(ConfigFileError) as info:
         parse_config(text, "x.yaml")
     found = {(i.path, i.line) for i in info.value.issues}

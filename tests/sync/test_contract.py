@@ -25,8 +25,12 @@ def test_every_registered_type_has_a_schema_and_every_schema_a_type() -> None:
 
 def test_envelope_is_cloudevents_structured_json() -> None:
     at = datetime(2026, 11, 29, 13, 2, 26, 123456, tzinfo=UTC)
-    ev = Event("edu.campus.device.heartbeat.v1", make_source("s1", "gw1", "r1"),
-               {"device": "r1", "kind": "sim", "uptime_s": 1.5, "counter": 3}, time=at)
+    ev = Event(
+        "edu.campus.device.heartbeat.v1",
+        make_source("s1", "gw1", "r1"),
+        {"device": "r1", "kind": "sim", "uptime_s": 1.5, "counter": 3},
+        time=at,
+    )
     obj = ev.to_dict(seq=7)
     assert obj["specversion"] == "1.0"
     assert obj["time"] == "2026-11-29T13:02:26.123Z"
@@ -55,7 +59,11 @@ def test_alert_needs_severity_and_others_refuse_it() -> None:
 
 
 def test_schema_rejects_bad_payloads_with_a_path() -> None:
-    ev = Event("edu.campus.device.heartbeat.v1", "campus/a/b/c", {"device": "c", "kind": "sim", "uptime_s": 1, "counter": 1})
+    ev = Event(
+        "edu.campus.device.heartbeat.v1",
+        "campus/a/b/c",
+        {"device": "c", "kind": "sim", "uptime_s": 1, "counter": 1},
+    )
     good = ev.to_dict(1)
     validate_event(good)
     bad = dict(good, data={"device": "c", "kind": "sim", "uptime_s": -1, "counter": 1})

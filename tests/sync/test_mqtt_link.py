@@ -29,18 +29,28 @@ SOURCE = f"campus/{SITE}/{GW}/gateway"
 
 
 def heartbeat(i: int) -> Event:
-    return Event("edu.campus.device.heartbeat.v1", f"campus/{SITE}/{GW}/r1",
-                 {"device": "r1", "kind": "sim", "uptime_s": float(i), "counter": i})
+    return Event(
+        "edu.campus.device.heartbeat.v1",
+        f"campus/{SITE}/{GW}/r1",
+        {"device": "r1", "kind": "sim", "uptime_s": float(i), "counter": i},
+    )
 
 
 def lifecycle(i: int) -> Event:
-    return Event("edu.campus.gateway.started.v1", SOURCE,
-                 {"version": "t", "hostname": "h", "outbox_backlog": i, "previous_shutdown": "clean"})
+    return Event(
+        "edu.campus.gateway.started.v1",
+        SOURCE,
+        {"version": "t", "hostname": "h", "outbox_backlog": i, "previous_shutdown": "clean"},
+    )
 
 
 def alert(i: int) -> Event:
-    return Event("edu.campus.security.test_alert.v1", f"campus/{SITE}/{GW}/cam1",
-                 {"device": "cam1", "reason": f"test {i}"}, severity=Severity.CRITICAL)
+    return Event(
+        "edu.campus.security.test_alert.v1",
+        f"campus/{SITE}/{GW}/cam1",
+        {"device": "cam1", "reason": f"test {i}"},
+        severity=Severity.CRITICAL,
+    )
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
@@ -51,12 +61,24 @@ async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> Non
         await asyncio.sleep(0.02)
 
 
-def with_link(tmp_path: Path, config: MqttConfig, scenario: Callable[[Outbox, MqttLink], Awaitable[None]],
-              password: str | None = None, key_file: str | None = None) -> None:
+def with_link(
+    tmp_path: Path,
+    config: MqttConfig,
+    scenario: Callable[[Outbox, MqttLink], Awaitable[None]],
+    password: str | None = None,
+    key_file: str | None = None,
+) -> None:
     async def main() -> None:
         async with Outbox(tmp_path / "data", OutboxConfig(), SOURCE) as outbox:
-            link = MqttLink(config, outbox, site=SITE, gateway=GW, version="test", password=password,
-                            client_key_file=key_file)
+            link = MqttLink(
+                config,
+                outbox,
+                site=SITE,
+                gateway=GW,
+                version="test",
+                password=password,
+                client_key_file=key_file,
+            )
             task = asyncio.create_task(link.run())
             try:
                 await scenario(outbox, link)
@@ -81,8 +103,12 @@ def test_drain_publishes_every_event_valid_with_status(tmp_path: Path, mosquitto
         await wait_until(lambda: outbox.pending_total == 0, 30, "drain")
 
     with_link(tmp_path, fast(mosquitto.url), scenario)
-    msgs = collector.wait_for(lambda m: sum("/events/" in x.topic for x in m) >= 502 and
-                              any(x.topic.endswith("/status") and x.json()["state"] == "offline" for x in m))
+    msgs = collector.wait_for(
+        lambda m: (
+            sum("/events/" in x.topic for x in m) >= 502
+            and any(x.topic.endswith("/status") and x.json()["state"] == "offline" for x in m)
+        )
+    )
     collector.close()
     events = [m.json() for m in msgs if "/events/" in m.topic]
     for event in events:
@@ -133,8 +159,9 @@ def test_broker_restart_mid_stream_loses_nothing_and_keeps_lane_order(tmp_path: 
     import paho.mqtt.client as mqtt
 
     received: list[tuple[str, bytes]] = []
-    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="restart-sub", clean_session=False,
-                      protocol=mqtt.MQTTv311)
+    sub = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="restart-sub", clean_session=False, protocol=mqtt.MQTTv311
+    )
     sub.on_message = lambda c, u, m: received.append((m.topic, bytes(m.payload)))
     sub.on_connect = lambda c, *a: c.subscribe(f"campus/v1/{SITE}/{GW}/events/#", qos=1)
     sub.reconnect_delay_set(0.1, 0.5)
@@ -169,7 +196,9 @@ def test_broker_restart_mid_stream_loses_nothing_and_keeps_lane_order(tmp_path: 
         broker.stop()
     events = [orjson.loads(p) for _, p in received]
     seqs = [e["seq"] for e in events]
-    assert set(seqs) == set(range(1, total + 1)), f"missing {sorted(set(range(1, total + 1)) - set(seqs))[:10]}"
+    assert set(seqs) == set(range(1, total + 1)), (
+        f"missing {sorted(set(range(1, total + 1)) - set(seqs))[:10]}"
+    )
     # A duplicate always carries the same id as the original.
     ids: dict[int, str] = {}
     for e in events:
@@ -217,9 +246,12 @@ def _password_broker(tmp_path: Path) -> MosquittoBroker:
     return broker
 
 
-def test_wrong_password_is_a_clear_error_and_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_password_is_a_clear_error_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     broker = _password_broker(tmp_path)
     try:
+
         async def wrong(outbox: Outbox, link: MqttLink) -> None:
             await outbox.append(heartbeat(1))
             await wait_until(lambda: link.stats.auth_failures >= 2, 20, "auth retries")
@@ -304,24 +336,39 @@ def _make_tls(tmp_path: Path) -> dict[str, Path]:
         return ec.generate_private_key(ec.SECP256R1())
 
     def write_key(k: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-        path.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()))
+        path.write_bytes(
+            k.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         return path
 
     now = dt.datetime.now(dt.UTC)
     ca_key = key()
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test campus CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
 
     def leaf(cn: str, san: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         k = key()
-        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-             .issuer_name(ca_name).public_key(k.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(days=1)))
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_name)
+            .public_key(k.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
         if san:
             b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
         return b.sign(ca_key, hashes.SHA256()), k
@@ -348,6 +395,7 @@ def test_mutual_tls(tmp_path: Path) -> None:
     port = broker.port
     url = f"mqtts://localhost:{port}"
     try:
+
         async def deliver(outbox: Outbox, link: MqttLink) -> None:
             await outbox.append(heartbeat(1))
             await wait_until(lambda: outbox.pending_total == 0, 20, "delivery over TLS")

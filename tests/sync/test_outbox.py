@@ -20,7 +20,13 @@ def heartbeat(i: int, pad: int = 0) -> Event:
     return Event(
         "edu.campus.device.heartbeat.v1",
         "campus/test-site/gw-1/r1",
-        {"device": "r1", "kind": "sim", "uptime_s": float(i), "counter": i, **({"readings": pad} if pad else {})},
+        {
+            "device": "r1",
+            "kind": "sim",
+            "uptime_s": float(i),
+            "counter": i,
+            **({"readings": pad} if pad else {}),
+        },
     )
 
 
@@ -120,7 +126,9 @@ def test_drop_policy_drops_only_telemetry_and_reports_it(tmp_path: Path) -> None
             await ob.append(heartbeat(99999))
             assert ob.used_bytes() > config.max_bytes
             done = asyncio.get_running_loop().create_future()
-            ob.run_in_writer(lambda: (ob.housekeeping(), done.get_loop().call_soon_threadsafe(done.set_result, None)))
+            ob.run_in_writer(
+                lambda: (ob.housekeeping(), done.get_loop().call_soon_threadsafe(done.set_result, None))
+            )
             await done
             await asyncio.sleep(0.05)
             assert ob.used_bytes() <= config.max_bytes
@@ -156,7 +164,9 @@ def test_over_cap_with_only_undroppable_events_keeps_them(tmp_path: Path) -> Non
             alerts = await asyncio.gather(*[ob.append_nowait(alert(i)) for i in range(6000)])
             assert ob.used_bytes() > config.max_bytes
             done = asyncio.get_running_loop().create_future()
-            ob.run_in_writer(lambda: (ob.housekeeping(), done.get_loop().call_soon_threadsafe(done.set_result, None)))
+            ob.run_in_writer(
+                lambda: (ob.housekeeping(), done.get_loop().call_soon_threadsafe(done.set_result, None))
+            )
             await done
             assert len(ob.fetch_pending(Lane.ALERT, 0, 10_000)) == len(alerts)
             assert ob.stats.over_limit == 1
@@ -201,5 +211,34 @@ def test_appending_to_closed_outbox_raises(tmp_path: Path) -> None:
         await ob.close()
         with pytest.raises(OutboxClosed):
             ob.append_nowait(heartbeat(1))
+
+    run(scenario())
+
+
+def test_disk_floor_drops_telemetry_and_returns_pages(tmp_path: Path) -> None:
+    import shutil
+
+    # A floor above the free space this file system has: the policy must act on it.
+    floor = shutil.disk_usage(tmp_path).free + (1 << 30)
+    config = OutboxConfig(max_bytes=1 << 30, min_free_bytes=floor, housekeeping_interval_s=3600)
+
+    async def scenario() -> None:
+        async with Outbox(tmp_path, config, SOURCE) as ob:
+            await asyncio.gather(*[ob.append_nowait(heartbeat(i)) for i in range(2000)])
+            kept = await asyncio.gather(*[ob.append_nowait(access_like(i)) for i in range(50)])
+            done = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            ob.run_in_writer(lambda: (ob.housekeeping(), loop.call_soon_threadsafe(done.set_result, None)))
+            await done
+            await ob.flush()
+            # Nothing can lift the floor, so all telemetry goes; access rows never do.
+            assert ob.fetch_pending(Lane.TELEMETRY, 0, 10_000) == []
+            access = ob.fetch_pending(Lane.ACCESS, 0, 10_000)
+            assert {c.seq for c in kept} <= {r.seq for r in access}
+            report = next(parse_event(r.payload) for r in access if r.type.endswith("events_dropped.v1"))
+            validate_event(report)
+            assert report["data"]["reason"] == "disk_floor"
+            assert report["data"]["undelivered_dropped"] == 2000
+            assert ob.stats.over_limit == 1
 
     run(scenario())
