@@ -40,6 +40,12 @@ class FacePipelineConfig(BaseModel):
     motion_gate: bool = Field(default=True, description="Skip detection on frames without motion.")
     motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gate settings.")
     quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality gate for recognition.")
+    max_skip_s: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Analyse at least this often even without motion: a student who sat down before "
+        "being confirmed must still collect the tracker's votes while sitting still.",
+    )
     threshold: float | None = Field(
         default=None,
         gt=0.0,
@@ -108,6 +114,7 @@ class FacePipeline:
         self.gallery = gallery
         self.motion_gate = MotionGate(self.config.motion)
         self.counters: Counter[str] = Counter()
+        self._last_analysed: float | None = None
 
     def analyse(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
         """Detect, check, embed and match every face in ``frame`` (HxWx3 uint8 BGR), no motion gate."""
@@ -172,18 +179,24 @@ class FacePipeline:
             for reason in obs.quality.reasons:
                 c[f"rejected_{reason}"] += 1
 
-    def process(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
-        """The camera path: run the motion gate, and :meth:`analyse` only when something changed."""
+    def process(self, frame: npt.NDArray[Any], timestamp: float | None = None) -> FrameAnalysis:
+        """The camera path: run the motion gate, and :meth:`analyse` only when something changed, or
+        when nothing has been analysed for ``max_skip_s`` (``timestamp`` in seconds, default the
+        monotonic clock; pass the frame's capture time when replaying a clip)."""
         frame = as_bgr_frame(frame)
+        now = time.monotonic() if timestamp is None else timestamp
         self.counters["frames"] += 1
         if not self.config.motion_gate:
+            self._last_analysed = now
             return self.analyse(frame)
         t0 = time.perf_counter()
         motion = self.motion_gate.update(frame)
         gate_s = time.perf_counter() - t0
-        if not motion.motion:
+        overdue = self._last_analysed is None or now - self._last_analysed >= self.config.max_skip_s
+        if not motion.motion and not overdue:
             self.counters["frames_skipped"] += 1
             return FrameAnalysis(False, motion, [], {"motion": gate_s})
+        self._last_analysed = now
         result = self.analyse(frame)
         return FrameAnalysis(True, motion, result.faces, {"motion": gate_s, **result.timings})
 

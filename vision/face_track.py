@@ -165,6 +165,7 @@ class FaceTracker:
         """Fold one frame's faces into the tracks; return identities confirmed by this frame."""
         cfg = self.config
         self._tracks = [t for t in self._tracks if timestamp - t.last_seen <= cfg.max_age_s]
+        self._last_named = {p: t for p, t in self._last_named.items() if timestamp - t < cfg.repeat_window_s}
         pairs = self._associate(faces, timestamp)
         matched_faces = {fi for _, fi in pairs}
         for ti, fi in pairs:

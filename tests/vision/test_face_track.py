@@ -163,7 +163,7 @@ def test_clip_with_enrolled_and_unknown_walkers(
     decisions: list[IdentityDecision] = []
     analysed = 0
     for k, frame in enumerate(clip):
-        result = pipeline.process(frame)
+        result = pipeline.process(frame, k * 0.1)
         analysed += result.analysed
         decisions.extend(tracker.update(result.faces, k * 0.1))
     named = [d.person_id for d in decisions if d.person_id is not None]
