@@ -40,6 +40,7 @@ from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTa
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+_FIRST_ATTEMPT_S = 2.0
 _LED = {
     "green": osdp.CommandLEDColor.Green,
     "red": osdp.CommandLEDColor.Red,
@@ -430,31 +431,55 @@ class OsdpControlPanel:
         return CardData(normalise_hex(data.hex()), "osdp_raw", data.hex().upper(), bits or len(data) * 8)
 
     async def _watch_status(self) -> None:
+        """Report readers going on and off line; re-enable an offline reader with backoff, because
+        libosdp by itself waits minutes before it tries a silent reader again."""
         loop = asyncio.get_running_loop()
-        while True:
-            cp = self._cp
-            if cp is not None:
-                mask = await loop.run_in_executor(None, cp.status)
-                for index, address in enumerate(cp.pd_addr):
-                    reader = self._by_address[address]
-                    now_online = bool(mask & (1 << index))
-                    if now_online != self.online[reader.id]:
-                        self.online[reader.id] = now_online
-                        if now_online:
-                            secure = " (secure channel)" if self.secure_channel else ""
-                            logger.info("device %s online on OSDP bus %s%s", reader.id, self.bus_id, secure)
-                            self._put(
-                                DeviceOnline(reader.id, f"OSDP address {address} answers{secure}", utc_now())
-                            )
-                        else:
-                            self._count("offline")
-                            logger.warning("device %s offline on OSDP bus %s", reader.id, self.bus_id)
-                            self._put(
-                                DeviceOffline(
-                                    reader.id, f"OSDP address {address} stopped answering", utc_now()
-                                )
-                            )
+        backoffs = {r.id: Backoff(self.backoff) for r in self.readers}
+        # Let libosdp's own first attempt (probe, capabilities, secure channel) finish first.
+        next_kick = {r.id: loop.time() + _FIRST_ATTEMPT_S + backoffs[r.id].next_delay() for r in self.readers}
+        reported_offline: set[str] = set()
+        while (cp := self._cp) is not None:
+            mask = await loop.run_in_executor(None, cp.status)
+            for index, address in enumerate(cp.pd_addr):
+                reader = self._by_address[address]
+                up = bool(mask & (1 << index))
+                if up and not self.online[reader.id]:
+                    self.online[reader.id] = True
+                    reported_offline.discard(reader.id)
+                    backoffs[reader.id].reset()
+                    secure = " (secure channel)" if self.secure_channel else ""
+                    logger.info("device %s online on OSDP bus %s%s", reader.id, self.bus_id, secure)
+                    self._put(DeviceOnline(reader.id, f"OSDP address {address} answers{secure}", utc_now()))
+                elif not up and self.online[reader.id]:
+                    self.online[reader.id] = False
+                    reported_offline.add(reader.id)
+                    self._count("offline")
+                    logger.warning("device %s offline on OSDP bus %s", reader.id, self.bus_id)
+                    self._put(
+                        DeviceOffline(reader.id, f"OSDP address {address} stopped answering", utc_now())
+                    )
+                    next_kick[reader.id] = loop.time() + backoffs[reader.id].next_delay()
+                elif not up and loop.time() >= next_kick[reader.id]:
+                    if reader.id not in reported_offline:
+                        reported_offline.add(reader.id)
+                        logger.warning("device %s not answering on OSDP bus %s", reader.id, self.bus_id)
+                        self._put(
+                            DeviceOffline(reader.id, f"OSDP address {address} does not answer", utc_now())
+                        )
+                    self._count("reconnects")
+                    await loop.run_in_executor(None, self._kick, cp, address)
+                    # Never kick again before a handshake (probe, capabilities, secure channel) can finish.
+                    next_kick[reader.id] = loop.time() + max(
+                        _FIRST_ATTEMPT_S, backoffs[reader.id].next_delay()
+                    )
             await asyncio.sleep(_POLL_S)
+
+    @staticmethod
+    def _kick(cp: Any, address: int) -> None:
+        """Make libosdp try a reader again now (disable, let a poll cycle pass, enable)."""
+        cp.disable_pd(address)
+        time.sleep(0.1)
+        cp.enable_pd(address)
 
     def _put(self, reading: Reading) -> None:
         self._readings.put_nowait(reading)

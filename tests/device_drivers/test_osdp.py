@@ -92,7 +92,7 @@ def test_secure_channel_card_reads_feedback_tamper_and_offline() -> None:
                     await cp.feedback("nobody", granted=True)
                 assert err.value.code == "unknown"
 
-                # The reader loses power: libosdp gives up after its retries and reports it offline.
+                # The reader loses power: offline; feedback is refused meanwhile.
                 await asyncio.get_running_loop().run_in_executor(None, pd.stop)
                 offline = await next_of(readings, DeviceOffline, timeout=30)
                 assert offline.device_id == "door-7-reader"
@@ -103,13 +103,39 @@ def test_secure_channel_card_reads_feedback_tamper_and_offline() -> None:
     run(scenario())
 
 
+def test_reader_power_cycle_goes_offline_and_back_online(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        key = osdp.KeyStore.gen_key()
+        link = tmp_path / "ttyOSDP"
+        reader = OsdpReaderConfig(id="r9", address=9, scbk_secret="unused")
+        first = OsdpReaderSimulator(9, key, link=link)
+        first.start()
+        async with OsdpControlPanel("bus-9", str(link), [reader], {"r9": key}, backoff=FAST) as cp:
+            readings = cp.readings()
+            await next_of(readings, DeviceOnline)
+            await asyncio.get_running_loop().run_in_executor(None, first.stop)
+            await next_of(readings, DeviceOffline)
+            async with OsdpReaderSimulator(9, key, link=link) as second:
+                online = await next_of(readings, DeviceOnline, timeout=20)
+                assert online.device_id == "r9"
+                second.present("1:2")
+                assert (await next_of(readings, CardRead)).credential == "1:2"
+            assert cp.counters["reconnects"] >= 1
+
+    run(scenario())
+
+
 def test_wrong_key_never_comes_online() -> None:
     async def scenario() -> None:
         async with OsdpReaderSimulator(3, osdp.KeyStore.gen_key()) as pd:
             reader = OsdpReaderConfig(id="r3", address=3, scbk_secret="unused")
-            async with OsdpControlPanel("bus-2", pd.url, [reader], {"r3": osdp.KeyStore.gen_key()}) as cp:
-                await asyncio.sleep(3)
-                assert not cp.online["r3"]
+            async with OsdpControlPanel(
+                "bus-2", pd.url, [reader], {"r3": osdp.KeyStore.gen_key()}, backoff=FAST
+            ) as cp:
+                offline = await next_of(cp.readings(), DeviceOffline, timeout=10)
+                assert "does not answer" in offline.reason
+                await asyncio.sleep(2.5)  # retried (at most every 2 s) meanwhile, still refused
+                assert not cp.online["r3"] and cp.counters["reconnects"] >= 2
                 assert not pd.secure
 
     run(scenario())
