@@ -170,3 +170,32 @@ def test_clip_with_enrolled_and_unknown_walkers(
     assert named == ["alice"]
     assert sum(d.person_id is None for d in decisions) == 1  # bob: one stranger report, not a name
     assert analysed < 38  # the empty room before they walk in is skipped by the motion gate
+
+
+def test_student_who_sits_still_is_still_confirmed(
+    onnx_model: Callable[[str], OnnxModel], load_scene: Callable[[str], npt.NDArray[np.uint8]]
+) -> None:
+    """Walks in, then sits still: the motion gate skips most frames, and the periodic analysis
+    (max_skip_s) keeps collecting votes until the identity is confirmed. The camera here asks for 8
+    votes, more than the walk-in and the gate's settling frames provide on their own."""
+    detector = FaceDetector(model=onnx_model("centerface"))
+    embedder = FaceEmbedder(model=onnx_model(MODEL))
+    img = load_scene("sample4.jpg")
+    box = sorted(detector.detect(img), key=lambda f: f.box[0])[1].box
+    gallery = Gallery(MODEL)
+    r = embed_enrollment_photo(crop_around(img, box), detector=detector, embedder=embedder)
+    gallery.add("dana", r.embedding, model_id=MODEL)
+    patch = cv2.resize(crop_around(img, box, 0.6), None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    room = cv2.resize(load_scene("sample1.jpg")[760:, :], (1280, 720))
+    frames = list(walking_clip(room, [patch], frames=2, paths=[((500, 300), (560, 320))], still_frames=5))
+    frames += [frames[-1]] * 80  # seated, perfectly still, for 8 s at 10 frames/s
+    pipeline = FacePipeline(gallery, detector=detector, embedder=embedder)
+    tracker = FaceTracker(FaceTrackerConfig(min_votes=8))
+    decisions: list[IdentityDecision] = []
+    analysed = 0
+    for k, frame in enumerate(frames):
+        result = pipeline.process(frame, k * 0.1)
+        analysed += result.analysed
+        decisions.extend(tracker.update(result.faces, k * 0.1))
+    assert [d.person_id for d in decisions] == ["dana"]
+    assert analysed < len(frames) // 3  # most still frames were skipped
