@@ -215,8 +215,9 @@ CaptureFactory = Callable[[CameraConfig], CaptureLike]
 class Camera:
     """One camera: a capture thread, a watchdog, and ``frames()`` for the event loop.
 
-    ``counters``: ``frames_read`` (from the source), ``frames_delivered``, ``frames_replaced``
-    (newest frame won over one nobody took), ``bad_frames`` (garbage dropped), ``open_failures``,
+    ``counters``: ``frames_read`` (from the source), ``frames_delivered`` (due for analysis and
+    handed to the loop), ``frames_replaced`` (a due frame replaced by a newer one before anyone took
+    it, in the thread's hand-over slot or in ``frames()``), ``bad_frames`` (garbage dropped), ``open_failures``,
     ``read_failures``, ``stalls`` (watchdog fired), ``reconnects``, ``ended`` (file ends).
 
     ``capture_factory`` replaces :func:`open_capture`; tests use it only to stand in for a physical
@@ -231,6 +232,10 @@ class Camera:
         self.online = False
         self._offline_reported = False
         self._lock = threading.Lock()
+        self._counter_lock = threading.Lock()
+        # The capture thread's newest frame waiting for the loop: one slot, so a busy loop never
+        # lets frames (or callbacks carrying them) pile up.
+        self._slot: tuple[int, NDArray[np.uint8], datetime, int] | None = None
         self._generation = 0
         self._stop = threading.Event()
         self._wake: asyncio.Event | None = None
@@ -308,10 +313,28 @@ class Camera:
             wake.clear()
             await wake.wait()
 
-    # event-loop side (all state below is touched on the loop only, via call_soon_threadsafe)
+    # event-loop side (state below is touched on the loop only, via call_soon_threadsafe, except
+    # counters and the frame slot, which have their own locks)
 
     def _count(self, key: str, n: int = 1) -> None:
-        self.counters[key] = self.counters.get(key, 0) + n
+        with self._counter_lock:
+            self.counters[key] = self.counters.get(key, 0) + n
+
+    def _hand_over(self, generation: int, frame: NDArray[np.uint8], at: datetime, received_ns: int) -> None:
+        """Capture thread: put the frame in the slot; wake the loop only if the slot was empty."""
+        with self._lock:
+            pending = self._slot is not None
+            self._slot = (generation, frame, at, received_ns)
+        if pending:
+            self._count("frames_replaced")
+        else:
+            self._post(self._take_slot)
+
+    def _take_slot(self) -> None:
+        with self._lock:
+            slot, self._slot = self._slot, None
+        if slot is not None:
+            self._deliver_frame(*slot)
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
@@ -371,7 +394,7 @@ class Camera:
             self._last_good_ns = max(self._last_good_ns, at_ns)
 
     def _count_from_thread(self, generation: int, key: str) -> None:
-        if generation == self._generation:
+        if generation == self._generation:  # an abandoned thread's late news is not counted
             self._count(key)
 
     async def _watch(self) -> None:
@@ -418,7 +441,7 @@ class Camera:
         first = True
         while self._current(generation):
             if not first:
-                self._post(self._count_from_thread, generation, "reconnects")
+                self._count_from_thread(generation, "reconnects")
             first = False
             cap: CaptureLike | None = None
             self._post(self._set_phase, generation, "opening", time.monotonic_ns())
@@ -430,7 +453,7 @@ class Camera:
                     )
             except Exception as err:  # OpenCV and factories raise assorted types
                 log.debug("camera %s: open failed: %r", cfg.id, err)
-                self._post(self._count_from_thread, generation, "open_failures")
+                self._count_from_thread(generation, "open_failures")
                 self._post(self._set_offline, generation, f"cannot open camera: {err}")
                 if cap is not None:
                     with contextlib.suppress(Exception):
@@ -473,27 +496,27 @@ class Camera:
             try:
                 ok, frame = cap.read()
             except Exception as err:  # a broken backend may raise instead of returning False
-                self._post(self._count_from_thread, generation, "read_failures")
+                self._count_from_thread(generation, "read_failures")
                 return f"read failed: {err}"
             if not self._current(generation):
                 return None
             if not ok:
                 if kind == "file":
-                    self._post(self._count_from_thread, generation, "ended")
+                    self._count_from_thread(generation, "ended")
                     if cfg.loop and shape is not None:
                         # Rewinding is cheaper than reopening and keeps the camera online.
                         if not _rewind(cap):
                             return "video file ended and cannot rewind"
                         continue
                     return "video file ended"
-                self._post(self._count_from_thread, generation, "read_failures")
+                self._count_from_thread(generation, "read_failures")
                 return "read failed (stream closed or timed out)"
             now_ns = time.monotonic_ns()
-            self._post(self._count_from_thread, generation, "frames_read")
+            self._count_from_thread(generation, "frames_read")
             problem = check_frame(frame, shape)
             if problem is not None:
                 consecutive_bad += 1
-                self._post(self._count_from_thread, generation, "bad_frames")
+                self._count_from_thread(generation, "bad_frames")
                 if consecutive_bad == 1 or consecutive_bad % 100 == 0:
                     log.warning(
                         "camera %s: dropped a garbage frame (%s), %d in a row",
@@ -512,7 +535,7 @@ class Camera:
                 continue  # not due for analysis: skipped (already read, so the stream does not lag)
             behind = now_ns - next_due_ns >= interval_ns
             next_due_ns = now_ns + interval_ns if behind else next_due_ns + interval_ns
-            self._post(self._deliver_frame, generation, frame, utc_now(), now_ns)
+            self._hand_over(generation, frame, utc_now(), now_ns)
         return None
 
 

