@@ -22,7 +22,6 @@ import logging
 import os
 import time
 import tty
-from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -31,11 +30,12 @@ import osdp
 import serial
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from device_drivers.base import ReadingSource
 from device_drivers.card_codec import CardCodec, CardData, normalise_hex
 from device_drivers.errors import DeviceError
 from device_drivers.profile import load_profile, resolve_profile
 from device_drivers.serial_driver import Backoff, BackoffConfig
-from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, Reading, utc_now
+from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no typ
             self._port = None
 
 
-class OsdpControlPanel:
+class OsdpControlPanel(ReadingSource):
     """The control panel for one OSDP bus: a reusable async context manager with ``readings()``."""
 
     def __init__(
@@ -210,6 +210,7 @@ class OsdpControlPanel:
             raise DeviceError(f"osdp bus {bus_id}: secure channel needs a key per reader", code="no_key")
         if url is None and not simulated:
             raise ValueError("a port URL is needed unless simulated")
+        super().__init__(bus_id)
         self.bus_id = bus_id
         self.url = url or ""
         self.readers = readers
@@ -219,8 +220,7 @@ class OsdpControlPanel:
         self.wiegand = wiegand or CardCodec(load_profile(resolve_profile("wiegand_serial_converter")))
         self.led_s = led_s
         self.backoff = backoff or BackoffConfig()
-        self.counters: dict[str, int] = {}
-        self.online: dict[str, bool] = {r.id: False for r in readers}
+        self.reader_online: dict[str, bool] = {r.id: False for r in readers}
         self.simulators: dict[str, OsdpReaderSimulator] = {}
         if simulated:
             # One pty per simulated reader would need a bus multiplexer; one reader per simulated bus
@@ -234,7 +234,6 @@ class OsdpControlPanel:
         self._by_address = {r.address: r for r in readers}
         self._by_id = {r.id: r for r in readers}
         self._tamper: dict[str, tuple[bool, bool]] = {}
-        self._readings: asyncio.Queue[Reading | None] = asyncio.Queue()
         self._cp: Any = None
         self._channel: SerialChannel | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -271,7 +270,7 @@ class OsdpControlPanel:
         if self._cp is not None:
             raise RuntimeError(f"osdp bus {self.bus_id} is already running")
         self._loop = asyncio.get_running_loop()
-        self._readings = asyncio.Queue()
+        self._open_readings()
         for sim in self.simulators.values():
             await sim.__aenter__()
             self.url = sim.url
@@ -301,16 +300,11 @@ class OsdpControlPanel:
             self._channel.close()
         for sim in self.simulators.values():
             await sim.__aexit__(exc_type, exc, tb)
-        for reader_id, was_online in self.online.items():
+        for reader_id, was_online in self.reader_online.items():
             if was_online:
-                self._readings.put_nowait(DeviceOffline(reader_id, "control panel stopped", utc_now()))
-            self.online[reader_id] = False
-        self._readings.put_nowait(None)
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        """Readings of every reader on the bus until closed."""
-        while (item := await self._readings.get()) is not None:
-            yield item
+                self._emit(DeviceOffline(reader_id, "control panel stopped", utc_now()))
+            self.reader_online[reader_id] = False
+        self._close_readings()
 
     # -- feedback ---------------------------------------------------------------------------------
 
@@ -359,7 +353,7 @@ class OsdpControlPanel:
                 f"no OSDP reader {device_id} on bus {self.bus_id}", device_id=device_id, code="unknown"
             )
         cp = self._cp
-        if cp is None or not self.online.get(device_id):
+        if cp is None or not self.reader_online.get(device_id):
             raise DeviceError(f"OSDP reader {device_id} is offline", device_id=device_id, code="offline")
         # submit_command takes libosdp's lock, which its thread holds while polling: not on the loop.
         ok = await asyncio.get_running_loop().run_in_executor(
@@ -398,7 +392,7 @@ class OsdpControlPanel:
                 )
                 return
             self._count("cards")
-            self._put(
+            self._emit(
                 CardRead(
                     reader.id,
                     card.credential,
@@ -417,7 +411,7 @@ class OsdpControlPanel:
             if self._tamper.get(reader.id) != state:
                 self._tamper[reader.id] = state
                 self._count("tamper" if state[0] else "tamper_cleared")
-                self._put(DeviceTamper(reader.id, state[0], state[1], at))
+                self._emit(DeviceTamper(reader.id, state[0], state[1], at))
         else:
             self._count("other_events")
 
@@ -443,19 +437,19 @@ class OsdpControlPanel:
             for index, address in enumerate(cp.pd_addr):
                 reader = self._by_address[address]
                 up = bool(mask & (1 << index))
-                if up and not self.online[reader.id]:
-                    self.online[reader.id] = True
+                if up and not self.reader_online[reader.id]:
+                    self.reader_online[reader.id] = True
                     reported_offline.discard(reader.id)
                     backoffs[reader.id].reset()
                     secure = " (secure channel)" if self.secure_channel else ""
                     logger.info("device %s online on OSDP bus %s%s", reader.id, self.bus_id, secure)
-                    self._put(DeviceOnline(reader.id, f"OSDP address {address} answers{secure}", utc_now()))
-                elif not up and self.online[reader.id]:
-                    self.online[reader.id] = False
+                    self._emit(DeviceOnline(reader.id, f"OSDP address {address} answers{secure}", utc_now()))
+                elif not up and self.reader_online[reader.id]:
+                    self.reader_online[reader.id] = False
                     reported_offline.add(reader.id)
                     self._count("offline")
                     logger.warning("device %s offline on OSDP bus %s", reader.id, self.bus_id)
-                    self._put(
+                    self._emit(
                         DeviceOffline(reader.id, f"OSDP address {address} stopped answering", utc_now())
                     )
                     next_kick[reader.id] = loop.time() + backoffs[reader.id].next_delay()
@@ -463,7 +457,7 @@ class OsdpControlPanel:
                     if reader.id not in reported_offline:
                         reported_offline.add(reader.id)
                         logger.warning("device %s not answering on OSDP bus %s", reader.id, self.bus_id)
-                        self._put(
+                        self._emit(
                             DeviceOffline(reader.id, f"OSDP address {address} does not answer", utc_now())
                         )
                     self._count("reconnects")
@@ -480,12 +474,6 @@ class OsdpControlPanel:
         cp.disable_pd(address)
         time.sleep(0.1)
         cp.enable_pd(address)
-
-    def _put(self, reading: Reading) -> None:
-        self._readings.put_nowait(reading)
-
-    def _count(self, key: str) -> None:
-        self.counters[key] = self.counters.get(key, 0) + 1
 
 
 class _FdChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no type hints

@@ -18,15 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from device_drivers.base import ReadingSource
 from device_drivers.errors import DeviceError
 from device_drivers.profile import Direction
-from device_drivers.types import DeviceOffline, DeviceOnline, Reading, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -164,19 +163,16 @@ class RelayDoorConfig(BaseModel):
     simulated: bool = Field(default=False, description="Drive in-memory pins instead of GPIO (demo, tests).")
 
 
-class RelayDoor:
+class RelayDoor(ReadingSource):
     """Open, hold open and lock through relays; a reusable async context manager."""
 
     def __init__(self, device_id: str, relays: dict[Direction, Relay], pulse_s: float) -> None:
         if set(relays) != {"entry", "exit"}:
             raise ValueError("give a relay for entry and for exit (the same one for both is fine)")
-        self.device_id = device_id
+        super().__init__(device_id)
         self.relays = relays
         self.pulse_s = pulse_s
         self.pins: list[OutputPin] = []
-        self.counters: dict[str, int] = {}
-        self.online = False
-        self._readings: asyncio.Queue[Reading | None] = asyncio.Queue()
 
     @classmethod
     def from_config(cls, config: RelayDoorConfig) -> RelayDoor:
@@ -202,9 +198,8 @@ class RelayDoor:
         return door
 
     async def __aenter__(self) -> Self:
-        self._readings = asyncio.Queue()
-        self.online = True
-        self._readings.put_nowait(DeviceOnline(self.device_id, "relay lines ready", utc_now()))
+        self._open_readings()
+        self._went_online("relay lines ready")
         return self
 
     async def __aexit__(
@@ -212,13 +207,7 @@ class RelayDoor:
     ) -> None:
         with contextlib.suppress(DeviceError):
             await self.normal()
-        self.online = False
-        self._readings.put_nowait(None)
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        """``DeviceOnline`` (and ``DeviceOffline`` if a line fails) until closed."""
-        while (item := await self._readings.get()) is not None:
-            yield item
+        self._close_readings()
 
     async def _do(self, what: str, direction: Direction | None, active: bool | None) -> None:
         relays = (
@@ -231,14 +220,12 @@ class RelayDoor:
                 else:
                     await relay.set(active)
         except (DeviceError, OSError) as err:
-            self.counters["write_failed"] = self.counters.get("write_failed", 0) + 1
-            if self.online:
-                self.online = False
-                self._readings.put_nowait(DeviceOffline(self.device_id, f"{what} failed: {err}", utc_now()))
+            self._count("write_failed")
+            self._went_offline(f"{what} failed: {err}")
             raise DeviceError(
                 f"{self.device_id}: {what} failed: {err}", device_id=self.device_id, code="write_failed"
             ) from err
-        self.counters[what] = self.counters.get(what, 0) + 1
+        self._count(what)
 
     async def open(self, direction: Direction) -> None:
         """Pulse the contact of ``direction`` for the configured time."""

@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import TracebackType
@@ -23,10 +23,11 @@ from typing import Any, ClassVar, Self
 import serial
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from device_drivers.base import ReadingSource
 from device_drivers.codecs import Codec, drain
 from device_drivers.errors import DeviceError, MalformedFrame
 from device_drivers.profile import FirmwareProfile, ProfileError, Transport, load_profile, resolve_profile
-from device_drivers.types import DeviceOffline, DeviceOnline, Reading, utc_now
+from device_drivers.types import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +112,7 @@ class SerialDeviceConfig(BaseModel):
         return load_profile(resolve_profile(self.profile))
 
 
-_CLOSED = object()
-
-
-class SerialDriver:
+class SerialDriver(ReadingSource):
     """Base of the serial drivers: owns the port and the reconnect loop; subclasses turn decoded
     values into readings in :meth:`_on_value`.
 
@@ -140,29 +138,23 @@ class SerialDriver:
         inter_byte_timeout_s: float | None = None,
         queue_size: int = 1000,
     ) -> None:
-        self.device_id = device_id
+        super().__init__(device_id, queue_size)
         self.url = url
         self.transport = transport
         self.codec = codec
         self.backoff = Backoff(backoff or BackoffConfig())
         self.inter_byte_timeout_ns = None if inter_byte_timeout_s is None else int(inter_byte_timeout_s * 1e9)
-        self.queue_size = queue_size
-        self.counters: dict[str, int] = {}
-        self.online = False
         self._port: serial.SerialBase | None = None
-        self._readings: asyncio.Queue[Any] = asyncio.Queue(queue_size)
         self._task: asyncio.Task[None] | None = None
         self._io: ThreadPoolExecutor | None = None
         self._stop_reader = threading.Event()
-        self._offline_reported = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         if self._task is not None:
             raise RuntimeError(f"driver {self.device_id} is already running")
-        self._readings = asyncio.Queue(self.queue_size)
-        self._offline_reported = False
+        self._open_readings()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-{self.device_id}")
         self._task = asyncio.create_task(self._run(), name=f"driver:{self.device_id}")
         return self
@@ -179,16 +171,7 @@ class SerialDriver:
         if self._io is not None:
             self._io.shutdown(wait=False)
             self._io = None
-        self.online = False
-        self._put(_CLOSED)
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        """Readings until the driver is closed."""
-        while True:
-            item = await self._readings.get()
-            if item is _CLOSED:
-                return
-            yield item
+        self._close_readings()
 
     # -- the connection loop -----------------------------------------------------------------------
 
@@ -301,23 +284,6 @@ class SerialDriver:
     def _on_value(self, value: Any, at: datetime, received_ns: int) -> None:
         raise NotImplementedError
 
-    def _emit(self, reading: Reading) -> None:
-        self._put(reading)
-
-    def _put(self, item: object) -> None:
-        while True:
-            try:
-                self._readings.put_nowait(item)
-                return
-            except asyncio.QueueFull:
-                # Nobody reads: keep the newest, count and log what goes.
-                dropped = self._readings.get_nowait()
-                self._count("dropped_readings")
-                logger.warning("device %s: reading queue full, dropped %s", self.device_id, dropped)
-
-    def _count(self, key: str, n: int = 1) -> None:
-        self.counters[key] = self.counters.get(key, 0) + n
-
     def _bad(self, err: MalformedFrame) -> None:
         self._count(err.code)
         logger.warning(
@@ -328,19 +294,6 @@ class SerialDriver:
             err,
             err.raw.hex(),
         )
-
-    def _went_online(self, reason: str) -> None:
-        if not self.online:
-            self.online = True
-            logger.info("device %s online: %s", self.device_id, reason)
-            self._emit(DeviceOnline(self.device_id, reason, utc_now()))
-
-    def _went_offline(self, reason: str) -> None:
-        if self.online or not self._offline_reported:
-            self.online = False
-            self._offline_reported = True
-            logger.warning("device %s offline: %s", self.device_id, reason)
-            self._emit(DeviceOffline(self.device_id, reason, utc_now()))
 
     async def write(self, data: bytes) -> None:
         """Write ``data`` to the port (off the event loop); :class:`DeviceError` ``offline`` when the

@@ -135,7 +135,7 @@ def test_wrong_key_never_comes_online() -> None:
                 offline = await next_of(cp.readings(), DeviceOffline, timeout=10)
                 assert "does not answer" in offline.reason
                 await asyncio.sleep(2.5)  # retried (at most every 2 s) meanwhile, still refused
-                assert not cp.online["r3"] and cp.counters["reconnects"] >= 2
+                assert not cp.reader_online["r3"] and cp.counters["reconnects"] >= 2
                 assert not pd.secure
 
     run(scenario())

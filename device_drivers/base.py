@@ -1,0 +1,81 @@
+"""What every driver shares: the readings queue behind ``async for reading in driver.readings()``,
+the ``counters`` the agent exports, and online/offline reporting."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import cast
+
+from device_drivers.types import DeviceOffline, DeviceOnline, Reading, utc_now
+
+logger = logging.getLogger(__name__)
+
+_CLOSED = object()
+
+
+class ReadingSource:
+    """Readings out through a bounded queue (newest kept, drops counted), counters, and
+    online/offline transitions reported once each.
+
+    Subclasses call :meth:`_open_readings` when entered, :meth:`_close_readings` when left.
+    """
+
+    def __init__(self, device_id: str, queue_size: int = 1000) -> None:
+        self.device_id = device_id
+        self.queue_size = queue_size
+        self.counters: dict[str, int] = {}
+        self.online = False
+        self._readings: asyncio.Queue[object] = asyncio.Queue(queue_size)
+        self._offline_reported = False
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """Readings until the driver is closed."""
+        while True:
+            item = await self._readings.get()
+            if item is _CLOSED:
+                return
+            yield cast(Reading, item)
+
+    def _open_readings(self) -> None:
+        self._readings = asyncio.Queue(self.queue_size)
+        self._offline_reported = False
+
+    def _close_readings(self) -> None:
+        self.online = False
+        self._put(_CLOSED)
+
+    def _emit(self, reading: Reading) -> None:
+        self._put(reading)
+
+    def _put(self, item: object) -> None:
+        while True:
+            try:
+                self._readings.put_nowait(item)
+                return
+            except asyncio.QueueFull:
+                # Nobody reads: keep the newest, count and log what goes.
+                dropped = self._readings.get_nowait()
+                self._count("dropped_readings")
+                logger.warning("device %s: reading queue full, dropped %s", self.device_id, dropped)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def _went_online(self, reason: str) -> None:
+        if not self.online:
+            self.online = True
+            logger.info("device %s online: %s", self.device_id, reason)
+            self._emit(DeviceOnline(self.device_id, reason, utc_now()))
+
+    def _went_offline(self, reason: str) -> None:
+        """Report offline on a transition, and once when the device was never online."""
+        if self.online or not self._offline_reported:
+            self.online = False
+            self._offline_reported = True
+            logger.warning("device %s offline: %s", self.device_id, reason)
+            self._emit(DeviceOffline(self.device_id, reason, utc_now()))
+
+
+__all__ = ["ReadingSource"]
