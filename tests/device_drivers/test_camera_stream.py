@@ -1,0 +1,127 @@
+"""Camera driver against a real network stream: an MJPEG-over-HTTP server on localhost, read by
+OpenCV's FFmpeg backend exactly as an IP camera's stream would be, that stalls or drops on cue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import pytest
+from test_camera import FAST_BACKOFF, collect, kinds
+
+from device_drivers.camera import Camera, CameraConfig, CameraFrame, CameraOffline
+
+
+@dataclass
+class Behaviour:
+    """What the server does on one connection: send ``frames`` frames, then ``then``."""
+
+    frames: int
+    then: str = "close"  # "close" or "stall" (keep the socket open, send nothing)
+
+
+@dataclass
+class MjpegServer:
+    plan: list[Behaviour]
+    port: int = 0
+    connections: int = 0
+    _sock: socket.socket = field(default_factory=socket.socket)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen()
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            behaviour = self.plan[min(self.connections, len(self.plan) - 1)]
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, behaviour), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, b: Behaviour) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.recv(4096)
+            conn.sendall(
+                b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+            )
+            for k in range(b.frames):
+                if self._stop.is_set():
+                    return
+                img = np.full((120, 160, 3), 20 + (k * 7) % 200, np.uint8)
+                ok, buf = cv2.imencode(".jpg", img)
+                assert ok
+                head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(buf)
+                conn.sendall(head + buf.tobytes() + b"\r\n")
+                time.sleep(0.04)
+            if b.then == "stall":
+                self._stop.wait(30)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sock.close()
+
+
+@pytest.fixture
+def server_factory() -> Iterator[list[MjpegServer]]:
+    servers: list[MjpegServer] = []
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def start(servers: list[MjpegServer], plan: list[Behaviour]) -> MjpegServer:
+    s = MjpegServer(plan)
+    s.start()
+    servers.append(s)
+    return s
+
+
+def test_stream_that_stalls_goes_offline_then_recovers(server_factory: list[MjpegServer]) -> None:
+    # First connection: 15 frames, then silence with the socket open (the read blocks inside FFmpeg).
+    server = start(server_factory, [Behaviour(15, "stall"), Behaviour(10_000)])
+    cfg = CameraConfig(
+        id="ipcam",
+        url=server.url,
+        analysis_fps=25,
+        stall_timeout_s=0.8,
+        read_timeout_s=20,
+        backoff=FAST_BACKOFF,
+    )
+    cam = Camera(cfg)
+    items = asyncio.run(collect(cam, lambda it: kinds(it) == ["on", "F", "off", "on", "F"], 10.0))
+    assert kinds(items) == ["on", "F", "off", "on", "F"]
+    offline = next(i for i in items if isinstance(i, CameraOffline))
+    assert offline.reason.startswith("no frames for")
+    assert cam.counters["stalls"] == 1 and server.connections == 2
+    assert all(i.frame.shape == (120, 160, 3) for i in items if isinstance(i, CameraFrame))
+
+
+def test_stream_closed_by_the_camera_is_offline_and_reconnected(server_factory: list[MjpegServer]) -> None:
+    server = start(server_factory, [Behaviour(10, "close"), Behaviour(10_000)])
+    cfg = CameraConfig(id="ipcam", url=server.url, analysis_fps=25, stall_timeout_s=5, backoff=FAST_BACKOFF)
+    cam = Camera(cfg)
+    items = asyncio.run(collect(cam, lambda it: kinds(it) == ["on", "F", "off", "on", "F"], 10.0))
+    assert kinds(items) == ["on", "F", "off", "on", "F"]
+    offline = next(i for i in items if isinstance(i, CameraOffline))
+    assert "read failed" in offline.reason
+    assert cam.counters.get("stalls", 0) == 0 and cam.counters["reconnects"] >= 1
