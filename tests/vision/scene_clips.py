@@ -104,6 +104,16 @@ def linear_path(start: Point, end: Point, n: int) -> list[Point]:
     ]
 
 
+def stand_path(point: Point, n: int, sway_px: float = 6.0) -> list[Point]:
+    """``n`` frames of someone standing at ``point``, shifting their weight a little."""
+    return [(point[0] + sway_px * ((k % 4) - 1.5) / 1.5, point[1]) for k in range(n)]
+
+
+def with_gap(path: Sequence[Point | None], start: int, length: int) -> list[Point | None]:
+    """The path with frames ``start .. start+length-1`` missing (hidden behind something)."""
+    return [None if start <= k < start + length else p for k, p in enumerate(path)]
+
+
 @dataclass(frozen=True)
 class WalkerPath:
     """One person in a clip: ``path[k]`` is where their feet are in frame k (None = not in the picture)."""

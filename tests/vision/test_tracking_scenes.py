@@ -7,6 +7,7 @@ exactly one crossing, in the right direction; people who stay outside give nothi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from scene_clips import (
     linear_path,
     person_sprite,
     shared_person_detector,
+    stand_path,
     walk_clip,
+    with_gap,
 )
 
 from vision.tracking import Tracker, TrackerConfig
@@ -29,6 +32,7 @@ from vision.zones import (
     PolygonZone,
     ZoneEntered,
     ZoneJudge,
+    ZoneLeft,
     ZoneObservation,
 )
 
@@ -67,7 +71,7 @@ def run_pipeline(frames: list[ClipFrame]) -> Run:
     return run
 
 
-def walker(shared_dir: Path, who: str, path: list[tuple[float, float]]) -> WalkerPath:
+def walker(shared_dir: Path, who: str, path: Sequence[tuple[float, float] | None]) -> WalkerPath:
     return WalkerPath(person_sprite(shared_dir, who), path, SPRITE_HEIGHT[who])
 
 
@@ -134,3 +138,35 @@ def test_two_people_crossing_keep_their_ids_and_directions(shared_dir: Path) -> 
         assert len(nearer_far_row) == 1, (tid, run.feet_by_track[tid])
         rows |= nearer_far_row
     assert rows == {True, False}
+
+
+def test_loiterer_keeps_one_id_through_a_short_occlusion(shared_dir: Path) -> None:
+    # Walks into the restricted area and stands there; hidden for 3 frames (0.6 s) meanwhile.
+    arrive = linear_path((500.0, 600.0), (950.0, 600.0), 10)
+    path = with_gap(arrive + stand_path((950.0, 600.0), 30), start=20, length=3)
+    frames = walk_clip(corridor_background(), [walker(shared_dir, "figure", path)], len(path))
+    run = run_pipeline(frames)
+    assert len(set().union(*run.ids_per_frame)) == 1
+    assert run.ids_per_frame[21] == set()  # really hidden in the gap
+    entered = [o for o in run.observations if isinstance(o, ZoneEntered)]
+    assert len(entered) == 1
+    assert not any(isinstance(o, ZoneLeft) for o in run.observations)  # the gap is not an exit
+    # Dwell from entry to the last frame spans the gap.
+    assert (len(path) - 1) / FPS - entered[0].at > 4.0
+
+
+def test_three_people_in_the_zone_are_counted(shared_dir: Path) -> None:
+    spots = [(850.0, 560.0), (1000.0, 640.0), (1150.0, 700.0)]
+    who = ["figure", "diner", "figure"]
+    walkers = [walker(shared_dir, w, stand_path(p, 12)) for w, p in zip(who, spots, strict=True)]
+    frames = walk_clip(corridor_background(), walkers, 12)
+    detector = shared_person_detector()
+    tracker = Tracker()
+    judge = ZoneJudge(ZONES)
+    counts = []
+    for k, cf in enumerate(frames):
+        up = tracker.update(detector.detect(cf.frame), k / FPS)
+        judge.update({t.track_id: t.bottom_centre for t in up.visible}, k / FPS)
+        counts.append(len(judge.occupants("restricted")))
+    assert counts[0] == 0  # inertia: nobody counted on the first frame
+    assert max(counts) == 3 and counts[-1] == 3
