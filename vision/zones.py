@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, Self
 
+import cv2
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -448,3 +449,32 @@ class ZoneJudge:
         """Whether the track is counted inside the zone (after inertia)."""
         st = self._tracks.get(track_id)
         return bool(st and zone_id in st.zones and st.zones[zone_id].inside)
+
+
+def draw_zones(frame_bgr: NDArray[np.uint8], zones: CameraZones) -> NDArray[np.uint8]:
+    """A copy of the frame with the zones (yellow outlines) and lines (cyan, with an arrow from side
+    A to side B at the middle) drawn, for alert snapshots. Normalized zones are resolved first."""
+    h, w = frame_bgr.shape[:2]
+    px = zones.in_pixels(w, h)
+    out = frame_bgr.copy()
+    thick = max(1, round(min(h, w) / 300))
+    for zone in px.zones:
+        pts = np.round(np.array(zone.points)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(out, [pts], True, (0, 255, 255), thick)
+        x, y = pts[0, 0]
+        cv2.putText(out, zone.id, (int(x) + 4, int(y) + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1)
+    for line in px.lines:
+        a = (round(line.start[0]), round(line.start[1]))
+        b = (round(line.end[0]), round(line.end[1]))
+        cv2.line(out, a, b, (255, 255, 0), thick)
+        # Arrow across the middle, pointing from side A to side B.
+        mx, my = (a[0] + b[0]) / 2, (a[1] + b[1]) / 2
+        dx, dy = b[0] - a[0], b[1] - a[1]
+        length = math.hypot(dx, dy) or 1.0
+        nx, ny = -dy / length, dx / length  # towards side B (the right-hand side walking start→end)
+        arrow = 0.1 * length
+        tail = (round(mx - nx * arrow), round(my - ny * arrow))
+        head = (round(mx + nx * arrow), round(my + ny * arrow))
+        cv2.arrowedLine(out, tail, head, (255, 255, 0), thick, tipLength=0.3)
+        cv2.putText(out, line.id, (b[0] + 4, b[1]), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)
+    return out

@@ -22,6 +22,7 @@ from vision.zones import (
     ZoneJudge,
     ZoneLeft,
     bottom_centre,
+    draw_zones,
     point_in_polygon,
     points_in_polygon,
     polygon_problem,
@@ -280,3 +281,27 @@ def test_crossings_alternate_and_match_net_side_change(offsets: list[float], ine
     dirs = [c.direction for c in crossings]
     assert all(a != b for a, b in itertools.pairwise(dirs))
     assert len(crossings) <= len(offsets) // inertia
+
+
+def test_draw_zones_outlines_zones_and_points_the_line_arrow_to_side_b() -> None:
+    frame = np.zeros((200, 400, 3), np.uint8)
+    cfg = CameraZones(
+        camera_id="cam1",
+        zones=[
+            PolygonZone(id="z", coords="normalized", points=[(0.1, 0.1), (0.4, 0.1), (0.4, 0.9), (0.1, 0.9)])
+        ],
+        lines=[LineZone(id="l", start=(200.0, 100.0), end=(380.0, 100.0))],
+    )
+    out = draw_zones(frame, cfg)
+    assert (frame == 0).all()
+    assert tuple(out[100, 40]) == (0, 255, 255)  # left edge of the zone at x = 0.1 * 400
+    assert tuple(out[100, 300]) == (255, 255, 0)  # the line
+    # The arrow crosses the line at its middle (x=290) and its head is on side B (below, y > 100).
+    column = np.nonzero((out[:, 290] == (255, 255, 0)).all(axis=1))[0]
+    assert column.min() < 100 < column.max()
+    # The barbs of the arrow head (cyan pixels beside the shaft) are on the B side, below the line.
+    cyan = (out == (255, 255, 0)).all(axis=2)
+    barbs_below = int(cyan[101:125, 280:289].sum() + cyan[101:125, 292:301].sum())
+    barbs_above = int(cyan[75:99, 280:289].sum() + cyan[75:99, 292:301].sum())
+    assert barbs_below > 0 and barbs_above == 0
+    assert side_of_line((290.0, 120.0), cfg.lines[0].start, cfg.lines[0].end) == 1
