@@ -6,6 +6,7 @@ from device_drivers.card_reader import CardReaderConfig, CardReaderDriver
 from device_drivers.codecs import codec_for, drain
 from device_drivers.config import DeviceConfig, Driver, create_driver
 from device_drivers.errors import DeviceError, IncompleteFrame, MalformedFrame
+from device_drivers.keyboard_wedge import KeyboardWedgeConfig, KeyboardWedgeReader, KeystrokeDecoder
 from device_drivers.osdp import OsdpBusConfig, OsdpControlPanel, OsdpReaderConfig, OsdpReaderSimulator
 from device_drivers.profile import FirmwareProfile, ProfileError, load_profile, resolve_profile
 from device_drivers.relay import GpioRelay, MemoryPin, Relay, RelayDoor, RelayDoorConfig
@@ -22,6 +23,7 @@ from device_drivers.simulators import (
 from device_drivers.turnstile import TurnstileConfig, TurnstileDriver
 from device_drivers.turnstile_codec import TurnstileCodec, TurnstileMessage
 from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, Reading, TurnstileEvent
+from device_drivers.wiegand_gpio import GpioWiegandConfig, GpioWiegandReader, WiegandBitCollector
 
 __all__ = [
     "BackoffConfig",
@@ -39,7 +41,12 @@ __all__ = [
     "Driver",
     "FirmwareProfile",
     "GpioRelay",
+    "GpioWiegandConfig",
+    "GpioWiegandReader",
     "IncompleteFrame",
+    "KeyboardWedgeConfig",
+    "KeyboardWedgeReader",
+    "KeystrokeDecoder",
     "MalformedFrame",
     "MemoryPin",
     "OsdpBusConfig",
@@ -59,6 +66,7 @@ __all__ = [
     "TurnstileEvent",
     "TurnstileMessage",
     "TurnstileSimulator",
+    "WiegandBitCollector",
     "codec_for",
     "create_driver",
     "drain",

@@ -113,6 +113,10 @@ DEMO = """
   simulated: true
   readers:
     - {id: lab-reader, address: 1}
+- kind: keyboard_wedge
+  id: desk-reader
+  device: /dev/input/by-id/usb-reader-event-kbd
+  alphabet: hex
 """
 
 
@@ -125,6 +129,7 @@ def test_device_configs_select_drivers_by_kind() -> None:
         TurnstileDriver,
         RelayDoor,
         OsdpControlPanel,
+        KeyboardWedgeReader,
     ]
     turnstile = drivers[2]
     assert isinstance(turnstile, TurnstileDriver) and turnstile.turnstile.address == 3
