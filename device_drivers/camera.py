@@ -217,8 +217,9 @@ class Camera:
 
     ``counters``: ``frames_read`` (from the source), ``frames_delivered`` (due for analysis and
     handed to the loop), ``frames_replaced`` (a due frame replaced by a newer one before anyone took
-    it, in the thread's hand-over slot or in ``frames()``), ``bad_frames`` (garbage dropped), ``open_failures``,
-    ``read_failures``, ``stalls`` (watchdog fired), ``reconnects``, ``ended`` (file ends).
+    it, in the thread's hand-over slot or in ``frames()``), ``bad_frames`` (garbage dropped),
+    ``open_failures``, ``read_failures``, ``stalls`` (watchdog fired), ``reconnects``, ``ended`` (file
+    ends).
 
     ``capture_factory`` replaces :func:`open_capture`; tests use it only to stand in for a physical
     camera that cannot be attached here.
@@ -261,6 +262,8 @@ class Camera:
         self._stop = threading.Event()
         self._events.clear()
         self._latest = None
+        self._slot = None
+        self._phase = "idle"
         self._closed = False
         self._offline_reported = False
         self._last_good_ns = time.monotonic_ns()

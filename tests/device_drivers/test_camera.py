@@ -258,3 +258,20 @@ def test_simulated_camera_config_errors(tmp_path: Path) -> None:
     ok, frame = cap.read()
     cap.release()
     assert ok and frame.shape == (120, 160, 3)
+
+
+def test_camera_is_a_reusable_context_manager(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "clip.avi", n=10, fps=30.0)
+    cam = Camera(CameraConfig(id="cam1", url=str(clip), analysis_fps=30.0, loop=True))
+    for _ in range(2):
+        items = asyncio.run(collect(cam, lambda it: len(it) > 3, 5.0))
+        assert kinds(items) == ["on", "F"]
+
+    async def drain(c: Camera) -> list[CameraItem]:
+        return [item async for item in c.frames()]
+
+    # Closed: frames() ends at once (leftovers aside, nothing waits forever).
+    assert all(isinstance(i, CameraFrame) for i in asyncio.run(drain(cam)))
+    with pytest.raises(CameraError) as err:
+        asyncio.run(drain(Camera(CameraConfig(id="cam2", url=str(clip)))))
+    assert err.value.code == "not_started"
