@@ -16,18 +16,32 @@ import os
 import signal
 import socket
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from paho.mqtt.properties import Properties
+
+from device_drivers.config import Driver, create_driver
+from device_drivers.errors import DeviceError
+from device_drivers.osdp import OsdpBusConfig, OsdpControlPanel
+from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, Reading, TurnstileEvent
 from edge_agent import __version__
-from edge_agent.config import ConfigFileError, GatewayConfig, load_config
+from edge_agent.access import AntiPassback
+from edge_agent.attendance import AttendanceBook
+from edge_agent.config import CardTrafficConfig, ConfigFileError, GatewayConfig, load_config
+from edge_agent.gates import Feedback, GateController
 from edge_agent.logs import setup_logging
+from edge_agent.roster import Roster, RosterError, parse_roster_message
 from edge_agent.sdnotify import Notifier
 from edge_agent.secrets import credential_path, read_credential
 from edge_agent.simulated import SimulatedDevice
-from sync.envelope import Event, make_source
-from sync.mqtt_link import MqttLink
+from sync.envelope import Event, make_source, utc_now
+from sync.event_types import Severity
+from sync.mqtt_link import MqttLink, reply_properties, response_properties
 from sync.outbox import Outbox, OutboxError
+from sync.roster_messages import RosterReply
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,17 @@ class Agent:
         self._stop_reason = "signal"
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[Any]] = []
+        self.roster: Roster | None = None
+        self.attendance: AttendanceBook | None = None
+        self.anti_passback = AntiPassback()
+        self.timezone = ZoneInfo(config.gateway.timezone)
+        self.drivers: dict[str, Driver] = {}
+        self.gates: dict[str, GateController] = {}
+        self._reader_gate: dict[str, GateController] = {}
+        self._opener_gate: dict[str, GateController] = {}
+        self.device_state: dict[str, dict[str, Any]] = {}
+        self.counters: dict[str, int] = {}
+        self._driver_stack = AsyncExitStack()
 
     def source(self, device: str) -> str:
         return make_source(self.config.gateway.site, self.config.gateway.id, device)
@@ -94,6 +119,9 @@ class Agent:
         except OutboxError as err:
             log.critical("cannot open the outbox: %s", err)
             return 1
+        self.roster = await asyncio.to_thread(Roster, self.data_dir)
+        await self._seed_roster()
+        self.attendance = await asyncio.to_thread(AttendanceBook, self.data_dir)
         mqtt = cfg.mqtt
         self.link = MqttLink(
             mqtt,
@@ -107,6 +135,7 @@ class Agent:
             else None,
             status_extra=self.status_extra,
         )
+        self.link.subscribe(self.link.topics.roster_filter, self._on_roster_message)
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self.emit(
             Event(
@@ -121,7 +150,9 @@ class Agent:
             )
         )
         self._start_devices()
+        await self._start_drivers()
         self._background = [
+            asyncio.create_task(self._expire_passages(), name="gate-timeouts"),
             asyncio.create_task(self._heartbeat(), name="gateway-heartbeat"),
             asyncio.create_task(self._status_file_loop(), name="status-file"),
             asyncio.create_task(self._watchdog(), name="watchdog"),
@@ -145,6 +176,7 @@ class Agent:
         log.info("stopping (%s)", self._stop_reason)
         self.notifier.stopping(f"stopping: {self._stop_reason}")
         await self._stop_devices()
+        await self._stop_drivers()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -175,6 +207,10 @@ class Agent:
         except TimeoutError:
             log.warning("the MQTT link did not stop in time")
         await self.outbox.close()
+        if self.roster is not None:
+            self.roster.close()
+        if self.attendance is not None:
+            self.attendance.close()
         self._write_status()
         self._write_state("clean")
         left = self.outbox.pending_total
@@ -182,15 +218,254 @@ class Agent:
 
     def _start_devices(self) -> None:
         for sim in self.config.simulated:
-            device = SimulatedDevice(sim, self.source(sim.id), self.emit)
-            self._device_tasks[sim.id] = asyncio.create_task(device.run(), name=f"device-{sim.id}")
+            if isinstance(sim, CardTrafficConfig):
+                task = asyncio.create_task(self._card_traffic(sim), name=f"traffic-{sim.id}")
+            else:
+                task = asyncio.create_task(
+                    SimulatedDevice(sim, self.source(sim.id), self.emit).run(), name=f"device-{sim.id}"
+                )
+            self._device_tasks[sim.id] = task
+
+    async def _card_traffic(self, cfg: CardTrafficConfig) -> None:
+        """Present cards at a simulated reader in turn: the real bytes go through the real driver."""
+        index = 0
+        while True:
+            await asyncio.sleep(cfg.interval_s)
+            driver = self.drivers.get(cfg.reader)
+            simulator = getattr(driver, "simulator", None)
+            if simulator is None:
+                continue
+            try:
+                simulator.present(cfg.cards[index % len(cfg.cards)])
+            except DeviceError as err:
+                log.warning("simulated card at %s not presented: %s", cfg.reader, err)
+            index += 1
+
+    async def _seed_roster(self) -> None:
+        seed = self.config.agent.roster_seed
+        if seed is None or self.roster is None or self.roster.version > 0:
+            return
+        path = Path(seed)
+        if not path.is_absolute() and self.config_path is not None:
+            path = self.config_path.parent / path
+        try:
+            message = parse_roster_message(path.read_bytes())
+            if message.kind != "snapshot":
+                raise RosterError(
+                    "a roster seed must be a snapshot", result="rejected", code="seed_not_snapshot"
+                )
+            await asyncio.to_thread(self.roster.apply_snapshot, message)
+        except (OSError, RosterError) as err:
+            log.error("roster seed %s not applied: %s", seed, err)
 
     async def _stop_devices(self) -> None:
-        tasks = list(self._device_tasks.values())
+        """Stop the simulated heartbeat devices (SIGHUP restarts them)."""
+        tasks = [t for dev_id, t in self._device_tasks.items() if dev_id not in self.drivers]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._device_tasks.clear()
+        self._device_tasks = {k: t for k, t in self._device_tasks.items() if k in self.drivers}
+
+    # -- devices and gates --------------------------------------------------------------------
+
+    async def _start_drivers(self) -> None:
+        """Open every configured device, build the gates over them, and pump their readings."""
+        assert self.roster is not None
+        for device in self.config.devices:
+            driver = create_driver(device)
+            try:
+                await self._driver_stack.enter_async_context(driver)
+            except Exception as err:
+                # One broken device must not keep the others (or the gates) down.
+                self._count("device_start_failed")
+                log.error("device %s could not start: %s", device.id, err)
+                self.device_state[device.id] = {"kind": device.kind, "online": False}
+                continue
+            self.drivers[device.id] = driver
+            self.device_state.setdefault(device.id, {"kind": device.kind, "online": False})
+            if isinstance(device, OsdpBusConfig):
+                for reader in device.readers:
+                    self.device_state.setdefault(reader.id, {"kind": "osdp_reader", "online": False})
+            self._device_tasks[device.id] = asyncio.create_task(
+                self._pump(driver), name=f"device-{device.id}"
+            )
+        feedback_by_reader: dict[str, Feedback] = {}
+        for device in self.config.devices:
+            driver_ = self.drivers.get(device.id)
+            if isinstance(device, OsdpBusConfig) and isinstance(driver_, OsdpControlPanel):
+                for reader in device.readers:
+                    feedback_by_reader[reader.id] = driver_.feedback
+        for gate_cfg in self.config.gates:
+            opener_driver = self.drivers.get(gate_cfg.turnstile) if gate_cfg.turnstile else None
+            reader_ids = [r.device for r in gate_cfg.readers]
+            feedback = next((feedback_by_reader[r] for r in reader_ids if r in feedback_by_reader), None)
+            gate = GateController(
+                gate_cfg,
+                roster=self.roster,
+                emit=self.emit,
+                source=self.source,
+                timezone=self.timezone,
+                anti_passback=self.anti_passback,
+                attendance=self.attendance,
+                opener=getattr(opener_driver, "open", None),
+                feedback=feedback,
+            )
+            self.gates[gate_cfg.id] = gate
+            for reader_id in reader_ids:
+                self._reader_gate[reader_id] = gate
+            if gate_cfg.turnstile:
+                self._opener_gate[gate_cfg.turnstile] = gate
+
+    async def _stop_drivers(self) -> None:
+        try:
+            await self._driver_stack.aclose()
+        except Exception:
+            log.exception("a device did not close cleanly")
+        pumps = [
+            self._device_tasks.pop(dev_id) for dev_id in list(self.drivers) if dev_id in self._device_tasks
+        ]
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        self.drivers.clear()
+
+    async def _pump(self, driver: Driver) -> None:
+        async for reading in driver.readings():
+            try:
+                await self.on_reading(reading)
+            except Exception:
+                # A bug in handling one reading must not stop the device's stream.
+                self._count("reading_handler_failed")
+                log.exception("handling %r failed", reading)
+
+    def _count(self, key: str) -> None:
+        self.counters[key] = self.counters.get(key, 0) + 1
+
+    def _device_kind(self, device_id: str) -> str:
+        return str(self.device_state.get(device_id, {}).get("kind", "device"))
+
+    async def on_reading(self, reading: Reading) -> None:
+        """Route one device reading: cards to their gate, turnstile events to theirs, health to events."""
+        if isinstance(reading, CardRead):
+            gate = self._reader_gate.get(reading.device_id)
+            if gate is None:
+                self._count("card_at_unassigned_reader")
+                log.warning(
+                    "card %s read at %s, which feeds no gate; ignored", reading.credential, reading.device_id
+                )
+                return
+            await gate.on_card(reading)
+        elif isinstance(reading, TurnstileEvent):
+            gate = self._opener_gate.get(reading.device_id)
+            if gate is None:
+                self._count("turnstile_event_without_gate")
+                log.warning("%s from %s, which belongs to no gate", reading.kind, reading.device_id)
+                return
+            gate.on_turnstile(reading)
+        elif isinstance(reading, DeviceOnline | DeviceOffline):
+            online = isinstance(reading, DeviceOnline)
+            state = self.device_state.setdefault(reading.device_id, {"kind": "device"})
+            state["online"] = online
+            data: dict[str, Any] = {
+                "device": reading.device_id,
+                "kind": self._device_kind(reading.device_id),
+                "reason": reading.reason,
+            }
+            event_type = "edu.campus.device.online.v1" if online else "edu.campus.device.offline.v1"
+            self.emit(Event(event_type, self.source(reading.device_id), data, time=reading.at))
+        elif isinstance(reading, DeviceTamper):
+            self.emit(
+                Event(
+                    "edu.campus.device.tamper.v1",
+                    self.source(reading.device_id),
+                    {
+                        "device": reading.device_id,
+                        "kind": self._device_kind(reading.device_id),
+                        "tampered": reading.tampered,
+                        "power_failure": reading.power_failure,
+                    },
+                    time=reading.at,
+                    severity=Severity.WARNING if reading.tampered or reading.power_failure else Severity.INFO,
+                )
+            )
+
+    async def _expire_passages(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for gate in self.gates.values():
+                gate.expire(now, utc_now())
+
+    # -- roster from the centre ----------------------------------------------------------------
+
+    async def _on_roster_message(self, topic: str, payload: bytes, props: Properties | None) -> None:
+        assert self.roster is not None and self.link is not None
+        roster = self.roster
+        held = roster.version
+        kind = "unknown"
+        requested: int | None = None
+        try:
+            message = parse_roster_message(payload)
+            kind, requested = message.kind, message.version
+            if message.kind == "snapshot":
+                if message.version <= held:
+                    raise RosterError(
+                        f"snapshot version {message.version} is not newer than {held}",
+                        result="ignored",
+                        code="stale_snapshot",
+                    )
+                result = await asyncio.to_thread(roster.apply_snapshot, message)
+            else:
+                result = await asyncio.to_thread(roster.apply_delta, message)
+        except RosterError as err:
+            self._count(f"roster_{err.code}")
+            log.warning("roster message on %s not applied: %s", topic, err)
+            reply = RosterReply(
+                gateway=self.config.gateway.id,
+                result=err.result,
+                version=roster.version,
+                requested_version=requested,
+                reason=str(err),
+            )
+            self.emit(
+                Event(
+                    "edu.campus.gateway.roster_rejected.v1",
+                    self.source("gateway"),
+                    {
+                        "kind": kind,
+                        "held_version": roster.version,
+                        "requested_version": requested,
+                        "result": err.result,
+                        "reason": str(err),
+                    },
+                )
+            )
+        else:
+            reply = RosterReply(
+                gateway=self.config.gateway.id,
+                result="applied",
+                version=result.version,
+                requested_version=requested,
+            )
+            self.emit(
+                Event(
+                    "edu.campus.gateway.roster_applied.v1",
+                    self.source("gateway"),
+                    {
+                        "kind": result.kind,
+                        "from_version": result.from_version,
+                        "version": result.version,
+                        "persons": result.persons,
+                        "credentials": result.credentials,
+                    },
+                )
+            )
+        response_topic, correlation = response_properties(props)
+        self.link.publish_nowait(
+            response_topic or self.link.topics.roster_reply,
+            reply.model_dump_json().encode(),
+            properties=reply_properties(correlation),
+        )
 
     async def reload(self) -> None:
         """SIGHUP: re-read the config; apply the log level and devices, keep the rest until restart."""
@@ -253,12 +528,14 @@ class Agent:
             self.notifier.status(self.one_line_status())
 
     def status_extra(self) -> dict[str, Any]:
-        return {
-            "devices": {
-                dev_id: {"kind": "simulated", "running": not task.done()}
-                for dev_id, task in self._device_tasks.items()
-            }
+        devices: dict[str, dict[str, Any]] = {
+            dev_id: {"kind": "simulated", "running": not task.done()}
+            for dev_id, task in self._device_tasks.items()
+            if dev_id not in self.drivers
         }
+        for dev_id, state in self.device_state.items():
+            devices[dev_id] = {"kind": state.get("kind", "device"), "online": bool(state.get("online"))}
+        return {"devices": devices, "roster_version": self.roster.version if self.roster else 0}
 
     def status(self) -> dict[str, Any]:
         """What ``edge-agent status`` and (later) the local API show."""

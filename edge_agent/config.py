@@ -12,12 +12,25 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from device_drivers.config import CardReaderConfig, DeviceConfig, RelayDoorConfig, TurnstileConfig
+from device_drivers.osdp import OsdpBusConfig
 from edge_agent.errors import ConfigError
+from edge_agent.gates import GateConfig
 from sync.mqtt_link import MqttConfig
 from sync.outbox import OutboxConfig
 
@@ -39,6 +52,19 @@ class GatewayIdentity(BaseModel):
     site: str = Field(description="Campus/site id, e.g. 'north-campus'.")
     id: str = Field(description="Gateway id, unique within the site, e.g. 'gw-gate-1'.")
     name: str = Field("", description="Human-readable name shown on consoles.")
+    timezone: str = Field(
+        "UTC",
+        description="IANA time zone of the campus (e.g. 'Asia/Shanghai'); schedules and timetables use it.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {value!r}") from err
+        return value
 
     _site = field_validator("site")(classmethod(lambda cls, v: _check_id(v)))
     _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
@@ -62,6 +88,11 @@ class AgentConfig(BaseModel):
     heartbeat_interval_s: float = Field(
         30.0, gt=0, description="How often the gateway reports its own heartbeat event."
     )
+    roster_seed: str | None = Field(
+        None,
+        description="A roster snapshot (JSON file, the format the centre publishes) applied at start when "
+        "the local roster is empty: first install, demo. A relative path is relative to the config file.",
+    )
 
 
 class SimulatedSourceConfig(BaseModel):
@@ -79,6 +110,33 @@ class SimulatedSourceConfig(BaseModel):
     _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
 
 
+class CardTrafficConfig(BaseModel):
+    """Simulated people presenting cards at a simulated reader, in turn (demo)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Name of this traffic source (not a device).")
+    kind: Literal["card_traffic"] = Field(description="What the simulated source does.")
+    reader: str = Field(description="Id of a card reader device with `simulated: true`.")
+    cards: list[str] = Field(
+        min_length=1, description="Cards presented in turn (hex, or FC:NUMBER for Wiegand)."
+    )
+    interval_s: float = Field(3.0, gt=0, description="Seconds between presentations.")
+
+
+def _simulated_kind(value: Any) -> str:
+    # 'kind' may be left out for the plain heartbeat source.
+    if isinstance(value, dict):
+        return str(value.get("kind", "heartbeat"))
+    return str(getattr(value, "kind", "heartbeat"))
+
+
+SimulatedConfig = Annotated[
+    Annotated[SimulatedSourceConfig, Tag("heartbeat")] | Annotated[CardTrafficConfig, Tag("card_traffic")],
+    Discriminator(_simulated_kind),
+]
+
+
 class GatewayConfig(BaseModel):
     """The root of the configuration file."""
 
@@ -88,19 +146,60 @@ class GatewayConfig(BaseModel):
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Process settings.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Store-and-forward.")
-    simulated: list[SimulatedSourceConfig] = Field(
-        default_factory=list, description="Simulated devices (demo and tests)."
+    simulated: list[SimulatedConfig] = Field(
+        default_factory=list, description="Simulated heartbeat devices and card traffic (demo and tests)."
     )
+    devices: list[DeviceConfig] = Field(
+        default_factory=list,
+        description="Card readers, OSDP buses, turnstiles and doors; `kind` selects the driver.",
+    )
+    gates: list[GateConfig] = Field(default_factory=list, description="Gates, doors and classroom readers.")
 
-    @field_validator("simulated")
-    @classmethod
-    def _unique_ids(cls, value: list[SimulatedSourceConfig]) -> list[SimulatedSourceConfig]:
-        seen: set[str] = set()
-        for source in value:
-            if source.id in seen:
-                raise ValueError(f"device id {source.id!r} is used twice")
-            seen.add(source.id)
-        return value
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        ids: list[str] = [s.id for s in self.simulated]
+        simulated_readers = {d.id for d in self.devices if isinstance(d, CardReaderConfig) and d.simulated}
+        for traffic in self.simulated:
+            if isinstance(traffic, CardTrafficConfig) and traffic.reader not in simulated_readers:
+                raise ValueError(
+                    f"card traffic {traffic.id}: {traffic.reader!r} is not a simulated card reader"
+                )
+        readers: set[str] = set()
+        openers: set[str] = set()
+        for device in self.devices:
+            if isinstance(device, OsdpBusConfig):
+                ids.append(device.id)
+                ids.extend(r.id for r in device.readers)
+                readers.update(r.id for r in device.readers)
+            else:
+                ids.append(device.id)
+                if isinstance(device, CardReaderConfig):
+                    readers.add(device.id)
+                elif isinstance(device, TurnstileConfig | RelayDoorConfig):
+                    openers.add(device.id)
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"device ids must be unique; used twice: {', '.join(dupes)}")
+        used: dict[str, str] = {}
+        for gate in self.gates:
+            for reader in gate.readers:
+                if reader.device not in readers:
+                    raise ValueError(
+                        f"gate {gate.id}: reader {reader.device!r} is not a configured card reader"
+                    )
+                if reader.device in used:
+                    raise ValueError(
+                        f"reader {reader.device!r} feeds both gate {used[reader.device]} and {gate.id}"
+                    )
+                used[reader.device] = gate.id
+            if gate.turnstile is not None and gate.turnstile not in openers:
+                raise ValueError(
+                    f"gate {gate.id}: {gate.turnstile!r} is not a configured turnstile or relay door"
+                )
+        gate_ids = [g.id for g in self.gates]
+        if len(gate_ids) != len(set(gate_ids)):
+            raise ValueError("gate ids must be unique")
+        return self
 
 
 @dataclass(frozen=True)
@@ -248,6 +347,7 @@ def config_json_schema() -> dict[str, Any]:
 
 __all__ = [
     "AgentConfig",
+    "CardTrafficConfig",
     "ConfigFileError",
     "ConfigIssue",
     "GatewayConfig",

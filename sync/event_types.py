@@ -52,9 +52,20 @@ _TYPES = [
     # Drop and storage reports ride the access lane so they are never themselves dropped.
     EventType("edu.campus.gateway.events_dropped.v1", Lane.ACCESS),
     EventType("edu.campus.gateway.storage_recovered.v1", Lane.ACCESS),
+    EventType("edu.campus.gateway.roster_applied.v1", Lane.ACCESS),
+    EventType("edu.campus.gateway.roster_rejected.v1", Lane.ACCESS),
+    EventType("edu.campus.access.granted.v1", Lane.ACCESS),
+    EventType("edu.campus.access.denied.v1", Lane.ACCESS),
+    EventType("edu.campus.access.passage.v1", Lane.ACCESS),
+    EventType("edu.campus.access.forced.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.access.tailgating.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.access.free_passage.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.attendance.recorded.v1", Lane.ACCESS),
     EventType("edu.campus.device.online.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.offline.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.heartbeat.v1", Lane.TELEMETRY),
+    EventType("edu.campus.device.fault.v1", Lane.TELEMETRY),
+    EventType("edu.campus.device.tamper.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.test_alert.v1", Lane.ALERT, alert=True),
 ]
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sync.envelope import Event
 from sync.errors import SyncError
 from sync.event_types import Lane
+from sync.migrations import Migration, apply_migrations
 
 log = logging.getLogger(__name__)
 
@@ -136,34 +137,10 @@ def _migration_1_initial(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
 
 
-# Named migrations, applied in order, each in its own transaction, recorded in `migrations`.
 # Append only: never edit or reorder a migration that has shipped.
-MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+MIGRATIONS: list[Migration] = [
     ("0001_initial", _migration_1_initial),
 ]
-
-
-def apply_migrations(conn: sqlite3.Connection) -> list[str]:
-    """Apply the migrations this database has not seen; returns the names applied."""
-    db = sqlite_utils.Database(conn)
-    conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
-    done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
-    applied = []
-    for name, migrate in MIGRATIONS:
-        if name in done:
-            continue
-        # sqlite3's implicit transactions do not cover DDL; an explicit one makes each migration atomic.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            migrate(db)
-            conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        log.info("outbox migration applied: %s", name)
-        applied.append(name)
-    return applied
 
 
 class SeqFloor:
@@ -307,7 +284,7 @@ class Outbox:
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(f"database disk image is malformed: quick_check says {check}")
-            apply_migrations(conn)
+            apply_migrations(conn, MIGRATIONS)
         except BaseException:
             conn.close()
             raise
@@ -713,5 +690,4 @@ __all__ = [
     "OutboxError",
     "OutboxStats",
     "PendingRow",
-    "apply_migrations",
 ]

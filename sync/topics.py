@@ -48,7 +48,16 @@ class Topics:
 
     @property
     def roster_filter(self) -> str:
-        return f"{self.prefix}/{self.site}/roster/#"
+        """Snapshot and delta topics of the site's roster (published by the centre)."""
+        return f"{self.prefix}/{self.site}/roster/+"
+
+    def roster(self, kind: str) -> str:
+        return f"{self.prefix}/{self.site}/roster/{kind}"
+
+    @property
+    def roster_reply(self) -> str:
+        """Where this gateway answers roster messages when there is no MQTT 5 response topic."""
+        return f"{self.base}/roster/reply"
 
     def for_event(self, event_type: str, severity: str | None) -> list[str]:
         """Where one event is published: its area's events topic, and for alerts the alert topic too.

@@ -75,7 +75,7 @@ def test_missing_required_and_duplicate_keys() -> None:
         parse_config("gateway: [unclosed\n")
     with pytest.raises(ConfigFileError, match="empty"):
         parse_config("")
-    with pytest.raises(ConfigFileError, match="device id 'a' is used twice"):
+    with pytest.raises(ConfigFileError, match="device ids must be unique; used twice: a"):
         parse_config(GOOD + "simulated:\n  - id: a\n  - id: a\n")
 
 

@@ -1,0 +1,137 @@
+"""Attendance: timetable sessions per attendance point, one record per person per session.
+
+Used by classroom card readers (method ``card``) and, later, cameras (``face``). The de-duplication
+survives restarts: what was recorded today is kept in SQLite, so a restarted agent does not record
+the same student twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import sqlite_utils
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sync.migrations import Migration, apply_migrations
+from sync.roster_messages import WEEKDAYS, Person, TimeWindow, Weekday
+
+ATTENDANCE_DB = "attendance.db"
+
+
+class SessionConfig(BaseModel):
+    """One recurring timetable session (a lesson, a school day's registration)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Session id, e.g. '7A-math-mon-1'.")
+    name: str = Field("", description="Display name.")
+    weekdays: list[Weekday] = Field(description="Days the session takes place.")
+    start: str = Field(description="HH:MM local start.")
+    end: str = Field(description="HH:MM local end.")
+    open_before_min: float = Field(15, ge=0, le=240, description="Arrivals this long before the start count.")
+    late_after_min: float = Field(5, ge=0, description="Arrivals later than start + this are 'late'.")
+    groups: list[str] = Field(
+        default_factory=list, description="Class groups expected; empty means anyone with access."
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> SessionConfig:
+        TimeWindow(start=self.start, end=self.end)  # raises with a clear message
+        if not self.weekdays:
+            raise ValueError("a session needs at least one weekday")
+        return self
+
+
+class AttendancePointConfig(BaseModel):
+    """A place where attendance is taken (a classroom reader, a camera)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sessions: list[SessionConfig] = Field(description="The timetable of this point.")
+
+    @field_validator("sessions")
+    @classmethod
+    def _unique(cls, sessions: list[SessionConfig]) -> list[SessionConfig]:
+        ids = [s.id for s in sessions]
+        if len(ids) != len(set(ids)):
+            raise ValueError("session ids must be unique within a point")
+        return sessions
+
+
+@dataclass(frozen=True, slots=True)
+class Attendance:
+    session: SessionConfig
+    day: date
+    status: Literal["present", "late"]
+
+
+def _at(day: date, hhmm: str) -> datetime:
+    if hhmm == "24:00":
+        return datetime.combine(day, datetime.min.time()) + timedelta(days=1)
+    return datetime.combine(day, datetime.strptime(hhmm, "%H:%M").time())
+
+
+def current_session(point: AttendancePointConfig, local_now: datetime) -> tuple[SessionConfig, str] | None:
+    """The session whose window (start - open_before .. end) contains ``local_now`` (naive local)."""
+    local_now = local_now.replace(tzinfo=None)
+    day = local_now.date()
+    weekday = WEEKDAYS[local_now.weekday()]
+    for session in point.sessions:
+        if weekday not in session.weekdays:
+            continue
+        start = _at(day, session.start)
+        if start - timedelta(minutes=session.open_before_min) <= local_now < _at(day, session.end):
+            late = local_now > start + timedelta(minutes=session.late_after_min)
+            return session, "late" if late else "present"
+    return None
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["recorded"].create(  # type: ignore[union-attr]
+        {"point": str, "session": str, "day": str, "person_id": str, "at": str},
+        pk=("point", "session", "day", "person_id"),
+    )
+
+
+MIGRATIONS: list[Migration] = [("0001_attendance_initial", _migration_1)]
+
+
+class AttendanceBook:
+    """Records attendance once per (point, session, day, person)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(data_dir / ATTENDANCE_DB, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        apply_migrations(self._conn, MIGRATIONS)
+        self.duplicates = 0
+
+    def record(
+        self, point_id: str, point: AttendancePointConfig, person: Person, local_now: datetime
+    ) -> Attendance | None:
+        """The attendance to report, or None (no session now, not expected, or already recorded)."""
+        found = current_session(point, local_now)
+        if found is None:
+            return None
+        session, status = found
+        if session.groups and person.group not in session.groups:
+            return None
+        day = local_now.date()
+        cur = self._conn.execute(
+            "INSERT OR IGNORE INTO recorded (point, session, day, person_id, at) VALUES (?, ?, ?, ?, ?)",
+            (point_id, session.id, day.isoformat(), person.id, local_now.isoformat()),
+        )
+        if cur.rowcount == 0:
+            self.duplicates += 1
+            return None
+        return Attendance(session, day, status)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+__all__ = ["Attendance", "AttendanceBook", "AttendancePointConfig", "SessionConfig", "current_session"]

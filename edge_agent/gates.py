@@ -1,0 +1,386 @@
+"""Gates: card read → decision → open the turnstile → passage, and the events on the way.
+
+The hot path (:meth:`GateController.on_card`) decides from memory, writes the open command, and only
+then hands events to the outbox without waiting for their commit: the gate never waits on the
+network, the broker or an fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from device_drivers.errors import DeviceError
+from device_drivers.types import CardRead, TurnstileEvent
+from edge_agent.access import AntiPassback, AntiPassbackConfig, Decision, Direction, decide
+from edge_agent.attendance import AttendanceBook, AttendancePointConfig
+from edge_agent.roster import Roster
+from sync.envelope import Event
+from sync.event_types import Severity
+from sync.roster_messages import Person
+
+log = logging.getLogger(__name__)
+
+
+class GateReaderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str = Field(description="Id of a card reader device (or an OSDP reader) in `devices`.")
+    direction: Direction = Field("entry", description="Which way a person presenting a card here goes.")
+
+
+class GateConfig(BaseModel):
+    """A gate, door or classroom reader: its readers, what it opens, and its rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Gate id; access groups name it.")
+    name: str = Field("", description="Display name.")
+    readers: list[GateReaderConfig] = Field(min_length=1, description="Readers that feed this gate.")
+    turnstile: str | None = Field(
+        None,
+        description="Id of the turnstile or door device it opens; none for a "
+        "reader that only takes attendance.",
+    )
+    anti_passback: AntiPassbackConfig = Field(
+        default_factory=AntiPassbackConfig,
+        description="Anti-passback rules.",
+    )
+    passage_timeout_s: float = Field(10.0, gt=0, le=300, description="How long a granted passage may take.")
+    attendance: AttendancePointConfig | None = Field(
+        None, description="Take attendance here (method 'card') by this timetable."
+    )
+
+
+Opener = Callable[[Direction], Awaitable[None]]
+Feedback = Callable[[str, bool], Awaitable[None]]
+
+
+@dataclass
+class _Transaction:
+    person: Person
+    direction: Direction
+    grant_id: str
+    opened_at: float
+    deadline: float
+
+
+def person_data(person: Person) -> dict[str, Any]:
+    return {"id": person.id, "name": person.name, "role": person.role, "group": person.group}
+
+
+@dataclass
+class GateStats:
+    granted: int = 0
+    denied: int = 0
+    passages: int = 0
+    timeouts: int = 0
+    open_failures: int = 0
+    last_decision_us: int = 0
+
+
+class GateController:
+    """One gate's state machine. ``emit`` hands an event to the outbox and returns at once."""
+
+    def __init__(
+        self,
+        config: GateConfig,
+        *,
+        roster: Roster,
+        emit: Callable[[Event], None],
+        source: Callable[[str], str],
+        timezone: ZoneInfo,
+        anti_passback: AntiPassback,
+        attendance: AttendanceBook | None,
+        opener: Opener | None,
+        feedback: Feedback | None,
+    ) -> None:
+        self.config = config
+        self.roster = roster
+        self.emit = emit
+        self.source = source
+        self.timezone = timezone
+        self.anti_passback = anti_passback
+        self.attendance = attendance
+        self.opener = opener
+        self.feedback = feedback
+        self.stats = GateStats()
+        self.directions = {r.device: r.direction for r in config.readers}
+        self._open: collections.deque[_Transaction] = collections.deque()
+        self._feedback_tasks: set[asyncio.Task[None]] = set()
+
+    async def on_card(self, read: CardRead) -> Decision:
+        """Decide, open, give feedback, report. Returns the decision (for tests and metrics)."""
+        started = time.perf_counter_ns()
+        cfg = self.config
+        direction = self.directions[read.device_id]
+        now = read.at
+        decision = decide(
+            self.roster.index,
+            credential=read.credential,
+            card_format=read.card_format,
+            gate=cfg.id,
+            direction=direction,
+            now=now,
+            local_now=now.astimezone(self.timezone),
+            monotonic_now=time.monotonic(),
+            anti_passback=self.anti_passback,
+            anti_passback_config=cfg.anti_passback,
+        )
+        opened = False
+        if decision.granted and self.opener is not None:
+            try:
+                await self.opener(direction)
+                opened = True
+            except DeviceError as err:
+                self.stats.open_failures += 1
+                log.error("gate %s: granted %s but could not open: %s", cfg.id, read.credential, err)
+        decision_us = (time.perf_counter_ns() - started) // 1000
+        self.stats.last_decision_us = decision_us
+        if self.feedback is not None:
+            task = asyncio.ensure_future(self._give_feedback(read.device_id, decision.granted))
+            self._feedback_tasks.add(task)
+            task.add_done_callback(self._feedback_tasks.discard)
+        self._report(read, direction, decision, decision_us, opened)
+        return decision
+
+    async def _give_feedback(self, device_id: str, granted: bool) -> None:
+        assert self.feedback is not None
+        try:
+            await self.feedback(device_id, granted)
+        except DeviceError as err:
+            log.warning("reader %s: LED/buzzer feedback failed: %s", device_id, err)
+
+    def _report(
+        self, read: CardRead, direction: Direction, decision: Decision, decision_us: int, opened: bool
+    ) -> None:
+        cfg = self.config
+        common: dict[str, Any] = {
+            "gate": cfg.id,
+            "reader": read.device_id,
+            "direction": direction,
+            "credential": read.credential,
+            "credential_format": read.card_format,
+            "decision_us": decision_us,
+        }
+        person = decision.person
+        if not decision.granted:
+            self.stats.denied += 1
+            assert decision.reason is not None
+            data = {**common, "reason": decision.reason.value}
+            if decision.detail:
+                data["detail"] = decision.detail
+            if person is not None:
+                data["person"] = person_data(person)
+            self.emit(
+                Event(
+                    "edu.campus.access.denied.v1",
+                    self.source(read.device_id),
+                    data,
+                    time=read.at,
+                    subject=person.id if person else None,
+                )
+            )
+            log.info("gate %s: denied %s (%s)", cfg.id, read.credential, decision.reason.value)
+            return
+        assert person is not None
+        self.stats.granted += 1
+        granted = Event(
+            "edu.campus.access.granted.v1",
+            self.source(read.device_id),
+            {**common, "person": person_data(person), "anti_passback": decision.anti_passback},
+            time=read.at,
+            subject=person.id,
+        )
+        self.emit(granted)
+        mono = time.monotonic()
+        if opened:
+            self._open.append(_Transaction(person, direction, granted.id, mono, mono + cfg.passage_timeout_s))
+        else:
+            # No turnstile feedback to wait for (a reader-only point, or the open failed): the grant
+            # itself is the passage as far as anti-passback knows.
+            self._record_passback(person, direction, mono)
+        if cfg.attendance is not None and self.attendance is not None:
+            self._attendance(person, read, "card")
+
+    def _attendance(
+        self, person: Person, read: CardRead, method: Literal["card", "face", "face+card"]
+    ) -> None:
+        assert self.config.attendance is not None and self.attendance is not None
+        local = read.at.astimezone(self.timezone)
+        found = self.attendance.record(self.config.id, self.config.attendance, person, local)
+        if found is None:
+            return
+        session = found.session
+        self.emit(
+            Event(
+                "edu.campus.attendance.recorded.v1",
+                self.source(read.device_id),
+                {
+                    "person": person_data(person),
+                    "method": method,
+                    "point": self.config.id,
+                    "device": read.device_id,
+                    "session": {
+                        "id": session.id,
+                        "name": session.name,
+                        "date": found.day.isoformat(),
+                        "start": session.start,
+                        "end": session.end,
+                    },
+                    "status": found.status,
+                },
+                time=read.at,
+                subject=person.id,
+            )
+        )
+
+    def _record_passback(self, person: Person, direction: Direction, mono: float) -> None:
+        cfg = self.config.anti_passback
+        if cfg.mode != "off":
+            self.anti_passback.record(cfg.area or self.config.id, person.id, direction, mono)
+
+    def on_turnstile(self, event: TurnstileEvent) -> None:
+        """Close transactions on passage/timeout; raise alerts for forced, tailgating, fire."""
+        cfg = self.config
+        src = self.source(event.device_id)
+        base = {"gate": cfg.id, "device": event.device_id}
+        if event.kind == "passage_done":
+            tx = self._take(event.direction)
+            if tx is None:
+                # More passages than grants: someone went through without a grant.
+                self.emit(
+                    Event(
+                        "edu.campus.access.passage.v1",
+                        src,
+                        {**base, "direction": event.direction, "result": "no_grant"},
+                        time=event.at,
+                    )
+                )
+                self.emit(
+                    Event(
+                        "edu.campus.access.tailgating.v1",
+                        src,
+                        {
+                            **base,
+                            "direction": event.direction,
+                            "evidence": "passage_without_grant",
+                            "grants": 0,
+                            "passages": 1,
+                        },
+                        time=event.at,
+                        severity=Severity.WARNING,
+                    )
+                )
+                return
+            self.stats.passages += 1
+            self._record_passback(tx.person, tx.direction, time.monotonic())
+            self.emit(
+                Event(
+                    "edu.campus.access.passage.v1",
+                    src,
+                    {
+                        **base,
+                        "direction": tx.direction,
+                        "result": "passed",
+                        "person": person_data(tx.person),
+                        "grant_id": tx.grant_id,
+                        "elapsed_ms": int((time.monotonic() - tx.opened_at) * 1000),
+                    },
+                    time=event.at,
+                    subject=tx.person.id,
+                )
+            )
+        elif event.kind == "passage_timeout":
+            tx = self._take(event.direction)
+            if tx is not None:
+                self._timed_out(tx, event.device_id, event.at)
+        elif event.kind == "forced":
+            self.emit(
+                Event(
+                    "edu.campus.access.forced.v1",
+                    src,
+                    {**base, "direction": event.direction},
+                    time=event.at,
+                    severity=Severity.CRITICAL,
+                )
+            )
+        elif event.kind == "tailgating":
+            self.emit(
+                Event(
+                    "edu.campus.access.tailgating.v1",
+                    src,
+                    {**base, "direction": event.direction, "evidence": "turnstile_alarm"},
+                    time=event.at,
+                    severity=Severity.WARNING,
+                )
+            )
+        elif event.kind == "fire_alarm":
+            self.emit(
+                Event(
+                    "edu.campus.access.free_passage.v1",
+                    src,
+                    {**base, "active": True},
+                    time=event.at,
+                    severity=Severity.CRITICAL,
+                )
+            )
+        elif event.kind in ("fault", "nak"):
+            self.emit(
+                Event(
+                    "edu.campus.device.fault.v1",
+                    src,
+                    {
+                        "device": event.device_id,
+                        "kind": "turnstile",
+                        "detail": event.detail or event.kind,
+                        "code": event.value,
+                    },
+                    time=event.at,
+                )
+            )
+
+    def _take(self, direction: Direction | None) -> _Transaction | None:
+        for tx in self._open:
+            if direction is None or tx.direction == direction:
+                self._open.remove(tx)
+                return tx
+        return None
+
+    def _timed_out(self, tx: _Transaction, device_id: str, at: datetime) -> None:
+        self.stats.timeouts += 1
+        self.emit(
+            Event(
+                "edu.campus.access.passage.v1",
+                self.source(device_id),
+                {
+                    "gate": self.config.id,
+                    "device": device_id,
+                    "direction": tx.direction,
+                    "result": "timeout",
+                    "person": person_data(tx.person),
+                    "grant_id": tx.grant_id,
+                    "elapsed_ms": int((time.monotonic() - tx.opened_at) * 1000),
+                },
+                time=at,
+                subject=tx.person.id,
+            )
+        )
+
+    def expire(self, now_mono: float, at: datetime) -> None:
+        """Close granted passages the turnstile never confirmed (called about once a second)."""
+        while self._open and self._open[0].deadline <= now_mono:
+            tx = self._open.popleft()
+            self._timed_out(tx, self.config.turnstile or self.config.readers[0].device, at)
+
+
+__all__ = ["GateConfig", "GateController", "GateReaderConfig", "GateStats"]
