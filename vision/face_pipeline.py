@@ -224,14 +224,54 @@ class EnrollmentResult:
     quality: FaceQuality
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding, None for other or broken headers.
+
+    A 20 MB PNG of one colour can declare a gigapixel image; reading the header first lets us refuse it
+    before OpenCV allocates gigabytes.
+    """
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length field
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in _JPEG_SOF and i + 9 <= len(data):
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        i += 2 + length
+    return None
+
+
 def decode_image(image_bytes: bytes) -> npt.NDArray[np.uint8]:
-    """Decode JPEG/PNG/... bytes to a BGR array; :class:`EnrollmentError` for anything that is not one."""
+    """Decode JPEG/PNG/... bytes to a BGR array; :class:`EnrollmentError` for anything that is not one.
+
+    The EXIF orientation of phone photos is applied (OpenCV's ``IMREAD_COLOR`` default), so a portrait
+    taken sideways is upright for the detector.
+    """
     if not image_bytes:
         raise EnrollmentError("the photo is empty (0 bytes)", code="empty_image")
     if len(image_bytes) > MAX_ENROLLMENT_BYTES:
         raise EnrollmentError(
             f"the photo has {len(image_bytes)} bytes, more than {MAX_ENROLLMENT_BYTES}",
             code="image_too_large",
+        )
+    size = declared_size(image_bytes)
+    if size is not None and size[0] * size[1] > MAX_ENROLLMENT_PIXELS:
+        raise EnrollmentError(
+            f"the photo declares {size[0]}x{size[1]} pixels, too large", code="image_too_large"
         )
     buf = np.frombuffer(image_bytes, dtype=np.uint8)
     try:

@@ -24,6 +24,7 @@ from vision.face_pipeline import (
     EnrollmentError,
     FacePipeline,
     FacePipelineConfig,
+    declared_size,
     embed_enrollment_photo,
 )
 from vision.gallery import Gallery
@@ -181,6 +182,11 @@ def test_enrollment_rejections(
     assert code_of(b"") == "empty_image"
     assert code_of(b"this is not a photo") == "not_an_image"
     assert code_of(_jpeg(crop)[:300]) == "not_an_image"  # truncated inside the header
+    # A tiny PNG that declares 100,000 x 100,000 pixels: refused from its header, nothing allocated.
+    _, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    bomb = bytearray(png.tobytes())
+    bomb[16:24] = (100_000).to_bytes(4, "big") * 2
+    assert code_of(bytes(bomb)) == "image_too_large"
     assert code_of(np.zeros((64, 64, 3), np.float32)) == "not_an_image"
     assert code_of(_jpeg(scenes.photos["sample1.jpg"][800:, :])) == "no_face"
     crowd = (shared_dir / "testdata" / "scenes" / "human_samples.jpg").read_bytes()
@@ -257,3 +263,13 @@ def test_camera_threshold_override(
     pipe = FacePipeline(gallery, detector=detector, embedder=embedder, config=cfg)
     faces = pipe.analyse(scenes.photos[photo]).faces
     assert all(o.person_id is None for o in faces) and any(o.matched for o in faces)
+
+
+def test_declared_size_reads_headers(scenes: Scenes) -> None:
+    img = scenes.photos["sample2.jpg"]
+    h, w = img.shape[:2]
+    assert declared_size(_jpeg(img)) == (w, h)
+    ok, png = cv2.imencode(".png", img[:100, :70])
+    assert ok and declared_size(png.tobytes()) == (70, 100)
+    assert declared_size(b"GIF89a....") is None
+    assert declared_size(b"\xff\xd8\xff") is None
