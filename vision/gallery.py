@@ -93,7 +93,10 @@ class Gallery:
         )
 
     def _check(self, embeddings: npt.NDArray[Any] | Iterable[float]) -> npt.NDArray[np.float32]:
-        arr = np.asarray(embeddings, dtype=np.float32)
+        try:
+            arr = np.asarray(embeddings, dtype=np.float32)
+        except (TypeError, ValueError) as err:  # ragged lists, strings, None
+            raise GalleryError(f"embeddings are not a numeric array: {err}") from err
         if arr.ndim == 1:
             arr = arr[None]
         if arr.ndim != 2 or arr.shape[1] != self.dim:

@@ -85,6 +85,10 @@ def test_bad_embeddings_and_thresholds() -> None:
         assert info.value.code == "bad_embedding"
     with pytest.raises(GalleryError):
         g.match(np.zeros(3))
+    with pytest.raises(GalleryError):
+        g.match([[0.1] * 128, [0.2] * 64])  # type: ignore[arg-type]
+    with pytest.raises(GalleryError):
+        g.add("p", ["a"] * 128, model_id=MODEL)  # type: ignore[arg-type]
     with pytest.raises(GalleryError) as info:
         Gallery("unknown_model")
     assert info.value.code == "no_threshold"
