@@ -17,6 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from device_drivers.card_reader import CardReaderDriver
 from device_drivers.config import DeviceConfig, create_driver
 from device_drivers.errors import DeviceError
+from device_drivers.keyboard_wedge import KeyboardWedgeReader
 from device_drivers.osdp import OsdpControlPanel
 from device_drivers.relay import GpioRelay, MemoryPin, RelayDoor, RelayDoorConfig
 from device_drivers.simulators import PtyEndpoint, TcpEndpoint, parse_listen
