@@ -46,8 +46,10 @@ def test_unknown_model_and_bad_manifest(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model_id", ["centerface", "dlib_resnet_v1", "nanodet_m_416"])
 def test_shipped_models_load_and_run(onnx_model: Callable[[str], OnnxModel], model_id: str) -> None:
     model = onnx_model(model_id)
-    feeds = {s.name: np.random.default_rng(0).uniform(0, 255, s.warmup_shape).astype(np.float32)
-             for s in model.entry.inputs}
+    feeds = {
+        s.name: np.random.default_rng(0).uniform(0, 255, s.warmup_shape).astype(np.float32)
+        for s in model.entry.inputs
+    }
     runs_before = model.runs
     out = model.run(feeds)
     assert len(out) == len(model.entry.outputs)
