@@ -24,7 +24,11 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
 from vision.errors import VisionError
+from vision.motion import MotionConfig, MotionGate
 from vision.runtime import InvalidImageError, OnnxModel, RuntimeConfig, as_bgr_frame
+from vision.tamper import TamperChange, TamperConfig, TamperDetector
+from vision.tracking import Track, Tracker, TrackerConfig
+from vision.zones import CameraZones, ZoneJudge, ZoneObservation
 
 log = logging.getLogger(__name__)
 
@@ -295,3 +299,135 @@ def draw_detections(frame_bgr: NDArray[np.uint8], boxes: list[tuple[Box, str]]) 
                 thick,
             )
     return out
+
+
+class PersonPipelineConfig(BaseModel):
+    """One camera's security analysis: motion gate → person detection → tracking → zones, plus tamper."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    detector: PersonDetectorConfig = Field(
+        default_factory=PersonDetectorConfig, description="NanoDet settings (threshold, NMS, threads)."
+    )
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Tracker settings.")
+    motion_gating: bool = Field(
+        default=True, description="Skip the detector on frames where nothing moved (detections carry over)."
+    )
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gate settings.")
+    refresh_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Run the detector at least this often even without motion, so carried-over "
+        "detections never go stale.",
+    )
+    tamper: TamperConfig | None = Field(
+        default_factory=TamperConfig, description="Tamper checks on every frame; null turns them off."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PersonFrameResult:
+    """What one frame gave.
+
+    ``detected``: whether NanoDet ran on this frame (motion, or ``refresh_s`` elapsed) or the previous
+    detections were carried over; ``tracks``: confirmed tracks seen in this frame (what rules judge);
+    ``removed``: tracks dropped now (their ids never return); ``zones``: zone entries/exits and line
+    crossings; ``tamper``: tamper state changes.
+    """
+
+    at: float
+    detected: bool
+    motion: float
+    detections: list[PersonDetection]
+    tracks: list[Track]
+    removed: list[Track]
+    zones: list[ZoneObservation]
+    tamper: list[TamperChange]
+
+
+class PersonPipeline:
+    """Per-camera person analysis as a function of (frame, time): blocking, run it off the event loop.
+
+    Motion gating and tracking interact: a person standing still makes no motion, yet a loitering
+    rule needs their track to live on. So on a frame without motion the last detections are fed to
+    the tracker again (the picture has not changed, so neither have they), and the detector runs
+    anyway every ``refresh_s`` seconds.
+    """
+
+    def __init__(
+        self,
+        camera_id: str,
+        zones: CameraZones | None = None,
+        config: PersonPipelineConfig | None = None,
+        *,
+        detector: PersonDetector | None = None,
+    ) -> None:
+        self.camera_id = camera_id
+        self.config = config or PersonPipelineConfig()
+        self.detector = detector or PersonDetector(self.config.detector)
+        self.tracker = Tracker(self.config.tracker)
+        self.motion = MotionGate(self.config.motion)
+        self.tamper = (
+            TamperDetector(camera_id, self.config.tamper) if self.config.tamper is not None else None
+        )
+        self._zones_config = zones or CameraZones(camera_id=camera_id)
+        self._judge: ZoneJudge | None = None
+        self._frame_size: tuple[int, int] | None = None
+        self._last_detections: list[PersonDetection] = []
+        self._last_detect_at: float | None = None
+        self.bad_frames = 0
+        self.frames = 0
+        self.detector_runs = 0
+
+    @property
+    def zone_judge(self) -> ZoneJudge | None:
+        """The zone state (occupants, dwell) once the first frame fixed the frame size."""
+        return self._judge
+
+    def process(self, frame_bgr: NDArray[np.uint8], at: float) -> PersonFrameResult:
+        """Analyse one frame taken at ``at`` (seconds, monotonic).
+
+        Raises :class:`vision.runtime.InvalidImageError` (counted in ``bad_frames``) for an unusable
+        frame; the pipeline's state is unchanged by it.
+        """
+        try:
+            frame = as_bgr_frame(frame_bgr)
+        except InvalidImageError:
+            self.bad_frames += 1
+            raise
+        self.frames += 1
+        h, w = frame.shape[:2]
+        if self._frame_size != (w, h):
+            # Normalized zones follow the picture; pixel zones are taken as drawn for this size.
+            self._frame_size = (w, h)
+            self._judge = ZoneJudge(self._zones_config.in_pixels(w, h))
+            self.motion.reset()
+        judge = self._judge
+        assert judge is not None
+        motion = self.motion.update(frame)
+        stale = self._last_detect_at is None or at - self._last_detect_at >= self.config.refresh_s
+        run_detector = not self.config.motion_gating or motion.motion or stale
+        if run_detector:
+            self._last_detections = self.detector.detect(frame)
+            self._last_detect_at = at
+            self.detector_runs += 1
+        update = self.tracker.update(self._last_detections, at)
+        observations = judge.update({t.track_id: t.bottom_centre for t in update.visible}, at)
+        for gone in update.removed:
+            observations += judge.forget(gone.track_id, at)
+        tamper = self.tamper.update(frame, at) if self.tamper is not None else []
+        return PersonFrameResult(
+            at=at,
+            detected=run_detector,
+            motion=motion.changed_fraction,
+            detections=list(self._last_detections),
+            tracks=update.visible,
+            removed=update.removed,
+            zones=observations,
+            tamper=tamper,
+        )
+
+    def poll(self, now: float) -> list[TamperChange]:
+        """Stream-lost check between frames (call it periodically)."""
+        return self.tamper.poll(now) if self.tamper is not None else []

@@ -1,0 +1,107 @@
+"""PersonPipeline: motion gate → NanoDet → tracker → zones (+ tamper) on composited clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scene_clips import (
+    SPRITE_HEIGHT,
+    WalkerPath,
+    corridor_background,
+    cover,
+    linear_path,
+    person_sprite,
+    shared_person_detector,
+    stand_path,
+    walk_clip,
+)
+
+from vision.person import PersonPipeline, PersonPipelineConfig
+from vision.runtime import InvalidImageError
+from vision.tamper import TamperConfig
+from vision.zones import CameraZones, PolygonZone, ZoneEntered, ZoneLeft
+
+FPS = 5.0
+# The right 40% of the picture, in normalized coordinates so it follows the frame size.
+ZONES = CameraZones(
+    camera_id="cam1",
+    zones=[
+        PolygonZone(id="yard", coords="normalized", points=[(0.6, 0.4), (1.0, 0.4), (1.0, 1.0), (0.6, 1.0)])
+    ],
+)
+
+
+def clip(shared_dir: Path) -> list[np.ndarray]:
+    # Walks into the zone, stands perfectly still for 6 s, walks out again.
+    arrive = linear_path((200.0, 600.0), (1000.0, 600.0), 12)
+    leave = linear_path((1000.0, 600.0), (300.0, 600.0), 12)
+    path = arrive + stand_path((1000.0, 600.0), 30, sway_px=0.0) + leave
+    walker = WalkerPath(person_sprite(shared_dir, "figure"), path, SPRITE_HEIGHT["figure"])
+    return [cf.frame for cf in walk_clip(corridor_background(), [walker], len(path))]
+
+
+def run(pipeline: PersonPipeline, frames: list[np.ndarray]) -> list[object]:
+    out: list[object] = []
+    ids: set[int] = set()
+    for k, f in enumerate(frames):
+        res = pipeline.process(f, k / FPS)
+        out += res.zones
+        ids |= {t.track_id for t in res.tracks}
+        assert not res.removed or k > 40  # nobody is dropped while standing still
+    assert len(ids) == 1, ids
+    return out
+
+
+def test_motion_gating_skips_the_detector_but_keeps_a_still_person_tracked(shared_dir: Path) -> None:
+    frames = clip(shared_dir)
+    no_tamper = PersonPipelineConfig(tamper=None)
+    gated = PersonPipeline("cam1", ZONES, no_tamper, detector=shared_person_detector())
+    gated_obs = run(gated, frames)
+    ungated = PersonPipeline(
+        "cam1",
+        ZONES,
+        PersonPipelineConfig(tamper=None, motion_gating=False),
+        detector=shared_person_detector(),
+    )
+    ungated_obs = run(ungated, frames)
+    assert ungated.detector_runs == len(frames)
+    # While the person stood still the detector mostly did not run...
+    assert gated.detector_runs < len(frames) - 15
+    # ...and the zone story is the same: entered once, left once, with the same dwell to a frame.
+    kinds = [(type(o).__name__, getattr(o, "zone_id", None)) for o in gated_obs]
+    assert kinds == [("ZoneEntered", "yard"), ("ZoneLeft", "yard")]
+    assert kinds == [(type(o).__name__, getattr(o, "zone_id", None)) for o in ungated_obs]
+    left_g = next(o for o in gated_obs if isinstance(o, ZoneLeft))
+    left_u = next(o for o in ungated_obs if isinstance(o, ZoneLeft))
+    assert left_g.dwell_s == pytest.approx(left_u.dwell_s, abs=2 / FPS)
+    assert left_g.dwell_s > 5.0
+    entered = next(o for o in gated_obs if isinstance(o, ZoneEntered))
+    assert entered.point[0] >= 0.6 * 1280
+
+
+def test_bad_frame_is_counted_and_changes_nothing(shared_dir: Path) -> None:
+    pipeline = PersonPipeline(
+        "cam1", ZONES, PersonPipelineConfig(tamper=None), detector=shared_person_detector()
+    )
+    pipeline.process(corridor_background(), 0.0)
+    with pytest.raises(InvalidImageError):
+        pipeline.process(np.zeros((720, 1280), np.float32), 0.2)
+    assert pipeline.bad_frames == 1 and pipeline.frames == 1
+    assert pipeline.process(corridor_background(), 0.4).tracks == []
+
+
+def test_normalized_zones_follow_the_frame_size_and_tamper_reports(shared_dir: Path) -> None:
+    cfg = PersonPipelineConfig(tamper=TamperConfig(reference_frames=2, trigger_frames=3, clear_frames=3))
+    pipeline = PersonPipeline("cam1", ZONES, cfg, detector=shared_person_detector())
+    small = np.ascontiguousarray(corridor_background(640, 360))
+    changes = []
+    for k in range(4):
+        changes += pipeline.process(small, k / FPS).tamper
+    judge = pipeline.zone_judge
+    assert judge is not None and judge.config.zones[0].points[0] == (0.6 * 640, 0.4 * 360)
+    for k in range(4, 8):
+        changes += pipeline.process(cover(small), k / FPS).tamper
+    assert [(c.kind, c.active) for c in changes] == [("covered", True)]
+    assert [c.kind for c in pipeline.poll(8 / FPS + 60)] == ["stream_lost"]
