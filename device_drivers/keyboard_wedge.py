@@ -224,8 +224,10 @@ class KeyboardWedgeReader(ReadingSource):
             await asyncio.sleep(self.backoff.next_delay())
 
     def _on_event(self, raw: Any) -> None:
-        at_ns = int(raw.timestamp() * 1e9) if hasattr(raw, "timestamp") else time.monotonic_ns()
-        result = self.decoder.feed(KeyEvent(raw.type, raw.code, raw.value, at_ns))
+        if not isinstance(raw, KeyEvent):
+            # evdev's event: its kernel timestamp (seconds) keeps key gaps exact under load.
+            raw = KeyEvent(raw.type, raw.code, raw.value, int(raw.timestamp() * 1e9))
+        result = self.decoder.feed(raw)
         if result is None:
             return
         if isinstance(result, DeviceError):

@@ -303,7 +303,11 @@ class TurnstileSimulator(Simulator):
     def _command(self, command: TurnstileMessage) -> None:
         self.commands.append(command)
         self.command_received.set()
-        spec = next(c for c in self.codec.spec.commands if c.name == command.name)
+        spec = next(
+            c
+            for c in self.codec.spec.commands
+            if c.name == command.name and c.direction in (None, command.direction)
+        )
         with contextlib.suppress(ValueError):
             self._send(self.codec.event("ack", value=spec.code))
         if command.name == "open":

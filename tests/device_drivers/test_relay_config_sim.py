@@ -20,7 +20,7 @@ from device_drivers.errors import DeviceError
 from device_drivers.keyboard_wedge import KeyboardWedgeReader
 from device_drivers.osdp import OsdpControlPanel
 from device_drivers.relay import GpioRelay, MemoryPin, RelayDoor, RelayDoorConfig
-from device_drivers.simulators import PtyEndpoint, TcpEndpoint, parse_listen
+from device_drivers.simulators import PtyEndpoint, TcpEndpoint, TurnstileSimulator, parse_listen
 from device_drivers.turnstile import TurnstileDriver
 from device_drivers.types import DeviceOffline, DeviceOnline
 
@@ -220,5 +220,28 @@ def test_turnstile_simulator_over_socket_answers_raw_bytes() -> None:
             port.close()
             assert reply == bytes.fromhex("02 02 06 21 25 03") + bytes.fromhex("02 02 41 01 42 03")
             assert time.monotonic() - started < 5
+
+    asyncio.run(scenario())
+
+
+def test_turnstile_simulator_acks_the_code_it_received() -> None:
+    """Open B has its own code in this protocol: the ack names that code, then the passage follows."""
+
+    async def scenario() -> None:
+        from device_drivers.simulators import make_simulator
+        from device_drivers.turnstile_codec import TurnstileCodec
+
+        async with make_simulator("turnstile", "turnstile_rs485_crc", TcpEndpoint()) as sim:
+            assert isinstance(sim, TurnstileSimulator)
+            sim.passage_delay_s = 0.01
+            codec: TurnstileCodec = sim.codec
+            port = serial.serial_for_url(sim.url, timeout=5)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, port.write, bytes.fromhex("01 02 81 e1"))  # open B
+            ack = codec.event("ack", value=0x02)
+            passage = codec.event("passage_done", "exit")
+            reply = await loop.run_in_executor(None, port.read, len(ack) + len(passage))
+            port.close()
+            assert reply == ack + passage
 
     asyncio.run(scenario())
