@@ -255,8 +255,32 @@ def _construct_mapping(
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+def _mapping_keys(node: yaml.Node | None) -> set[str]:
+    if isinstance(node, yaml.MappingNode):
+        return {str(k.value) for k, _ in node.value}
+    return set()
+
+
+def _clean_loc(root: yaml.Node | None, loc: Sequence[int | str]) -> list[int | str]:
+    """Drop the tags that discriminated unions add to an error path ('card_reader', 'heartbeat')."""
+    out: list[int | str] = []
+    current = root
+    for i, part in enumerate(loc):
+        if isinstance(current, yaml.MappingNode) and isinstance(part, str):
+            keys = _mapping_keys(current)
+            if part not in keys and i + 1 < len(loc) and str(loc[i + 1]) in keys:
+                continue
+            current = next((v for k, v in current.value if k.value == part), None)
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value):
+            current = current.value[part]
+        else:
+            current = None
+        out.append(part)
+    return out
+
+
 def _node_at(node: yaml.Node | None, loc: Sequence[int | str]) -> tuple[yaml.Node | None, bool]:
-    """The YAML node at a pydantic error location, or the deepest parent found (exact=False)."""
+    """The YAML node at a (cleaned) error location, or the deepest parent found (exact=False)."""
     current = node
     for part in loc:
         if isinstance(current, yaml.MappingNode):
@@ -269,8 +293,7 @@ def _node_at(node: yaml.Node | None, loc: Sequence[int | str]) -> tuple[yaml.Nod
         elif isinstance(current, yaml.SequenceNode) and isinstance(part, int) and part < len(current.value):
             current = current.value[part]
         else:
-            # Discriminated unions add the tag ("heartbeat") to the path; it names no node.
-            continue
+            return current, False
     return current, True
 
 
@@ -284,7 +307,7 @@ def _key_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
 
 def _issues(err: ValidationError, root: yaml.Node | None) -> Iterator[ConfigIssue]:
     for e in err.errors():
-        loc = list(e["loc"])
+        loc = _clean_loc(root, e["loc"])
         node, exact = _node_at(root, loc)
         message = e["msg"]
         if e["type"] == "extra_forbidden" and loc:

@@ -340,7 +340,11 @@ class MqttLink:
         self._inflight: dict[int, _InFlight] = {}
         self._inflight_rows = 0
         self._cursors = dict.fromkeys(Lane, 0)
-        self._buffer: collections.deque[PendingRow] = collections.deque()
+        # One buffer per lane: a lower lane is always published first, and within a lane rows go
+        # out in seq order however they were fetched.
+        self._buffers: dict[Lane, collections.deque[PendingRow]] = {
+            lane: collections.deque() for lane in Lane
+        }
         self._prefer_v311 = config.protocol == "3.1.1"
         self._stopping = False
         self._wake = asyncio.Event()
@@ -492,7 +496,8 @@ class MqttLink:
         self._inflight.clear()
         self._inflight_rows = 0
         self._cursors = dict.fromkeys(Lane, 0)
-        self._buffer.clear()
+        for buffer in self._buffers.values():
+            buffer.clear()
         for topic_filter, _ in self._handlers:
             session.client.subscribe(topic_filter, qos=1)
         session.client.publish(
@@ -548,9 +553,11 @@ class MqttLink:
                 waiters = [asyncio.ensure_future(session.acks_ready.wait())]
                 if room > 0:
                     waiters.append(asyncio.ensure_future(outbox.committed.wait()))
-                _, pending = await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-                for w in pending:
-                    w.cancel()
+                try:
+                    await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
             else:
                 # Let the network thread and other tasks run between bursts.
                 await asyncio.sleep(0)
@@ -558,31 +565,36 @@ class MqttLink:
     def _fill(self, session: _Session, room: int) -> int:
         outbox = self.outbox
         if outbox.alert_committed.is_set():
+            # New alerts jump whatever backlog of the other lanes is buffered.
             outbox.alert_committed.clear()
-            alerts = outbox.fetch_pending(Lane.ALERT, self._cursors[Lane.ALERT], max(room, 1))
-            # New alerts jump whatever backlog is buffered.
-            self._buffer.extendleft(reversed(alerts))
-            if alerts:
-                self._cursors[Lane.ALERT] = alerts[-1].seq
+            self._fetch(Lane.ALERT, max(room, 1))
         sent = 0
         while sent < room:
-            if not self._buffer and not self._refill():
+            buffer = self._next_buffer()
+            if buffer is None:
                 break
-            row = self._buffer.popleft()
+            row = buffer.popleft()
             if not self._publish_row(session, row):
-                self._buffer.appendleft(row)
+                buffer.appendleft(row)
                 break
             sent += 1
         return sent
 
-    def _refill(self) -> bool:
+    def _next_buffer(self) -> collections.deque[PendingRow] | None:
         for lane in Lane:
-            rows = self.outbox.fetch_pending(lane, self._cursors[lane], 500)
-            if rows:
-                self._cursors[lane] = rows[-1].seq
-                self._buffer.extend(rows)
-                return True
-        return False
+            if self._buffers[lane]:
+                return self._buffers[lane]
+        for lane in Lane:
+            if self._fetch(lane, 500):
+                return self._buffers[lane]
+        return None
+
+    def _fetch(self, lane: Lane, limit: int) -> bool:
+        rows = self.outbox.fetch_pending(lane, self._cursors[lane], limit)
+        if rows:
+            self._cursors[lane] = rows[-1].seq
+            self._buffers[lane].extend(rows)
+        return bool(rows)
 
     def _publish_row(self, session: _Session, row: PendingRow) -> bool:
         topics = self.topics.for_event(row.type, row.severity)

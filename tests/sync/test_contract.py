@@ -135,3 +135,14 @@ def test_asyncapi_document_parses_and_uses_the_validated_schemas() -> None:
     status_ref = messages["status"]["payload"]["$ref"]
     assert (ASYNCAPI_PATH.parent / status_ref).resolve() == (SCHEMA_DIR / "status.json").resolve()
     assert Path(SCHEMA_DIR / "status.json").is_file()
+
+
+def test_generated_contract_files_are_up_to_date() -> None:
+    from sync.asyncapi import render_document, render_roster_schema
+    from sync.roster_messages import ROSTER_SCHEMAS
+
+    assert ASYNCAPI_PATH.read_text() == render_document(), "run: python -m sync.asyncapi --write"
+    for kind in ROSTER_SCHEMAS:
+        path = SCHEMA_DIR / "roster" / f"{kind}.json"
+        assert path.read_text() == render_roster_schema(kind), "run: python -m sync.asyncapi --write"
+        Draft202012Validator.check_schema(json.loads(path.read_text()))
