@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device_drivers.checksums import CHECKSUMS, crc16_ccitt, crc16_modbus, sum8, xor8
@@ -38,6 +38,7 @@ def test_empty_input_and_width(name: str) -> None:
     assert 0 <= checksum.function(b"") < 256**checksum.width
 
 
+@settings(deadline=None)  # shared CI machine: no per-example time limit
 @given(st.binary(max_size=64))
 def test_crc_detects_every_single_bit_flip(data: bytes) -> None:
     for function in (crc16_modbus, crc16_ccitt):
@@ -48,6 +49,7 @@ def test_crc_detects_every_single_bit_flip(data: bytes) -> None:
             assert function(bytes(flipped)) != value
 
 
+@settings(deadline=None)  # shared CI machine: no per-example time limit
 @given(st.binary(max_size=64))
 def test_xor_appended_gives_zero(data: bytes) -> None:
     assert xor8(data + bytes([xor8(data)])) == 0

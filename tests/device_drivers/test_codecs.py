@@ -27,6 +27,7 @@ def _ids(profiles: list[FirmwareProfile]) -> list[str]:
 
 
 @pytest.mark.parametrize("profile", EM4100, ids=_ids(EM4100))
+@settings(deadline=None)  # shared CI machine: no per-example time limit
 @given(payload=st.binary(min_size=5, max_size=5))
 def test_em4100_round_trip(profile: FirmwareProfile, payload: bytes) -> None:
     codec = CardCodec(profile)
@@ -38,6 +39,7 @@ def test_em4100_round_trip(profile: FirmwareProfile, payload: bytes) -> None:
     assert card.credential == payload.hex().upper()
 
 
+@settings(deadline=None)  # shared CI machine: no per-example time limit
 @given(uid=st.sampled_from([4, 7, 10]).flatmap(lambda n: st.binary(min_size=n, max_size=n)))
 def test_uid_round_trip_and_lower_case_input(uid: bytes) -> None:
     codec = CardCodec(UID)
@@ -51,6 +53,7 @@ def test_uid_round_trip_and_lower_case_input(uid: bytes) -> None:
 @pytest.mark.parametrize(
     "layout", WIEGAND.wiegand.layouts if WIEGAND.wiegand else [], ids=lambda lay: lay.name
 )
+@settings(deadline=None)  # shared CI machine: no per-example time limit
 @given(data=st.data())
 def test_wiegand_round_trip_and_single_bit_flips(layout: object, data: st.DataObject) -> None:
     from device_drivers.profile import WiegandLayout
@@ -118,6 +121,7 @@ def _messages(codec: TurnstileCodec) -> st.SearchStrategy[TurnstileMessage]:
 
 
 @pytest.mark.parametrize("profile", TURNSTILES, ids=_ids(TURNSTILES))
+@settings(deadline=None)  # shared CI machine: no per-example time limit
 @given(data=st.data())
 def test_turnstile_round_trip(profile: FirmwareProfile, data: st.DataObject) -> None:
     codec = TurnstileCodec(profile)
