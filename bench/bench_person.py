@@ -9,7 +9,9 @@ figure has a baseline measured in the same run:
 - detection: ``PersonDetector.detect`` on 720p and 1080p scenes with 0, 1 and 3 people (photo crops
   composited on a corridor, as in the tests), split into pre-processing / model / post-processing,
   next to ``InferenceSession.run`` on the same tensor (no pre/post): overhead = detect / bare;
-- tracker, zones and tamper: cost per frame with 5 and 20 people, as a fraction of the bare model time.
+- tracker, zones and tamper: cost per frame with 5 and 20 people, as a fraction of the bare model time;
+- the whole per-camera ``PersonPipeline`` (motion gate, detector, tracker, zones, tamper) on a 720p
+  clip where people walk in, stand a while and leave, with and without motion gating.
 """
 
 from __future__ import annotations
@@ -31,12 +33,23 @@ sys.path.insert(0, str(REPO / "tests" / "vision"))  # the scenario builders the 
 
 from scene_clips import (  # noqa: E402
     SPRITE_HEIGHT,
+    WalkerPath,
     corridor_background,
+    linear_path,
     paste_person,
     person_sprite,
+    stand_path,
+    walk_clip,
 )
 
-from vision.person import PersonDetector, postprocess, preprocess, split_outputs  # noqa: E402
+from vision.person import (  # noqa: E402
+    PersonDetector,
+    PersonPipeline,
+    PersonPipelineConfig,
+    postprocess,
+    preprocess,
+    split_outputs,
+)
 from vision.tamper import TamperDetector  # noqa: E402
 from vision.tracking import Tracker  # noqa: E402
 from vision.zones import CameraZones, LineZone, PolygonZone, ZoneJudge  # noqa: E402
@@ -171,6 +184,37 @@ def bench_per_frame_costs(bare_s: float, repeats: int) -> None:
     print(f"| tamper checks (720p) | - | {tm * 1e3:.2f} | {tm / bare_s:.1%} |")
 
 
+def bench_pipeline(detector: PersonDetector, shared: Path, bare_s: float) -> None:
+    arrive = linear_path((200.0, 600.0), (1000.0, 600.0), 15)
+    stand = stand_path((1000.0, 600.0), 50, sway_px=0.0)
+    leave = linear_path((1000.0, 600.0), (200.0, 600.0), 15)
+    other = linear_path((1200.0, 560.0), (150.0, 560.0), 30)
+    walkers = [
+        WalkerPath(person_sprite(shared, "figure"), arrive + stand + leave, SPRITE_HEIGHT["figure"]),
+        WalkerPath(person_sprite(shared, "diner"), other, SPRITE_HEIGHT["diner"]),
+    ]
+    frames = [cf.frame for cf in walk_clip(corridor_background(), walkers, 80)]
+    print()
+    print(
+        "| PersonPipeline on an 80-frame 720p clip | detector runs | ms/frame | frames/s/core "
+        "| ms/frame / bare model ms |"
+    )
+    print("|---|---|---|---|---|")
+    for gating in (False, True):
+        pipeline = PersonPipeline(
+            "bench", None, PersonPipelineConfig(motion_gating=gating), detector=detector
+        )
+        t0 = time.perf_counter()
+        for k, f in enumerate(frames):
+            pipeline.process(f, k * 0.2)
+        per = (time.perf_counter() - t0) / len(frames)
+        label = "motion gating on" if gating else "motion gating off"
+        print(
+            f"| {label} | {pipeline.detector_runs}/{len(frames)} | {per * 1e3:.1f} | {1 / per:.1f} "
+            f"| {per / bare_s:.2f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
@@ -182,6 +226,7 @@ def main() -> None:
     detector = PersonDetector()
     bare = bench_detection(detector, args.shared, args.repeats)
     bench_per_frame_costs(bare, args.repeats)
+    bench_pipeline(detector, args.shared, bare)
 
 
 if __name__ == "__main__":
