@@ -21,7 +21,7 @@ import tty
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from device_drivers.card_codec import CardCodec, CardData
 from device_drivers.codecs import drain
@@ -337,13 +337,15 @@ class TurnstileSimulator(Simulator):
         self._pending.add(handle)
 
 
-SimulatorKind = Literal["card_reader", "wiegand", "turnstile"]
+SimulatorKind = Literal["card_reader", "wiegand", "turnstile", "osdp"]
 
 
 def make_simulator(
     kind: SimulatorKind, profile: FirmwareProfile | str, endpoint: SimEndpoint | None = None
 ) -> CardReaderSimulator | TurnstileSimulator:
     """A simulator of ``kind`` for ``profile`` (a profile, a shipped profile id or a YAML path)."""
+    if kind == "osdp":
+        raise ValueError("an OSDP reader is simulated by device_drivers.osdp.OsdpReaderSimulator")
     if isinstance(profile, str):
         profile = load_profile(resolve_profile(profile))
     if kind == "turnstile":
@@ -378,10 +380,52 @@ async def serve_simulator(
     interval_s: float = 2.0,
     ready: Callable[[str], None] | None = None,
     lines: asyncio.Queue[str] | None = None,
+    osdp_address: int = 1,
 ) -> None:
     """Run a simulator until cancelled. Card readers present ``cards`` in turn every ``interval_s``
-    and every card text put on ``lines``; ``ready`` gets the URL drivers should open."""
-    sim = make_simulator(kind, profile, parse_listen(listen))
+    and every card text put on ``lines``; turnstiles raise the events put on ``lines``; ``ready``
+    gets the URL drivers should open.
+
+    ``osdp`` is a libosdp reader on a pty (``profile``: the Wiegand profile of its cards), at
+    ``osdp_address``, with the secure channel keyed by ``$OSDP_SCBK`` (32 hex digits) or, if unset,
+    a fresh key logged at start for the control panel's secret.
+    """
+    sim: Any
+    act: Callable[[str], object]
+    if kind == "osdp":
+        from device_drivers.osdp import OsdpReaderSimulator
+
+        endpoint = parse_listen(listen)
+        if not isinstance(endpoint, PtyEndpoint):
+            raise ValueError("the OSDP simulator listens on a pty (pty or pty:/path)")
+        if isinstance(profile, str):
+            profile = load_profile(resolve_profile(profile))
+        key_hex = os.environ.get("OSDP_SCBK")
+        key = bytes.fromhex(key_hex) if key_hex else os.urandom(16)
+        if not key_hex:
+            logger.warning("OSDP simulator: no $OSDP_SCBK, using the fresh key %s", key.hex())
+        osdp_sim = OsdpReaderSimulator(osdp_address, key, wiegand=CardCodec(profile), link=endpoint.link)
+
+        def act_osdp(text: str) -> object:
+            if text in ("tamper", "untamper"):
+                osdp_sim.tamper(text == "tamper")
+                return text
+            return osdp_sim.present(text)
+
+        sim, act = osdp_sim, act_osdp
+    else:
+        plain = make_simulator(kind, profile, parse_listen(listen))
+        if isinstance(plain, CardReaderSimulator):
+            act = plain.present
+        else:
+            turnstile = plain
+
+            def act_turnstile(text: str) -> object:
+                name, _, direction = text.partition(" ")
+                return turnstile.raise_event(name, direction or None)  # type: ignore[arg-type]
+
+            act = act_turnstile
+        sim = plain
     async with sim:
         if ready is not None:
             ready(sim.url)
@@ -396,18 +440,12 @@ async def serve_simulator(
             if text is None and cards:
                 text = cards[index % len(cards)]
                 index += 1
-            if text and isinstance(sim, CardReaderSimulator):
+            if text and text.strip():
                 try:
-                    frame = sim.present(text.strip())
-                    logger.info("simulator %s: presented %s as %s", sim.url, text.strip(), frame.hex(" "))
-                except ValueError as err:
-                    logger.warning("simulator %s: cannot present %r: %s", sim.url, text, err)
-            elif text and isinstance(sim, TurnstileSimulator):
-                name, _, direction = text.strip().partition(" ")
-                try:
-                    sim.raise_event(name, direction or None)  # type: ignore[arg-type]
-                except ValueError as err:
-                    logger.warning("simulator %s: cannot raise %r: %s", sim.url, text, err)
+                    result = act(text.strip())
+                    logger.info("simulator %s: %s -> %s", sim.url, text.strip(), result)
+                except (ValueError, DeviceError) as err:
+                    logger.warning("simulator %s: cannot do %r: %s", sim.url, text, err)
 
 
 def run_simulator(
@@ -421,8 +459,9 @@ def run_simulator(
     """CLI entry point (``edge-agent simulate KIND PROFILE ADDR``): run a simulator in the foreground.
 
     Prints the URL to configure the driver with. Each line on standard input is a card to present
-    (card readers: hex, or ``FC:NUMBER[/BITS]`` for Wiegand) or an event to raise (turnstiles:
-    ``forced entry``, ``fire_alarm``...). Stops on Ctrl-C or end of input.
+    (card readers: hex, or ``FC:NUMBER[/BITS]`` for Wiegand and OSDP) or an event to raise
+    (turnstiles: ``forced entry``, ``fire_alarm``...; OSDP: ``tamper``, ``untamper``). Stops on
+    Ctrl-C or end of input.
     """
 
     async def main() -> None:

@@ -195,3 +195,49 @@ def test_keys_come_from_credentials_directory_or_environment(
         with pytest.raises(DeviceError) as err:
             load_secret(name)
         assert err.value.code == code
+
+
+def test_run_simulator_osdp_reader_from_stdin(tmp_path: Path) -> None:
+    """`edge-agent simulate osdp ...` in a real process: a control panel with the same key reads
+    the cards and tamper typed on its stdin."""
+    import os
+    import subprocess
+    import sys
+
+    key = osdp.KeyStore.gen_key()
+    link = tmp_path / "ttyOSDPSIM"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from device_drivers.simulators import run_simulator; "
+            f"run_simulator('osdp', 'wiegand_serial_converter', 'pty:{link}')",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OSDP_SCBK": key.hex()},
+    )
+
+    async def scenario() -> None:
+        assert proc.stdout is not None and proc.stdin is not None
+        banner = await asyncio.get_running_loop().run_in_executor(None, proc.stdout.readline)
+        assert f"open {link}" in banner
+        reader = OsdpReaderConfig(id="sim-reader", address=1, scbk_secret="unused")
+        async with OsdpControlPanel("bus-sim", str(link), [reader], {"sim-reader": key}, backoff=FAST) as cp:
+            readings = cp.readings()
+            await next_of(readings, DeviceOnline)
+            proc.stdin.write("123:4567\ntamper\n")
+            proc.stdin.flush()
+            assert (await next_of(readings, CardRead)).credential == "123:4567"
+            assert (await next_of(readings, DeviceTamper)).tampered
+            proc.stdin.close()
+
+    try:
+        run(scenario())
+        proc.wait(timeout=15)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
