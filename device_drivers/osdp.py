@@ -141,7 +141,7 @@ class SerialChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no typ
                     self.url, baudrate=self.baudrate, timeout=0, write_timeout=1
                 )
                 self.backoff.reset()
-            except (serial.SerialException, OSError, ValueError) as err:
+            except Exception as err:  # see read(): nothing may escape into libosdp's thread
                 self._fail(err)
         return self._port
 

@@ -210,7 +210,6 @@ class SerialDriver(ReadingSource):
             return port
 
         self._port = await loop.run_in_executor(self._io, open_port)
-        self._on_connected()
 
     async def _close_port(self) -> None:
         self._stop_reader.set()
@@ -237,7 +236,7 @@ class SerialDriver(ReadingSource):
                     data = port.read(min(max(port.in_waiting, 1), _MAX_CHUNK))
                     if data:
                         loop.call_soon_threadsafe(chunks.put_nowait, (data, time.monotonic_ns(), utc_now()))
-            except Exception as err:
+            except Exception as err:  # pyserial raises more than SerialException: hand all to the loop
                 if not stop.is_set():
                     loop.call_soon_threadsafe(chunks.put_nowait, err)
 
@@ -277,9 +276,6 @@ class SerialDriver(ReadingSource):
             stop.set()
 
     # -- helpers for subclasses ------------------------------------------------------------------
-
-    def _on_connected(self) -> None:
-        """Hook: the port just opened."""
 
     def _on_value(self, value: Any, at: datetime, received_ns: int) -> None:
         raise NotImplementedError
