@@ -9,7 +9,8 @@ Health: the camera is *online* from its first good frame; *offline* when it cann
 reads fail, when a file ends (unless looped), or when no good frame came for ``stall_timeout_s``
 (a watchdog on the event loop catches a capture stuck inside OpenCV, abandons that thread and starts
 a fresh one). Reconnects use capped, jittered exponential backoff. Frames of the wrong shape or type
-(a broken decoder, a mis-set stream) are counted and dropped.
+(a broken decoder, a mis-set stream) are counted and dropped (checked on the frames due for
+analysis: the others are only grabbed, never converted to pixels).
 
 Use::
 
@@ -59,7 +60,9 @@ class CaptureLike(Protocol):
 
     def isOpened(self) -> bool: ...
 
-    def read(self) -> tuple[bool, Any]: ...
+    def grab(self) -> bool: ...
+
+    def retrieve(self) -> tuple[bool, Any]: ...
 
     def get(self, prop_id: int) -> float: ...
 
@@ -497,7 +500,9 @@ class Camera:
                     return None
                 next_frame_ns = max(next_frame_ns + pace_ns, time.monotonic_ns() - pace_ns)
             try:
-                ok, frame = cap.read()
+                # grab() takes the frame off the stream without converting it to BGR; only frames
+                # due for analysis pay for retrieve().
+                ok = cap.grab()
             except Exception as err:  # a broken backend may raise instead of returning False
                 self._count_from_thread(generation, "read_failures")
                 return f"read failed: {err}"
@@ -516,7 +521,16 @@ class Camera:
                 return "read failed (stream closed or timed out)"
             now_ns = time.monotonic_ns()
             self._count_from_thread(generation, "frames_read")
-            problem = check_frame(frame, shape)
+            # A fifth of an interval early still counts: frame times jitter, and a 10 fps source
+            # analysed at 5 fps should give every second frame, not an irregular pattern.
+            if now_ns < next_due_ns - interval_ns // 5:
+                continue  # not due for analysis: skipped (already taken off the stream, so no lag)
+            try:
+                ok, frame = cap.retrieve()
+            except Exception as err:
+                self._count_from_thread(generation, "read_failures")
+                return f"read failed: {err}"
+            problem = check_frame(frame if ok else None, shape)
             if problem is not None:
                 consecutive_bad += 1
                 self._count_from_thread(generation, "bad_frames")
@@ -532,10 +546,6 @@ class Camera:
             if shape is None:
                 shape = frame.shape
                 backoff.reset()
-            # A fifth of an interval early still counts: frame times jitter, and a 10 fps source
-            # analysed at 5 fps should give every second frame, not an irregular pattern.
-            if now_ns < next_due_ns - interval_ns // 5:
-                continue  # not due for analysis: skipped (already read, so the stream does not lag)
             behind = now_ns - next_due_ns >= interval_ns
             next_due_ns = now_ns + interval_ns if behind else next_due_ns + interval_ns
             self._hand_over(generation, frame, utc_now(), now_ns)

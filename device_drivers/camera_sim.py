@@ -160,7 +160,8 @@ class ScriptedCapture:
 
     ``script`` items are frames (returned by ``read``), ``"garbage"`` (a wrong-shaped array),
     ``"fail"`` (``read`` returns False) or ``"hang"`` (``read`` blocks until :meth:`release` or
-    ``hang_s``). After the script, reads return False. Reads are paced at ``fps``.
+    ``hang_s``). After the script, reads return False. Reads are paced at ``fps``; ``grab`` reads
+    and keeps the result for ``retrieve``, as OpenCV's capture does.
     """
 
     def __init__(self, script: Sequence[NDArray[Any] | str], fps: float = 20.0, hang_s: float = 60.0) -> None:
@@ -169,10 +170,18 @@ class ScriptedCapture:
         self._interval = 1.0 / fps
         self._hang_s = hang_s
         self._released = threading.Event()
+        self._pending: tuple[bool, Any] = (False, None)
         self.reads = 0
 
     def isOpened(self) -> bool:
         return not self._released.is_set()
+
+    def grab(self) -> bool:
+        self._pending = self.read()
+        return self._pending[0]
+
+    def retrieve(self) -> tuple[bool, Any]:
+        return self._pending
 
     def read(self) -> tuple[bool, Any]:
         self.reads += 1
