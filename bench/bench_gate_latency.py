@@ -1,0 +1,217 @@
+"""Card swipe on a serial line → open command written to the turnstile line, with the real agent.
+
+A simulated EM4100 reader writes each card's bytes into a pty; the agent's driver decodes it, the
+gate decides from a roster of 10,000 people, and the turnstile driver writes the open command into
+another pty, where the simulated turnstile timestamps it. The baseline, measured in the same run, is
+the bare wire: the same two frames through two pty pairs read by a blocking thread, with no agent.
+Bar (DESIGN.md): p99 < 10 ms excluding the wire time.
+
+Run: ``.venv/bin/python bench/bench_gate_latency.py [--swipes N] [--persons N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tty
+from pathlib import Path
+from typing import Any
+
+from device_drivers.profile import load_profile, resolve_profile
+from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TurnstileSimulator
+from device_drivers.turnstile_codec import TurnstileMessage
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def roster(persons: int) -> dict[str, Any]:
+    return {
+        "kind": "snapshot",
+        "version": 1,
+        "persons": [
+            {
+                "id": f"P{i:06d}",
+                "name": f"Person {i}",
+                "role": "student",
+                "group": "G",
+                "access_groups": ["all"],
+            }
+            for i in range(persons)
+        ],
+        "credentials": [
+            {"credential": f"{0x5000000000 + i:010X}", "format": "em4100", "person_id": f"P{i:06d}"}
+            for i in range(persons)
+        ],
+        "access_groups": [{"id": "all", "gates": ["gate-1"]}],
+    }
+
+
+class TimedTurnstile(TurnstileSimulator):
+    """Stamps the moment each command's bytes are decoded on the turnstile side of the line."""
+
+    arrivals: list[int]
+
+    def _command(self, command: TurnstileMessage) -> None:
+        self.arrivals.append(time.perf_counter_ns())
+        super()._command(command)
+
+
+def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        ("user root\n" if os.geteuid() == 0 else "") + f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+    )
+    proc = subprocess.Popen(
+        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("mosquitto did not start")
+
+
+async def agent_latencies(
+    workdir: Path, swipes: int, persons: int, broker_port: int
+) -> tuple[list[float], bytes, bytes]:
+    seed = workdir / "roster.json"
+    seed.write_text(json.dumps(roster(persons)))
+    reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
+    turnstile = TimedTurnstile(
+        load_profile(resolve_profile("turnstile_stx_xor")), PtyEndpoint(), passage_delay_s=0.001
+    )
+    turnstile.arrivals = []
+    async with reader, turnstile:
+        config = parse_config(f"""
+gateway: {{site: bench, id: gw-1}}
+agent: {{data_dir: {workdir / "data"}, roster_seed: {seed}, log_level: warning}}
+mqtt: {{url: "mqtt://127.0.0.1:{broker_port}"}}
+devices:
+  - {{kind: card_reader, id: reader, profile: em4100_id12, port: "{reader.url}", debounce_s: 0}}
+  - {{kind: turnstile, id: turnstile, profile: turnstile_stx_xor, port: "{turnstile.url}"}}
+gates:
+  - {{id: gate-1, readers: [{{device: reader}}], turnstile: turnstile}}
+""")
+        agent = Agent(config, data_dir=workdir / "data")
+        task = asyncio.create_task(agent.run())
+        while not (
+            agent.roster
+            and agent.roster.version == 1
+            and agent.device_state.get("reader", {}).get("online")
+            and agent.device_state.get("turnstile", {}).get("online")
+        ):
+            await asyncio.sleep(0.05)
+        latencies = []
+        card_frame = b""
+        for i in range(swipes):
+            expected = len(turnstile.arrivals) + 1
+            card = f"{0x5000000000 + (i * 7919) % persons:010X}"
+            start = time.perf_counter_ns()
+            card_frame = reader.present(card)
+            while len(turnstile.arrivals) < expected:
+                await asyncio.sleep(0)
+            latencies.append((turnstile.arrivals[-1] - start) / 1e6)
+        open_frame = turnstile.codec.command("open", "entry")
+        # The grant is reported right after the open command is written; let the last one land.
+        deadline = time.monotonic() + 5
+        while agent.gates["gate-1"].stats.granted < swipes and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        granted = agent.gates["gate-1"].stats.granted
+        agent.request_stop("bench")
+        await task
+        if granted != swipes:
+            raise RuntimeError(f"{granted} of {swipes} swipes granted")
+    return latencies, card_frame, open_frame
+
+
+def wire_latencies(n: int, frames: list[bytes]) -> list[float]:
+    """The same frames through pty pairs to a blocking reader thread: what the line itself costs."""
+    pairs = [os.openpty() for _ in frames]
+    for _, slave in pairs:
+        tty.setraw(slave)
+    out = []
+    for _ in range(n):
+        total = 0
+        for (master, slave), frame in zip(pairs, frames, strict=True):
+            done = threading.Event()
+            stamp = [0]
+
+            def read(
+                fd: int = slave, size: int = len(frame), box: list[int] = stamp, ev: threading.Event = done
+            ) -> None:
+                got = 0
+                while got < size:
+                    got += len(os.read(fd, size - got))
+                box[0] = time.perf_counter_ns()
+                ev.set()
+
+            thread = threading.Thread(target=read)
+            thread.start()
+            start = time.perf_counter_ns()
+            os.write(master, frame)
+            done.wait()
+            thread.join()
+            total += stamp[0] - start
+        out.append(total / 1e6)
+    for master, slave in pairs:
+        os.close(master)
+        os.close(slave)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--swipes", type=int, default=10_000)
+    parser.add_argument("--persons", type=int, default=10_000)
+    args = parser.parse_args()
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gate-"))
+    broker, port = start_broker(workdir)
+    try:
+        latencies, card_frame, open_frame = asyncio.run(
+            agent_latencies(workdir, args.swipes, args.persons, port)
+        )
+        wire = wire_latencies(min(args.swipes, 2000), [card_frame, open_frame])
+    finally:
+        broker.terminate()
+        broker.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    w50, w99 = percentile(wire, 0.5), percentile(wire, 0.99)
+    print(
+        f"swipe -> open written, {args.swipes:,} swipes, roster of {args.persons:,}: "
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(latencies):.2f} ms, mean {statistics.mean(latencies):.2f} ms"
+    )
+    print(f"wire baseline (both frames through pty pairs, no agent): p50 {w50:.3f} ms, p99 {w99:.3f} ms")
+    print(
+        f"excluding the wire: p50 {p50 - w50:.2f} ms, p99 {p99 - w99:.2f} ms (ratio to wire p50 {p50 / w50:.1f}x); "
+        "bar p99 < 10 ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
