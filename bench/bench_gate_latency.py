@@ -204,12 +204,13 @@ def main() -> None:
     w50, w99 = percentile(wire, 0.5), percentile(wire, 0.99)
     print(
         f"swipe -> open written, {args.swipes:,} swipes, roster of {args.persons:,}: "
-        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(latencies):.2f} ms, mean {statistics.mean(latencies):.2f} ms"
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(latencies):.2f} ms, "
+        f"mean {statistics.mean(latencies):.2f} ms"
     )
     print(f"wire baseline (both frames through pty pairs, no agent): p50 {w50:.3f} ms, p99 {w99:.3f} ms")
     print(
-        f"excluding the wire: p50 {p50 - w50:.2f} ms, p99 {p99 - w99:.2f} ms (ratio to wire p50 {p50 / w50:.1f}x); "
-        "bar p99 < 10 ms"
+        f"excluding the wire: p50 {p50 - w50:.2f} ms, p99 {p99 - w99:.2f} ms "
+        f"(ratio to wire p50 {p50 / w50:.1f}x); bar p99 < 10 ms"
     )
 
 
