@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from types import TracebackType
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -53,6 +52,7 @@ class CardReaderDriver(SerialDriver):
     ) -> None:
         if url is None and not simulated:
             raise ValueError("a port URL is needed unless simulated")
+        self.simulator = CardReaderSimulator(profile, PtyEndpoint()) if simulated else None
         super().__init__(
             device_id,
             url or "",
@@ -60,12 +60,10 @@ class CardReaderDriver(SerialDriver):
             CardCodec(profile),
             backoff=backoff,
             inter_byte_timeout_s=profile.timing.inter_byte_timeout_ms / 1000,
+            simulator=self.simulator,
         )
         self.profile = profile
         self.debounce_ns = int(debounce_s * 1e9)
-        self.simulator: CardReaderSimulator | None = (
-            CardReaderSimulator(profile, PtyEndpoint()) if simulated else None
-        )
         self._last: tuple[str, int] = ("", 0)
 
     @classmethod
@@ -78,19 +76,6 @@ class CardReaderDriver(SerialDriver):
             backoff=config.backoff,
             simulated=config.simulated,
         )
-
-    async def __aenter__(self) -> Self:
-        if self.simulator is not None:
-            await self.simulator.__aenter__()
-            self.url = self.simulator.url
-        return await super().__aenter__()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await super().__aexit__(exc_type, exc, tb)
-        if self.simulator is not None:
-            await self.simulator.__aexit__(exc_type, exc, tb)
 
     def _on_value(self, value: CardData, at: datetime, received_ns: int) -> None:
         last_credential, last_ns = self._last

@@ -27,6 +27,7 @@ from device_drivers.base import ReadingSource
 from device_drivers.codecs import Codec, drain
 from device_drivers.errors import DeviceError, MalformedFrame
 from device_drivers.profile import FirmwareProfile, ProfileError, Transport, load_profile, resolve_profile
+from device_drivers.simulators import Simulator
 from device_drivers.types import utc_now
 
 logger = logging.getLogger(__name__)
@@ -137,8 +138,10 @@ class SerialDriver(ReadingSource):
         backoff: BackoffConfig | None = None,
         inter_byte_timeout_s: float | None = None,
         queue_size: int = 1000,
+        simulator: Simulator | None = None,
     ) -> None:
         super().__init__(device_id, queue_size)
+        self._simulator = simulator
         self.url = url
         self.transport = transport
         self.codec = codec
@@ -154,6 +157,10 @@ class SerialDriver(ReadingSource):
     async def __aenter__(self) -> Self:
         if self._task is not None:
             raise RuntimeError(f"driver {self.device_id} is already running")
+        if self._simulator is not None:
+            # A simulated device: its simulator lives exactly as long as the driver.
+            await self._simulator.__aenter__()
+            self.url = self._simulator.url
         self._open_readings()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-{self.device_id}")
         self._task = asyncio.create_task(self._run(), name=f"driver:{self.device_id}")
@@ -172,6 +179,8 @@ class SerialDriver(ReadingSource):
             self._io.shutdown(wait=False)
             self._io = None
         self._close_readings()
+        if self._simulator is not None:
+            await self._simulator.__aexit__(exc_type, exc, tb)
 
     # -- the connection loop -----------------------------------------------------------------------
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from types import TracebackType
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -55,6 +54,11 @@ class TurnstileDriver(SerialDriver):
         if url is None and not simulated:
             raise ValueError("a port URL is needed unless simulated")
         self.turnstile = TurnstileCodec(profile, address)
+        self.simulator = (
+            TurnstileSimulator(profile, PtyEndpoint(), address=address, passage_delay_s=sim_passage_delay_s)
+            if simulated
+            else None
+        )
         super().__init__(
             device_id,
             url or "",
@@ -62,13 +66,9 @@ class TurnstileDriver(SerialDriver):
             self.turnstile,
             backoff=backoff,
             inter_byte_timeout_s=profile.timing.inter_byte_timeout_ms / 1000,
+            simulator=self.simulator,
         )
         self.profile = profile
-        self.simulator: TurnstileSimulator | None = None
-        if simulated:
-            self.simulator = TurnstileSimulator(
-                profile, PtyEndpoint(), address=address, passage_delay_s=sim_passage_delay_s
-            )
 
     @classmethod
     def from_config(cls, config: TurnstileConfig) -> TurnstileDriver:
@@ -81,19 +81,6 @@ class TurnstileDriver(SerialDriver):
             simulated=config.simulated,
             sim_passage_delay_s=config.sim_passage_delay_s,
         )
-
-    async def __aenter__(self) -> Self:
-        if self.simulator is not None:
-            await self.simulator.__aenter__()
-            self.url = self.simulator.url
-        return await super().__aenter__()
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await super().__aexit__(exc_type, exc, tb)
-        if self.simulator is not None:
-            await self.simulator.__aexit__(exc_type, exc, tb)
 
     async def open(self, direction: Direction) -> None:
         """Let one person through in ``direction`` (open A = entry, open B = exit).
