@@ -4,9 +4,10 @@ the ``counters`` the agent exports, and online/offline reporting."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import cast
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, cast
 
 from device_drivers.types import DeviceOffline, DeviceOnline, Reading, utc_now
 
@@ -29,6 +30,7 @@ class ReadingSource:
         self.online = False
         self._readings: asyncio.Queue[object] = asyncio.Queue(queue_size)
         self._offline_reported = False
+        self._task: asyncio.Task[None] | None = None
 
     async def readings(self) -> AsyncIterator[Reading]:
         """Readings until the driver is closed."""
@@ -37,6 +39,22 @@ class ReadingSource:
             if item is _CLOSED:
                 return
             yield cast(Reading, item)
+
+    def _start(self, run: Coroutine[Any, Any, None]) -> None:
+        """Open the readings and run ``run`` (the driver's loop) as a named task."""
+        if self._task is not None:
+            run.close()
+            raise RuntimeError(f"driver {self.device_id} is already running")
+        self._open_readings()
+        self._task = asyncio.create_task(run, name=f"driver:{self.device_id}")
+
+    async def _stop(self) -> None:
+        """Cancel the driver's loop and wait for it."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _open_readings(self) -> None:
         self._readings = asyncio.Queue(self.queue_size)

@@ -168,7 +168,6 @@ class KeyboardWedgeReader(ReadingSource):
         self.backoff = Backoff(backoff or BackoffConfig())
         self.opener = opener
         self.card_format = f"keyboard_{decoder.alphabet}"
-        self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, config: KeyboardWedgeConfig) -> KeyboardWedgeReader:
@@ -181,20 +180,13 @@ class KeyboardWedgeReader(ReadingSource):
         return cls(config.id, config.device, decoder, grab=config.grab, backoff=config.backoff)
 
     async def __aenter__(self) -> Self:
-        if self._task is not None:
-            raise RuntimeError(f"driver {self.device_id} is already running")
-        self._open_readings()
-        self._task = asyncio.create_task(self._run(), name=f"driver:{self.device_id}")
+        self._start(self._run())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._stop()
         self._close_readings()
 
     async def _run(self) -> None:

@@ -148,32 +148,26 @@ class SerialDriver(ReadingSource):
         self.backoff = Backoff(backoff or BackoffConfig())
         self.inter_byte_timeout_ns = None if inter_byte_timeout_s is None else int(inter_byte_timeout_s * 1e9)
         self._port: serial.SerialBase | None = None
-        self._task: asyncio.Task[None] | None = None
         self._io: ThreadPoolExecutor | None = None
         self._stop_reader = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self._task is not None:
+        if self._task is not None:  # before anything is started twice
             raise RuntimeError(f"driver {self.device_id} is already running")
         if self._simulator is not None:
             # A simulated device: its simulator lives exactly as long as the driver.
             await self._simulator.__aenter__()
             self.url = self._simulator.url
-        self._open_readings()
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"serial-{self.device_id}")
-        self._task = asyncio.create_task(self._run(), name=f"driver:{self.device_id}")
+        self._start(self._run())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._stop()
         await self._close_port()
         if self._io is not None:
             self._io.shutdown(wait=False)

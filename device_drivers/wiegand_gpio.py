@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -138,7 +137,6 @@ class GpioWiegandReader(ReadingSource):
         self.source = edges
         self.codec = codec
         self.frame_gap_s = frame_gap_s
-        self._task: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, config: GpioWiegandConfig) -> GpioWiegandReader:
@@ -147,21 +145,14 @@ class GpioWiegandReader(ReadingSource):
         return cls(config.id, edges, codec, frame_gap_s=config.frame_gap_ms / 1000)
 
     async def __aenter__(self) -> Self:
-        if self._task is not None:
-            raise RuntimeError(f"driver {self.device_id} is already running")
-        self._open_readings()
-        self._task = asyncio.create_task(self._run(), name=f"driver:{self.device_id}")
+        self._start(self._run())
         self._went_online("GPIO lines ready")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._stop()
         self._close_readings()
 
     async def _run(self) -> None:
