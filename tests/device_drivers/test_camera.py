@@ -208,7 +208,8 @@ def test_garbage_frames_are_counted_and_dropped() -> None:
         caps.append(ScriptedCapture(script if not caps else good(50), fps=50))
         return caps[-1]
 
-    cam = Camera(CameraConfig(id="usb1", url="usb:0", analysis_fps=60)  # every scripted frame is due, capture_factory=factory)
+    # analysis_fps 60: every scripted frame is due, so every garbage frame is looked at.
+    cam = Camera(CameraConfig(id="usb1", url="usb:0", analysis_fps=60), capture_factory=factory)
     items = asyncio.run(collect(cam, lambda it: sum(isinstance(i, CameraFrame) for i in it) >= 6, 5.0))
     frames = [i for i in items if isinstance(i, CameraFrame)]
     assert all(f.frame.shape == (120, 160, 3) for f in frames)
