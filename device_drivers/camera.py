@@ -319,6 +319,11 @@ class Camera:
             wake.clear()
             await wake.wait()
 
+    async def readings(self) -> AsyncIterator[CameraItem]:
+        """The same as :meth:`frames`, under the name every other driver uses (``driver.readings()``)."""
+        async for item in self.frames():
+            yield item
+
     # event-loop side (state below is touched on the loop only, via call_soon_threadsafe, except
     # counters and the frame slot, which have their own locks)
 

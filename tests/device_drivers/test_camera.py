@@ -268,6 +268,18 @@ def test_camera_is_a_reusable_context_manager(tmp_path: Path) -> None:
         items = asyncio.run(collect(cam, lambda it: len(it) > 3, 5.0))
         assert kinds(items) == ["on", "F"]
 
+    async def via_readings() -> list[CameraItem]:
+        # The agent reads every driver through readings(); a camera answers to it as well.
+        async with cam:
+            out = []
+            async for item in cam.readings():
+                out.append(item)
+                if len(out) > 3:
+                    return out
+        return out
+
+    assert kinds(asyncio.run(asyncio.wait_for(via_readings(), 5.0))) == ["on", "F"]
+
     async def drain(c: Camera) -> list[CameraItem]:
         return [item async for item in c.frames()]
 
