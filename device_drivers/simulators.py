@@ -252,7 +252,8 @@ class TurnstileSimulator(Simulator):
 
     After ``open`` it reports ``passage_done`` in that direction after ``passage_delay_s``, or, with
     ``auto_pass`` off, ``passage_timeout`` after the profile's passage window (``passage_window_s``
-    overrides it).
+    overrides it). Set ``ack`` false to make it silent, put command names in ``refuse`` to have
+    them answered with a nak.
     """
 
     def __init__(
@@ -271,6 +272,8 @@ class TurnstileSimulator(Simulator):
         self.passage_delay_s = passage_delay_s
         self.auto_pass = auto_pass
         self.passage_window_s = passage_window_s or profile.timing.passage_window_s
+        self.ack = True
+        self.refuse: set[str] = set()
         self.commands: list[TurnstileMessage] = []
         self.counters: dict[str, int] = {}
         self.state: Literal["locked", "normal", "open", "held_open"] = "normal"
@@ -303,13 +306,14 @@ class TurnstileSimulator(Simulator):
     def _command(self, command: TurnstileMessage) -> None:
         self.commands.append(command)
         self.command_received.set()
-        spec = next(
-            c
-            for c in self.codec.spec.commands
-            if c.name == command.name and c.direction in (None, command.direction)
-        )
-        with contextlib.suppress(ValueError):
-            self._send(self.codec.event("ack", value=spec.code))
+        code = self.codec.spec_for("command", command.name, command.direction).code
+        if command.name in self.refuse:
+            with contextlib.suppress(ValueError):
+                self._send(self.codec.event("nak", value=code))
+            return
+        if self.ack:
+            with contextlib.suppress(ValueError):
+                self._send(self.codec.event("ack", value=code))
         if command.name == "open":
             self.state = "open"
             if self.auto_pass:

@@ -3,12 +3,14 @@ profile describes (:class:`~device_drivers.turnstile_codec.TurnstileCodec`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
+from device_drivers.errors import DeviceError
 from device_drivers.profile import Direction, FirmwareProfile
 from device_drivers.serial_driver import BackoffConfig, SerialDeviceConfig, SerialDriver
 from device_drivers.simulators import PtyEndpoint, TurnstileSimulator
@@ -24,6 +26,9 @@ class TurnstileConfig(SerialDeviceConfig):
     kind: Literal["turnstile"] = Field(description="Selects this driver.")
     address: int | None = Field(
         default=None, ge=0, le=255, description="RS-485 address; default: the profile's."
+    )
+    retries: int = Field(
+        default=1, ge=0, le=5, description="Resends of a confirmed command the device did not acknowledge."
     )
     sim_passage_delay_s: float = Field(
         default=0.5, ge=0, description="With `simulated`: how long the simulated person takes to pass."
@@ -50,6 +55,7 @@ class TurnstileDriver(SerialDriver):
         backoff: BackoffConfig | None = None,
         simulated: bool = False,
         sim_passage_delay_s: float = 0.5,
+        retries: int = 1,
     ) -> None:
         if url is None and not simulated:
             raise ValueError("a port URL is needed unless simulated")
@@ -69,6 +75,9 @@ class TurnstileDriver(SerialDriver):
             simulator=self.simulator,
         )
         self.profile = profile
+        self.retries = retries
+        self.response_timeout_s = profile.timing.response_timeout_ms / 1000
+        self._awaiting: list[tuple[int, asyncio.Future[bool]]] = []
 
     @classmethod
     def from_config(cls, config: TurnstileConfig) -> TurnstileDriver:
@@ -80,27 +89,64 @@ class TurnstileDriver(SerialDriver):
             backoff=config.backoff,
             simulated=config.simulated,
             sim_passage_delay_s=config.sim_passage_delay_s,
+            retries=config.retries,
         )
 
-    async def open(self, direction: Direction) -> None:
+    async def open(self, direction: Direction, *, confirm: bool = False) -> None:
         """Let one person through in ``direction`` (open A = entry, open B = exit).
 
         Returns once the command is written; the passage arrives later as a ``passage_done`` (or
-        ``passage_timeout``) event. Raises :class:`DeviceError` (``offline``...) if it cannot be sent.
+        ``passage_timeout``) event. With ``confirm`` it returns once the device acknowledged,
+        resending up to ``retries`` times after the profile's response timeout. Raises
+        :class:`DeviceError`: ``offline``, ``write_failed``, ``nak``, ``no_ack``.
         """
-        await self.write(self.turnstile.command("open", direction))
+        await self._command("open", direction, confirm)
 
-    async def hold_open(self, direction: Direction = "entry") -> None:
+    async def hold_open(self, direction: Direction = "entry", *, confirm: bool = False) -> None:
         """Keep the passage open (events, evacuation) until :meth:`normal` or :meth:`lock`."""
-        await self.write(self.turnstile.command("hold_open", direction))
+        await self._command("hold_open", direction, confirm)
 
-    async def lock(self) -> None:
+    async def lock(self, *, confirm: bool = False) -> None:
         """Refuse every passage."""
-        await self.write(self.turnstile.command("lock"))
+        await self._command("lock", None, confirm)
 
-    async def normal(self) -> None:
+    async def normal(self, *, confirm: bool = False) -> None:
         """Back to normal operation (closed, opened per passage)."""
-        await self.write(self.turnstile.command("normal"))
+        await self._command("normal", None, confirm)
+
+    async def _command(self, name: str, direction: Direction | None, confirm: bool) -> None:
+        frame = self.turnstile.command(name, direction)
+        if not confirm:
+            await self.write(frame)
+            return
+        code = self.turnstile.spec_for("command", name, direction).code
+        loop = asyncio.get_running_loop()
+        for _ in range(1 + self.retries):
+            answer: asyncio.Future[bool] = loop.create_future()
+            pending = (code, answer)
+            self._awaiting.append(pending)
+            try:
+                await self.write(frame)
+                accepted = await asyncio.wait_for(answer, self.response_timeout_s)
+            except TimeoutError:
+                self._count("no_ack")
+                continue
+            finally:
+                self._awaiting.remove(pending)
+            if accepted:
+                return
+            raise DeviceError(f"device {self.device_id} refused {name}", device_id=self.device_id, code="nak")
+        raise DeviceError(
+            f"device {self.device_id} did not acknowledge {name}", device_id=self.device_id, code="no_ack"
+        )
+
+    def _answer(self, value: int | None, accepted: bool) -> bool:
+        """Resolve the oldest command waiting for this ack/nak; whether one was waiting."""
+        for code, answer in self._awaiting:
+            if (value is None or value == code) and not answer.done():
+                answer.set_result(accepted)
+                return True
+        return False
 
     def _on_value(self, value: TurnstileMessage, at: datetime, received_ns: int) -> None:
         if value.address is not None and value.address != self.turnstile.address:
@@ -111,7 +157,10 @@ class TurnstileDriver(SerialDriver):
             return
         if value.name == "ack":
             self._count("ack")
+            self._answer(value.value, True)
             return
+        if value.name == "nak":
+            self._answer(value.value, False)
         self._count(value.name)
         detail = self.turnstile.fault_name(value.value) if value.name == "fault" else None
         if value.name == "nak":

@@ -93,18 +93,25 @@ class TurnstileCodec:
                 return None
         return TurnstileMessage(kind, spec.name, direction, value, frame.address)
 
-    def encode(self, message: TurnstileMessage) -> bytes:
-        """The frame for ``message``; raises ``ValueError`` if the profile cannot express it."""
-        specs = self.spec.commands if message.kind == "command" else self.spec.events
-        named = [s for s in specs if s.name == message.name]
+    def spec_for(
+        self, kind: Literal["command", "event"], name: str, direction: Direction | None = None
+    ) -> MessageSpec:
+        """The profile entry that says ``name`` in ``direction``; ``ValueError`` if there is none.
+        A code fixed to the direction wins over a ``{direction}`` placeholder."""
+        specs = self.spec.commands if kind == "command" else self.spec.events
+        named = [s for s in specs if s.name == name]
         if not named:
-            raise ValueError(f"profile {self.profile.id} has no {message.kind} {message.name}")
-        # A code fixed to the direction wins over a {direction} placeholder.
-        spec = next((s for s in named if s.direction is not None and s.direction == message.direction), None)
+            raise ValueError(f"profile {self.profile.id} has no {kind} {name}")
+        spec = next((s for s in named if s.direction is not None and s.direction == direction), None)
         if spec is None:
             spec = next((s for s in named if s.direction is None), None)
         if spec is None:
-            raise ValueError(f"{message.name} has no code for direction {message.direction}")
+            raise ValueError(f"{name} has no code for direction {direction}")
+        return spec
+
+    def encode(self, message: TurnstileMessage) -> bytes:
+        """The frame for ``message``; raises ``ValueError`` if the profile cannot express it."""
+        spec = self.spec_for(message.kind, message.name, message.direction)
         data = bytearray()
         for token in spec.tokens:
             if token == "{direction}":

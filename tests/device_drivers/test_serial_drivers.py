@@ -431,3 +431,37 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert len(set(delays[3:])) > 1  # jittered, not a fixed cap
     backoff.reset()
     assert backoff.next_delay() <= 1
+
+
+@pytest.mark.parametrize("name", ["turnstile_stx_xor", "turnstile_rs485_crc"])
+def test_confirmed_commands_wait_for_ack_resend_and_report_nak(name: str) -> None:
+    async def scenario() -> None:
+        prof = profile(name)
+        async with (
+            TurnstileSimulator(prof, PtyEndpoint(), passage_delay_s=0.05) as sim,
+            TurnstileDriver("gate-c", sim.url, prof, backoff=FAST, retries=2) as driver,
+        ):
+            readings = Readings(driver)
+            await readings.next(DeviceOnline)
+            await driver.open("exit", confirm=True)
+            assert driver.counters["ack"] == 1
+            assert (await readings.next(TurnstileEvent)).kind == "passage_done"
+
+            sim.ack = False  # a deaf controller: the command goes out 1 + retries times
+            with pytest.raises(DeviceError) as err:
+                await driver.lock(confirm=True)
+            assert err.value.code == "no_ack"
+            assert [c.name for c in sim.commands].count("lock") == 3
+            assert driver.counters["no_ack"] == 3
+
+            sim.ack = True
+            sim.refuse.add("hold_open")
+            with pytest.raises(DeviceError) as err:
+                await driver.hold_open("entry", confirm=True)
+            assert err.value.code == "nak"
+            nak = await readings.next(TurnstileEvent)
+            assert nak.kind == "nak"
+            assert nak.value == driver.turnstile.spec_for("command", "hold_open", "entry").code
+            await driver.normal(confirm=True)
+
+    run(scenario())
