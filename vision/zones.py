@@ -243,6 +243,12 @@ class CameraZones(BaseModel):
     camera_id: str = Field(min_length=1, description="The camera (device id) these zones belong to.")
     zones: list[PolygonZone] = Field(default_factory=list, description="Polygon zones.")
     lines: list[LineZone] = Field(default_factory=list, description="Directed lines (tripwires).")
+    reference_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
+        default=None,
+        description="[width, height] of the picture the pixel coordinates were drawn on. When set, pixel "
+        "zones are checked to lie inside it and are scaled to frames of another size (a camera switched "
+        "to a lower resolution keeps its zones); when unset, pixel coordinates are used as they are.",
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Self:
@@ -250,15 +256,26 @@ class CameraZones(BaseModel):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"camera {self.camera_id!r}: duplicate zone/line ids {dupes}")
+        if self.reference_size is not None:
+            rw, rh = self.reference_size
+            for item_id, pts in [(z.id, z.points) for z in self.zones if z.coords == "pixel"] + [
+                (ln.id, [ln.start, ln.end]) for ln in self.lines if ln.coords == "pixel"
+            ]:
+                for x, y in pts:
+                    if not (0 <= x <= rw and 0 <= y <= rh):
+                        raise ValueError(f"{item_id!r}: point ({x}, {y}) is outside the {rw}x{rh} picture")
         return self
 
     def in_pixels(self, width: int, height: int) -> CameraZones:
         """The same zones with every coordinate in pixels of a ``width`` × ``height`` frame."""
         if width <= 0 or height <= 0:
             raise ZoneConfigError(f"frame size {width}x{height} is not positive", code="bad_frame_size")
+        sx, sy = (1.0, 1.0)
+        if self.reference_size is not None:
+            sx, sy = width / self.reference_size[0], height / self.reference_size[1]
 
         def scale(p: Point, normalized: bool) -> Point:
-            return (p[0] * width, p[1] * height) if normalized else p
+            return (p[0] * width, p[1] * height) if normalized else (p[0] * sx, p[1] * sy)
 
         zones = [
             z.model_copy(
@@ -276,6 +293,7 @@ class CameraZones(BaseModel):
             )
             for ln in self.lines
         ]
+        # No reference size on the result: its coordinates are this frame's pixels, used as they are.
         return CameraZones(camera_id=self.camera_id, zones=zones, lines=lines)
 
 

@@ -305,3 +305,29 @@ def test_draw_zones_outlines_zones_and_points_the_line_arrow_to_side_b() -> None
     barbs_above = int(cyan[75:99, 280:289].sum() + cyan[75:99, 292:301].sum())
     assert barbs_below > 0 and barbs_above == 0
     assert side_of_line((290.0, 120.0), cfg.lines[0].start, cfg.lines[0].end) == 1
+
+
+def test_pixel_zones_scale_to_another_resolution_when_the_reference_size_is_given() -> None:
+    cfg = CameraZones.model_validate(
+        {
+            "camera_id": "cam1",
+            "reference_size": [1280, 720],
+            "zones": [{"id": "z", "points": [[640, 360], [1280, 360], [1280, 720], [640, 720]]}],
+            "lines": [{"id": "l", "start": [0, 360], "end": [640, 360]}],
+        }
+    )
+    half = cfg.in_pixels(640, 360)
+    assert half.zones[0].points == [(320.0, 180.0), (640.0, 180.0), (640.0, 360.0), (320.0, 180.0 * 2)]
+    assert half.lines[0].end == (320.0, 180.0)
+    assert cfg.in_pixels(1280, 720).zones[0].points == cfg.zones[0].points
+    # Without a reference size pixel zones are taken as drawn.
+    plain = CameraZones(camera_id="cam1", zones=[PolygonZone(id="z", points=SQUARE)])
+    assert plain.in_pixels(640, 360).zones[0].points == SQUARE
+    with pytest.raises(ValidationError, match="outside the 1280x720 picture"):
+        CameraZones.model_validate(
+            {
+                "camera_id": "c",
+                "reference_size": [1280, 720],
+                "lines": [{"id": "l", "start": [0, 0], "end": [1300, 5]}],
+            }
+        )
