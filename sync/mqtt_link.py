@@ -597,10 +597,12 @@ class MqttLink:
         return bool(rows)
 
     def _publish_row(self, session: _Session, row: PendingRow) -> bool:
-        topics = self.topics.for_event(row.type, row.severity)
+        messages = [(topic, row.payload) for topic in self.topics.for_event(row.type, row.severity)]
+        if row.attachment is not None:
+            messages.append((self.topics.snapshot(row.event_id), row.attachment))
         mids = []
-        for topic in topics:
-            info = session.client.publish(topic, row.payload, qos=1)
+        for topic, payload in messages:
+            info = session.client.publish(topic, payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 # The connection is going away; the row stays pending and is sent again.
                 return False

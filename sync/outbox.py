@@ -95,6 +95,9 @@ class PendingRow:
     type: str
     severity: str | None
     payload: bytes
+    attachment: bytes | None = None
+    """Evidence (a JPEG snapshot) published beside the event, on ``snapshots/{event id}``."""
+    event_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +141,17 @@ def _migration_1_initial(db: sqlite_utils.Database) -> None:
 
 
 # Append only: never edit or reorder a migration that has shipped.
+def _migration_2_attachments(db: sqlite_utils.Database) -> None:
+    # Evidence beside an event; it lives and dies with its event row (see housekeeping).
+    db.execute(
+        "CREATE TABLE attachments (seq INTEGER PRIMARY KEY REFERENCES events(seq) ON DELETE CASCADE, "
+        "data BLOB NOT NULL)"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_initial", _migration_1_initial),
+    ("0002_attachments", _migration_2_attachments),
 ]
 
 
@@ -181,6 +193,7 @@ def _is_corruption(err: sqlite3.DatabaseError) -> bool:
 class _Append:
     event: Event
     future: asyncio.Future[Committed] | None
+    attachment: bytes | None = None
 
 
 @dataclass
@@ -260,6 +273,8 @@ class Outbox:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a batch is exactly one transaction.
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA busy_timeout=30000")
+        # Attachments are deleted with their event rows (ON DELETE CASCADE).
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
     def _open_files(self) -> None:
@@ -332,15 +347,17 @@ class Outbox:
 
     # -- producers ---------------------------------------------------------------------------
 
-    def submit(self, event: Event) -> None:
+    def submit(self, event: Event, attachment: bytes | None = None) -> None:
         """Queue an event for the next group commit and return at once.
 
         The hot path (gate decisions) uses this: the event is committed before it is published,
         but nobody waits for the fsync. A failed commit is logged and counted by the outbox.
+        ``attachment`` (a JPEG snapshot) is committed with the event and published beside it; the
+        event counts as delivered only when both are acknowledged.
         """
         if self._closed:
             raise OutboxClosed()
-        self._queue.put(_Append(event, None))
+        self._queue.put(_Append(event, None, attachment))
 
     def append_nowait(self, event: Event) -> asyncio.Future[Committed]:
         """Queue an event; the future resolves with its ``seq`` once it is durable."""
@@ -369,15 +386,16 @@ class Outbox:
         if self._read is None:
             raise OutboxClosed()
         rows = self._read.execute(
-            "SELECT seq, type, severity, payload FROM events "
-            "WHERE delivered_at IS NULL AND lane=? AND seq>? ORDER BY seq LIMIT ?",
+            "SELECT e.seq, e.type, e.severity, e.payload, a.data, e.id FROM events e "
+            "LEFT JOIN attachments a ON a.seq = e.seq "
+            "WHERE e.delivered_at IS NULL AND e.lane=? AND e.seq>? ORDER BY e.seq LIMIT ?",
             (int(lane), after_seq, limit),
         ).fetchall()
         with self._marking_lock:
             marking = self._marking
             return [
-                PendingRow(seq, lane, type_, severity, payload)
-                for seq, type_, severity, payload in rows
+                PendingRow(seq, lane, type_, severity, payload, attachment, event_id)
+                for seq, type_, severity, payload, attachment, event_id in rows
                 if seq not in marking
             ]
 
@@ -475,6 +493,7 @@ class Outbox:
         rows = []
         results: list[tuple[asyncio.Future[Committed] | None, Committed]] = []
         lanes_added = dict.fromkeys(Lane, 0)
+        attachments: list[tuple[int, bytes]] = []
         seq = self._last_seq
         for item in appends:
             seq += 1
@@ -483,6 +502,8 @@ class Outbox:
             lanes_added[lane] += 1
             severity = ev.severity.value if ev.severity is not None else None
             rows.append((seq, ev.id, int(lane), ev.type, severity, now, ev.to_json(seq)))
+            if item.attachment is not None:
+                attachments.append((seq, item.attachment))
             results.append((item.future, Committed(seq, ev.id)))
         try:
             if seq > self._reserved_seq:
@@ -497,6 +518,8 @@ class Outbox:
                     rows,
                 )
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?)", (str(seq),))
+            if attachments:
+                conn.executemany("INSERT INTO attachments (seq, data) VALUES (?, ?)", attachments)
             delivered_lanes: dict[int, int] = {}
             if marks:
                 conn.executemany(

@@ -411,3 +411,26 @@ def test_mutual_tls(tmp_path: Path) -> None:
         with_link(tmp_path / "nocert", fast(url, tls=TlsConfig(ca_file=str(pki["ca"]))), no_client_cert)
     finally:
         broker.stop()
+
+
+def test_alert_snapshot_is_published_beside_its_event(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    import cv2
+    import numpy as np
+
+    ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))
+    assert ok
+    collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
+    event = alert(7)
+
+    async def scenario(outbox: Outbox, link: MqttLink) -> None:
+        outbox.submit(event, attachment=jpeg.tobytes())
+        await outbox.flush()
+        await wait_until(lambda: outbox.pending_total == 0, 20, "event and snapshot acknowledged")
+
+    with_link(tmp_path, fast(mosquitto.url), scenario)
+    msgs = collector.wait_for(lambda m: any("/snapshots/" in x.topic for x in m))
+    collector.close()
+    snap = next(m for m in msgs if "/snapshots/" in m.topic)
+    assert snap.topic == f"campus/v1/{SITE}/{GW}/snapshots/{event.id}"
+    assert snap.payload == jpeg.tobytes()
+    assert any(m.topic.endswith("/alerts/critical") and m.json()["id"] == event.id for m in msgs)

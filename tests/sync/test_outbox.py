@@ -66,7 +66,7 @@ def test_append_assigns_increasing_seq_and_group_commits(tmp_path: Path) -> None
     conn = sqlite3.connect(tmp_path / DB_NAME)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 5000
-    assert [r[0] for r in conn.execute("SELECT name FROM migrations")] == ["0001_initial"]
+    assert [r[0] for r in conn.execute("SELECT name FROM migrations")] == ["0001_initial", "0002_attachments"]
     payload = conn.execute("SELECT payload FROM events WHERE seq=4242").fetchone()[0]
     event = parse_event(payload)
     assert event["seq"] == 4242 and event["data"]["counter"] == 4241
@@ -242,3 +242,26 @@ def test_disk_floor_drops_telemetry_and_returns_pages(tmp_path: Path) -> None:
             assert ob.stats.over_limit == 1
 
     run(scenario())
+
+
+def test_attachments_live_and_die_with_their_event(tmp_path: Path) -> None:
+    config = OutboxConfig(delivered_retention_s=0, housekeeping_interval_s=3600)
+
+    async def scenario() -> None:
+        async with Outbox(tmp_path, config, SOURCE) as ob:
+            ev = alert(1)
+            ob.submit(ev, attachment=b"\xff\xd8jpeg bytes")
+            await ob.flush()
+            row = ob.fetch_pending(Lane.ALERT, 0, 10)[0]
+            assert row.attachment == b"\xff\xd8jpeg bytes" and row.event_id == ev.id
+            ob.mark_delivered([row.seq])
+            await ob.flush()
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            ob.run_in_writer(lambda: (ob.housekeeping(), loop.call_soon_threadsafe(done.set_result, None)))
+            await done
+
+    run(scenario())
+    conn = sqlite3.connect(tmp_path / DB_NAME)
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM attachments").fetchone()[0] == 0
