@@ -398,8 +398,17 @@ class PersonPipeline:
             raise
         self.frames += 1
         h, w = frame.shape[:2]
+        dropped: list[Track] = []
+        observations: list[ZoneObservation] = []
         if self._frame_size != (w, h):
-            # Normalized zones follow the picture; pixel zones are taken as drawn for this size.
+            if self._judge is not None:
+                # The camera changed resolution: boxes of the old size cannot be matched to new ones,
+                # so every track ends here (reported as removed, leaving its zones) and starts afresh.
+                dropped = self.tracker.reset()
+                for t in dropped:
+                    observations += self._judge.forget(t.track_id, at)
+                self._last_detections = []
+                self._last_detect_at = None
             self._frame_size = (w, h)
             self._judge = ZoneJudge(self._zones_config.in_pixels(w, h))
             self.motion.reset()
@@ -413,7 +422,7 @@ class PersonPipeline:
             self._last_detect_at = at
             self.detector_runs += 1
         update = self.tracker.update(self._last_detections, at)
-        observations = judge.update({t.track_id: t.bottom_centre for t in update.visible}, at)
+        observations += judge.update({t.track_id: t.bottom_centre for t in update.visible}, at)
         for gone in update.removed:
             observations += judge.forget(gone.track_id, at)
         tamper = self.tamper.update(frame, at) if self.tamper is not None else []
@@ -423,7 +432,7 @@ class PersonPipeline:
             motion=motion.changed_fraction,
             detections=list(self._last_detections),
             tracks=update.visible,
-            removed=update.removed,
+            removed=dropped + update.removed,
             zones=observations,
             tamper=tamper,
         )

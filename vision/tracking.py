@@ -337,6 +337,13 @@ class Tracker:
     def _push_history(t: _State, at: float) -> None:
         t.history.append((at, float(t.box[0] + t.box[2]) / 2.0, float(t.box[3])))
 
+    def reset(self) -> list[Track]:
+        """End every track (e.g. the camera changed resolution) and return them. Ids keep counting
+        up, so an ended track's id is never given to another person."""
+        ended = [t.snapshot() for t in self._tracks]
+        self._tracks = []
+        return ended
+
     @property
     def tracks(self) -> list[Track]:
         """Snapshots of every live track."""

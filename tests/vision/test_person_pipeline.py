@@ -105,3 +105,25 @@ def test_normalized_zones_follow_the_frame_size_and_tamper_reports(shared_dir: P
         changes += pipeline.process(cover(small), k / FPS).tamper
     assert [(c.kind, c.active) for c in changes] == [("covered", True)]
     assert [c.kind for c in pipeline.poll(8 / FPS + 60)] == ["stream_lost"]
+
+
+def test_resolution_change_ends_tracks_and_zones_follow(shared_dir: Path) -> None:
+    pipeline = PersonPipeline(
+        "cam1", ZONES, PersonPipelineConfig(tamper=None), detector=shared_person_detector()
+    )
+    big = corridor_background()
+    paste = WalkerPath(
+        person_sprite(shared_dir, "figure"), stand_path((1000.0, 600.0), 6), SPRITE_HEIGHT["figure"]
+    )
+    frames = [cf.frame for cf in walk_clip(big, [paste], 6)]
+    results = [pipeline.process(f, k / FPS) for k, f in enumerate(frames)]
+    (tid,) = {t.track_id for t in results[-1].tracks}
+    assert any(isinstance(o, ZoneEntered) for r in results for o in r.zones)
+    small = np.ascontiguousarray(frames[-1][::2, ::2])
+    res = pipeline.process(small, 6 / FPS)
+    assert [t.track_id for t in res.removed] == [tid]
+    assert [(type(o).__name__, getattr(o, "reason", None)) for o in res.zones] == [("ZoneLeft", "track_lost")]
+    later = [pipeline.process(small, (7 + k) / FPS) for k in range(5)]
+    ids = {t.track_id for r in later for t in r.tracks}
+    assert ids and tid not in ids  # a new id for the same person, never the old one
+    assert any(isinstance(o, ZoneEntered) for r in later for o in r.zones)  # the zone scaled with the picture

@@ -200,3 +200,12 @@ def test_well_separated_walkers_never_swap(gaps: list[int], speed: float) -> Non
         for t in tracker.update(dets, k / FPS).visible:
             lane = round((t.bottom_centre[1] - 300) / 250)
             assert lane_of.setdefault(t.track_id, lane) == lane
+
+
+def test_reset_ends_all_tracks_and_never_reuses_ids() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    tracker.update([person(100, 400), person(500, 400)], 0.0)
+    ended = tracker.reset()
+    assert sorted(t.track_id for t in ended) == [1, 2] and tracker.tracks == []
+    up = tracker.update([person(100, 400)], 0.2)
+    assert [t.track_id for t in up.visible] == [3]
