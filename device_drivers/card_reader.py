@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from device_drivers.card_codec import CardCodec, CardData
 from device_drivers.profile import FirmwareProfile
 from device_drivers.serial_driver import BackoffConfig, SerialDeviceConfig, SerialDriver
-from device_drivers.simulators import CardReaderSimulator, PtyEndpoint
+from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, card_from_text
 from device_drivers.types import CardRead
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,29 @@ class CardReaderConfig(SerialDeviceConfig):
         "card stays in the field).",
     )
 
+    sim_cards: list[str] = Field(
+        default_factory=list,
+        description="With `simulated`: cards the simulator presents in turn (hex, or `FC:NUMBER[/BITS]` "
+        "for Wiegand).",
+    )
+    sim_interval_s: float = Field(
+        default=5.0, gt=0, description="With `simulated`: time between those cards."
+    )
+
     families: ClassVar[tuple[str, ...]] = ("card_reader", "wiegand_converter")
+
+    @model_validator(mode="after")
+    def _sim_cards(self) -> Self:
+        if self.sim_cards:
+            if not self.simulated:
+                raise ValueError("sim_cards needs simulated: true")
+            codec = CardCodec(self.load_profile())
+            for text in self.sim_cards:
+                try:
+                    card_from_text(codec, text)
+                except ValueError as err:
+                    raise ValueError(f"sim_cards: {text!r}: {err}") from None
+        return self
 
 
 class CardReaderDriver(SerialDriver):
@@ -49,10 +71,16 @@ class CardReaderDriver(SerialDriver):
         debounce_s: float = 1.0,
         backoff: BackoffConfig | None = None,
         simulated: bool = False,
+        sim_cards: list[str] | None = None,
+        sim_interval_s: float = 5.0,
     ) -> None:
         if url is None and not simulated:
             raise ValueError("a port URL is needed unless simulated")
-        self.simulator = CardReaderSimulator(profile, PtyEndpoint()) if simulated else None
+        self.simulator = (
+            CardReaderSimulator(profile, PtyEndpoint(), cards=sim_cards, interval_s=sim_interval_s)
+            if simulated
+            else None
+        )
         super().__init__(
             device_id,
             url or "",
@@ -75,6 +103,8 @@ class CardReaderDriver(SerialDriver):
             debounce_s=config.debounce_s,
             backoff=config.backoff,
             simulated=config.simulated,
+            sim_cards=config.sim_cards,
+            sim_interval_s=config.sim_interval_s,
         )
 
     def _on_value(self, value: CardData, at: datetime, received_ns: int) -> None:

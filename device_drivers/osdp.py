@@ -35,6 +35,7 @@ from device_drivers.card_codec import CardCodec, CardData, normalise_hex
 from device_drivers.errors import DeviceError
 from device_drivers.profile import load_profile, resolve_profile
 from device_drivers.serial_driver import Backoff, BackoffConfig
+from device_drivers.simulators import card_from_text
 from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, utc_now
 
 logger = logging.getLogger(__name__)
@@ -591,11 +592,7 @@ class OsdpReaderSimulator:
 
     def present(self, text: str) -> CardData:
         """Present a Wiegand card, ``FC:NUMBER[/BITS]`` (default 26 bits), as raw Wiegand data."""
-        fields, _, bits = text.partition("/")
-        facility, _, number = fields.rpartition(":")
-        card = self.wiegand.card_from_fields(
-            int(number), int(facility) if facility else None, int(bits or 26)
-        )
+        card = card_from_text(self.wiegand, text)
         self.present_bits(card.bits, bytes.fromhex(card.raw_hex))
         return card
 

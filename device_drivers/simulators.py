@@ -197,6 +197,16 @@ class Simulator:
         """Bytes from the driver; readers ignore them."""
 
 
+def card_from_text(codec: CardCodec, text: str) -> CardData:
+    """A card written as text: hex for EM4100/UID readers; ``FC:NUMBER`` or ``NUMBER``, optionally
+    followed by ``/BITS`` (default 26), for Wiegand layouts. ``ValueError`` if it does not fit."""
+    if codec.profile.wiegand is None:
+        return codec.card_from_hex(text)
+    fields, _, bits = text.partition("/")
+    facility, _, number = fields.rpartition(":")
+    return codec.card_from_fields(int(number), int(facility) if facility else None, int(bits or 26))
+
+
 def _corrupt_checksum(profile: FirmwareProfile, frame: bytes) -> bytes:
     """``frame`` with its last checksum byte changed (still hex where the checksum is ASCII hex)."""
     index = len(frame) - len(profile.framing.end or b"") - 1
@@ -208,21 +218,51 @@ def _corrupt_checksum(profile: FirmwareProfile, frame: bytes) -> bytes:
 
 
 class CardReaderSimulator(Simulator):
-    """A card reader or Wiegand converter of ``profile``."""
+    """A card reader or Wiegand converter of ``profile``; while running it presents ``cards`` (if
+    any) in turn every ``interval_s``, as a demo does."""
 
-    def __init__(self, profile: FirmwareProfile, endpoint: SimEndpoint | None = None) -> None:
+    def __init__(
+        self,
+        profile: FirmwareProfile,
+        endpoint: SimEndpoint | None = None,
+        *,
+        cards: list[str] | None = None,
+        interval_s: float = 5.0,
+    ) -> None:
         super().__init__(endpoint)
         self.profile = profile
         self.codec = CardCodec(profile)
+        self.cards = [self.card(text) for text in cards or []]
+        self.interval_s = interval_s
+        self._demo: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        if self.cards:
+            self._demo = asyncio.create_task(self._present_in_turn(), name=f"demo-cards:{self.url}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._demo is not None:
+            self._demo.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._demo
+            self._demo = None
+        await super().__aexit__(exc_type, exc, tb)
+
+    async def _present_in_turn(self) -> None:
+        index = 0
+        while True:
+            await asyncio.sleep(self.interval_s)
+            with contextlib.suppress(DeviceError):
+                self.present(self.cards[index % len(self.cards)])
+            index += 1
 
     def card(self, text: str) -> CardData:
-        """A card from text: hex for EM4100/UID readers; ``FC:NUMBER`` or ``NUMBER``, optionally
-        followed by ``/BITS`` (default 26), for Wiegand converters."""
-        if self.profile.wiegand is None:
-            return self.codec.card_from_hex(text)
-        fields, _, bits = text.partition("/")
-        facility, _, number = fields.rpartition(":")
-        return self.codec.card_from_fields(int(number), int(facility) if facility else None, int(bits or 26))
+        """A card from text (see :func:`card_from_text`)."""
+        return card_from_text(self.codec, text)
 
     def present(self, card: CardData | str) -> bytes:
         """Send the frame of ``card``; returns the bytes sent."""
@@ -517,6 +557,7 @@ __all__ = [
     "SimulatorKind",
     "TcpEndpoint",
     "TurnstileSimulator",
+    "card_from_text",
     "make_simulator",
     "parse_listen",
     "run_simulator",

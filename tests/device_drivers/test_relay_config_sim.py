@@ -22,7 +22,7 @@ from device_drivers.osdp import OsdpControlPanel
 from device_drivers.relay import GpioRelay, MemoryPin, RelayDoor, RelayDoorConfig
 from device_drivers.simulators import PtyEndpoint, TcpEndpoint, TurnstileSimulator, parse_listen
 from device_drivers.turnstile import TurnstileDriver
-from device_drivers.types import DeviceOffline, DeviceOnline
+from device_drivers.types import CardRead, DeviceOffline, DeviceOnline
 
 DEVICES = TypeAdapter(list[DeviceConfig])
 
@@ -245,3 +245,51 @@ def test_turnstile_simulator_acks_the_code_it_received() -> None:
             assert reply == ack + passage
 
     asyncio.run(scenario())
+
+
+def test_simulated_reader_presents_its_demo_cards() -> None:
+    async def scenario() -> None:
+        config = DEVICES.validate_python(
+            [
+                {
+                    "kind": "card_reader",
+                    "id": "demo",
+                    "profile": "wiegand_serial_converter",
+                    "simulated": True,
+                    "sim_cards": ["12:345", "4660:123456/37"],
+                    "sim_interval_s": 0.05,
+                    "debounce_s": 0,
+                },
+            ]
+        )[0]
+        driver = create_driver(config)
+        assert isinstance(driver, CardReaderDriver)
+        credentials = []
+        async with driver:
+            async for reading in driver.readings():
+                if isinstance(reading, CardRead):
+                    credentials.append(reading.credential)
+                    if len(credentials) == 3:
+                        break
+        assert credentials == ["12:345", "4660:123456", "12:345"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"sim_cards": ["12:345"], "simulated": False, "port": "loop://"}, "sim_cards needs simulated: true"),
+        ({"sim_cards": ["1:70000"]}, "sim_cards: '1:70000': 70000 does not fit in 16 bits"),
+    ],
+)
+def test_bad_demo_cards_are_rejected(patch: dict[str, object], message: str) -> None:
+    item = {
+        "kind": "card_reader",
+        "id": "r",
+        "profile": "wiegand_serial_converter",
+        "simulated": True,
+        **patch,
+    }
+    with pytest.raises(ValidationError, match=message):
+        DEVICES.validate_python([item])
