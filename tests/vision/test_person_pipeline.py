@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,10 @@ from scene_clips import (
     shared_person_detector,
     stand_path,
     walk_clip,
+    write_video,
 )
 
+from device_drivers.camera import Camera, CameraConfig, CameraFrame, CameraOffline
 from vision.person import PersonPipeline, PersonPipelineConfig
 from vision.runtime import InvalidImageError
 from vision.tamper import TamperConfig
@@ -127,3 +131,42 @@ def test_resolution_change_ends_tracks_and_zones_follow(shared_dir: Path) -> Non
     ids = {t.track_id for r in later for t in r.tracks}
     assert ids and tid not in ids  # a new id for the same person, never the old one
     assert any(isinstance(o, ZoneEntered) for r in later for o in r.zones)  # the zone scaled with the picture
+
+
+def test_camera_file_through_the_pipeline_off_the_event_loop(shared_dir: Path, tmp_path: Path) -> None:
+    # The wiring the agent does: camera frames on the loop, analysis in a worker thread.
+    path = linear_path((200.0, 600.0), (1100.0, 600.0), 40)
+    walker = WalkerPath(person_sprite(shared_dir, "figure"), path, SPRITE_HEIGHT["figure"])
+    video = write_video(
+        (cf.frame for cf in walk_clip(corridor_background(), [walker], 40)), tmp_path / "walk.avi"
+    )
+    camera = Camera(CameraConfig(id="cam1", url=str(video), analysis_fps=5.0))
+    pipeline = PersonPipeline("cam1", ZONES, detector=shared_person_detector())
+    observations: list[object] = []
+    ids: set[int] = set()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        tick = asyncio.create_task(ticker())
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            async with camera:
+                async for item in camera.frames():
+                    if isinstance(item, CameraOffline):
+                        break  # end of the file
+                    if isinstance(item, CameraFrame):
+                        res = await loop.run_in_executor(pool, pipeline.process, item.frame, item.monotonic_s)
+                        observations.extend(res.zones)
+                        ids.update(t.track_id for t in res.tracks)
+        tick.cancel()
+
+    asyncio.run(asyncio.wait_for(main(), 30.0))
+    assert len(ids) == 1
+    assert [type(o).__name__ for o in observations] == ["ZoneEntered"]
+    assert ticks > 100  # the loop kept running while frames were analysed (4 s of video)
