@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from paho.mqtt.properties import Properties
 
+from device_drivers.camera import Camera, CameraFrame
 from device_drivers.config import Driver, create_driver
 from device_drivers.errors import DeviceError
 from device_drivers.osdp import OsdpBusConfig, OsdpControlPanel
@@ -30,7 +31,10 @@ from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTa
 from edge_agent import __version__
 from edge_agent.access import AntiPassback
 from edge_agent.attendance import AttendanceBook
+from edge_agent.cameras import CameraWorker, open_camera
 from edge_agent.config import CardTrafficConfig, ConfigFileError, GatewayConfig, load_config
+from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
+from edge_agent.faces import FaceService
 from edge_agent.gates import Feedback, GateController
 from edge_agent.logs import setup_logging
 from edge_agent.roster import Roster, RosterError, parse_roster_message
@@ -42,6 +46,7 @@ from sync.event_types import Severity
 from sync.mqtt_link import MqttLink, reply_properties, response_properties
 from sync.outbox import Outbox, OutboxError
 from sync.roster_messages import RosterReply
+from vision.errors import VisionError
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +87,19 @@ class Agent:
         self.device_state: dict[str, dict[str, Any]] = {}
         self.counters: dict[str, int] = {}
         self._driver_stack = AsyncExitStack()
+        self.faces: FaceService | None = None
+        self.face_error = ""
+        self.camera_workers: dict[str, CameraWorker] = {}
+        self._recent_grants: dict[tuple[str, str], float] = {}
 
     def source(self, device: str) -> str:
         return make_source(self.config.gateway.site, self.config.gateway.id, device)
 
     # -- events ------------------------------------------------------------------------------
 
-    def emit(self, event: Event) -> None:
-        """Hand an event to the outbox. Never blocks: the hot path does not wait for the commit."""
-        self.outbox.submit(event)
+    def emit(self, event: Event, attachment: bytes | None = None) -> None:
+        """Hand an event (and its snapshot) to the outbox. Never blocks: nobody waits for the commit."""
+        self.outbox.submit(event, attachment)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -122,6 +131,7 @@ class Agent:
         self.roster = await asyncio.to_thread(Roster, self.data_dir)
         await self._seed_roster()
         self.attendance = await asyncio.to_thread(AttendanceBook, self.data_dir)
+        await self._start_faces()
         mqtt = cfg.mqtt
         self.link = MqttLink(
             mqtt,
@@ -151,6 +161,7 @@ class Agent:
         )
         self._start_devices()
         await self._start_drivers()
+        await self._start_cameras()
         self._background = [
             asyncio.create_task(self._expire_passages(), name="gate-timeouts"),
             asyncio.create_task(self._heartbeat(), name="gateway-heartbeat"),
@@ -309,12 +320,86 @@ class Agent:
                 attendance=self.attendance,
                 opener=getattr(opener_driver, "open", None),
                 feedback=feedback,
+                on_grant=self._note_grant,
             )
             self.gates[gate_cfg.id] = gate
             for reader_id in reader_ids:
                 self._reader_gate[reader_id] = gate
             if gate_cfg.turnstile:
                 self._opener_gate[gate_cfg.turnstile] = gate
+
+    def _note_grant(self, gate_id: str, person_id: str) -> None:
+        self._recent_grants[(gate_id, person_id)] = time.monotonic()
+
+    def _recent_card(self, gate_id: str, person_id: str, window_s: float) -> bool:
+        at = self._recent_grants.get((gate_id, person_id))
+        return at is not None and time.monotonic() - at <= window_s
+
+    async def _start_faces(self) -> None:
+        """Load the face models and templates when a camera does face recognition.
+
+        Without a usable template key, face recognition stays off (logged, in the status) and
+        everything else runs: a configuration mistake must not close the gates.
+        """
+        if not any(c.face for c in self.config.cameras) or self.roster is None:
+            return
+        settings = self.config.faces
+        try:
+            key = parse_key(
+                read_credential(settings.template_key_credential), settings.template_key_credential
+            )
+            store = await asyncio.to_thread(FaceTemplateStore, self.data_dir, key)
+            self.faces = await asyncio.to_thread(FaceService, store, settings)
+        except (TemplateKeyError, VisionError) as err:
+            self.face_error = str(err)
+            self._count(f"faces_disabled_{err.code}")
+            log.error("face recognition is off: %s", err)
+            return
+        faces = self.faces
+        self.roster.on_face_templates.append(faces.apply_roster)
+        self.roster.on_person_removed.append(faces.person_removed)
+
+    async def _start_cameras(self) -> None:
+        assert self.roster is not None and self.attendance is not None
+        for setup in self.config.cameras:
+            try:
+                camera = open_camera(setup)
+                await self._driver_stack.enter_async_context(camera)
+            except DeviceError as err:
+                self._count("camera_start_failed")
+                log.error("camera %s could not start: %s", setup.id, err)
+                self.device_state[setup.id] = {"kind": "camera", "online": False}
+                continue
+            self.device_state.setdefault(setup.id, {"kind": "camera", "online": False})
+            worker = None
+            if setup.face is not None and self.faces is not None:
+                worker = CameraWorker(
+                    setup,
+                    faces=self.faces,
+                    roster=self.roster,
+                    attendance=self.attendance,
+                    emit=self.emit,
+                    source=self.source,
+                    timezone=self.timezone,
+                    recent_card=self._recent_card,
+                )
+                self.camera_workers[setup.id] = worker
+            self.drivers[setup.id] = camera  # type: ignore[assignment]
+            self._device_tasks[setup.id] = asyncio.create_task(
+                self._pump_camera(camera, worker), name=f"camera-{setup.id}"
+            )
+
+    async def _pump_camera(self, camera: Camera, worker: CameraWorker | None) -> None:
+        async for item in camera.frames():
+            try:
+                if isinstance(item, CameraFrame):
+                    if worker is not None:
+                        await worker.on_frame(item)
+                else:
+                    await self.on_reading(item)
+            except Exception:
+                self._count("camera_handler_failed")
+                log.exception("camera %s: handling %r failed", camera.config.id, type(item).__name__)
 
     async def _stop_drivers(self) -> None:
         try:
@@ -483,6 +568,9 @@ class Agent:
             if getattr(new, section) != getattr(self.config, section):
                 log.warning("reload: changes to '%s' take effect after a restart", section)
         setup_logging(new.agent.log_level)
+        if self.faces is not None:
+            # Enrollments made with `edge-agent enroll` while we ran are picked up here.
+            await asyncio.to_thread(self.faces.reload)
         self.config = self.config.model_copy(update={"agent": new.agent, "simulated": new.simulated})
         await self._stop_devices()
         self._start_devices()
@@ -535,7 +623,17 @@ class Agent:
         }
         for dev_id, state in self.device_state.items():
             devices[dev_id] = {"kind": state.get("kind", "device"), "online": bool(state.get("online"))}
-        return {"devices": devices, "roster_version": self.roster.version if self.roster else 0}
+        extra: dict[str, Any] = {
+            "devices": devices,
+            "roster_version": self.roster.version if self.roster else 0,
+        }
+        if self.config.cameras:
+            extra["faces"] = {
+                "enabled": self.faces is not None,
+                "error": self.face_error,
+                "templates": self.faces.gallery.template_count if self.faces else 0,
+            }
+        return extra
 
     def status(self) -> dict[str, Any]:
         """What ``edge-agent status`` and (later) the local API show."""

@@ -29,7 +29,9 @@ from pydantic import (
 
 from device_drivers.config import CardReaderConfig, DeviceConfig, RelayDoorConfig, TurnstileConfig
 from device_drivers.osdp import OsdpBusConfig
+from edge_agent.cameras import CameraSetup
 from edge_agent.errors import ConfigError
+from edge_agent.faces import FaceSettings
 from edge_agent.gates import GateConfig
 from sync.mqtt_link import MqttConfig
 from sync.outbox import OutboxConfig
@@ -154,6 +156,8 @@ class GatewayConfig(BaseModel):
         description="Card readers, OSDP buses, turnstiles and doors; `kind` selects the driver.",
     )
     gates: list[GateConfig] = Field(default_factory=list, description="Gates, doors and classroom readers.")
+    cameras: list[CameraSetup] = Field(default_factory=list, description="Cameras and their analysis.")
+    faces: FaceSettings = Field(default_factory=FaceSettings, description="Face recognition settings.")
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
@@ -177,6 +181,7 @@ class GatewayConfig(BaseModel):
                     readers.add(device.id)
                 elif isinstance(device, TurnstileConfig | RelayDoorConfig):
                     openers.add(device.id)
+        ids.extend(c.id for c in self.cameras)
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"device ids must be unique; used twice: {', '.join(dupes)}")
@@ -199,6 +204,11 @@ class GatewayConfig(BaseModel):
         gate_ids = [g.id for g in self.gates]
         if len(gate_ids) != len(set(gate_ids)):
             raise ValueError("gate ids must be unique")
+        for camera in self.cameras:
+            if camera.face and camera.face.card_gate and camera.face.card_gate not in gate_ids:
+                raise ValueError(
+                    f"camera {camera.id}: card_gate {camera.face.card_gate!r} is not a configured gate"
+                )
         return self
 
 

@@ -103,6 +103,7 @@ class GateController:
         attendance: AttendanceBook | None,
         opener: Opener | None,
         feedback: Feedback | None,
+        on_grant: Callable[[str, str], None] | None = None,
     ) -> None:
         self.config = config
         self.roster = roster
@@ -113,6 +114,7 @@ class GateController:
         self.attendance = attendance
         self.opener = opener
         self.feedback = feedback
+        self.on_grant = on_grant
         self.stats = GateStats()
         self.directions = {r.device: r.direction for r in config.readers}
         self._open: collections.deque[_Transaction] = collections.deque()
@@ -202,6 +204,8 @@ class GateController:
             subject=person.id,
         )
         self.emit(granted)
+        if self.on_grant is not None:
+            self.on_grant(cfg.id, person.id)
         mono = time.monotonic()
         if opened:
             self._open.append(_Transaction(person, direction, granted.id, mono, mono + cfg.passage_timeout_s))

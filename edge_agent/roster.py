@@ -23,6 +23,7 @@ from sync.roster_messages import (
     AccessGroup,
     BlockedCredential,
     Credential,
+    FaceTemplate,
     Person,
     RosterContent,
     RosterDelta,
@@ -85,6 +86,15 @@ MIGRATIONS: list[Migration] = [("0001_roster_initial", _migration_1)]
 
 
 @dataclass(frozen=True)
+class FaceTemplateChange:
+    """Face templates in a roster message; they go to the encrypted template store, not to this one."""
+
+    replace_all: bool
+    upsert: tuple[FaceTemplate, ...]
+    delete: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ApplyResult:
     kind: Literal["snapshot", "delta"]
     from_version: int
@@ -108,6 +118,7 @@ class Roster:
         apply_migrations(self._conn, MIGRATIONS)
         self.index = self._load()
         self.on_person_removed: list[Callable[[str], None]] = []
+        self.on_face_templates: list[Callable[[FaceTemplateChange], None]] = []
 
     def close(self) -> None:
         self._conn.close()
@@ -133,10 +144,12 @@ class Roster:
             for name, (_, key) in _COLLECTIONS.items()
         }
         new = RosterIndex(version=snapshot.version, **content)
-        self._check(new)
+        self._check(new, snapshot.face_templates)
         removed = tuple(sorted(set(self.index.persons) - set(new.persons)))
         self._write(new, replace=True, changed=content, deleted={})
-        return self._swap(new, "snapshot", removed)
+        return self._swap(
+            new, "snapshot", removed, FaceTemplateChange(True, tuple(snapshot.face_templates), ())
+        )
 
     def apply_delta(self, delta: RosterDelta) -> ApplyResult:
         """Apply one delta; it must continue from the version held, or nothing changes."""
@@ -168,13 +181,21 @@ class Roster:
             changed[name] = {getattr(item, key): item for item in getattr(delta.upsert, name)}
             current[name].update(changed[name])
         new = RosterIndex(version=delta.version, **current)
-        self._check(new)
+        self._check(new, delta.upsert.face_templates)
         self._write(new, replace=False, changed=changed, deleted=deleted)
-        return self._swap(new, "delta", removed)
+        faces = FaceTemplateChange(
+            False, tuple(delta.upsert.face_templates), tuple(delta.delete.face_templates)
+        )
+        return self._swap(new, "delta", removed, faces)
 
-    def _check(self, new: RosterIndex) -> None:
+    def _check(self, new: RosterIndex, templates: list[FaceTemplate]) -> None:
         try:
             new.check()
+            for template in templates:
+                if template.person_id not in new.persons:
+                    raise ValueError(
+                        f"face template {template.id} belongs to unknown person {template.person_id}"
+                    )
         except ValueError as err:
             raise RosterError(str(err), result="rejected", code="inconsistent_roster") from err
 
@@ -205,10 +226,20 @@ class Roster:
             raise
 
     def _swap(
-        self, new: RosterIndex, kind: Literal["snapshot", "delta"], removed: tuple[str, ...]
+        self,
+        new: RosterIndex,
+        kind: Literal["snapshot", "delta"],
+        removed: tuple[str, ...],
+        faces: FaceTemplateChange,
     ) -> ApplyResult:
         old = self.index
         self.index = new
+        if faces.replace_all or faces.upsert or faces.delete:
+            for face_hook in self.on_face_templates:
+                try:
+                    face_hook(faces)
+                except Exception:
+                    log.exception("face templates of roster version %d were not stored", new.version)
         for person_id in removed:
             for hook in self.on_person_removed:
                 try:
@@ -245,4 +276,12 @@ def parse_roster_message(payload: bytes) -> RosterSnapshot | RosterDelta:
         ) from err
 
 
-__all__ = ["ApplyResult", "Roster", "RosterContent", "RosterError", "RosterIndex", "parse_roster_message"]
+__all__ = [
+    "ApplyResult",
+    "FaceTemplateChange",
+    "Roster",
+    "RosterContent",
+    "RosterError",
+    "RosterIndex",
+    "parse_roster_message",
+]

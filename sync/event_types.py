@@ -67,6 +67,7 @@ _TYPES = [
     EventType("edu.campus.device.fault.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.tamper.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.test_alert.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.security.stranger.v1", Lane.ALERT, alert=True),
 ]
 
 EVENT_TYPES: dict[str, EventType] = {t.name: t for t in _TYPES}

@@ -526,6 +526,8 @@ class Outbox:
                     "UPDATE events SET delivered_at=? WHERE seq=? AND delivered_at IS NULL",
                     [(now, s) for s in marks],
                 )
+                # Evidence (face snapshots) is kept only until the centre has it.
+                conn.executemany("DELETE FROM attachments WHERE seq=?", [(s,) for s in marks])
                 # Count what really changed per lane, so the pending counters stay exact even when
                 # a mark arrives for a row that was dropped or already marked.
                 delivered_lanes = self._lanes_of(conn, marks, now)

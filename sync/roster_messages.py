@@ -8,6 +8,7 @@ document references those files.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from datetime import date, datetime
@@ -92,12 +93,36 @@ class BlockedCredential(_Model):
     reason: str = Field("", description="Why (lost, stolen, ...).")
 
 
+class FaceTemplate(_Model):
+    """A face template from the centre: an embedding of a named model, or a photo the edge embeds.
+
+    Templates are biometric data of minors: the gateway stores embeddings only, encrypted, and never
+    keeps the photo. An embedding of another model than the gateway runs is never compared with
+    its faces; it is re-embedded from a photo or reported as unusable.
+    """
+
+    id: str = Field(pattern=_ID, description="Template id.")
+    person_id: str = Field(pattern=_ID, description="Owner.")
+    model_id: str = Field(description="Model that produced the embedding, e.g. 'dlib_resnet_v1'.")
+    embedding: list[float] | None = Field(None, description="The embedding vector.")
+    photo_jpeg_b64: str | None = Field(None, description="A JPEG photo (base64) to embed at the edge instead.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FaceTemplate:
+        if (self.embedding is None) == (self.photo_jpeg_b64 is None):
+            raise ValueError("give exactly one of embedding or photo_jpeg_b64")
+        if self.embedding is not None and not all(math.isfinite(x) for x in self.embedding):
+            raise ValueError("embedding has non-finite values")
+        return self
+
+
 class RosterContent(_Model):
     persons: list[Person] = Field(default_factory=list, description="People.")
     credentials: list[Credential] = Field(default_factory=list, description="Cards.")
     access_groups: list[AccessGroup] = Field(default_factory=list, description="Access groups.")
     schedules: list[Schedule] = Field(default_factory=list, description="Schedules.")
     blocklist: list[BlockedCredential] = Field(default_factory=list, description="Blocked cards.")
+    face_templates: list[FaceTemplate] = Field(default_factory=list, description="Face templates.")
 
     @model_validator(mode="after")
     def _unique(self) -> RosterContent:
@@ -107,6 +132,7 @@ class RosterContent(_Model):
             ("access group id", [g.id for g in self.access_groups]),
             ("schedule id", [s.id for s in self.schedules]),
             ("blocked card number", [b.credential for b in self.blocklist]),
+            ("face template id", [t.id for t in self.face_templates]),
         ):
             dupes = sorted(k for k, n in Counter(keys).items() if n > 1)
             if dupes:
@@ -127,6 +153,7 @@ class RosterDeletes(_Model):
     access_groups: list[str] = Field(default_factory=list, description="Access group ids.")
     schedules: list[str] = Field(default_factory=list, description="Schedule ids.")
     blocklist: list[str] = Field(default_factory=list, description="Card numbers taken off the blocklist.")
+    face_templates: list[str] = Field(default_factory=list, description="Face template ids.")
 
 
 class RosterDelta(_Model):
@@ -167,6 +194,7 @@ __all__ = [
     "AccessGroup",
     "BlockedCredential",
     "Credential",
+    "FaceTemplate",
     "Person",
     "RosterContent",
     "RosterDeletes",

@@ -1,0 +1,241 @@
+"""Cameras in the agent: frames → face pipeline (off the event loop) → identities → attendance.
+
+Each camera has one worker thread for its pipeline; the camera driver keeps only the latest frame,
+so a slow model never builds a queue. Decisions come from the face tracker (votes over several
+frames), so one blurry frame neither adds nor loses a student.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from device_drivers.camera import Camera, CameraConfig, CameraFrame
+from device_drivers.camera_sim import SimulatedCamera, SimulatedCameraConfig
+from device_drivers.types import DeviceOffline, DeviceOnline
+from edge_agent.attendance import AttendanceBook, AttendancePointConfig
+from edge_agent.faces import FaceService
+from edge_agent.gates import person_data
+from edge_agent.roster import Roster
+from sync.envelope import Event, utc_now
+from sync.event_types import Severity
+from vision.errors import VisionError
+from vision.face_pipeline import FacePipeline, FacePipelineConfig
+from vision.face_track import FaceTracker, FaceTrackerConfig, IdentityDecision
+
+log = logging.getLogger(__name__)
+
+
+class FaceAnalysisConfig(BaseModel):
+    """Face recognition on one camera: attendance by timetable, strangers where that matters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    point: str | None = Field(
+        None, description="Attendance point id (a classroom); defaults to the camera id."
+    )
+    attendance: AttendancePointConfig | None = Field(None, description="Timetable for attendance by face.")
+    card_gate: str | None = Field(
+        None,
+        description="A gate whose card grants confirm a face: 'face+card' when both agree within "
+        "card_window_s.",
+    )
+    card_window_s: float = Field(60.0, gt=0, description="How close in time card and face must be.")
+    stranger_alerts: bool = Field(False, description="Raise security.stranger for unknown faces here.")
+    stranger_cooldown_s: float = Field(60.0, ge=0, description="At most one stranger alert per this period.")
+    pipeline: FacePipelineConfig = Field(
+        default_factory=FacePipelineConfig, description="Motion gate, quality gate and per-camera threshold."
+    )
+    tracker: FaceTrackerConfig = Field(
+        default_factory=FaceTrackerConfig, description="Voting over frames before an identity is decided."
+    )
+
+
+class CameraSetup(BaseModel):
+    """One camera and what the agent does with its frames."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Annotated[CameraConfig | SimulatedCameraConfig, Field(discriminator="kind")] = Field(
+        description="The camera (kind 'camera': RTSP/USB/file) or a simulated one (kind 'camera_sim')."
+    )
+    face: FaceAnalysisConfig | None = Field(None, description="Face recognition on this camera.")
+
+    @property
+    def id(self) -> str:
+        return self.device.id
+
+
+def open_camera(setup: CameraSetup) -> Camera:
+    if isinstance(setup.device, SimulatedCameraConfig):
+        return SimulatedCamera(setup.device)
+    return Camera(setup.device)
+
+
+def snapshot_jpeg(
+    frame: npt.NDArray[np.uint8], box: tuple[float, float, float, float], max_width: int = 640
+) -> bytes:
+    """The frame with the box drawn, scaled to at most ``max_width``: small evidence, not a photo album."""
+    image = frame.copy()
+    x1, y1, x2, y2 = (int(v) for v in box)
+    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 255), 2)
+    small: npt.NDArray[Any] = image
+    if image.shape[1] > max_width:
+        scale = max_width / image.shape[1]
+        small = cv2.resize(image, (max_width, int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return data.tobytes() if ok else b""
+
+
+class CameraWorker:
+    """Runs one camera's face analysis and turns decisions into events."""
+
+    def __init__(
+        self,
+        setup: CameraSetup,
+        *,
+        faces: FaceService,
+        roster: Roster,
+        attendance: AttendanceBook,
+        emit: Callable[..., None],
+        source: Callable[[str], str],
+        timezone: Any,
+        recent_card: Callable[[str, str, float], bool],
+    ) -> None:
+        assert setup.face is not None
+        self.setup = setup
+        self.config = setup.face
+        self.faces = faces
+        self.roster = roster
+        self.attendance = attendance
+        self.emit = emit
+        self.source = source
+        self.timezone = timezone
+        self.recent_card = recent_card
+        self.pipeline = FacePipeline(
+            faces.gallery, detector=faces.detector, embedder=faces.embedder, config=self.config.pipeline
+        )
+        self.tracker = FaceTracker(self.config.tracker)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"faces-{setup.id}")
+        self.errors = 0
+        self._last_stranger = -1e9
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _analyse(self, frame: CameraFrame) -> tuple[list[IdentityDecision], float]:
+        # The gallery may have been rebuilt (enrollment, roster): always match against the current one.
+        self.pipeline.gallery = self.faces.gallery
+        analysis = self.pipeline.process(frame.frame, frame.monotonic_s)
+        return self.tracker.update(analysis.faces, frame.monotonic_s), time.perf_counter()
+
+    async def on_frame(self, frame: CameraFrame) -> list[IdentityDecision]:
+        """Analyse one frame off the event loop and report what the tracker decided."""
+        loop = asyncio.get_running_loop()
+        try:
+            decisions, _ = await loop.run_in_executor(self.executor, self._analyse, frame)
+        except VisionError as err:
+            self.errors += 1
+            log.error("camera %s: frame %d not analysed: %s", self.setup.id, frame.seq, err)
+            return []
+        for decision in decisions:
+            if decision.person_id is None:
+                self._stranger(decision, frame)
+            else:
+                self._identified(decision, frame)
+        return decisions
+
+    def _identified(self, decision: IdentityDecision, frame: CameraFrame) -> None:
+        cfg = self.config
+        person = self.roster.index.persons.get(decision.person_id or "")
+        if person is None or cfg.attendance is None:
+            return
+        point = cfg.point or self.setup.id
+        found = self.attendance.record(point, cfg.attendance, person, frame.at.astimezone(self.timezone))
+        if found is None:
+            return
+        both = cfg.card_gate is not None and self.recent_card(cfg.card_gate, person.id, cfg.card_window_s)
+        threshold = self.faces.gallery.threshold
+        session = found.session
+        self.emit(
+            Event(
+                "edu.campus.attendance.recorded.v1",
+                self.source(self.setup.id),
+                {
+                    "person": person_data(person),
+                    "method": "face+card" if both else "face",
+                    "point": point,
+                    "device": self.setup.id,
+                    "session": {
+                        "id": session.id,
+                        "name": session.name,
+                        "date": found.day.isoformat(),
+                        "start": session.start,
+                        "end": session.end,
+                    },
+                    "status": found.status,
+                    "distance": round(decision.distance, 4),
+                    "confidence": round(max(0.0, min(1.0, 1 - decision.distance / threshold)), 4),
+                    "model_id": decision.model_id,
+                },
+                time=frame.at,
+                subject=person.id,
+            )
+        )
+
+    def _stranger(self, decision: IdentityDecision, frame: CameraFrame) -> None:
+        cfg = self.config
+        now = time.monotonic()
+        if not cfg.stranger_alerts or now - self._last_stranger < cfg.stranger_cooldown_s:
+            return
+        self._last_stranger = now
+        jpeg = snapshot_jpeg(frame.frame, decision.box)
+        data: dict[str, Any] = {
+            "camera": self.setup.id,
+            "track_id": decision.track_id,
+            "nearest_distance": round(decision.distance, 4) if np.isfinite(decision.distance) else None,
+            "model_id": decision.model_id,
+            "box": [round(v, 1) for v in decision.box],
+            "snapshot": bool(jpeg),
+        }
+        if cfg.point:
+            data["point"] = cfg.point
+        self.emit(
+            Event(
+                "edu.campus.security.stranger.v1",
+                self.source(self.setup.id),
+                data,
+                time=frame.at,
+                severity=Severity.WARNING,
+            ),
+            attachment=jpeg or None,
+        )
+
+
+def camera_health_event(reading: DeviceOnline | DeviceOffline, source: str) -> Event:
+    online = isinstance(reading, DeviceOnline)
+    return Event(
+        "edu.campus.device.online.v1" if online else "edu.campus.device.offline.v1",
+        source,
+        {"device": reading.device_id, "kind": "camera", "reason": reading.reason},
+        time=reading.at if reading.at else utc_now(),
+    )
+
+
+__all__ = [
+    "CameraSetup",
+    "CameraWorker",
+    "FaceAnalysisConfig",
+    "camera_health_event",
+    "open_camera",
+    "snapshot_jpeg",
+]
