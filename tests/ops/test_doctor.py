@@ -1,0 +1,513 @@
+"""edge-agent doctor: every check against real parts, in an ok and a failing case.
+
+Real parts: config files, temp dirs and the file system's real free space, pty pairs for serial
+ports, /dev/null as a character device, a video file written by OpenCV, Mosquitto processes
+(anonymous, with a password file, with TLS), the shipped ONNX models, SQLite files written by the
+real outbox. Permission failures run the check as the unprivileged 'nobody' user in a child
+process, because root opens everything. Only ``timedatectl`` is replaced by small scripts: without
+systemd as PID 1 (build machines, containers) it cannot answer at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from edge_agent.config import load_config
+from edge_agent.doctor import (
+    CheckResult,
+    Status,
+    check_agent_status,
+    check_broker,
+    check_broker_auth,
+    check_camera,
+    check_clock,
+    check_config,
+    check_data_dir,
+    check_database,
+    check_device_node,
+    check_devices,
+    check_models,
+    check_serial_port,
+)
+from sync.envelope import Event
+from sync.outbox import Outbox, OutboxConfig
+from tests.conftest import MosquittoBroker, free_port
+from tests.ops.unit_file import REPO_ROOT
+from tests.sync.test_mqtt_link import _make_tls
+
+DEMO = REPO_ROOT / "config" / "demo.yaml"
+running_as_root = os.geteuid() == 0
+
+
+def write_config(path: Path, **sections: object) -> Path:
+    config: dict[str, object] = {"gateway": {"site": "doc-site", "id": "gw-doc"}}
+    config.update(sections)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def as_nobody(check: Callable[..., CheckResult], *args: object) -> CheckResult:
+    """Run ``check(*args)`` in a forked child that dropped to 'nobody' (uid/gid 65534, no extra
+    groups): permission failures that root never sees. Forked rather than a new interpreter,
+    because the interpreter may live where 'nobody' cannot read (pyenv under /root)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            result = check(*args)
+            os.write(write, json.dumps([result.status.value, result.detail]).encode())
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    _, code = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(code) == 0 and data, "the unprivileged check crashed"
+    value, detail = json.loads(data)
+    return CheckResult("as nobody", Status(value), detail)
+
+
+needs_root = pytest.mark.skipif(not running_as_root, reason="switching to 'nobody' needs root")
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+
+def test_config_ok_names_the_gateway() -> None:
+    result, config = check_config(DEMO)
+    assert result.status is Status.OK and config is not None
+    assert "demo-campus" in result.detail and "gw-demo-1" in result.detail
+
+
+def test_config_errors_point_at_yaml_lines(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text("gateway:\n  site: s\n  id: g\nagent:\n  data_dir: /tmp/x\n  colour: red\n")
+    result, config = check_config(path)
+    assert result.failed and config is None
+    assert f"{path}:6:" in result.detail and "colour" in result.detail
+    path.write_text("gateway:\n  site: s\n   id: [\n")
+    result, _ = check_config(path)
+    assert result.failed and "not valid YAML" in result.detail and f"{path}:3:" in result.detail
+
+
+# -- data dir --------------------------------------------------------------------------------------
+
+
+def test_data_dir_ok_warn_and_fail_against_real_free_space(tmp_path: Path) -> None:
+    free = shutil.disk_usage(tmp_path).free
+    assert check_data_dir(tmp_path, 1 << 20).status is Status.OK
+    assert not list(tmp_path.iterdir()), "the write probe must not leave files behind"
+    # The floor between half and all of the free space: still above it, but close.
+    assert check_data_dir(tmp_path, int(free * 0.7)).status is Status.WARN
+    low = check_data_dir(tmp_path, free * 4)
+    assert low.failed and "min_free_bytes" in low.detail
+    not_yet = check_data_dir(tmp_path / "state" / "edge-agent", 1 << 20)
+    assert not_yet.status is Status.OK and "not created yet" in not_yet.detail
+    (tmp_path / "file").write_text("x")
+    assert check_data_dir(tmp_path / "file", 0).failed
+
+
+@needs_root
+def test_data_dir_not_writable_for_the_service_user() -> None:
+    # pytest's tmp_path sits under a 0700 directory that 'nobody' cannot even traverse.
+    top = Path(tempfile.mkdtemp(prefix="doctor-", dir="/tmp"))
+    top.chmod(0o755)
+    locked = top / "locked"
+    locked.mkdir(mode=0o755)
+    open_dir = top / "open"
+    open_dir.mkdir(mode=0o777)
+    open_dir.chmod(0o777)
+    result = as_nobody(check_data_dir, locked, 0)
+    assert result.failed and "not writable" in result.detail
+    try:
+        assert as_nobody(check_data_dir, open_dir, 0).status is Status.OK  # the probe itself works
+    finally:
+        shutil.rmtree(top)
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pty_port() -> Iterator[tuple[int, str]]:
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    yield master, path
+    os.close(master)
+    os.close(slave)
+
+
+def test_serial_port_on_a_pty_opens_and_a_missing_one_fails(pty_port: tuple[int, str]) -> None:
+    master, path = pty_port
+    assert check_serial_port("reader-1", path).status is Status.OK
+    os.write(master, b"\x0212AB\x03")  # the check must not eat bytes meant for the agent
+    assert check_serial_port("reader-1", path).status is Status.OK
+    missing = check_serial_port("reader-2", "/dev/ttyUSB-edge-doctor-none")
+    assert missing.failed and "cannot open" in missing.detail and "reader-2" in missing.name
+    assert check_serial_port("reader-3", f"socket://127.0.0.1:{free_port()}").failed
+
+
+@needs_root
+def test_serial_port_without_permission_names_the_group(pty_port: tuple[int, str]) -> None:
+    _, path = pty_port
+    os.chmod(path, 0o600)
+    result = as_nobody(check_serial_port, "r", path)
+    assert result.failed and "dialout" in result.detail
+    os.chmod(path, 0o666)
+    assert as_nobody(check_serial_port, "r", path).status is Status.OK
+
+
+def test_devices_from_config_skip_simulated_and_open_real_ports(
+    tmp_path: Path, pty_port: tuple[int, str]
+) -> None:
+    _, path = pty_port
+    config = load_config(
+        write_config(
+            tmp_path / "gateway.yaml",
+            devices=[
+                {"kind": "card_reader", "id": "sim-reader", "profile": "em4100_id12", "simulated": True},
+                {"kind": "card_reader", "id": "pty-reader", "profile": "em4100_id12", "port": path},
+                {"kind": "turnstile", "id": "gone", "profile": "turnstile_stx_xor", "port": "/dev/ttyNOPE9"},
+            ],
+        )
+    )
+    results = {r.name: r for r in check_devices(config)}
+    assert results["device sim-reader"].status is Status.OK
+    assert "simulated" in results["device sim-reader"].detail
+    assert results["device pty-reader"].status is Status.OK
+    assert results["device gone"].failed
+
+
+def test_device_node_must_be_a_character_device(tmp_path: Path) -> None:
+    # /dev/null stands in for /dev/gpiochip0: no GPIO chip on build machines, and the check only
+    # asks "is it a character device that opens", which /dev/null really is.
+    assert check_device_node("door", "/dev/null", write=True).status is Status.OK
+    plain = tmp_path / "gpiochip0"
+    plain.write_text("")
+    assert "not a character device" in check_device_node("door", str(plain), write=True).detail
+    assert check_device_node("door", str(tmp_path / "none"), write=True).failed
+
+
+# -- camera ----------------------------------------------------------------------------------------
+
+
+def test_camera_file_gives_a_frame_and_bad_sources_fail(tmp_path: Path) -> None:
+    video = tmp_path / "gate.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 120))
+    for i in range(5):
+        writer.write(np.full((120, 160, 3), i * 40, np.uint8))
+    writer.release()
+    ok = check_camera("cam-1", str(video))
+    assert ok.status is Status.OK and "160x120" in ok.detail
+    assert check_camera("cam-2", str(tmp_path / "missing.avi")).failed
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(os.urandom(4096))
+    assert check_camera("cam-3", str(garbage)).failed
+    assert check_camera("cam-4", "ftp://10.0.0.1/x").failed
+
+
+# -- broker ----------------------------------------------------------------------------------------
+
+
+def test_broker_reachable_and_anonymous_connack(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    config = load_config(write_config(tmp_path / "g.yaml", mqtt={"url": mosquitto.url}))
+    results = check_broker(config)
+    assert [r.name for r in results] == ["broker reachable", "broker auth"]
+    assert all(r.status is Status.OK for r in results), results
+    assert "CONNACK accepted" in results[1].detail
+
+
+def test_broker_unreachable_fails(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path / "g.yaml", mqtt={"url": f"mqtt://127.0.0.1:{free_port()}"}))
+    results = check_broker(config, timeout_s=2)
+    assert len(results) == 1 and results[0].failed and results[0].name == "broker reachable"
+
+
+@pytest.fixture
+def password_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    pwfile = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pwfile), "gw-doc", "right-pass"], check=True)
+    pwfile.chmod(0o600)
+    broker = MosquittoBroker(tmp_path, extra_conf=f"password_file {pwfile}", anonymous=False)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.mark.parametrize("protocol", ["auto", "3.1.1"])
+def test_broker_auth_with_credentials_dir(
+    tmp_path: Path, password_broker: MosquittoBroker, protocol: str
+) -> None:
+    config = load_config(
+        write_config(
+            tmp_path / "g.yaml",
+            mqtt={"url": password_broker.url, "username": "gw-doc", "protocol": protocol},
+        )
+    )
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("right-pass\n")
+    results = check_broker(config, credentials_dir=creds)
+    assert results[-1].status is Status.OK, results
+    (creds / "mqtt_password").write_text("wrong-pass\n")
+    refused = check_broker(config, credentials_dir=creds)[-1]
+    assert refused.failed and "refused" in refused.detail
+    # Mosquitto's reason: "Bad user name or password" (3.1.1 code 4) / "Not authorized" (5).
+    assert "password" in refused.detail.lower() or "not authorized" in refused.detail.lower()
+    (creds / "mqtt_password").write_text("")
+    empty = check_broker(config, credentials_dir=creds)[-1]
+    assert empty.failed and "missing or empty" in empty.detail
+
+
+def test_broker_auth_reads_the_credential_like_the_agent(
+    tmp_path: Path, password_broker: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(
+        write_config(tmp_path / "g.yaml", mqtt={"url": password_broker.url, "username": "gw-doc"})
+    )
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("EDGE_AGENT_MQTT_PASSWORD", "right-pass")
+    assert check_broker(config)[-1].status is Status.OK
+    monkeypatch.setenv("EDGE_AGENT_MQTT_PASSWORD", "nope")
+    assert check_broker(config)[-1].failed
+    # Without a user name, a broker that demands one refuses the anonymous CONNECT.
+    anonymous = load_config(write_config(tmp_path / "a.yaml", mqtt={"url": password_broker.url}))
+    assert check_broker_auth(anonymous, None).failed
+
+
+def test_broker_tls_handshake_and_client_certificate(tmp_path: Path) -> None:
+    pki = _make_tls(tmp_path)
+    broker = MosquittoBroker(
+        tmp_path,
+        listener_conf=f"cafile {pki['ca']}\ncertfile {pki['server']}\nkeyfile {pki['server_key']}\n"
+        "require_certificate true",
+    )
+    broker.start()
+    try:
+        url = f"mqtts://localhost:{broker.port}"
+        creds = tmp_path / "credentials"
+        creds.mkdir()
+        shutil.copy(pki["client_key"], creds / "mqtt_client_key")
+        tls = {
+            "ca_file": str(pki["ca"]),
+            "cert_file": str(pki["client"]),
+            "key_credential": "mqtt_client_key",
+        }
+        good = load_config(write_config(tmp_path / "g.yaml", mqtt={"url": url, "tls": tls}))
+        results = check_broker(good, credentials_dir=creds)
+        assert [r.name for r in results] == ["broker reachable", "broker TLS", "broker auth"]
+        assert all(r.status is Status.OK for r in results), results
+        assert "TLS" in results[1].detail
+        # The system CAs do not know the test CA: the handshake check says so.
+        no_ca = load_config(write_config(tmp_path / "n.yaml", mqtt={"url": url}))
+        tls_result = check_broker(no_ca, credentials_dir=creds)[-1]
+        assert tls_result.name == "broker TLS" and tls_result.failed
+        assert "certificate" in tls_result.detail
+        # A client key credential that is not there.
+        (creds / "mqtt_client_key").write_text("")
+        missing_key = check_broker(good, credentials_dir=creds)[-1]
+        assert missing_key.failed and "mqtt_client_key" in missing_key.detail
+        # No client certificate at all: the broker (require_certificate) refuses somewhere in
+        # the handshake or right after it (TLS 1.3 reports it after the handshake).
+        no_cert = load_config(
+            write_config(tmp_path / "c.yaml", mqtt={"url": url, "tls": {"ca_file": str(pki["ca"])}})
+        )
+        assert any(r.failed for r in check_broker(no_cert, credentials_dir=creds, timeout_s=3))
+    finally:
+        broker.stop()
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+def test_shipped_models_match_the_manifest() -> None:
+    results = check_models()
+    assert results and all(r.status is Status.OK for r in results), results
+
+
+def test_model_missing_truncated_or_altered_fails(tmp_path: Path) -> None:
+    import hashlib
+
+    data = os.urandom(4096)
+    (tmp_path / "m.onnx").write_bytes(data)
+    entry = {
+        "id": "m",
+        "file": "m.onnx",
+        "task": "face_detection",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size_bytes": len(data),
+        "license": "MIT",
+        "source": "test",
+        "inputs": [{"name": "x", "shape": [1], "warmup_shape": [1]}],
+        "outputs": ["y"],
+    }
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"schema_version": 1, "models": [entry]}))
+    assert check_models(manifest)[0].status is Status.OK
+    (tmp_path / "m.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    altered = check_models(manifest)[0]
+    assert altered.failed and "sha256" in altered.detail
+    (tmp_path / "m.onnx").write_bytes(data[:100])
+    assert "truncated" in check_models(manifest)[0].detail
+    (tmp_path / "m.onnx").unlink()
+    assert check_models(manifest)[0].failed
+    manifest.write_text("{not json")
+    assert check_models(manifest)[0].failed
+
+
+# -- clock -----------------------------------------------------------------------------------------
+
+
+def _script(tmp_path: Path, body: str) -> list[str]:
+    script = tmp_path / "timedatectl"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return [str(script), "show", "-p", "NTPSynchronized", "--value"]
+
+
+def test_clock_sync_yes_no_and_unknown(tmp_path: Path) -> None:
+    assert check_clock(_script(tmp_path, "echo yes")).status is Status.OK
+    assert check_clock(_script(tmp_path, "echo no")).failed
+    unknown = check_clock(_script(tmp_path, "echo 'Failed to connect to bus' >&2; exit 1"))
+    assert unknown.status is Status.WARN and "unknown" in unknown.detail and "bus" in unknown.detail
+    assert check_clock([str(tmp_path / "no-such-timedatectl")]).status is Status.WARN
+
+
+def test_clock_sync_real_timedatectl_answers_something() -> None:
+    if shutil.which("timedatectl") is None:
+        pytest.skip("timedatectl is not installed (Debian package 'systemd')")
+    result = check_clock()
+    # Here (no systemd as PID 1) it is "unknown"; on a real box "yes" or "no". Never a crash.
+    assert result.status in (Status.OK, Status.WARN, Status.FAIL)
+    assert result.detail.startswith(("NTP", "unknown"))
+
+
+# -- databases and the running agent ----------------------------------------------------------------
+
+
+def _real_outbox(data_dir: Path, events: int) -> None:
+    async def fill() -> None:
+        outbox = Outbox(data_dir, OutboxConfig(), report_source="campus/doc-site/gw-doc/gateway")
+        await outbox.open()
+        for i in range(events):
+            await outbox.append(
+                Event(
+                    "edu.campus.device.heartbeat.v1",
+                    "campus/doc-site/gw-doc/sim",
+                    {"device": "sim", "kind": "simulated", "uptime_s": float(i), "counter": i, "errors": 0},
+                )
+            )
+        await outbox.close()
+
+    asyncio.run(fill())
+
+
+def test_outbox_quick_check_ok_with_backlog_and_migrations(tmp_path: Path) -> None:
+    _real_outbox(tmp_path, 3)
+    result = check_database(tmp_path / "outbox.db")
+    assert result.status is Status.OK, result
+    assert "3 undelivered" in result.detail and "migrations" in result.detail
+    assert check_database(tmp_path / "roster.db").detail.startswith("not created")
+
+
+def test_database_that_is_not_sqlite_or_is_damaged_fails(tmp_path: Path) -> None:
+    (tmp_path / "outbox.db").write_bytes(b"this is no database" * 300)
+    assert check_database(tmp_path / "outbox.db").failed
+    _real_outbox(tmp_path / "d", 400)
+    db = tmp_path / "d" / "outbox.db"
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    raw = bytearray(db.read_bytes())
+    page = 4096
+    assert len(raw) >= 4 * page, "the test needs a few b-tree pages to damage"
+    raw[2 * page + 8 : 3 * page] = b"\xff" * (page - 8)  # a page's cell pointers and cells
+    db.write_bytes(bytes(raw))
+    damaged = check_database(db)
+    assert damaged.failed, damaged
+
+
+def test_agent_status_fresh_or_stale(tmp_path: Path) -> None:
+    assert check_agent_status(tmp_path).status is Status.WARN
+    status = {"pid": 42, "broker": {"state": "connected"}, "outbox": {"pending": 7}}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    fresh = check_agent_status(tmp_path)
+    assert fresh.status is Status.OK and "pid 42" in fresh.detail and "backlog 7" in fresh.detail
+    old = (tmp_path / "status.json").stat().st_mtime
+    stale = check_agent_status(tmp_path, now=old + 60)
+    assert stale.status is Status.WARN and "not running" in stale.detail
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+
+def _doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import argparse, sys\n"
+        "from edge_agent.doctor import add_doctor_cli\n"
+        "p = argparse.ArgumentParser(prog='edge-agent')\n"
+        "add_doctor_cli(p.add_subparsers(dest='command', required=True))\n"
+        "a = p.parse_args(sys.argv[1:])\n"
+        "sys.exit(a.func(a))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_AGENT_")}
+    return subprocess.run(
+        [sys.executable, "-c", code, "doctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+
+
+def test_doctor_command_one_line_per_check_and_exit_code(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    demo = yaml.safe_load(DEMO.read_text())
+    demo["agent"]["roster_seed"] = str(REPO_ROOT / "config" / "demo-roster.json")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(demo))
+    data = tmp_path / "data"
+    out = _doctor("--config", str(config), "--data-dir", str(data), "--mqtt-url", mosquitto.url)
+    lines = out.stdout.splitlines()
+    assert all(line.split()[0] in ("ok", "warn", "FAIL") for line in lines), out.stdout
+    by_name = {line[6:34].strip(): line.split()[0] for line in lines}
+    for name in ("config", "data dir", "broker reachable", "broker auth", "device main-gate-reader-in"):
+        assert by_name[name] == "ok", out.stdout
+    # The clock may legitimately fail on a box whose NTP is not synchronised; the exit code
+    # follows whatever failed.
+    assert out.returncode == (1 if "FAIL" in by_name.values() else 0), out.stdout + out.stderr
+    assert "checks:" in out.stderr
+
+    broken = _doctor(
+        "--config", str(config), "--data-dir", str(data), "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}"
+    )
+    assert broken.returncode == 1
+    assert any(line.startswith("FAIL") and "broker reachable" in line for line in broken.stdout.splitlines())
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {site: s}\n")
+    invalid = _doctor("--config", str(bad))
+    assert invalid.returncode == 1
+    assert invalid.stdout.splitlines()[0].startswith("FAIL  config")
+    assert "gateway.id" in invalid.stdout
