@@ -166,6 +166,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    """Enroll photos of one person into the local, encrypted template store."""
+    from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
+    from edge_agent.faces import FaceService, load_photos
+    from edge_agent.roster import Roster
+    from edge_agent.secrets import read_credential
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    config = _apply_overrides(config, None, args.data_dir)
+    setup_logging("warning")
+    data_dir = Path(config.agent.data_dir)
+    settings = config.faces
+    try:
+        key = parse_key(read_credential(settings.template_key_credential), settings.template_key_credential)
+    except TemplateKeyError as err:
+        print(f"edge-agent enroll: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    roster = Roster(data_dir)
+    store = FaceTemplateStore(data_dir, key)
+    try:
+        service = FaceService(store, settings)
+        outcome = service.enroll(args.person, load_photos([Path(p) for p in args.photos]), roster.index)
+    finally:
+        store.close()
+        roster.close()
+    for template_id in outcome.stored:
+        print(f"stored template {template_id} for {args.person}")
+    for name, code, message in outcome.rejected:
+        print(f"rejected {name}: {code}: {message}", file=sys.stderr)
+    for warning in outcome.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if outcome.stored:
+        print("reload the running agent to use them: systemctl reload edge-agent (or kill -HUP its pid)")
+    return EXIT_OK if outcome.stored else EXIT_FAILURE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description="Campus edge gateway agent")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -194,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
     schema = config_sub.add_parser("schema", help="print the JSON Schema of the configuration file")
     schema.set_defaults(func=cmd_config_schema)
+
+    enroll = sub.add_parser("enroll", help="enroll face photos of a person in the roster (stored encrypted)")
+    enroll.add_argument("--config", required=True, help="configuration file (YAML)")
+    enroll.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    enroll.add_argument("--person", required=True, help="person id, as in the roster")
+    enroll.add_argument("photos", nargs="+", help="photos (JPEG/PNG) with exactly one face each")
+    enroll.set_defaults(func=cmd_enroll)
 
     status = sub.add_parser("status", help="print the status the running agent writes to its data dir")
     status.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")

@@ -1,0 +1,234 @@
+"""Face attendance end to end: `edge-agent enroll` from photos, then the real agent watching a
+camera (a video file built from the shared photos), real ONNX models, real Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from edge_agent.agent import Agent
+from edge_agent.config import parse_config
+from edge_agent.face_templates import FACES_DB, FaceTemplateStore, parse_key
+from sync.contract import validate_event
+from tests.conftest import MosquittoBroker
+from tests.mqtt_helpers import Collector
+from vision.face_detect import FaceDetector
+from vision.face_eval import crop_around, realistic_variants, walking_clip
+
+SITE, GW = "face-site", "gw-face"
+
+
+def _subject(
+    detector: FaceDetector, image: npt.NDArray[np.uint8], index: int
+) -> tuple[float, float, float, float]:
+    return sorted(detector.detect(image), key=lambda f: f.box[0])[index].box
+
+
+@pytest.fixture(scope="module")
+def face_scene(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Enrollment photos of alice and carol, and a clip where alice and bob (not enrolled) walk in."""
+    out = tmp_path_factory.mktemp("faces")
+    scenes = shared_dir / "testdata" / "scenes"
+    detector = FaceDetector()
+    alice_img = cv2.imread(str(scenes / "sample6.jpg"))
+    carol_img = cv2.imread(str(scenes / "sample3.jpg"))
+    bob_img = cv2.imread(str(scenes / "sample5.jpg"))
+    alice_box, carol_box, bob_box = (
+        _subject(detector, alice_img, 3),
+        _subject(detector, carol_img, 0),
+        _subject(detector, bob_img, 1),
+    )
+    cv2.imwrite(str(out / "alice.jpg"), crop_around(alice_img, alice_box))
+    cv2.imwrite(str(out / "carol.jpg"), crop_around(carol_img, carol_box))
+    cv2.imwrite(str(out / "crowd.jpg"), cv2.imread(str(scenes / "sample1.jpg")))
+    (out / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    alice = cv2.resize(
+        realistic_variants(crop_around(alice_img, alice_box, 0.6))["rotate_6"], None, fx=0.5, fy=0.5
+    )
+    bob = cv2.resize(realistic_variants(crop_around(bob_img, bob_box, 0.6))["jpeg_40"], None, fx=0.5, fy=0.5)
+    room = cv2.resize(cv2.imread(str(scenes / "sample1.jpg"))[760:, :], (1280, 720))
+    video = out / "classroom.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (1280, 720))
+    for frame in walking_clip(
+        room,
+        [alice, bob],
+        frames=40,
+        paths=[((150, 300), (1100, 380)), ((1150, 420), (250, 330))],
+        still_frames=5,
+    ):
+        writer.write(frame)
+    writer.release()
+    return {"dir": out, "video": video}
+
+
+def _config(tmp_path: Path, url: str, video: Path, seed: Path) -> str:
+    return f"""
+gateway: {{site: {SITE}, id: {GW}, timezone: UTC}}
+agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3}}
+mqtt: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5}}
+cameras:
+  - device: {{kind: camera_sim, id: cam-7a, video: {video}, loop: true, analysis_fps: 10}}
+    face:
+      point: room-7a
+      stranger_alerts: true
+      attendance:
+        sessions:
+          - {{id: all-day, weekdays: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00",
+             late_after_min: 1440}}
+"""
+
+
+def _roster(path: Path) -> Path:
+    persons = [
+        {"id": pid, "name": pid.title(), "role": "student", "group": "7A", "access_groups": []}
+        for pid in ("alice", "carol")
+    ]
+    path.write_text(json.dumps({"kind": "snapshot", "version": 1, "persons": persons}))
+    return path
+
+
+def _enroll(
+    config: Path, person: str, *photos: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "enroll",
+            "--config",
+            str(config),
+            "--person",
+            person,
+            *map(str, photos),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_enroll_then_recognise_attendance_and_stranger(
+    tmp_path: Path, mosquitto: MosquittoBroker, face_scene: dict[str, Any]
+) -> None:
+    key = secrets.token_hex(32)
+    env = {**os.environ, "EDGE_AGENT_FACE_TEMPLATE_KEY": key}
+    config_path = tmp_path / "agent.yaml"
+    config_path.write_text(
+        _config(tmp_path, mosquitto.url, face_scene["video"], _roster(tmp_path / "roster.json"))
+    )
+    # The roster must exist before enrolling: enrolment attaches faces to people the centre knows.
+    assert _enroll(config_path, "alice", face_scene["dir"] / "alice.jpg", env=env).returncode == 1
+    from edge_agent.roster import Roster, parse_roster_message
+
+    roster = Roster(tmp_path / "data")
+    roster.apply_snapshot(parse_roster_message((tmp_path / "roster.json").read_bytes()))  # type: ignore[arg-type]
+    roster.close()
+    ok = _enroll(
+        config_path, "alice", face_scene["dir"] / "alice.jpg", face_scene["dir"] / "broken.jpg", env=env
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "stored template" in ok.stdout and "rejected broken.jpg: not_an_image" in ok.stderr
+    crowd = _enroll(config_path, "carol", face_scene["dir"] / "crowd.jpg", env=env)
+    assert crowd.returncode == 1 and "several_faces" in crowd.stderr
+    assert _enroll(config_path, "carol", face_scene["dir"] / "carol.jpg", env=env).returncode == 0
+    no_key = _enroll(
+        config_path,
+        "carol",
+        face_scene["dir"] / "carol.jpg",
+        env={k: v for k, v in env.items() if k != "EDGE_AGENT_FACE_TEMPLATE_KEY"},
+    )
+    assert no_key.returncode == 2 and "face_template_key" in no_key.stderr
+    # At rest: no embedding in the clear; the wrong key opens nothing.
+    db = sqlite3.connect(tmp_path / "data" / FACES_DB)
+    rows = db.execute("SELECT ciphertext FROM templates").fetchall()
+    db.close()
+    assert len(rows) == 2 and all(len(r[0]) == 128 * 4 + 16 for r in rows)
+    wrong = FaceTemplateStore(tmp_path / "data", parse_key(secrets.token_hex(32), "k"))
+    assert wrong.templates() == [] and wrong.undecryptable == 2
+    wrong.close()
+
+    collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
+    os.environ["EDGE_AGENT_FACE_TEMPLATE_KEY"] = key
+    try:
+
+        async def scenario() -> None:
+            agent = Agent(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
+            task = asyncio.create_task(agent.run())
+            try:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    kinds = [m.json()["type"] for m in collector.snapshot("/events/")]
+                    if (
+                        "edu.campus.attendance.recorded.v1" in kinds
+                        and "edu.campus.security.stranger.v1" in kinds
+                    ):
+                        break
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(3)  # the clip loops: nothing more may be recorded for alice
+                assert agent.faces is not None and agent.faces.gallery.template_count == 2
+            finally:
+                agent.request_stop("test")
+                await asyncio.wait_for(task, 30)
+
+        asyncio.run(scenario())
+    finally:
+        os.environ.pop("EDGE_AGENT_FACE_TEMPLATE_KEY", None)
+    collector.close()
+    events = [m.json() for m in collector.snapshot("/events/")]
+    for event in events:
+        validate_event(event)
+    attendance = [e for e in events if e["type"] == "edu.campus.attendance.recorded.v1"]
+    assert [a["subject"] for a in attendance] == ["alice"]
+    record = attendance[0]["data"]
+    assert (
+        record["method"] == "face" and record["point"] == "room-7a" and record["model_id"] == "dlib_resnet_v1"
+    )
+    assert record["distance"] < 0.5
+    strangers = [e for e in events if e["type"] == "edu.campus.security.stranger.v1"]
+    assert len(strangers) == 1  # rate-limited, however often the clip loops
+    snapshot = collector.snapshot(f"/snapshots/{strangers[0]['id']}")
+    assert (
+        snapshot and cv2.imdecode(np.frombuffer(snapshot[0].payload, np.uint8), cv2.IMREAD_COLOR) is not None
+    )
+
+
+def test_face_recognition_off_without_key_but_gates_and_camera_health_run(
+    tmp_path: Path, mosquitto: MosquittoBroker, face_scene: dict[str, Any]
+) -> None:
+    config_path = tmp_path / "agent.yaml"
+    config_path.write_text(
+        _config(tmp_path, mosquitto.url, face_scene["video"], _roster(tmp_path / "roster.json"))
+    )
+    os.environ.pop("EDGE_AGENT_FACE_TEMPLATE_KEY", None)
+
+    async def scenario() -> None:
+        agent = Agent(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
+        task = asyncio.create_task(agent.run())
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not agent.device_state.get("cam-7a", {}).get("online"):
+                await asyncio.sleep(0.1)
+            status = agent.status()
+            assert status["faces"]["enabled"] is False and "face_template_key" in status["faces"]["error"]
+            assert agent.device_state["cam-7a"]["online"] is True
+            assert agent.counters.get("faces_disabled_template_key_missing") == 1
+        finally:
+            agent.request_stop("test")
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
