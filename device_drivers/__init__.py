@@ -7,7 +7,13 @@ from device_drivers.codecs import codec_for, drain
 from device_drivers.config import DeviceConfig, Driver, create_driver
 from device_drivers.errors import DeviceError, IncompleteFrame, MalformedFrame
 from device_drivers.keyboard_wedge import KeyboardWedgeConfig, KeyboardWedgeReader, KeystrokeDecoder
-from device_drivers.osdp import OsdpBusConfig, OsdpControlPanel, OsdpReaderConfig, OsdpReaderSimulator
+from device_drivers.osdp import (
+    OsdpBusConfig,
+    OsdpBusSimulator,
+    OsdpControlPanel,
+    OsdpReaderConfig,
+    OsdpReaderSimulator,
+)
 from device_drivers.profile import FirmwareProfile, ProfileError, load_profile, resolve_profile
 from device_drivers.relay import GpioRelay, MemoryPin, Relay, RelayDoor, RelayDoorConfig
 from device_drivers.serial_driver import BackoffConfig
@@ -50,6 +56,7 @@ __all__ = [
     "MalformedFrame",
     "MemoryPin",
     "OsdpBusConfig",
+    "OsdpBusSimulator",
     "OsdpControlPanel",
     "OsdpReaderConfig",
     "OsdpReaderSimulator",

@@ -11,7 +11,8 @@
 
 libosdp runs its own thread (polling the bus every 20 ms); its callbacks are handed to the event
 loop with ``call_soon_threadsafe``. The serial line is a pyserial port URL, reopened with backoff.
-:class:`OsdpReaderSimulator` is a libosdp peripheral device (PD) on a pty, for tests and demos.
+:class:`OsdpBusSimulator` puts libosdp peripheral devices (PDs) on a pty, as readers on one RS-485
+line; :class:`OsdpReaderSimulator` is such a bus with one reader. Both serve tests and demos.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
+import threading
 import time
 import tty
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -222,15 +226,12 @@ class OsdpControlPanel(ReadingSource):
         self.led_s = led_s
         self.backoff = backoff or BackoffConfig()
         self.reader_online: dict[str, bool] = {r.id: False for r in readers}
-        self.simulators: dict[str, OsdpReaderSimulator] = {}
+        self.simulator: OsdpBusSimulator | None = None
         if simulated:
-            # One pty per simulated reader would need a bus multiplexer; one reader per simulated bus
-            # is what the demo needs.
-            if len(readers) != 1:
-                raise ValueError("a simulated OSDP bus has one reader")
-            reader = readers[0]
-            self.simulators[reader.id] = OsdpReaderSimulator(
-                reader.address, keys.get(reader.id), secure_channel=secure_channel, wiegand=self.wiegand
+            self.simulator = OsdpBusSimulator(
+                {r.address: keys.get(r.id) for r in readers},
+                secure_channel=secure_channel,
+                wiegand=self.wiegand,
             )
         self._by_address = {r.address: r for r in readers}
         self._by_id = {r.id: r for r in readers}
@@ -272,9 +273,9 @@ class OsdpControlPanel(ReadingSource):
             raise RuntimeError(f"osdp bus {self.bus_id} is already running")
         self._loop = asyncio.get_running_loop()
         self._open_readings()
-        for sim in self.simulators.values():
-            await sim.__aenter__()
-            self.url = sim.url
+        if self.simulator is not None:
+            await self.simulator.__aenter__()
+            self.url = self.simulator.url
         self._channel = SerialChannel(self.url, self.baudrate, self.backoff, self.bus_id)
         flags = [osdp.LibFlag.EnforceSecure] if self.secure_channel else []
         infos = [
@@ -299,8 +300,8 @@ class OsdpControlPanel(ReadingSource):
             await asyncio.get_running_loop().run_in_executor(None, cp.teardown)
         if self._channel is not None:
             self._channel.close()
-        for sim in self.simulators.values():
-            await sim.__aexit__(exc_type, exc, tb)
+        if self.simulator is not None:
+            await self.simulator.__aexit__(exc_type, exc, tb)
         for reader_id, was_online in self.reader_online.items():
             if was_online:
                 self._emit(DeviceOffline(reader_id, "control panel stopped", utc_now()))
@@ -477,66 +478,48 @@ class OsdpControlPanel(ReadingSource):
         cp.enable_pd(address)
 
 
-class _FdChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no type hints
-    """libosdp channel on a non-blocking file descriptor (the simulator's pty master)."""
+class _BusDropChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no type hints
+    """One reader's tap on a simulated RS-485 bus: it hears everything the CP sends (and, like a
+    real PD, ignores what is addressed to others); what it sends goes to the CP."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, send: Callable[[bytes], int]) -> None:
         super().__init__()
-        self.fd = fd
+        self._send = send
+        self._inbox = bytearray()
+        self._lock = threading.Lock()
+
+    def hear(self, data: bytes) -> None:
+        with self._lock:
+            self._inbox += data
 
     def read(self, max_bytes: int) -> bytes:
-        try:
-            return os.read(self.fd, max_bytes)
-        except OSError:
-            return b""
+        with self._lock:
+            data = bytes(self._inbox[:max_bytes])
+            del self._inbox[:max_bytes]
+        return data
 
     def write(self, buf: bytes) -> int:
-        try:
-            return os.write(self.fd, buf)
-        except OSError:
-            return 0
+        return self._send(buf)
 
     def flush(self) -> None:
-        pass
+        with self._lock:
+            self._inbox.clear()
 
 
-class OsdpReaderSimulator:
-    """An OSDP reader: a libosdp peripheral device on a pty (``url`` is the slave path).
+class OsdpPdSimulator:
+    """One simulated OSDP reader (a libosdp peripheral device) on a bus of
+    :class:`OsdpBusSimulator`. It presents cards (raw Wiegand from a profile's layouts, or raw
+    bytes), reports tamper, and records the LED/buzzer commands it receives in ``commands``."""
 
-    It presents cards (raw Wiegand built from a profile's layouts, or raw bytes), reports tamper, and
-    records the LED/buzzer commands it receives in ``commands``.
-    """
-
-    def __init__(
-        self,
-        address: int,
-        scbk: bytes | None,
-        *,
-        secure_channel: bool = True,
-        wiegand: CardCodec | None = None,
-        link: str | Path | None = None,
-    ) -> None:
+    def __init__(self, address: int, scbk: bytes | None, *, secure_channel: bool, wiegand: CardCodec) -> None:
         self.address = address
         self.scbk = scbk
         self.secure_channel = secure_channel
-        self.wiegand = wiegand or CardCodec(load_profile(resolve_profile("wiegand_serial_converter")))
-        self.link = None if link is None else Path(link)
-        self.url = ""
+        self.wiegand = wiegand
         self.commands: list[dict[str, Any]] = []
         self._pd: Any = None
-        self._fds: tuple[int, int] | None = None
 
-    def start(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._fds = (master, slave)
-        self.url = os.ttyname(slave)
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.link.unlink()
-            self.link.symlink_to(self.url)
-            self.url = str(self.link)
+    def start(self, channel: osdp.Channel) -> None:
         flags = [osdp.LibFlag.EnforceSecure] if self.secure_channel else []
         capabilities = osdp.PDCapabilities(
             [
@@ -546,7 +529,7 @@ class OsdpReaderSimulator:
             ]
         )
         self._pd = osdp.PeripheralDevice(
-            osdp.PDInfo(self.address, _FdChannel(master), scbk=self.scbk, flags=flags),
+            osdp.PDInfo(self.address, channel, scbk=self.scbk, flags=flags),
             capabilities,
             log_level=osdp.LogLevel.Error,
             command_handler=self._command,
@@ -554,25 +537,9 @@ class OsdpReaderSimulator:
         self._pd.start()
 
     def stop(self) -> None:
-        """Power the reader off."""
         if self._pd is not None:
             self._pd.teardown()
             self._pd = None
-        if self._fds is not None:
-            for fd in self._fds:
-                os.close(fd)
-            self._fds = None
-        if self.link is not None and self.link.is_symlink():
-            self.link.unlink()
-
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
     def _command(self, command: dict[str, Any]) -> tuple[int, None]:
         self.commands.append(command)
@@ -633,9 +600,130 @@ class OsdpReaderSimulator:
         )
 
 
+class OsdpBusSimulator:
+    """An RS-485 line with OSDP readers, on a pty (``url`` is the slave path the CP opens).
+
+    ``readers`` maps each address to its SCBK. A thread hands what the CP writes to every reader,
+    as the bus does; readers answer on the same line. ``link``, if given, is a stable symlink to
+    the pty.
+    """
+
+    def __init__(
+        self,
+        readers: dict[int, bytes | None],
+        *,
+        secure_channel: bool = True,
+        wiegand: CardCodec | None = None,
+        link: str | Path | None = None,
+    ) -> None:
+        codec = wiegand or CardCodec(load_profile(resolve_profile("wiegand_serial_converter")))
+        self.readers = {
+            address: OsdpPdSimulator(address, key, secure_channel=secure_channel, wiegand=codec)
+            for address, key in readers.items()
+        }
+        self.link = None if link is None else Path(link)
+        self.url = ""
+        self._fds: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._pump: threading.Thread | None = None
+
+    def start(self) -> None:
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        self._fds = (master, slave)
+        self.url = os.ttyname(slave)
+        if self.link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.link.unlink()
+            self.link.symlink_to(self.url)
+            self.url = str(self.link)
+
+        def send(data: bytes) -> int:
+            try:
+                return os.write(master, data)
+            except OSError:
+                return 0
+
+        taps = [_BusDropChannel(send) for _ in self.readers]
+        for reader, tap in zip(self.readers.values(), taps, strict=True):
+            reader.start(tap)
+        self._stop = stop = threading.Event()
+
+        def pump() -> None:
+            while not stop.is_set():
+                ready, _, _ = select.select([master], [], [], 0.05)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(master, 4096)
+                except OSError:
+                    return
+                for tap in taps:
+                    tap.hear(data)
+
+        self._pump = threading.Thread(target=pump, name="osdp-bus-sim", daemon=True)
+        self._pump.start()
+
+    def stop(self) -> None:
+        """Power the readers off."""
+        self._stop.set()
+        if self._pump is not None:
+            self._pump.join()
+            self._pump = None
+        for reader in self.readers.values():
+            reader.stop()
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = None
+        if self.link is not None and self.link.is_symlink():
+            self.link.unlink()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+
+class OsdpReaderSimulator(OsdpBusSimulator):
+    """A bus with one OSDP reader; the reader's methods are available directly."""
+
+    def __init__(
+        self,
+        address: int,
+        scbk: bytes | None,
+        *,
+        secure_channel: bool = True,
+        wiegand: CardCodec | None = None,
+        link: str | Path | None = None,
+    ) -> None:
+        super().__init__({address: scbk}, secure_channel=secure_channel, wiegand=wiegand, link=link)
+        self.reader = self.readers[address]
+        self.present = self.reader.present
+        self.present_bits = self.reader.present_bits
+        self.present_raw = self.reader.present_raw
+        self.tamper = self.reader.tamper
+
+    @property
+    def commands(self) -> list[dict[str, Any]]:
+        """LED/buzzer commands the reader received."""
+        return self.reader.commands
+
+    @property
+    def secure(self) -> bool:
+        """Whether the secure channel is up."""
+        return self.reader.secure
+
+
 __all__ = [
     "OsdpBusConfig",
+    "OsdpBusSimulator",
     "OsdpControlPanel",
+    "OsdpPdSimulator",
     "OsdpReaderConfig",
     "OsdpReaderSimulator",
     "SerialChannel",

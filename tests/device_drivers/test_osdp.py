@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from device_drivers.errors import DeviceError
 from device_drivers.osdp import (
     OsdpBusConfig,
+    OsdpBusSimulator,
     OsdpControlPanel,
     OsdpReaderConfig,
     OsdpReaderSimulator,
@@ -150,7 +151,8 @@ def test_simulated_bus_from_config() -> None:
         async with cp:
             readings = cp.readings()
             await next_of(readings, DeviceOnline)
-            cp.simulators["demo-osdp"].present("4660:123456/37")
+            assert cp.simulator is not None
+            cp.simulator.readers[1].present("4660:123456/37")
             card = await next_of(readings, CardRead)
             assert (card.credential, card.card_format) == ("4660:123456", "H10304")
 
@@ -241,3 +243,53 @@ def test_run_simulator_osdp_reader_from_stdin(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_two_readers_on_one_bus_each_with_its_own_key() -> None:
+    async def scenario() -> None:
+        keys = {"entry-reader": osdp.KeyStore.gen_key(), "exit-reader": osdp.KeyStore.gen_key()}
+        readers = [
+            OsdpReaderConfig(id="entry-reader", address=1, scbk_secret="unused"),
+            OsdpReaderConfig(id="exit-reader", address=2, scbk_secret="unused"),
+        ]
+        async with (
+            OsdpBusSimulator({1: keys["entry-reader"], 2: keys["exit-reader"]}) as bus,
+            OsdpControlPanel("bus-2r", bus.url, readers, dict(keys), backoff=FAST) as cp,
+        ):
+            readings = cp.readings()
+            online = {(await next_of(readings, DeviceOnline)).device_id for _ in range(2)}
+            assert online == {"entry-reader", "exit-reader"}
+            await wait_until(lambda: bus.readers[1].secure and bus.readers[2].secure)
+
+            bus.readers[2].present("7:1000")
+            bus.readers[1].present("7:2000")
+            reads = {
+                (c.device_id, c.credential) for c in [await next_of(readings, CardRead) for _ in range(2)]
+            }
+            assert reads == {("exit-reader", "7:1000"), ("entry-reader", "7:2000")}
+
+            await cp.feedback("exit-reader", granted=False)
+            await wait_until(lambda: len(bus.readers[2].commands) == 2)
+            assert bus.readers[1].commands == []
+
+    run(scenario())
+
+
+def test_a_reader_with_the_wrong_key_does_not_keep_others_offline() -> None:
+    async def scenario() -> None:
+        good, other = osdp.KeyStore.gen_key(), osdp.KeyStore.gen_key()
+        readers = [
+            OsdpReaderConfig(id="good", address=1, scbk_secret="unused"),
+            OsdpReaderConfig(id="rogue", address=2, scbk_secret="unused"),
+        ]
+        async with (
+            OsdpBusSimulator({1: good, 2: osdp.KeyStore.gen_key()}) as bus,
+            OsdpControlPanel("bus-k", bus.url, readers, {"good": good, "rogue": other}, backoff=FAST) as cp,
+        ):
+            readings = cp.readings()
+            assert (await next_of(readings, DeviceOnline)).device_id == "good"
+            bus.readers[1].present("1:1")
+            assert (await next_of(readings, CardRead)).device_id == "good"
+            assert not cp.reader_online["rogue"]
+
+    run(scenario())
