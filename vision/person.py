@@ -16,9 +16,10 @@ one verified in ``shared/models/MODELS.md``:
 motion gate → :class:`PersonDetector` → :class:`vision.tracking.Tracker` → :class:`vision.zones.ZoneJudge`,
 plus :class:`vision.tamper.TamperDetector`; the agent's rules consume its :class:`PersonFrameResult`.
 
-Recall, measured on the test photos: people 150–400 px tall, standing or sitting, are found
-(scores 0.6–0.85); dense close-up crowds (the large group photos) mostly score below 0.6 and are
-missed. A camera for crowding should see people at the former scale.
+Recall, measured on the test photos, is modest and depends on scale: a full-body figure pasted on
+a corridor is found at 200–300 px tall at every position tried (scores 0.6–0.83) but at 350 px at
+only 2 of 20; in the large close-up group photos most people score below 0.6 and are missed.
+Check a camera's placement with real footage before relying on counts (crowding).
 """
 
 from __future__ import annotations
