@@ -57,16 +57,25 @@ gates:
 @asynccontextmanager
 async def running_gate(tmp_path: Path, url: str, *, auto_pass: bool = True) -> AsyncIterator[Gate]:
     reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
-    turnstile = TurnstileSimulator(load_profile(resolve_profile("turnstile_stx_xor")), PtyEndpoint(),
-                                   passage_delay_s=0.1, auto_pass=auto_pass, passage_window_s=0.5)
+    turnstile = TurnstileSimulator(
+        load_profile(resolve_profile("turnstile_stx_xor")),
+        PtyEndpoint(),
+        passage_delay_s=0.1,
+        auto_pass=auto_pass,
+        passage_window_s=0.5,
+    )
     async with reader, turnstile:
         config = gate_config(tmp_path, url, reader.url, turnstile.url)
         agent = Agent(config, data_dir=tmp_path / "data")
         task = asyncio.create_task(agent.run())
         try:
-            await until(lambda: "gate-1" in agent.gates and agent.roster is not None and agent.roster.version == 1,
-                        "agent ready")
-            await until(lambda: agent.device_state.get("reader-in", {}).get("online") is True, "reader online")
+            await until(
+                lambda: "gate-1" in agent.gates and agent.roster is not None and agent.roster.version == 1,
+                "agent ready",
+            )
+            await until(
+                lambda: agent.device_state.get("reader-in", {}).get("online") is True, "reader online"
+            )
             yield Gate(agent, reader, turnstile)
         finally:
             agent.request_stop("test")
@@ -128,7 +137,9 @@ def test_swipe_grant_open_passage_and_alerts(tmp_path: Path, mosquitto: Mosquitt
             assert forced["severity"] == "critical"
             tailgating = await wait_events(collector, "edu.campus.access.tailgating.v1", 2)
             assert {t["data"]["evidence"] for t in tailgating} == {"turnstile_alarm", "passage_without_grant"}
-            await until(lambda: any(m.topic.endswith("/alerts/critical") for m in collector.snapshot()), "alert")
+            await until(
+                lambda: any(m.topic.endswith("/alerts/critical") for m in collector.snapshot()), "alert"
+            )
 
     run(scenario)
     collector.close()
@@ -165,7 +176,9 @@ def test_broker_down_gate_still_opens_and_events_arrive_later(tmp_path: Path) ->
         async with running_gate(tmp_path, f"mqtt://127.0.0.1:{port}") as gate:
             for card in ("0012AB34CD", "0012AB34CE", "DEADBEEF00"):
                 gate.reader.present(card)
-            await until(lambda: sum(c.name == "open" for c in gate.turnstile.commands) == 2, "gate opened offline")
+            await until(
+                lambda: sum(c.name == "open" for c in gate.turnstile.commands) == 2, "gate opened offline"
+            )
             await until(lambda: gate.agent.gates["gate-1"].stats.passages == 2, "passages offline")
             assert gate.agent.link is not None and not gate.agent.link.connected.is_set()
             assert gate.agent.outbox.pending_total >= 5
@@ -193,31 +206,49 @@ def _publish(url_port: int, topic: str, payload: bytes, props: Properties | None
     client.disconnect()
 
 
-def test_roster_snapshot_and_deltas_over_mqtt_with_replies(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+def test_roster_snapshot_and_deltas_over_mqtt_with_replies(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
     collector = Collector(mosquitto.url, "#")
 
     def replies() -> list[dict[str, Any]]:
-        return [m.json() for m in collector.snapshot() if m.topic.endswith("/roster/reply") or m.topic == "test/replies"]
+        return [
+            m.json()
+            for m in collector.snapshot()
+            if m.topic.endswith("/roster/reply") or m.topic == "test/replies"
+        ]
 
     async def scenario() -> None:
         async with running_gate(tmp_path, mosquitto.url) as gate:
-            await until(lambda: gate.agent.link is not None and gate.agent.link.connected.is_set(), "connected")
+            await until(
+                lambda: gate.agent.link is not None and gate.agent.link.connected.is_set(), "connected"
+            )
             await asyncio.sleep(0.3)  # the roster subscription is in place once connected
             base = f"campus/v1/{SITE}/roster"
             snap = snapshot(5)
-            snap["persons"].append({"id": "S7", "name": "Late joiner", "role": "student", "access_groups": ["students"]})
+            snap["persons"].append(
+                {"id": "S7", "name": "Late joiner", "role": "student", "access_groups": ["students"]}
+            )
             snap["credentials"].append({"credential": "0000000777", "person_id": "S7"})
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = "test/replies"
             props.CorrelationData = b"req-1"
-            await asyncio.to_thread(_publish, mosquitto.port, f"{base}/snapshot", json.dumps(snap).encode(), props)
-            await until(lambda: gate.agent.roster is not None and gate.agent.roster.version == 5, "snapshot applied")
+            await asyncio.to_thread(
+                _publish, mosquitto.port, f"{base}/snapshot", json.dumps(snap).encode(), props
+            )
+            await until(
+                lambda: gate.agent.roster is not None and gate.agent.roster.version == 5, "snapshot applied"
+            )
             gate.reader.present("0000000777")
             granted = await wait_events(collector, "edu.campus.access.granted.v1")
             assert granted[0]["subject"] == "S7"
             # A delta that skips a version: nothing changes; the reply asks for a snapshot.
-            gap = {"kind": "delta", "from_version": 7, "version": 8,
-                   "upsert": {"persons": [{"id": "X", "name": "x", "role": "staff"}]}}
+            gap = {
+                "kind": "delta",
+                "from_version": 7,
+                "version": 8,
+                "upsert": {"persons": [{"id": "X", "name": "x", "role": "staff"}]},
+            }
             await asyncio.to_thread(_publish, mosquitto.port, f"{base}/delta", json.dumps(gap).encode())
             # A delta that removes S7 follows the held version and applies.
             leave = {"kind": "delta", "from_version": 5, "version": 6, "delete": {"persons": ["S7"]}}
