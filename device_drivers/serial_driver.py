@@ -207,6 +207,8 @@ class SerialDriver(ReadingSource):
                 stopbits=t.stopbits,
                 timeout=_READ_TIMEOUT_S,
                 write_timeout=2.0,
+                # A second process on the same line would steal bytes: refuse it (flock; ignored by socket://).
+                exclusive=True,
                 do_not_open=True,
             )
             port.open()

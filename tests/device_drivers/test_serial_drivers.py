@@ -465,3 +465,16 @@ def test_confirmed_commands_wait_for_ack_resend_and_report_nak(name: str) -> Non
             await driver.normal(confirm=True)
 
     run(scenario())
+
+
+def test_a_second_driver_on_the_same_port_is_refused() -> None:
+    async def scenario() -> None:
+        async with reader_with_sim("em4100_id12") as (_, sim, readings):
+            second = CardReaderDriver("reader-2", sim.url, profile("em4100_id12"), backoff=FAST)
+            async with second:
+                offline = await Readings(second).next(DeviceOffline)
+                assert "cannot open" in offline.reason
+            sim.present("62E3086CED")
+            assert (await readings.next(CardRead)).device_id == "reader-1"
+
+    run(scenario())
