@@ -1,0 +1,430 @@
+"""``edge-agent install-service``: set a box up to run the agent under systemd.
+
+Creates the ``edge-agent`` system user and the device groups the unit names, the directories
+(``/etc/edge-agent``, its root-only ``credentials/``, the state and log directories), installs
+the unit file and a validated configuration, and prints what is left for a person to do (the
+broker password, ``systemctl enable --now``). Running it again changes nothing that is already
+right: it never overwrites a credential, and keeps an existing configuration unless a new one is
+given (the old one is kept beside it).
+
+``--prefix DIR`` installs into a directory tree instead of ``/`` (images, tests). Users and groups
+are then written into ``DIR/etc/passwd`` and ``DIR/etc/group`` with ``useradd --prefix`` when those
+files exist there, and skipped (with a message) when they do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import functools
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from edge_agent.config import ConfigFileError, load_config
+from edge_agent.errors import ConfigError
+
+SERVICE_USER = "edge-agent"
+UNIT_NAME = "edge-agent.service"
+CREDENTIALS = ("mqtt_password", "mqtt_client_key")
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_UNIT = SOURCE_ROOT / "systemd" / UNIT_NAME
+DEFAULT_DEMO_CONFIG = SOURCE_ROOT / "config" / "demo.yaml"
+DEFAULT_DOC = SOURCE_ROOT / "docs" / "OPERATIONS.md"
+VENV_BINARY = Path("opt/edge-agent/.venv/bin/edge-agent")
+
+
+class InstallError(ConfigError):
+    """The installation cannot go on (not root, a bad configuration, a missing source file)."""
+
+    def __init__(self, message: str, *, code: str = "install_failed") -> None:
+        super().__init__(message, code=code)
+
+
+@dataclass
+class InstallReport:
+    """What was done (or, with ``dry_run``, would be done), and what is left for a person."""
+
+    actions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+
+
+def unit_groups(unit_text: str) -> list[str]:
+    """The groups the unit names: ``Group=`` first, then ``SupplementaryGroups=``."""
+    groups: list[str] = []
+    for raw in unit_text.splitlines():
+        key, _, value = raw.strip().partition("=")
+        if key == "Group":
+            groups.insert(0, value.strip())
+        elif key == "SupplementaryGroups":
+            groups.extend(value.split())
+    return list(dict.fromkeys(groups))
+
+
+class _Accounts:
+    """Users and groups on the target: the host's NSS for ``/``, the files under a prefix."""
+
+    def __init__(self, prefix: Path) -> None:
+        self.prefix = prefix
+        self.host = prefix == Path("/")
+
+    @property
+    def available(self) -> bool:
+        return self.host or ((self.prefix / "etc/passwd").is_file() and (self.prefix / "etc/group").is_file())
+
+    def _rows(self, name: str) -> list[list[str]]:
+        path = self.prefix / "etc" / name
+        return [
+            line.split(":") for line in path.read_text().splitlines() if line and not line.startswith("#")
+        ]
+
+    def group(self, name: str) -> tuple[int, list[str]] | None:
+        """gid and members of ``name``, or None."""
+        if self.host:
+            try:
+                g = grp.getgrnam(name)
+            except KeyError:
+                return None
+            return g.gr_gid, list(g.gr_mem)
+        for row in self._rows("group"):
+            if row[0] == name and len(row) >= 4:
+                return int(row[2]), [m for m in row[3].split(",") if m]
+        return None
+
+    def user(self, name: str) -> tuple[int, int] | None:
+        """uid and primary gid of ``name``, or None."""
+        if self.host:
+            try:
+                u = pwd.getpwnam(name)
+            except KeyError:
+                return None
+            return u.pw_uid, u.pw_gid
+        for row in self._rows("passwd"):
+            if row[0] == name and len(row) >= 4:
+                return int(row[2]), int(row[3])
+        return None
+
+    def command(self, *args: str) -> list[str]:
+        return [args[0], *(() if self.host else ("--prefix", str(self.prefix))), *args[1:]]
+
+
+class Installer:
+    """One installation run; :meth:`run` does it all and returns the report."""
+
+    def __init__(
+        self,
+        prefix: Path = Path("/"),
+        *,
+        config: Path | None = None,
+        unit: Path = DEFAULT_UNIT,
+        dry_run: bool = False,
+        out: TextIO | None = None,
+    ) -> None:
+        self.prefix = prefix
+        self.config = config
+        self.unit = unit
+        self.dry_run = dry_run
+        self.out = out
+        self.report = InstallReport()
+        self.accounts = _Accounts(prefix)
+        self.uid: int | None = None
+        self.gid: int | None = None
+
+    def path(self, absolute: str) -> Path:
+        return self.prefix / absolute.lstrip("/")
+
+    def _say(self, text: str) -> None:
+        self.report.actions.append(text)
+        if self.out is not None:
+            print(text, file=self.out)
+
+    def _act(self, description: str, action: Callable[[], object]) -> None:
+        if self.dry_run:
+            self._say(f"would {description}")
+            return
+        action()
+        self._say(description)
+
+    def _run(self, command: list[str]) -> None:
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise InstallError(f"{' '.join(command)} failed: {done.stderr.strip() or done.returncode}")
+
+    # -- steps -------------------------------------------------------------------------------------
+
+    def check_sources(self) -> str:
+        try:
+            unit_text = self.unit.read_text()
+        except OSError as err:
+            raise InstallError(
+                f"cannot read the unit file {self.unit}: {err.strerror}; pass --unit FILE", code="no_unit"
+            ) from err
+        if self.config is not None:
+            try:
+                load_config(self.config)
+            except ConfigFileError as err:
+                raise InstallError(
+                    f"the configuration is not valid, nothing installed:\n{err}", code="bad_config"
+                ) from err
+        if not self.dry_run and self.prefix == Path("/") and os.geteuid() != 0:
+            raise InstallError("installing into / needs root: run it with sudo (or try --dry-run)")
+        return unit_text
+
+    def users_and_groups(self, groups: list[str]) -> None:
+        accounts = self.accounts
+        if not accounts.available:
+            self.report.notes.append(
+                f"users and groups skipped: {self.prefix}/etc/passwd and /etc/group do not exist; on the "
+                f"target run: groupadd --system <group> for each of {', '.join(groups)} that is missing, "
+                f"then useradd --system --gid {SERVICE_USER} --groups {','.join(groups[1:])} "
+                f"--home-dir /var/lib/edge-agent --no-create-home --shell /usr/sbin/nologin {SERVICE_USER}"
+            )
+            self._say("skip users and groups (no passwd/group files under the prefix)")
+            return
+        for group in groups:
+            if accounts.group(group) is None:
+                self._act(
+                    f"create group {group}",
+                    functools.partial(self._run, accounts.command("groupadd", "--system", group)),
+                )
+            else:
+                self._say(f"exists: group {group}")
+        supplementary = [g for g in groups if g != SERVICE_USER]
+        if accounts.user(SERVICE_USER) is None:
+            command = accounts.command(
+                "useradd",
+                "--system",
+                "--gid",
+                SERVICE_USER,
+                "--home-dir",
+                "/var/lib/edge-agent",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "Campus edge gateway agent",
+            )
+            if supplementary:
+                command += ["--groups", ",".join(supplementary)]
+            self._act(
+                f"create user {SERVICE_USER} (groups {', '.join(groups)})",
+                lambda: self._run([*command, SERVICE_USER]),
+            )
+        else:
+            self._say(f"exists: user {SERVICE_USER}")
+            # The unit adds the groups to the service itself; membership here is for
+            # `sudo -u edge-agent edge-agent doctor`, which should see what the service sees.
+            missing = [g for g in supplementary if SERVICE_USER not in (accounts.group(g) or (0, []))[1]]
+            if missing:
+                self._act(
+                    f"add {SERVICE_USER} to {', '.join(missing)}",
+                    lambda: self._run(
+                        accounts.command("usermod", "--append", "--groups", ",".join(missing), SERVICE_USER)
+                    ),
+                )
+        if not self.dry_run:
+            user_row = accounts.user(SERVICE_USER)
+            group_row = accounts.group(SERVICE_USER)
+            self.uid = user_row[0] if user_row else None
+            self.gid = group_row[0] if group_row else None
+
+    def directory(self, absolute: str, mode: int, owner: int | None, group: int | None) -> None:
+        path = self.path(absolute)
+        if path.is_dir():
+            current = path.stat()
+            wrong_mode = (current.st_mode & 0o7777) != mode
+            wrong_owner = (owner is not None and current.st_uid != owner) or (
+                group is not None and current.st_gid != group
+            )
+            if not (wrong_mode or wrong_owner):
+                self._say(f"exists: {absolute} ({mode:04o})")
+                return
+
+        def make() -> None:
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
+            if os.geteuid() == 0 and (owner is not None or group is not None):
+                os.chown(path, -1 if owner is None else owner, -1 if group is None else group)
+
+        self._act(f"set up {absolute} ({mode:04o})", make)
+
+    def file(self, source: Path, absolute: str, mode: int, group: int | None = None) -> bool:
+        """Install ``source`` at ``absolute`` if it differs; True when the file was (or would be) written."""
+        target = self.path(absolute)
+        if target.is_file() and filecmp.cmp(source, target, shallow=False):
+            self._say(f"unchanged: {absolute}")
+            return False
+
+        def copy() -> None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(source, tmp)
+            tmp.chmod(mode)
+            if os.geteuid() == 0 and group is not None:
+                os.chown(tmp, 0, group)
+            tmp.replace(target)  # atomic: a reader sees the old file or the new one
+
+        self._act(f"{'update' if target.exists() else 'install'} {absolute}", copy)
+        return True
+
+    def credentials(self) -> None:
+        for name in CREDENTIALS:
+            absolute = f"/etc/edge-agent/credentials/{name}"
+            target = self.path(absolute)
+            if target.exists():
+                self._say(f"kept: {absolute}")
+                continue
+
+            def placeholder(target: Path = target) -> None:
+                # An empty file, because LoadCredential= refuses to start the unit when the file is
+                # missing; empty means "not used" (anonymous broker, no client certificate).
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+
+            self._act(f"create empty {absolute} (0600)", placeholder)
+
+    def configuration(self) -> None:
+        target = self.path("/etc/edge-agent/gateway.yaml")
+        source = self.config
+        if source is None:
+            if target.exists():
+                self._say("kept: /etc/edge-agent/gateway.yaml")
+                self._validate_installed(target)
+                return
+            source = DEFAULT_DEMO_CONFIG
+            self.report.notes.append(
+                "installed the demo configuration (simulated devices): edit /etc/edge-agent/gateway.yaml "
+                "for this site before enabling the service"
+            )
+            if not source.is_file():
+                raise InstallError(f"no demo configuration at {source}; pass --config FILE", code="no_config")
+        group = self.gid
+        if target.exists() and not filecmp.cmp(source, target, shallow=False):
+            backup = f"/etc/edge-agent/gateway.yaml.{time.strftime('%Y%m%d-%H%M%S')}.bak"
+            self._act(
+                f"keep the previous configuration as {backup}",
+                lambda: shutil.copy2(target, self.path(backup)),
+            )
+        self.file(source, "/etc/edge-agent/gateway.yaml", 0o640, group)
+        # A relative roster seed is read beside the configuration file: it has to travel with it.
+        config = load_config(source)
+        seed = config.agent.roster_seed
+        if seed is not None and not Path(seed).is_absolute():
+            seed_source = source.parent / seed
+            if seed_source.is_file():
+                self.file(seed_source, f"/etc/edge-agent/{seed}", 0o640, group)
+            else:
+                self.report.notes.append(
+                    f"roster seed {seed_source} not found; the agent will start without it"
+                )
+
+    def _validate_installed(self, target: Path) -> None:
+        try:
+            load_config(target)
+        except ConfigFileError as err:
+            self.report.notes.append(
+                f"the installed configuration is not valid; the service will not start:\n{err}"
+            )
+
+    def run(self) -> InstallReport:
+        unit_text = self.check_sources()
+        groups = unit_groups(unit_text)
+        self.users_and_groups(groups)
+        self.directory("/etc/edge-agent", 0o750, 0, self.gid)
+        self.directory("/etc/edge-agent/credentials", 0o700, 0, 0)
+        self.directory("/var/lib/edge-agent", 0o750, self.uid, self.gid)
+        self.directory("/var/log/edge-agent", 0o750, self.uid, self.gid)
+        self.credentials()
+        self.configuration()
+        unit_changed = self.file(self.unit, f"/etc/systemd/system/{UNIT_NAME}", 0o644)
+        if DEFAULT_DOC.is_file():
+            self.file(DEFAULT_DOC, "/usr/local/share/doc/edge-agent/OPERATIONS.md", 0o644)
+        self._next_steps(unit_changed)
+        return self.report
+
+    def _next_steps(self, unit_changed: bool) -> None:
+        steps = self.report.next_steps
+        if not self.path(str(VENV_BINARY)).exists():
+            steps.append(
+                f"install the agent where the unit runs it: /{VENV_BINARY} (a virtualenv under "
+                "/opt/edge-agent/releases/<version>, linked as /opt/edge-agent/.venv; see OPERATIONS.md)"
+            )
+        password = self.path("/etc/edge-agent/credentials/mqtt_password")
+        if not password.exists() or password.stat().st_size == 0:
+            steps.append(
+                "if the broker needs a password: sudo install -m 0600 /dev/stdin "
+                "/etc/edge-agent/credentials/mqtt_password   (type it, then Ctrl-D)"
+            )
+        steps.append(
+            "check the box: sudo -u edge-agent /opt/edge-agent/.venv/bin/edge-agent doctor "
+            "--data-dir /var/lib/edge-agent"
+        )
+        steps.append(
+            "start it: sudo systemctl daemon-reload && sudo systemctl enable --now edge-agent"
+            if unit_changed
+            else "start it: sudo systemctl enable --now edge-agent"
+        )
+        steps.append("watch it: journalctl -u edge-agent -f   and   edge-agent status")
+
+
+def install_service(
+    prefix: Path = Path("/"),
+    *,
+    config: Path | None = None,
+    unit: Path = DEFAULT_UNIT,
+    dry_run: bool = False,
+    out: TextIO | None = None,
+) -> InstallReport:
+    """Install the service into ``prefix`` (see the module docstring); raises :class:`InstallError`."""
+    return Installer(prefix, config=config, unit=unit, dry_run=dry_run, out=out).run()
+
+
+def cmd_install_service(args: argparse.Namespace) -> int:
+    try:
+        report = install_service(
+            Path(args.prefix),
+            config=Path(args.config) if args.config else None,
+            unit=Path(args.unit) if args.unit else DEFAULT_UNIT,
+            dry_run=args.dry_run,
+            out=sys.stdout,
+        )
+    except InstallError as err:
+        print(f"edge-agent install-service: {err}", file=sys.stderr)
+        # 2 for a bad configuration, as `edge-agent config check` does.
+        return 2 if err.code == "bad_config" else 1
+    for note in report.notes:
+        print(f"note: {note}")
+    print("\nNext steps:")
+    for i, step in enumerate(report.next_steps, 1):
+        print(f"  {i}. {step}")
+    return 0
+
+
+def add_install_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``edge-agent install-service`` on the CLI's subparsers (the handler is ``args.func``)."""
+    install = subparsers.add_parser(
+        "install-service",
+        help="create the edge-agent user and directories, install the systemd unit and a config",
+        description="Idempotent: a second run changes only what is not right yet. Never overwrites "
+        "credentials; keeps a replaced configuration as gateway.yaml.<time>.bak.",
+    )
+    install.add_argument("--prefix", default="/", help="install into this root instead of / (images, tests)")
+    install.add_argument(
+        "--config",
+        help="configuration to install (validated first); default: keep the installed one, or the demo",
+    )
+    install.add_argument("--unit", help=f"unit file to install (default: {DEFAULT_UNIT})")
+    install.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    install.set_defaults(func=cmd_install_service)
+
+
+__all__ = ["InstallError", "InstallReport", "Installer", "add_install_cli", "install_service", "unit_groups"]

@@ -1,0 +1,202 @@
+"""edge-agent install-service into temp roots: files, modes, owners, users and groups (through
+``useradd --prefix`` on passwd/group files in the temp root, never the machine's), idempotence,
+dry runs and refused configurations."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_agent.config import load_config
+from edge_agent.install import DEFAULT_UNIT, InstallError, install_service, unit_groups
+from tests.ops.unit_file import REPO_ROOT
+
+CHANGING = ("install ", "update ", "create ", "set up ", "add ", "keep the previous")
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, int, bytes]]:
+    """Every path under ``root`` with its mode, owner, group and (for files) content."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        content = path.read_bytes() if path.is_file() else b""
+        out[str(path.relative_to(root))] = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, content)
+    return out
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def seed_accounts(root: Path) -> None:
+    """A target system's account files: root, and the dialout/video groups Debian always has."""
+    etc = root / "etc"
+    etc.mkdir(parents=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (etc / "group").write_text("root:x:0:\ndialout:x:20:\nvideo:x:44:\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (etc / "gshadow").write_text("root:*::\ndialout:*::\nvideo:*::\n")
+    for name in ("shadow", "gshadow"):
+        (etc / name).chmod(0o600)
+
+
+def test_unit_groups_come_from_the_unit_file() -> None:
+    groups = unit_groups(DEFAULT_UNIT.read_text())
+    assert groups[0] == "edge-agent"
+    assert {"dialout", "video", "gpio"} <= set(groups[1:])
+
+
+def test_install_into_a_bare_prefix_then_again_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    first = install_service(root)
+    assert any("skip users and groups" in a for a in first.actions)
+    assert any("useradd --system" in n for n in first.notes), "the skipped steps are spelled out"
+    etc = root / "etc/edge-agent"
+    assert (root / "etc/systemd/system/edge-agent.service").read_text() == DEFAULT_UNIT.read_text()
+    assert mode(etc) == 0o750 and mode(etc / "credentials") == 0o700
+    for name in ("mqtt_password", "mqtt_client_key"):
+        credential = etc / "credentials" / name
+        assert credential.stat().st_size == 0 and mode(credential) == 0o600
+    assert mode(root / "var/lib/edge-agent") == 0o750
+    # The demo configuration, valid where it was installed, with its roster seed beside it.
+    config = load_config(etc / "gateway.yaml")
+    assert config.agent.roster_seed is not None and (etc / config.agent.roster_seed).is_file()
+    assert mode(etc / "gateway.yaml") == 0o640
+    assert any("demo configuration" in n for n in first.notes)
+    assert any("systemctl daemon-reload" in s for s in first.next_steps)
+    assert any("journalctl -u edge-agent" in s for s in first.next_steps)
+
+    before = tree(root)
+    second = install_service(root)
+    assert tree(root) == before
+    assert not [a for a in second.actions if a.startswith(CHANGING)], second.actions
+    # Nothing changed in the unit, so no daemon-reload is asked for.
+    assert not any("daemon-reload" in s for s in second.next_steps)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="useradd/groupadd --prefix need root")
+def test_users_and_groups_are_created_in_the_prefix_only(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    seed_accounts(root)
+    host_passwd = Path("/etc/passwd").read_bytes()
+    host_group = Path("/etc/group").read_bytes()
+    report = install_service(root)
+    assert Path("/etc/passwd").read_bytes() == host_passwd
+    assert Path("/etc/group").read_bytes() == host_group
+    passwd = {line.split(":")[0]: line.split(":") for line in (root / "etc/passwd").read_text().splitlines()}
+    groups = {line.split(":")[0]: line.split(":") for line in (root / "etc/group").read_text().splitlines()}
+    user = passwd["edge-agent"]
+    assert user[6] == "/usr/sbin/nologin" and user[5] == "/var/lib/edge-agent"
+    assert int(user[2]) < 1000, "a system user"
+    assert {"gpio", "input", "edge-agent"} <= set(groups), "missing groups are created"
+    for group in ("dialout", "video", "gpio", "input"):
+        assert "edge-agent" in groups[group][3].split(","), group
+    assert any(a.startswith("create group gpio") for a in report.actions)
+    assert any(a == "exists: group dialout" for a in report.actions)
+    uid, gid = int(user[2]), int(groups["edge-agent"][2])
+    state = (root / "var/lib/edge-agent").stat()
+    assert (state.st_uid, state.st_gid) == (uid, gid)
+    assert (root / "etc/edge-agent/gateway.yaml").stat().st_gid == gid
+    credentials = (root / "etc/edge-agent/credentials").stat()
+    assert (credentials.st_uid, credentials.st_gid) == (0, 0)
+
+    before = tree(root)
+    again = install_service(root)
+    assert tree(root) == before
+    assert not [a for a in again.actions if a.startswith(CHANGING)], again.actions
+
+    # A user that exists but lost a group gets it back (doctor run as the user needs it).
+    text = (root / "etc/group").read_text().replace("gpio:x:", "gpio-old:x:", 1)
+    (root / "etc/group").write_text(text.replace("\n", "\ngpio:x:4242:\n", 1))
+    third = install_service(root)
+    assert any(a == "add edge-agent to gpio" for a in third.actions), third.actions
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    report = install_service(root, dry_run=True)
+    assert list(root.iterdir()) == []
+    changing = [a for a in report.actions if not a.startswith(("exists", "kept", "unchanged", "skip"))]
+    assert changing and all(a.startswith("would ") for a in changing), report.actions
+
+
+def test_given_config_is_validated_and_replaces_with_a_backup(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    install_service(root)
+    etc = root / "etc/edge-agent"
+    (etc / "credentials/mqtt_password").write_text("s3cret\n")
+    demo = (etc / "gateway.yaml").read_bytes()
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway:\n  site: s\n  id: g\nmqtt:\n  password: oops\n")
+    with pytest.raises(InstallError) as refused:
+        install_service(root, config=bad)
+    assert refused.value.code == "bad_config" and ":5:" in str(refused.value)
+    assert (etc / "gateway.yaml").read_bytes() == demo, "a refused config installs nothing"
+
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        yaml.safe_dump({"gateway": {"site": "north", "id": "gw-7"}, "mqtt": {"username": "gw-7"}})
+    )
+    report = install_service(root, config=site)
+    assert (etc / "gateway.yaml").read_bytes() == site.read_bytes()
+    backups = list(etc.glob("gateway.yaml.*.bak"))
+    assert len(backups) == 1 and backups[0].read_bytes() == demo
+    assert any("keep the previous configuration" in a for a in report.actions)
+    assert (etc / "credentials/mqtt_password").read_text() == "s3cret\n", "credentials are never overwritten"
+    assert not any("mqtt_password" in s for s in report.next_steps), "the password is there already"
+    # Same config again: nothing to do, no second backup.
+    install_service(root, config=site)
+    assert len(list(etc.glob("gateway.yaml.*.bak"))) == 1
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "import argparse, sys\n"
+        "from edge_agent.install import add_install_cli\n"
+        "p = argparse.ArgumentParser(prog='edge-agent')\n"
+        "add_install_cli(p.add_subparsers(dest='command', required=True))\n"
+        "a = p.parse_args(sys.argv[1:])\n"
+        "sys.exit(a.func(a))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, "install-service", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_cli_prints_actions_and_next_steps(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    out = _cli("--prefix", str(root))
+    assert out.returncode == 0, out.stderr
+    assert "install /etc/systemd/system/edge-agent.service" in out.stdout
+    assert "Next steps:" in out.stdout and "systemctl enable --now edge-agent" in out.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {site: s}\n")
+    refused = _cli("--prefix", str(tmp_path / "other"), "--config", str(bad))
+    assert refused.returncode == 2 and "gateway.id" in refused.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_cli_dry_run_on_this_machine_touches_nothing() -> None:
+    if Path("/etc/edge-agent").exists() or Path("/etc/systemd/system/edge-agent.service").exists():
+        pytest.skip("this machine has the service installed; the dry run would only report it")
+    out = _cli("--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "would set up /etc/edge-agent (0750)" in out.stdout
+    assert "would install /etc/systemd/system/edge-agent.service" in out.stdout
+    assert not Path("/etc/edge-agent").exists()
+    assert not Path("/etc/systemd/system/edge-agent.service").exists()
