@@ -173,9 +173,9 @@ def _check_data_dir(data_dir: Path, min_free_bytes: int) -> CheckResult:
 def check_serial_port(device_id: str, port: str, baudrate: int = 9600) -> CheckResult:
     """Open the pyserial port URL and close it again.
 
-    ``exclusive=True`` takes a lock for the moment of the check, so a second doctor cannot slip in;
-    it does not detect the running agent, which does not lock its ports. The port is not read, so
-    no byte meant for the agent is consumed.
+    The agent opens its ports exclusively (flock), so does this check: a port the running agent
+    holds is reported as in use (a warning), not as broken. The port is not read, so no byte meant
+    for anyone else is consumed.
     """
     name = f"device {device_id}"
     try:
@@ -187,6 +187,8 @@ def check_serial_port(device_id: str, port: str, baudrate: int = 9600) -> CheckR
     except (serial.SerialException, OSError, ValueError) as err:
         hint = ""
         text = str(err)
+        if "exclusively lock" in text:
+            return _warn(name, f"{port} is in use by another process (the running agent?)")
         if "Permission denied" in text or "[Errno 13]" in text:
             hint = " (is the user in the 'dialout' group?)"
         elif "No such file" in text or "[Errno 2]" in text:

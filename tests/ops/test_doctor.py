@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import serial
 import yaml
 
 from edge_agent.config import load_config
@@ -167,6 +168,18 @@ def test_serial_port_on_a_pty_opens_and_a_missing_one_fails(pty_port: tuple[int,
     missing = check_serial_port("reader-2", "/dev/ttyUSB-edge-doctor-none")
     assert missing.failed and "cannot open" in missing.detail and "reader-2" in missing.name
     assert check_serial_port("reader-3", f"socket://127.0.0.1:{free_port()}").failed
+
+
+def test_serial_port_held_by_the_agent_is_in_use_not_broken(pty_port: tuple[int, str]) -> None:
+    _, path = pty_port
+    # The agent's drivers open their ports exclusively; this stands in for the running agent.
+    held = serial.Serial(path, exclusive=True)
+    try:
+        result = check_serial_port("reader-1", path)
+        assert result.status is Status.WARN and "in use" in result.detail
+    finally:
+        held.close()
+    assert check_serial_port("reader-1", path).status is Status.OK
 
 
 @needs_root
