@@ -1,0 +1,25 @@
+"""The one root exception of the central ingest package."""
+
+from __future__ import annotations
+
+
+class CentralError(Exception):
+    """Anything that stops the central ingest from doing its job (bad settings, database refused).
+
+    ``code`` is a short, stable, machine-readable reason, also used as a counter label. Bad *messages*
+    never raise out of the consumer: they are dead-lettered and counted (see ``classify``).
+    """
+
+    def __init__(self, message: str, *, code: str = "central_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MigrationError(CentralError):
+    """A schema migration failed; the database is left as it was before that migration."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="migration_failed")
+
+
+__all__ = ["CentralError", "MigrationError"]
