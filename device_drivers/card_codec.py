@@ -4,11 +4,13 @@ line-based UID readers and Wiegand-to-serial converters, all driven by a firmwar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from device_drivers import wiegand
 from device_drivers.errors import DeviceError, MalformedFrame
 from device_drivers.framing import Frame, FrameCodec
 from device_drivers.profile import FirmwareProfile, WiegandLayout
+from device_drivers.types import CardRead
 
 
 def normalise_hex(text: str) -> str:
@@ -36,6 +38,20 @@ class CardData:
     bits: int
     facility_code: int | None = None
     card_number: int | None = None
+
+    def to_read(self, device_id: str, at: datetime, received_ns: int) -> CardRead:
+        """This card as the reading a driver hands to the agent."""
+        return CardRead(
+            device_id=device_id,
+            credential=self.credential,
+            card_format=self.card_format,
+            facility_code=self.facility_code,
+            card_number=self.card_number,
+            raw_hex=self.raw_hex,
+            bits=self.bits,
+            at=at,
+            received_ns=received_ns,
+        )
 
 
 class CardCodec:

@@ -4,7 +4,6 @@ port URL, decoding with the profile's :class:`~device_drivers.card_codec.CardCod
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime
 from typing import ClassVar, Literal, Self
 
@@ -14,7 +13,6 @@ from device_drivers.card_codec import CardCodec, CardData
 from device_drivers.profile import FirmwareProfile
 from device_drivers.serial_driver import BackoffConfig, SerialDeviceConfig, SerialDriver
 from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, card_from_text
-from device_drivers.types import CardRead
 
 logger = logging.getLogger(__name__)
 
@@ -114,19 +112,7 @@ class CardReaderDriver(SerialDriver):
             self._count("repeats")
             return
         self._count("cards")
-        self._emit(
-            CardRead(
-                device_id=self.device_id,
-                credential=value.credential,
-                card_format=value.card_format,
-                facility_code=value.facility_code,
-                card_number=value.card_number,
-                raw_hex=value.raw_hex,
-                bits=value.bits,
-                at=at,
-                received_ns=received_ns or time.monotonic_ns(),
-            )
-        )
+        self._emit(value.to_read(self.device_id, at, received_ns))
 
 
 __all__ = ["CardReaderConfig", "CardReaderDriver"]

@@ -23,9 +23,10 @@ from typing import Any, Literal, Protocol, Self
 from pydantic import BaseModel, ConfigDict, Field
 
 from device_drivers.base import ReadingSource
+from device_drivers.card_codec import CardData
 from device_drivers.errors import DeviceError
 from device_drivers.serial_driver import Backoff, BackoffConfig
-from device_drivers.types import CardRead, utc_now
+from device_drivers.types import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -230,17 +231,14 @@ class KeyboardWedgeReader(ReadingSource):
         number = int(credential, 16 if self.decoder.alphabet == "hex" else 10)
         self._count("cards")
         self._emit(
-            CardRead(
-                device_id=self.device_id,
-                credential=credential,
-                card_format=self.card_format,
-                facility_code=None,
-                card_number=number,
-                raw_hex=credential.encode().hex().upper(),
-                bits=len(credential) * 8,
-                at=utc_now(),
-                received_ns=time.monotonic_ns(),
-            )
+            CardData(
+                credential,
+                self.card_format,
+                credential.encode().hex().upper(),
+                len(credential) * 8,
+                None,
+                number,
+            ).to_read(self.device_id, utc_now(), time.monotonic_ns())
         )
 
 

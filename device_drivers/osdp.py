@@ -40,7 +40,7 @@ from device_drivers.errors import DeviceError
 from device_drivers.profile import load_profile, resolve_profile
 from device_drivers.serial_driver import Backoff, BackoffConfig
 from device_drivers.simulators import card_from_text
-from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, utc_now
+from device_drivers.types import DeviceOffline, DeviceOnline, DeviceTamper, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -394,19 +394,7 @@ class OsdpControlPanel(ReadingSource):
                 )
                 return
             self._count("cards")
-            self._emit(
-                CardRead(
-                    reader.id,
-                    card.credential,
-                    card.card_format,
-                    card.facility_code,
-                    card.card_number,
-                    card.raw_hex,
-                    card.bits,
-                    at,
-                    received_ns,
-                )
-            )
+            self._emit(card.to_read(reader.id, at, received_ns))
         elif kind == osdp.Event.Status and event.get("type") == osdp.StatusReportType.Local:
             report = bytes(event.get("report", b""))
             state = (bool(report[:1] and report[0]), bool(report[1:2] and report[1]))

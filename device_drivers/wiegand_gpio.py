@@ -25,7 +25,7 @@ from device_drivers.base import ReadingSource
 from device_drivers.card_codec import CardCodec
 from device_drivers.errors import DeviceError
 from device_drivers.profile import load_profile, resolve_profile
-from device_drivers.types import CardRead, utc_now
+from device_drivers.types import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -194,19 +194,7 @@ class GpioWiegandReader(ReadingSource):
             logger.warning("device %s: Wiegand frame dropped (%s): %s", self.device_id, err.code, err)
             return
         self._count("cards")
-        self._emit(
-            CardRead(
-                device_id=self.device_id,
-                credential=card.credential,
-                card_format=card.card_format,
-                facility_code=card.facility_code,
-                card_number=card.card_number,
-                raw_hex=card.raw_hex,
-                bits=card.bits,
-                at=utc_now(),
-                received_ns=time.monotonic_ns(),
-            )
-        )
+        self._emit(card.to_read(self.device_id, utc_now(), time.monotonic_ns()))
 
 
 __all__ = ["EdgeSource", "GpioWiegandConfig", "GpioWiegandReader", "LibgpiodEdges", "WiegandBitCollector"]
