@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from sync.envelope import Event, format_time
 from sync.event_types import Severity
@@ -102,7 +103,7 @@ class SimGateway:
         self.seq = 0
         self._pending: list[mqtt.MQTTMessageInfo] = []
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"sim-{site}-{gateway}", protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=f"sim-{site}-{gateway}", protocol=mqtt.MQTTv5
         )
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
