@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -30,6 +31,7 @@ from device_drivers.osdp import OsdpBusConfig, OsdpControlPanel
 from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, Reading, TurnstileEvent
 from edge_agent import __version__
 from edge_agent.access import AntiPassback
+from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.attendance import AttendanceBook
 from edge_agent.cameras import CameraWorker, open_camera
 from edge_agent.config import CardTrafficConfig, ConfigFileError, GatewayConfig, load_config
@@ -88,6 +90,7 @@ class Agent:
         self.counters: dict[str, int] = {}
         self._driver_stack = AsyncExitStack()
         self.faces: FaceService | None = None
+        self.alerts: AlertBook | None = None
         self.face_error = ""
         self.camera_workers: dict[str, CameraWorker] = {}
         self._recent_grants: dict[tuple[str, str], float] = {}
@@ -98,8 +101,36 @@ class Agent:
     # -- events ------------------------------------------------------------------------------
 
     def emit(self, event: Event, attachment: bytes | None = None) -> None:
-        """Hand an event (and its snapshot) to the outbox. Never blocks: nobody waits for the commit."""
+        """Hand an event (and its snapshot) to the outbox. Never blocks: nobody waits for the commit.
+
+        Alerts also go to the local alert book, so the console shows them with the network down.
+        """
         self.outbox.submit(event, attachment)
+        if event.spec.alert and self.alerts is not None:
+            try:
+                self.alerts.record(event, attachment)
+            except sqlite3.Error as err:
+                self._count("alert_book_failed")
+                log.error("alert %s not kept in the local alert book: %s", event.id, err)
+
+    def acknowledge_alert(self, alert_id: str, by: str, via: str, note: str = "") -> AlertRecord:
+        """Security staff acknowledge an alert; audited as an event. Raises :class:`AlertError`."""
+        if self.alerts is None:
+            raise AlertError("the alert book is not open yet", code="not_ready")
+        record = self.alerts.acknowledge(alert_id, by, note)
+        data: dict[str, Any] = {
+            "alert_id": record.id,
+            "alert_type": record.type,
+            "by": by,
+            "via": via,
+            "at": record.acknowledged_at or "",
+        }
+        if note:
+            data["note"] = note
+        self.emit(
+            Event("edu.campus.security.alert_acknowledged.v1", self.source("gateway"), data, subject=None)
+        )
+        return record
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -131,6 +162,7 @@ class Agent:
         self.roster = await asyncio.to_thread(Roster, self.data_dir)
         await self._seed_roster()
         self.attendance = await asyncio.to_thread(AttendanceBook, self.data_dir)
+        self.alerts = await asyncio.to_thread(AlertBook, self.data_dir)
         await self._start_faces()
         mqtt = cfg.mqtt
         self.link = MqttLink(
@@ -222,6 +254,8 @@ class Agent:
             self.roster.close()
         if self.attendance is not None:
             self.attendance.close()
+        if self.alerts is not None:
+            self.alerts.close()
         self._write_status()
         self._write_state("clean")
         left = self.outbox.pending_total

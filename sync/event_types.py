@@ -68,6 +68,8 @@ _TYPES = [
     EventType("edu.campus.device.tamper.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.test_alert.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.stranger.v1", Lane.ALERT, alert=True),
+    # An operator's action on an alert: audited, never dropped.
+    EventType("edu.campus.security.alert_acknowledged.v1", Lane.ACCESS),
 ]
 
 EVENT_TYPES: dict[str, EventType] = {t.name: t for t in _TYPES}

@@ -1,0 +1,229 @@
+"""The local alert book: every alert the gateway raised, its snapshot, and who acknowledged it.
+
+Security staff work from this on the campus LAN even when the centre is unreachable: the console
+lists alerts from here and live subscribers get each new alert or acknowledgement at once. Snapshots
+are kept locally only for ``snapshot_retention_s`` (evidence for the guard on duty, not an archive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge_agent.errors import ConfigError
+from sync.envelope import Event, format_time, utc_now
+from sync.migrations import Migration, apply_migrations
+
+log = logging.getLogger(__name__)
+
+ALERTS_DB = "alerts.db"
+
+
+class AlertError(ConfigError):
+    """An acknowledgement that cannot be done: unknown alert (``unknown_alert``) or already done."""
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    id: str
+    type: str
+    severity: str
+    source: str
+    device: str
+    time: str
+    data: dict[str, Any]
+    has_snapshot: bool
+    acknowledged_by: str | None = None
+    acknowledged_at: str | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["alerts"].create(  # type: ignore[union-attr]
+        {
+            "id": str,
+            "type": str,
+            "severity": str,
+            "source": str,
+            "device": str,
+            "time": str,
+            "data": str,
+            "snapshot": bytes,
+            "created_at": float,
+            "acknowledged_by": str,
+            "acknowledged_at": str,
+            "note": str,
+        },
+        pk="id",
+    )
+    db["alerts"].create_index(["created_at"])  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Migration] = [("0001_alerts_initial", _migration_1)]
+
+
+class AlertBook:
+    """SQLite-backed list of alerts with live subscribers (one asyncio queue per subscriber)."""
+
+    def __init__(
+        self, data_dir: Path, snapshot_retention_s: float = 86400.0, keep_s: float = 30 * 86400.0
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(data_dir / ALERTS_DB, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        apply_migrations(self._conn, MIGRATIONS)
+        self.snapshot_retention_s = snapshot_retention_s
+        self.keep_s = keep_s
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def record(self, event: Event, snapshot: bytes | None = None) -> AlertRecord:
+        """Keep an alert the gateway raised (called as it is emitted) and tell live subscribers."""
+        data = event.data
+        device = str(
+            data.get("device") or data.get("camera") or data.get("gate") or event.source.rsplit("/", 1)[-1]
+        )
+        record = AlertRecord(
+            id=event.id,
+            type=event.type,
+            severity=event.severity.value if event.severity else "info",
+            source=event.source,
+            device=device,
+            time=format_time(event.time),
+            data=data,
+            has_snapshot=bool(snapshot),
+        )
+        self._conn.execute(
+            "INSERT OR IGNORE INTO alerts "
+            "(id, type, severity, source, device, time, data, snapshot, created_at, note) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '')",
+            (
+                record.id,
+                record.type,
+                record.severity,
+                record.source,
+                record.device,
+                record.time,
+                json.dumps(data),
+                snapshot,
+                time.time(),
+            ),
+        )
+        self._publish({"kind": "alert", "alert": record.to_dict()})
+        return record
+
+    def _row(self, row: tuple[Any, ...]) -> AlertRecord:
+        (id_, type_, severity, source, device, at, data, has_snapshot, by, when, note) = row
+        return AlertRecord(
+            id_,
+            type_,
+            severity,
+            source,
+            device,
+            at,
+            json.loads(data),
+            bool(has_snapshot),
+            by,
+            when,
+            note or "",
+        )
+
+    _COLUMNS = (
+        "id, type, severity, source, device, time, data, snapshot IS NOT NULL, acknowledged_by, "
+        "acknowledged_at, note"
+    )
+
+    def list(
+        self,
+        *,
+        severity: str | None = None,
+        acknowledged: bool | None = None,
+        device: str | None = None,
+        limit: int = 100,
+    ) -> list[AlertRecord]:
+        """Newest first."""
+        where, args = [], []
+        if severity is not None:
+            where.append("severity=?")
+            args.append(severity)
+        if device is not None:
+            where.append("device=?")
+            args.append(device)
+        if acknowledged is not None:
+            where.append("acknowledged_at IS NOT NULL" if acknowledged else "acknowledged_at IS NULL")
+        query = f"SELECT {self._COLUMNS} FROM alerts"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY created_at DESC LIMIT ?"
+        return [self._row(r) for r in self._conn.execute(query, (*args, max(1, min(limit, 1000))))]
+
+    def get(self, alert_id: str) -> AlertRecord | None:
+        row = self._conn.execute(f"SELECT {self._COLUMNS} FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def snapshot(self, alert_id: str) -> bytes | None:
+        row = self._conn.execute("SELECT snapshot FROM alerts WHERE id=?", (alert_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def acknowledge(self, alert_id: str, by: str, note: str = "") -> AlertRecord:
+        """Mark an alert acknowledged; raises :class:`AlertError` for an unknown or acknowledged one."""
+        current = self.get(alert_id)
+        if current is None:
+            raise AlertError(f"no alert with id {alert_id!r}", code="unknown_alert")
+        if current.acknowledged_at is not None:
+            raise AlertError(
+                f"alert {alert_id} was acknowledged by {current.acknowledged_by} at "
+                f"{current.acknowledged_at}",
+                code="already_acknowledged",
+            )
+        at = format_time(utc_now())
+        self._conn.execute(
+            "UPDATE alerts SET acknowledged_by=?, acknowledged_at=?, note=? WHERE id=?",
+            (by, at, note, alert_id),
+        )
+        record = self.get(alert_id)
+        assert record is not None
+        self._publish({"kind": "acknowledged", "alert": record.to_dict()})
+        return record
+
+    def housekeeping(self) -> None:
+        now = time.time()
+        self._conn.execute(
+            "UPDATE alerts SET snapshot=NULL WHERE snapshot IS NOT NULL AND created_at < ?",
+            (now - self.snapshot_retention_s,),
+        )
+        self._conn.execute("DELETE FROM alerts WHERE created_at < ?", (now - self.keep_s,))
+
+    def subscribe(self, maxsize: int = 256) -> asyncio.Queue[dict[str, Any]]:
+        """A queue that receives ``{"kind": "alert"|"acknowledged", "alert": {...}}`` for each change."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._subscribers.discard(queue)
+
+    def _publish(self, message: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            # A console that stopped reading loses old notifications, never blocks the gateway.
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+            queue.put_nowait(message)
+
+
+__all__ = ["AlertBook", "AlertError", "AlertRecord"]
