@@ -52,6 +52,8 @@ _TYPES = [
     # Drop and storage reports ride the access lane so they are never themselves dropped.
     EventType("edu.campus.gateway.events_dropped.v1", Lane.ACCESS),
     EventType("edu.campus.gateway.storage_recovered.v1", Lane.ACCESS),
+    # Every mutating call on the local API or a remote command: who did what, and the outcome.
+    EventType("edu.campus.gateway.audit.v1", Lane.ACCESS),
     EventType("edu.campus.gateway.roster_applied.v1", Lane.ACCESS),
     EventType("edu.campus.gateway.roster_rejected.v1", Lane.ACCESS),
     EventType("edu.campus.access.granted.v1", Lane.ACCESS),
