@@ -1,5 +1,6 @@
-"""The systemd unit: verified by the real systemd-analyze, scored for exposure, and its
-MemoryDenyWriteExecute= tried against the agent's native libraries under systemd's own filter."""
+"""The systemd unit: verified by the real systemd-analyze, scored for exposure, and its seccomp
+sandbox (MemoryDenyWriteExecute=, SystemCallFilter=) tried on the agent and its native libraries
+under the same filters systemd would install (tests/ops/seccomp_sandbox.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,19 @@ needs_systemd_analyze = pytest.mark.skipif(
     systemd_analyze() is None,
     reason="systemd-analyze is missing: install the Debian 'systemd' package to verify the unit files",
 )
-SECCOMP = REPO_ROOT / "tests" / "ops" / "seccomp_mdwe.py"
+SANDBOX = REPO_ROOT / "tests" / "ops" / "seccomp_sandbox.py"
+
+
+def sandbox_args() -> list[str]:
+    """The seccomp part of the unit as arguments of seccomp_sandbox.py: the test follows the unit."""
+    service = {k: v[-1] for k, v in parse_unit(UNIT.read_text())["Service"].items()}
+    args = [sys.executable, str(SANDBOX)]
+    if service.get("MemoryDenyWriteExecute") == "yes":
+        args.append("--mdwe")
+    if service.get("SystemCallFilter"):
+        assert service.get("SystemCallErrorNumber") == "EPERM", "the sandbox helper denies with EPERM"
+        args += ["--syscall-filter", service["SystemCallFilter"]]
+    return [*args, "--"]
 
 
 @needs_systemd_analyze
@@ -86,28 +99,36 @@ def test_unit_settings_match_the_agent() -> None:
     assert service["DevicePolicy"] == "closed"
 
 
-def test_mdwe_filter_is_active() -> None:
-    """The probe below only means something if the filter really refuses W+X memory."""
+@needs_systemd_analyze
+def test_sandbox_filters_are_active() -> None:
+    """The probes below only mean something if the filters really refuse what systemd refuses:
+    W+X memory (MemoryDenyWriteExecute=) and mincore(2), an unprivileged call outside
+    @system-service (SystemCallFilter=)."""
+    assert "--mdwe" in sandbox_args() and "--syscall-filter" in sandbox_args()
     probe = (
-        "import mmap\n"
+        "import ctypes, mmap\n"
         "try:\n"
         "    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
-        "    print('allowed')\n"
+        "    print('wx allowed')\n"
         "except PermissionError:\n"
-        "    print('denied')\n"
+        "    print('wx denied')\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "page = mmap.mmap(-1, 4096)\n"
+        "vec = (ctypes.c_ubyte * 1)()\n"
+        "address = ctypes.addressof(ctypes.c_char.from_buffer(page))\n"
+        "rc = libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(4096), vec)\n"
+        "print('mincore denied' if rc != 0 and ctypes.get_errno() == 1 else 'mincore allowed')\n"
     )
     free = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
     filtered = subprocess.run(
-        [sys.executable, str(SECCOMP), sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [*sandbox_args(), sys.executable, "-c", probe], capture_output=True, text=True, timeout=30
     )
-    assert free.stdout.strip() == "allowed", free.stderr
-    assert filtered.stdout.strip() == "denied", filtered.stderr
+    assert free.stdout.split("\n")[:2] == ["wx allowed", "mincore allowed"], free.stderr
+    assert filtered.stdout.split("\n")[:2] == ["wx denied", "mincore denied"], filtered.stderr
 
 
-def test_native_libraries_work_under_memory_deny_write_execute() -> None:
+@needs_systemd_analyze
+def test_native_libraries_work_in_the_unit_sandbox() -> None:
     """ONNX Runtime loads and runs every shipped model, OpenCV codes a JPEG, cryptography signs."""
     probe = (
         "import numpy as np, cv2\n"
@@ -125,7 +146,7 @@ def test_native_libraries_work_under_memory_deny_write_execute() -> None:
         "print('done')\n"
     )
     result = subprocess.run(
-        [sys.executable, str(SECCOMP), sys.executable, "-c", probe],
+        [*sandbox_args(), sys.executable, "-c", probe],
         capture_output=True,
         text=True,
         timeout=120,
@@ -136,10 +157,9 @@ def test_native_libraries_work_under_memory_deny_write_execute() -> None:
     assert sum(line.startswith("model ") for line in result.stdout.splitlines()) >= 1
 
 
-def test_agent_runs_and_stops_cleanly_under_memory_deny_write_execute(
-    tmp_path: Path, mosquitto: MosquittoBroker
-) -> None:
-    """The demo configuration (pty simulators, drivers, outbox, MQTT) under systemd's W+X filter:
+@needs_systemd_analyze
+def test_agent_runs_and_stops_cleanly_in_the_unit_sandbox(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    """The demo configuration (pty simulators, drivers, outbox, MQTT) under the unit's seccomp filters:
     READY arrives on a real notify socket, SIGTERM ends it with exit code 0."""
     demo = yaml.safe_load((REPO_ROOT / "config" / "demo.yaml").read_text())
     demo["agent"]["roster_seed"] = str(REPO_ROOT / "config" / "demo-roster.json")
@@ -154,8 +174,7 @@ def test_agent_runs_and_stops_cleanly_under_memory_deny_write_execute(
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
-                sys.executable,
-                str(SECCOMP),
+                *sandbox_args(),
                 sys.executable,
                 "-m",
                 "edge_agent.cli",
