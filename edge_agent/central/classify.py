@@ -8,14 +8,22 @@ severity). A message failing any of them becomes a :class:`DeadLetter` with a st
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from sync.contract import SCHEMA_DIR, SchemaViolation, validate, validate_event
+from sync.contract import SCHEMA_DIR, SchemaViolation, event_schema_path, validate
 from sync.event_types import EVENT_TYPES
+
+try:
+    import jsonschema_rs
+except ImportError:  # pragma: no cover - the pure-Python contract validator still works, slowly
+    jsonschema_rs = None  # type: ignore[assignment]
 
 STATUS_SCHEMA = SCHEMA_DIR / "status.json"
 
@@ -74,6 +82,50 @@ class Ignored:
 Classified = EventRow | StatusRow | DeadLetter | Ignored
 
 
+def _retrieve(uri: str) -> Any:
+    # The same rule as sync.contract: only files inside the schema directory, never the network.
+    path = Path(uri.removeprefix("file://")).resolve()
+    if not uri.startswith("file://") or SCHEMA_DIR not in path.parents:
+        raise ValueError(f"schema reference {uri!r} is outside the schema directory")
+    return json.loads(path.read_text())
+
+
+@functools.cache
+def _fast_validator(schema_path: Path) -> Any:
+    contents = json.loads(schema_path.read_text())
+    contents.setdefault("$id", schema_path.resolve().as_uri())
+    return jsonschema_rs.Draft202012Validator(contents, retriever=_retrieve)
+
+
+def check_schema(message: Any, schema_path: Path) -> None:
+    """Validate against a contract schema; raises :class:`SchemaViolation` like ``sync.contract``.
+
+    The contract's validator (python-jsonschema) costs about 500 µs per event, which alone caps a
+    consumer near 2,000 events/s; jsonschema-rs checks the same Draft 2020-12 files in about 1 µs.
+    Formats are not asserted by either, as the contract's own validator does not; a test keeps the
+    two validators' verdicts equal on valid and broken events.
+    """
+    if jsonschema_rs is None:
+        validate(message, schema_path)
+        return
+    try:
+        _fast_validator(schema_path).validate(message)
+    except jsonschema_rs.ValidationError as err:
+        where = "/".join(str(p) for p in err.instance_path)
+        raise SchemaViolation(f"{schema_path.name}: {err.message} at '{where}'", path=where) from err
+
+
+def check_event(event: dict[str, Any]) -> None:
+    """Validate an event against the schema of its ``type`` (see :func:`check_schema`)."""
+    event_type = event.get("type")
+    if not isinstance(event_type, str):
+        raise SchemaViolation("event has no string 'type'", path="type")
+    path = event_schema_path(event_type)
+    if not path.is_file():
+        raise SchemaViolation(f"no schema for event type {event_type!r}", path="type")
+    check_schema(event, path)
+
+
 _MAX_SEQ = 2**63 - 1  # PostgreSQL bigint
 
 
@@ -120,7 +172,7 @@ def _status(topic: str, payload: bytes, site: str, name: str) -> StatusRow | Dea
     if isinstance(obj, DeadLetter):
         return obj
     try:
-        validate(obj, STATUS_SCHEMA)
+        check_schema(obj, STATUS_SCHEMA)
     except SchemaViolation as err:
         return DeadLetter(topic, "schema_invalid", str(err), payload)
     if obj["site"] != site or obj["gateway"] != name:
@@ -139,7 +191,7 @@ def _event(
     if isinstance(obj, DeadLetter):
         return obj
     try:
-        validate_event(obj)
+        check_event(obj)
     except SchemaViolation as err:
         return DeadLetter(topic, "schema_invalid", str(err), payload)
     source: str = obj["source"]
@@ -176,4 +228,13 @@ def _event(
     )
 
 
-__all__ = ["Classified", "DeadLetter", "EventRow", "Ignored", "StatusRow", "classify"]
+__all__ = [
+    "Classified",
+    "DeadLetter",
+    "EventRow",
+    "Ignored",
+    "StatusRow",
+    "check_event",
+    "check_schema",
+    "classify",
+]

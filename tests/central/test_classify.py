@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import orjson
 import pytest
 
-from edge_agent.central.classify import DeadLetter, EventRow, Ignored, StatusRow, classify
+from edge_agent.central.classify import DeadLetter, EventRow, Ignored, StatusRow, check_event, classify
+from sync.contract import SchemaViolation, validate_event
 from tests.central.sim_gateway import attendance, forced, granted
 
 P = "campus/v1"
@@ -101,3 +103,45 @@ def test_status_valid_and_invalid() -> None:
 def test_known_channels_the_ingest_does_not_store_are_ignored(topic: str, channel: str) -> None:
     out = classify(topic, b"\xff\xd8 jpeg or json", P)
     assert isinstance(out, Ignored) and out.channel == channel
+
+
+def _mutations(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The event itself and ways to break it: each required field dropped, wrong types, extras."""
+    out = [event]
+    for key in list(event):
+        out.append({k: v for k, v in event.items() if k != key})
+    for key in list(event["data"]):
+        out.append({**event, "data": {k: v for k, v in event["data"].items() if k != key}})
+        out.append({**event, "data": {**event["data"], key: 12345}})
+    out.append({**event, "data": {**event["data"], "unexpected": 1}})
+    out.append({**event, "seq": 0})
+    out.append({**event, "seq": "7"})
+    out.append({**event, "id": "not-a-ulid"})
+    out.append(
+        {**event, "severity": "critical"} if "severity" not in event else {**event, "severity": "loud"}
+    )
+    out.append({**event, "time": "2026-11-29 10:00:00"})
+    out.append({**event, "source": "campus/only-two"})
+    return out
+
+
+@pytest.mark.parametrize("make", [granted, attendance, forced])
+def test_fast_validator_agrees_with_the_contract_validator(make: Any) -> None:
+    """classify() checks schemas with jsonschema-rs for speed; the contract's validator is
+    python-jsonschema. Both must give the same verdict on valid and broken events."""
+    event = orjson.loads(make(SITE, GW, random.Random(5)).to_json(1))
+    verdicts = []
+    for candidate in _mutations(event):
+        try:
+            validate_event(candidate)
+            reference = True
+        except SchemaViolation:
+            reference = False
+        try:
+            check_event(candidate)
+            fast = True
+        except SchemaViolation:
+            fast = False
+        assert fast == reference, candidate
+        verdicts.append(fast)
+    assert verdicts[0] and verdicts.count(False) > 10  # the mutations really broke it
