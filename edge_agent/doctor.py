@@ -35,8 +35,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device_drivers.config import CardReaderConfig, RelayDoorConfig, TurnstileConfig
+from device_drivers.errors import DeviceError
 from device_drivers.keyboard_wedge import KeyboardWedgeConfig
-from device_drivers.osdp import OsdpBusConfig
+from device_drivers.osdp import OsdpBusConfig, load_secret
 from device_drivers.wiegand_gpio import GpioWiegandConfig
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
@@ -303,6 +304,40 @@ def credential_file(name: str, credentials_dir: Path | None = None) -> str | Non
     if directory is not None and (directory / name).is_file() and (directory / name).stat().st_size > 0:
         return str(directory / name)
     return None
+
+
+def check_osdp_keys(config: GatewayConfig, credentials_dir: Path | None = None) -> list[CheckResult]:
+    """Each OSDP reader on a secure-channel bus has its SCBK secret: 16 bytes as 32 hex digits.
+
+    Under systemd each needs its own ``LoadCredential=`` line (a drop-in); a missing one keeps the
+    reader offline, which the agent only logs."""
+    results = []
+    for bus in config.devices:
+        if not isinstance(bus, OsdpBusConfig) or bus.simulated or not bus.secure_channel:
+            continue
+        for reader in bus.readers:
+            name = f"osdp key {reader.id}"
+            secret = reader.scbk_secret
+            assert secret is not None  # the model requires it with the secure channel
+            try:
+                if credentials_dir is not None:
+                    path = credentials_dir / secret
+                    if not path.is_file():
+                        raise DeviceError(f"secret {secret} not found in {credentials_dir}", code="no_key")
+                    key = bytes.fromhex(path.read_text().strip())
+                    if len(key) != 16:
+                        raise DeviceError(
+                            f"secret {secret} holds {len(key)} bytes, an SCBK has 16", code="bad_key"
+                        )
+                else:
+                    load_secret(secret)
+            except ValueError:
+                results.append(_fail(name, f"secret {secret} is not hex"))
+            except DeviceError as err:
+                results.append(_fail(name, str(err)))
+            else:
+                results.append(_ok(name, f"secret {secret}: a 16-byte key"))
+    return results
 
 
 def _tls_context(tls: TlsConfig, key_file: str | None) -> ssl.SSLContext:
@@ -624,6 +659,7 @@ def run_doctor(
         results.extend(check_databases(directory))
         results.append(check_agent_status(directory))
         results.extend(check_devices(config))
+        results.extend(check_osdp_keys(config, credentials_dir))
         results.extend(check_cameras(config))
         results.extend(check_broker(config, credentials_dir))
     results.extend(check_models())
@@ -688,6 +724,7 @@ __all__ = [
     "check_device_node",
     "check_devices",
     "check_models",
+    "check_osdp_keys",
     "check_serial_port",
     "cmd_doctor",
     "run_doctor",

@@ -42,6 +42,7 @@ from edge_agent.doctor import (
     check_device_node,
     check_devices,
     check_models,
+    check_osdp_keys,
     check_serial_port,
 )
 from sync.envelope import Event
@@ -211,6 +212,30 @@ def test_devices_from_config_skip_simulated_and_open_real_ports(
     assert "simulated" in results["device sim-reader"].detail
     assert results["device pty-reader"].status is Status.OK
     assert results["device gone"].failed
+
+
+def test_osdp_reader_keys_from_the_credentials_dir(tmp_path: Path, pty_port: tuple[int, str]) -> None:
+    _, path = pty_port
+    bus = {
+        "kind": "osdp",
+        "id": "bus-1",
+        "port": path,
+        "readers": [
+            {"id": "door-a", "address": 1, "scbk_secret": "door_a_scbk"},
+            {"id": "door-b", "address": 2, "scbk_secret": "door_b_scbk"},
+            {"id": "door-c", "address": 3, "scbk_secret": "door_c_scbk"},
+        ],
+    }
+    config = load_config(write_config(tmp_path / "g.yaml", devices=[bus]))
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "door_a_scbk").write_text(os.urandom(16).hex() + "\n")
+    (creds / "door_b_scbk").write_text("not-hex\n")
+    results = {r.name: r for r in check_osdp_keys(config, creds)}
+    assert results["osdp key door-a"].status is Status.OK
+    assert results["osdp key door-b"].failed and "not hex" in results["osdp key door-b"].detail
+    assert results["osdp key door-c"].failed and "not found" in results["osdp key door-c"].detail
+    assert check_devices(config)[0].status is Status.OK  # the bus's port: the pty
 
 
 def test_device_node_must_be_a_character_device(tmp_path: Path) -> None:
