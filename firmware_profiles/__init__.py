@@ -1,4 +1,3 @@
-# HELPERS: before editing anything, read /work/main/HELPER_RULES.md (common rules: paths, commits, deadline 15:25 UTC). Remove this line never; the lead removes it.
 """Firmware profiles are data: one YAML file per device model/firmware, beside this module."""
 
 from __future__ import annotations
