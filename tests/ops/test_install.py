@@ -200,3 +200,30 @@ def test_cli_dry_run_on_this_machine_touches_nothing() -> None:
     assert "would install /etc/systemd/system/edge-agent.service" in out.stdout
     assert not Path("/etc/edge-agent").exists()
     assert not Path("/etc/systemd/system/edge-agent.service").exists()
+
+
+def test_installed_tree_passes_the_doctor_checks_that_need_no_hardware(tmp_path: Path) -> None:
+    """What install-service leaves is what the service and doctor will read: a valid configuration
+    with its roster seed, a writable state directory, empty credentials that doctor flags when the
+    configuration needs them."""
+    from edge_agent.doctor import Status, check_broker_auth, check_config, check_data_dir, credential_value
+
+    root = tmp_path / "root"
+    root.mkdir()
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        yaml.safe_dump(
+            {
+                "gateway": {"site": "north", "id": "gw-7"},
+                "mqtt": {"url": "mqtt://127.0.0.1:1", "username": "gw-7"},
+            }
+        )
+    )
+    install_service(root, config=site)
+    result, config = check_config(root / "etc/edge-agent/gateway.yaml")
+    assert result.status is Status.OK and config is not None
+    assert check_data_dir(root / "var/lib/edge-agent", config.outbox.min_free_bytes).status is not Status.FAIL
+    password = credential_value(config.mqtt.password_credential, root / "etc/edge-agent/credentials")
+    assert password == ""
+    flagged = check_broker_auth(config, password)
+    assert flagged.failed and "missing or empty" in flagged.detail
