@@ -9,6 +9,7 @@ next start. SIGHUP reloads what can change without a restart.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -33,7 +34,7 @@ from edge_agent import __version__
 from edge_agent.access import AntiPassback
 from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.attendance import AttendanceBook
-from edge_agent.cameras import CameraWorker, open_camera
+from edge_agent.cameras import CameraWorker, SecurityWorker, open_camera
 from edge_agent.config import CardTrafficConfig, ConfigFileError, GatewayConfig, load_config
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService
@@ -49,6 +50,7 @@ from sync.mqtt_link import MqttLink, reply_properties, response_properties
 from sync.outbox import Outbox, OutboxError
 from sync.roster_messages import RosterReply
 from vision.errors import VisionError
+from vision.person import PersonDetector
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,10 @@ class Agent:
         self.alerts: AlertBook | None = None
         self.face_error = ""
         self.camera_workers: dict[str, CameraWorker] = {}
+        self.security_workers: dict[str, SecurityWorker] = {}
+        self._person_detector: PersonDetector | None = None
         self._recent_grants: dict[tuple[str, str], float] = {}
+        self._grant_times: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
 
     def source(self, device: str) -> str:
         return make_source(self.config.gateway.site, self.config.gateway.id, device)
@@ -363,7 +368,17 @@ class Agent:
                 self._opener_gate[gate_cfg.turnstile] = gate
 
     def _note_grant(self, gate_id: str, person_id: str) -> None:
-        self._recent_grants[(gate_id, person_id)] = time.monotonic()
+        now = time.monotonic()
+        self._recent_grants[(gate_id, person_id)] = now
+        times = self._grant_times[gate_id]
+        times.append(now)
+        while times and now - times[0] > 300:
+            times.popleft()
+
+    def grants_within(self, gate_id: str, window_s: float) -> int:
+        """Grants at a gate in the last ``window_s`` seconds (video tailgating compares against it)."""
+        now = time.monotonic()
+        return sum(1 for t in self._grant_times.get(gate_id, ()) if now - t <= window_s)
 
     def _recent_card(self, gate_id: str, person_id: str, window_s: float) -> bool:
         at = self._recent_grants.get((gate_id, person_id))
@@ -405,6 +420,23 @@ class Agent:
                 self.device_state[setup.id] = {"kind": "camera", "online": False}
                 continue
             self.device_state.setdefault(setup.id, {"kind": "camera", "online": False})
+            security = None
+            if setup.security is not None:
+                try:
+                    if self._person_detector is None:
+                        self._person_detector = await asyncio.to_thread(PersonDetector)
+                    security = SecurityWorker(
+                        setup,
+                        detector=self._person_detector,
+                        emit=self.emit,
+                        source=self.source,
+                        timezone=self.timezone,
+                        grants=self.grants_within,
+                    )
+                    self.security_workers[setup.id] = security
+                except VisionError as err:
+                    self._count(f"security_disabled_{err.code}")
+                    log.error("camera %s: security analysis is off: %s", setup.id, err)
             worker = None
             if setup.face is not None and self.faces is not None:
                 worker = CameraWorker(
@@ -420,15 +452,19 @@ class Agent:
                 self.camera_workers[setup.id] = worker
             self.drivers[setup.id] = camera  # type: ignore[assignment]
             self._device_tasks[setup.id] = asyncio.create_task(
-                self._pump_camera(camera, worker), name=f"camera-{setup.id}"
+                self._pump_camera(camera, worker, security), name=f"camera-{setup.id}"
             )
 
-    async def _pump_camera(self, camera: Camera, worker: CameraWorker | None) -> None:
+    async def _pump_camera(
+        self, camera: Camera, worker: CameraWorker | None, security: SecurityWorker | None
+    ) -> None:
         async for item in camera.frames():
             try:
                 if isinstance(item, CameraFrame):
-                    if worker is not None:
-                        await worker.on_frame(item)
+                    # Faces and persons run in their own threads, side by side on the two cores.
+                    jobs = [w.on_frame(item) for w in (worker, security) if w is not None]
+                    if jobs:
+                        await asyncio.gather(*jobs)
                 else:
                     await self.on_reading(item)
             except Exception:
@@ -514,6 +550,8 @@ class Agent:
             now = time.monotonic()
             for gate in self.gates.values():
                 gate.expire(now, utc_now())
+            for security in self.security_workers.values():
+                security.poll(now)
 
     # -- roster from the centre ----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Annotated, Any
 
 import cv2
@@ -26,11 +27,14 @@ from edge_agent.attendance import AttendanceBook, AttendancePointConfig
 from edge_agent.faces import FaceService
 from edge_agent.gates import person_data
 from edge_agent.roster import Roster
+from edge_agent.security import Alert, SecurityConfig, SecurityRules
 from sync.envelope import Event, utc_now
 from sync.event_types import Severity
 from vision.errors import VisionError
 from vision.face_pipeline import FacePipeline, FacePipelineConfig
 from vision.face_track import FaceTracker, FaceTrackerConfig, IdentityDecision
+from vision.person import PersonDetector, PersonFrameResult, PersonPipeline, draw_detections
+from vision.zones import draw_zones
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class CameraSetup(BaseModel):
         description="The camera (kind 'camera': RTSP/USB/file) or a simulated one (kind 'camera_sim')."
     )
     face: FaceAnalysisConfig | None = Field(None, description="Face recognition on this camera.")
+    security: SecurityConfig | None = Field(None, description="Person detection, zones and alert rules.")
 
     @property
     def id(self) -> str:
@@ -82,12 +87,13 @@ def open_camera(setup: CameraSetup) -> Camera:
 
 
 def snapshot_jpeg(
-    frame: npt.NDArray[np.uint8], box: tuple[float, float, float, float], max_width: int = 640
+    frame: npt.NDArray[np.uint8], box: tuple[float, float, float, float] | None, max_width: int = 640
 ) -> bytes:
-    """The frame with the box drawn, scaled to at most ``max_width``: small evidence, not a photo album."""
+    """The frame (with ``box`` drawn), scaled to at most ``max_width``: small evidence, not an archive."""
     image = frame.copy()
-    x1, y1, x2, y2 = (int(v) for v in box)
-    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 255), 2)
+    if box is not None:
+        x1, y1, x2, y2 = (int(v) for v in box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 255), 2)
     small: npt.NDArray[Any] = image
     if image.shape[1] > max_width:
         scale = max_width / image.shape[1]
@@ -217,6 +223,81 @@ class CameraWorker:
                 time=frame.at,
                 severity=Severity.WARNING,
             ),
+            attachment=jpeg or None,
+        )
+
+
+class SecurityWorker:
+    """Runs one camera's person pipeline and rules; raises alerts with a snapshot (boxes drawn)."""
+
+    def __init__(
+        self,
+        setup: CameraSetup,
+        *,
+        detector: PersonDetector,
+        emit: Callable[..., None],
+        source: Callable[[str], str],
+        timezone: Any,
+        grants: Callable[[str, float], int],
+    ) -> None:
+        assert setup.security is not None
+        self.setup = setup
+        self.config = setup.security
+        self.zones = self.config.camera_zones(setup.id)
+        self.pipeline = PersonPipeline(setup.id, self.zones, self.config.pipeline, detector=detector)
+        self.rules = SecurityRules(setup.id, self.config, grants)
+        self.emit = emit
+        self.source = source
+        self.timezone = timezone
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"persons-{setup.id}")
+        self.errors = 0
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _analyse(self, frame: CameraFrame) -> list[tuple[Alert, bytes]]:
+        result = self.pipeline.process(frame.frame, frame.monotonic_s)
+        alerts = self.rules.evaluate(result, self.pipeline.zone_judge, frame.at.astimezone(self.timezone))
+        return [(alert, self._snapshot(frame.frame, result, alert)) for alert in alerts]
+
+    def _snapshot(self, image: npt.NDArray[np.uint8], result: PersonFrameResult, alert: Alert) -> bytes:
+        height, width = image.shape[:2]
+        drawn = draw_zones(image, self.zones.in_pixels(width, height))
+        boxes = [
+            (t.box, f"#{t.track_id}")
+            for t in result.tracks
+            if not alert.track_ids or t.track_id in alert.track_ids
+        ]
+        drawn = draw_detections(drawn, boxes)
+        return snapshot_jpeg(drawn, None)
+
+    async def on_frame(self, frame: CameraFrame) -> int:
+        """Analyse one frame off the event loop; returns how many alerts it raised."""
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(self.executor, self._analyse, frame)
+        except VisionError as err:
+            self.errors += 1
+            log.error("camera %s: frame %d not analysed for security: %s", self.setup.id, frame.seq, err)
+            return 0
+        for alert, jpeg in found:
+            self._raise(alert, jpeg, frame.at)
+        return len(found)
+
+    def poll(self, now_mono: float) -> None:
+        """Between frames: a stream that stopped is a tamper too."""
+        changes = self.pipeline.poll(now_mono)
+        if not changes:
+            return
+        empty = PersonFrameResult(now_mono, False, 0.0, [], [], [], [], changes)
+        for alert in self.rules.evaluate(empty, None, utc_now().astimezone(self.timezone)):
+            self._raise(alert, b"", utc_now())
+
+    def _raise(self, alert: Alert, jpeg: bytes, at: datetime) -> None:
+        data = dict(alert.data)
+        if alert.type.startswith("edu.campus.security."):
+            data["snapshot"] = bool(jpeg)
+        self.emit(
+            Event(alert.type, self.source(self.setup.id), data, time=at, severity=alert.severity),
             attachment=jpeg or None,
         )
 

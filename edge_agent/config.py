@@ -205,6 +205,10 @@ class GatewayConfig(BaseModel):
         if len(gate_ids) != len(set(gate_ids)):
             raise ValueError("gate ids must be unique")
         for camera in self.cameras:
+            for rule in camera.security.rules if camera.security else []:
+                rule_gate = getattr(rule, "gate", None)
+                if rule_gate is not None and rule_gate not in gate_ids:
+                    raise ValueError(f"camera {camera.id}: rule {rule.id} names unknown gate {rule_gate!r}")
             if camera.face and camera.face.card_gate and camera.face.card_gate not in gate_ids:
                 raise ValueError(
                     f"camera {camera.id}: card_gate {camera.face.card_gate!r} is not a configured gate"

@@ -70,6 +70,11 @@ _TYPES = [
     EventType("edu.campus.device.tamper.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.test_alert.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.stranger.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.security.intrusion.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.security.line_crossing.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.security.loitering.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.security.crowding.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.security.camera_tamper.v1", Lane.ALERT, alert=True),
     # An operator's action on an alert: audited, never dropped.
     EventType("edu.campus.security.alert_acknowledged.v1", Lane.ACCESS),
 ]
