@@ -166,7 +166,8 @@ cameras:
         ),
         (
             "      zones: [{id: z, points: [[0, 0], [100, 0], [100, 100]]}]\n"
-            "      rules: [{kind: intrusion, id: r, zone: z, schedule: {windows: [{start: '18:00', end: '07:00'}]}}]",
+            "      rules: [{kind: intrusion, id: r, zone: z,\n"
+            "               schedule: {windows: [{start: '18:00', end: '07:00'}]}}]",
             "crosses midnight",
         ),
         ("      rules: [{kind: intrusion, id: r, zone: nowhere}]", "unknown zone 'nowhere'"),
