@@ -65,14 +65,16 @@ def test_verify_reports_a_missing_executable(tmp_path: Path) -> None:
 
 @needs_systemd_analyze
 def test_exposure_stays_low(tmp_path: Path) -> None:
-    # 1.9 when written; systemd calls < 2 "OK". Dropping a hardening line shows up here.
-    assert exposure(UNIT.read_text(), tmp_path) <= 2.0
+    # 1.9 with systemd 252 when written ("OK" is below 2); newer systemd versions score more
+    # settings, hence the margin. Dropping a few hardening lines must show up as a clear rise.
+    shipped = exposure(UNIT.read_text(), tmp_path)
+    assert shipped <= 2.5
     weakened = "\n".join(
         line
         for line in UNIT.read_text().splitlines()
         if not line.startswith(("ProtectSystem", "CapabilityBoundingSet", "SystemCallFilter", "PrivateTmp"))
     )
-    assert exposure(weakened, tmp_path) > 2.0
+    assert exposure(weakened, tmp_path) >= shipped + 2.0
 
 
 def test_unit_settings_match_the_agent() -> None:
