@@ -4,6 +4,7 @@ under the same filters systemd would install (tests/ops/seccomp_sandbox.py)."""
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import signal
@@ -25,6 +26,11 @@ needs_systemd_analyze = pytest.mark.skipif(
     reason="systemd-analyze is missing: install the Debian 'systemd' package to verify the unit files",
 )
 SANDBOX = REPO_ROOT / "tests" / "ops" / "seccomp_sandbox.py"
+needs_libseccomp = pytest.mark.skipif(
+    ctypes.util.find_library("seccomp") is None
+    and not Path("/usr/lib/x86_64-linux-gnu/libseccomp.so.2").exists(),
+    reason="libseccomp is missing: install the Debian 'libseccomp2' package to try the unit's sandbox",
+)
 
 
 def sandbox_args() -> list[str]:
@@ -102,6 +108,7 @@ def test_unit_settings_match_the_agent() -> None:
 
 
 @needs_systemd_analyze
+@needs_libseccomp
 def test_sandbox_filters_are_active() -> None:
     """The probes below only mean something if the filters really refuse what systemd refuses:
     W+X memory (MemoryDenyWriteExecute=) and mincore(2), an unprivileged call outside
@@ -130,6 +137,7 @@ def test_sandbox_filters_are_active() -> None:
 
 
 @needs_systemd_analyze
+@needs_libseccomp
 def test_native_libraries_work_in_the_unit_sandbox() -> None:
     """ONNX Runtime loads and runs every shipped model, OpenCV codes a JPEG, cryptography signs."""
     probe = (
@@ -160,6 +168,7 @@ def test_native_libraries_work_in_the_unit_sandbox() -> None:
 
 
 @needs_systemd_analyze
+@needs_libseccomp
 def test_agent_runs_and_stops_cleanly_in_the_unit_sandbox(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     """The demo configuration (pty simulators, drivers, outbox, MQTT) under the unit's seccomp filters:
     READY arrives on a real notify socket, SIGTERM ends it with exit code 0."""
