@@ -166,10 +166,12 @@ def main() -> None:
     b50, b95 = percentile(bare, 0.5), percentile(bare, 0.95)
     print(
         f"alert latency (completing frame captured -> PUBLISH at subscriber), {len(latencies)} alerts, "
-        f"1 camera at 5 fps: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+        f"1 camera at 5 fps: p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
+        f"max {max(latencies) * 1000:.0f} ms"
     )
     print(
-        f"baseline bare paho publish -> receive, same broker: p50 {b50 * 1000:.2f} ms, p95 {b95 * 1000:.2f} ms"
+        f"baseline bare paho publish -> receive, same broker: "
+        f"p50 {b50 * 1000:.2f} ms, p95 {b95 * 1000:.2f} ms"
     )
     print(f"ratio p95 agent / bare: {p95 / b95:.0f}x; bar p95 < 1000 ms")
 
