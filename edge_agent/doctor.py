@@ -379,6 +379,15 @@ def check_broker_tls(
         ):
             cert = tls_sock.getpeercert() or {}
             version = tls_sock.version()
+            # With TLS 1.3 the server judges our certificate after the handshake has completed on
+            # our side; its refusal arrives as an alert on the first read. A broker sends nothing
+            # before CONNECT, so a quiet socket means the session was accepted.
+            tls_sock.settimeout(0.5)
+            try:
+                if tls_sock.recv(1) == b"":
+                    return _fail(name, f"{addr.host}:{addr.port}: closed right after the handshake")
+            except TimeoutError:
+                pass
     except ssl.SSLCertVerificationError as err:
         return _fail(name, f"{addr.host}:{addr.port}: the broker's certificate: {err.verify_message}")
     except (OSError, ssl.SSLError) as err:

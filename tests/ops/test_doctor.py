@@ -363,16 +363,23 @@ def test_broker_tls_handshake_and_client_certificate(tmp_path: Path) -> None:
         tls_result = check_broker(no_ca, credentials_dir=creds)[-1]
         assert tls_result.name == "broker TLS" and tls_result.failed
         assert "certificate" in tls_result.detail
+        # The right CA, the wrong name: the certificate is for 'localhost'.
+        by_ip = load_config(
+            write_config(tmp_path / "i.yaml", mqtt={"url": f"mqtts://127.0.0.1:{broker.port}", "tls": tls})
+        )
+        mismatch = check_broker(by_ip, credentials_dir=creds)[-1]
+        assert mismatch.name == "broker TLS" and "mismatch" in mismatch.detail, mismatch
         # A client key credential that is not there.
         (creds / "mqtt_client_key").write_text("")
         missing_key = check_broker(good, credentials_dir=creds)[-1]
         assert missing_key.failed and "mqtt_client_key" in missing_key.detail
-        # No client certificate at all: the broker (require_certificate) refuses somewhere in
-        # the handshake or right after it (TLS 1.3 reports it after the handshake).
+        # No client certificate at all: the broker (require_certificate) refuses it, with TLS 1.3
+        # only after the client has finished its side of the handshake; the TLS line says so.
         no_cert = load_config(
             write_config(tmp_path / "c.yaml", mqtt={"url": url, "tls": {"ca_file": str(pki["ca"])}})
         )
-        assert any(r.failed for r in check_broker(no_cert, credentials_dir=creds, timeout_s=3))
+        refused = check_broker(no_cert, credentials_dir=creds, timeout_s=3)[-1]
+        assert refused.name == "broker TLS" and refused.failed, refused
     finally:
         broker.stop()
 
