@@ -1,0 +1,359 @@
+"""Signed commands through a real Mosquitto to a real in-process agent with a simulated turnstile.
+
+The attacks are the ones a broker-side intruder (or a leaked message log) would try: replaying a
+captured command, sending it late, unsigned, with a forged or foreign signature, or to another
+gateway. Every command, done or refused, must come back as a reply and as a valid audit event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.commands import CommandSettings, RateLimit
+from sync.contract import SCHEMA_DIR, validate, validate_event
+from tests.commands.harness import (
+    GW,
+    PREFIX,
+    SITE,
+    Centre,
+    Reply,
+    call,
+    config_text,
+    ed25519_entry,
+    envelope,
+    hmac_entry,
+    now_utc,
+    running_agent,
+    until,
+    wait_subscribed,
+)
+from tests.conftest import MosquittoBroker
+from tests.mqtt_helpers import Collector
+
+REQUEST_SCHEMA = SCHEMA_DIR / "commands" / "request.json"
+REPLY_SCHEMA = SCHEMA_DIR / "commands" / "reply.json"
+
+
+def audits(collector: Collector) -> list[dict[str, Any]]:
+    return [
+        m.json()
+        for m in collector.snapshot(f"{PREFIX}/events/gateway")
+        if m.json()["type"] == "edu.campus.gateway.audit.v1"
+    ]
+
+
+def check_audited(collector: Collector, replies: list[Reply]) -> None:
+    """Every reply has its audit event: same request id, result and code; all events valid."""
+    collector.wait_for(lambda _: len(audits(collector)) >= len(replies), 20)
+    events = audits(collector)
+    for event in events:
+        validate_event(event)
+        assert event["data"]["via"] == "mqtt"
+    audited = Counter(
+        (e["data"].get("request_id"), e["data"]["result"], e["data"]["reason"].split(":")[0]) for e in events
+    )
+    answered = Counter((r.body["id"], r.body["result"], r.body["code"]) for r in replies)
+    for reply in replies:
+        validate(reply.body, REPLY_SCHEMA)
+    missing = {k: n for k, n in answered.items() if audited[k] < n}
+    assert not missing, (missing, [e["data"] for e in events])
+
+
+def test_ed25519_commands_and_attacks(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    limited = Ed25519PrivateKey.generate()
+    stranger = Ed25519PrivateKey.generate()
+    monkeypatch.setenv(
+        "EDGE_AGENT_COMMAND_KEYS",
+        json.dumps(
+            {"keys": [ed25519_entry("centre-ed", key), ed25519_entry("noc-ro", limited, ["diagnostics"])]}
+        ),
+    )
+    settings = CommandSettings(enabled=True, open_rate_limit=RateLimit(count=3, per_s=60))
+    collector = Collector(mosquitto.url, f"{PREFIX}/events/#")
+    centre = Centre(mosquitto.port, v5=True, ed25519=key, key_id="centre-ed")
+    replies: list[Reply] = []
+
+    async def scenario() -> None:
+        async with running_agent(tmp_path, mosquitto.url, settings) as gw:
+            await wait_subscribed(centre)
+
+            async def send(body: dict[str, Any] | bytes, **kw: Any) -> dict[str, Any]:
+                reply = await call(centre, body, **kw)
+                replies.append(reply)
+                return reply.body
+
+            # A signed open reaches the turnstile as its open command, and the reply carries our
+            # correlation data on our response topic.
+            opened = centre.make("open", {"gate": "gate-1", "direction": "entry"})
+            validate(opened, REQUEST_SCHEMA)
+            reply = await call(centre, opened)
+            replies.append(reply)
+            assert reply.topic == centre.response_topic and reply.correlation is not None
+            assert reply.body["result"] == "ok" and reply.body["id"] == opened["id"]
+            assert reply.body["data"] == {"gate": "gate-1", "confirmed": True}
+            assert [(c.name, c.direction) for c in gw.turnstile.commands] == [("open", "entry")]
+
+            # The same message again (a captured command replayed): refused, nothing opened.
+            assert (await send(opened))["code"] == "replayed"
+            late = centre.make(
+                "open", {"gate": "gate-1", "direction": "entry"}, issued=now_utc() - timedelta(seconds=90)
+            )
+            assert (await send(late))["code"] == "expired"
+            early = centre.make(
+                "open", {"gate": "gate-1", "direction": "entry"}, issued=now_utc() + timedelta(seconds=60)
+            )
+            assert (await send(early))["code"] == "not_yet_valid"
+            long_lived = centre.make("diagnostics", valid_s=3600)
+            assert (await send(long_lived))["code"] == "validity_too_long"
+            unsigned = envelope("open", {"gate": "gate-1", "direction": "entry"}, key_id="centre-ed")
+            assert (await send(unsigned))["code"] == "unsigned"
+            forged = Centre.sign_with(
+                stranger,
+                envelope("open", {"gate": "gate-1", "direction": "exit"}, key_id="centre-ed"),
+                f"{PREFIX}/cmd/open",
+            )
+            assert (await send(forged))["code"] == "bad_signature"
+            tampered = {**centre.make("open", {"gate": "gate-1", "direction": "entry"})}
+            tampered["args"] = {"gate": "gate-1", "direction": "exit"}
+            assert (await send(tampered))["code"] == "bad_signature"
+            unknown_key = Centre.sign_with(
+                stranger,
+                envelope("open", {"gate": "gate-1", "direction": "entry"}, key_id="nobody"),
+                f"{PREFIX}/cmd/open",
+            )
+            assert (await send(unknown_key))["code"] == "unknown_key"
+            # Signed for another gateway, then published to ours: the topic is signed, so refused.
+            other = centre.sign(
+                envelope("open", {"gate": "gate-1", "direction": "entry"}, key_id="centre-ed"),
+                topic=f"campus/v1/{SITE}/gw-other/cmd/open",
+            )
+            assert (await send(other, topic=f"{PREFIX}/cmd/open"))["code"] == "bad_signature"
+            # Signed for lock, published on the open topic.
+            renamed = centre.make("lock", {"gate": "gate-1"})
+            assert (await send(renamed, topic=f"{PREFIX}/cmd/open"))["code"] == "name_mismatch"
+            malformed = await send(b"{not json", name="open")
+            assert malformed["code"] == "malformed" and malformed["id"] is None
+            floats = await send(b'{"id": "f1", "name": "open", "signature": "AA==", "x": 1.5}', name="open")
+            assert floats["code"] == "malformed" and floats["id"] is None
+            missing = centre.make("open", {"gate": "gate-1", "direction": "entry"})
+            del missing["nonce"]
+            assert (await send(missing))["code"] == "schema_invalid"
+            assert (await send(centre.make("reboot")))["code"] == "unknown_command"
+            sideways = await send(centre.make("open", {"gate": "gate-1", "direction": "sideways"}))
+            assert sideways["code"] == "bad_args" and "direction" in sideways["message"]
+            assert (await send(centre.make("open", {"gate": "gate-9", "direction": "entry"})))[
+                "code"
+            ] == "unknown_gate"
+            # A key limited to diagnostics may read, not open.
+            reader = Centre.sign_with(
+                limited,
+                envelope("open", {"gate": "gate-1", "direction": "entry"}, key_id="noc-ro"),
+                f"{PREFIX}/cmd/open",
+            )
+            assert (await send(reader))["code"] == "not_permitted"
+            diag = Centre.sign_with(
+                limited, envelope("diagnostics", key_id="noc-ro"), f"{PREFIX}/cmd/diagnostics"
+            )
+            assert (await send(diag))["result"] == "ok"
+            assert len(gw.turnstile.commands) == 1  # none of the refused commands reached the device
+
+            # Rate limit: 3 opens a minute per gate; the first one above counts.
+            for direction in ("exit", "entry"):
+                assert (await send(centre.make("open", {"gate": "gate-1", "direction": direction})))[
+                    "result"
+                ] == "ok"
+            limited_reply = await send(centre.make("open", {"gate": "gate-1", "direction": "entry"}))
+            assert limited_reply["code"] == "rate_limited" and limited_reply["data"]["retry_after_s"] > 0
+            assert sum(c.name == "open" for c in gw.turnstile.commands) == 3
+
+            # hold_open / lock / normal reach the device, and are not rate-limited.
+            for name, args in (
+                ("hold_open", {"gate": "gate-1", "direction": "exit"}),
+                ("lock", {"gate": "gate-1"}),
+                ("normal", {"gate": "gate-1"}),
+            ):
+                body = await send(centre.make(name, args))
+                assert body["result"] == "ok", body
+            await until(lambda: len(gw.turnstile.commands) == 6, "all device commands")
+            assert [c.name for c in gw.turnstile.commands[3:]] == ["hold_open", "lock", "normal"]
+            assert gw.turnstile.state == "normal"
+
+            # The turnstile goes silent: the command is attempted and reported failed.
+            gw.turnstile.ack = False
+            silent = await send(centre.make("lock", {"gate": "gate-1"}))
+            assert silent["result"] == "failed" and silent["code"] == "device_error"
+            assert silent["data"]["device_code"] == "no_ack"
+            assert gw.processor.stats.refused >= 15
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        centre.close()
+    check_audited(collector, replies)
+    collector.close()
+    events = audits(collector)
+    unverified = [e for e in events if e["data"]["actor"] == "unknown"]
+    assert {e["data"]["reason"].split(":")[0] for e in unverified} == {
+        "unsigned",
+        "bad_signature",
+        "unknown_key",
+        "name_mismatch",
+        "malformed",
+        "schema_invalid",
+    }
+    assert all(e["data"]["role"] == "unknown" for e in unverified)
+    assert {e["data"]["actor"] for e in events} == {"unknown", "centre-ed", "noc-ro"}
+
+
+def test_hmac_over_mqtt_311_and_management_commands(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HMAC keys, an agent and a centre both on MQTT 3.1.1 (replies on .../cmd/{name}/reply),
+    and the commands that manage the gateway rather than a gate."""
+    secret = b"s" * 16 + bytes(range(16))
+    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [hmac_entry("centre-hmac", secret)]}))
+    settings = CommandSettings(enabled=True)
+    collector = Collector(mosquitto.url, f"{PREFIX}/events/#")
+    centre = Centre(mosquitto.port, v5=False, hmac_secret=secret, key_id="centre-hmac")
+    replies: list[Reply] = []
+    root_level = logging.getLogger().level
+
+    async def scenario() -> None:
+        async with running_agent(tmp_path, mosquitto.url, settings, protocol="3.1.1") as gw:
+            await wait_subscribed(centre)
+            assert gw.agent.link is not None and gw.agent.link.stats.protocol == "3.1.1"
+
+            async def send(body: dict[str, Any] | bytes, **kw: Any) -> dict[str, Any]:
+                reply = await call(centre, body, **kw)
+                replies.append(reply)
+                return reply.body
+
+            opened = centre.make("open", {"gate": "gate-1", "direction": "exit"})
+            reply = await call(centre, opened)
+            replies.append(reply)
+            assert reply.topic == f"{PREFIX}/cmd/open/reply" and reply.body["result"] == "ok"
+            assert gw.turnstile.commands[-1].direction == "exit"
+            assert (await send(opened))["code"] == "replayed"
+            wrong = centre.make("open", {"gate": "gate-1", "direction": "exit"})
+            wrong["signature"] = wrong["signature"][:-4] + (
+                "AAA=" if wrong["signature"][-4:] != "AAA=" else "BBB="
+            )
+            assert (await send(wrong))["code"] == "bad_signature"
+
+            diag = await send(centre.make("diagnostics"))
+            assert diag["result"] == "ok"
+            assert diag["data"]["status"]["gateway"] == GW
+            assert diag["data"]["gates"]["gate-1"]["granted"] == 0
+            assert (
+                diag["data"]["commands"]["ok"] >= 2 and diag["data"]["commands"]["by_code"]["replayed"] == 1
+            )
+
+            resync = await send(centre.make("resync_roster", {"centre_version": 5}))
+            assert resync["data"]["roster_version"] == 1 and resync["data"]["snapshot_needed"] is True
+            assert resync["data"]["snapshot_topic"] == f"campus/v1/{SITE}/roster/snapshot"
+            same = await send(centre.make("resync_roster", {"centre_version": 1}))
+            assert same["data"]["snapshot_needed"] is False
+
+            level = await send(centre.make("set_log_level", {"level": "debug"}))
+            assert level["result"] == "ok" and logging.getLogger().level == logging.DEBUG
+
+            # An alert raised by the turnstile, acknowledged from the centre; twice is refused.
+            gw.turnstile.raise_event("forced", "entry")
+            alerts = gw.agent.alerts
+            assert alerts is not None
+            await until(lambda: bool(alerts.list()), "forced alert in the alert book")
+            alert_id = alerts.list()[0].id
+            ack = await send(
+                centre.make("ack_alert", {"alert_id": alert_id, "by": "Duty officer", "note": "seen"})
+            )
+            assert ack["result"] == "ok" and ack["data"]["alert_id"] == alert_id
+            again = await send(centre.make("ack_alert", {"alert_id": alert_id, "by": "Someone else"}))
+            assert again["code"] == "already_acknowledged"
+            assert (await send(centre.make("ack_alert", {"alert_id": "nope", "by": "x"})))[
+                "code"
+            ] == "unknown_alert"
+
+            # reload_config: a broken file is reported and the running configuration kept; a good
+            # one is applied (its log level replaces the one set above).
+            good = gw.config_path.read_text()
+            gw.config_path.write_text(good + "\nnot_a_section: 1\n")
+            broken = await send(centre.make("reload_config"))
+            assert broken["result"] == "failed" and broken["code"] == "config_invalid"
+            assert "not_a_section" in broken["data"]["errors"]
+            gw.config_path.write_text(
+                config_text(
+                    tmp_path,
+                    f"mqtt://127.0.0.1:{mosquitto.port}",
+                    gw.reader_url,
+                    gw.turnstile_url,
+                    protocol="3.1.1",
+                    log_level="warning",
+                )
+            )
+            reloaded = await send(centre.make("reload_config"))
+            assert reloaded["result"] == "ok", reloaded
+            assert reloaded["data"]["keys"] == ["centre-hmac"]
+            assert gw.agent.config.agent.log_level == "warning"
+            assert logging.getLogger().level == logging.WARNING
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        centre.close()
+        logging.getLogger().setLevel(root_level)
+    check_audited(collector, replies)
+    events = [m.json() for m in collector.snapshot("/events/security")]
+    collector.close()
+    acknowledged = [e for e in events if e["type"] == "edu.campus.security.alert_acknowledged.v1"]
+    assert len(acknowledged) == 1 and acknowledged[0]["data"]["via"] == "mqtt"
+    assert acknowledged[0]["data"]["by"] == "Duty officer"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="GateController has no way to expect a passage it did not grant: a remotely opened "
+    "gate's passage is reported as tailgating (passage_without_grant). Needs a gates.py hook.",
+)
+def test_remote_open_passage_is_not_tailgating(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
+    collector = Collector(mosquitto.url, f"{PREFIX}/events/#")
+    centre = Centre(mosquitto.port, v5=True, ed25519=key)
+
+    async def scenario() -> None:
+        async with running_agent(
+            tmp_path, mosquitto.url, CommandSettings(enabled=True), auto_pass=True
+        ) as gw:
+            await wait_subscribed(centre)
+            reply = await call(centre, centre.make("open", {"gate": "gate-1", "direction": "entry"}))
+            assert reply.body["result"] == "ok"
+            await until(
+                lambda: (
+                    gw.agent.gates["gate-1"].stats.passages >= 1
+                    or bool(
+                        [m for m in collector.snapshot("/events/access") if "tailgating" in m.json()["type"]]
+                    )
+                ),
+                "passage",
+            )
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        centre.close()
+        collector.close()
+    assert not [m for m in collector.snapshot("/events/access") if "tailgating" in m.json()["type"]]
