@@ -178,6 +178,11 @@ class Consumer:
                 raise RuntimeError(f"consumer did not connect; see {self.log}")
             time.sleep(0.05)
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the running consumer process has used."""
+        assert self.proc is not None
+        return _cpu_s(self.proc.pid, children=False)
+
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
@@ -194,6 +199,26 @@ class Consumer:
 
 
 # --- checks and figures ----------------------------------------------------------------------------
+
+
+def _cpu_s(pid: int, *, children: bool) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime are fields 14-17 of stat(5); index 11 here after the split.
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def storage_per_event(dsn: str) -> tuple[float, float]:
+    """Bytes per stored event: the table with its TOAST, and table + indexes."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            b"SELECT pg_table_size('events')::float / count(*),"
+            b" pg_total_relation_size('events')::float / count(*) FROM events"
+        ).fetchone()
+        assert row is not None
+        return float(row[0]), float(row[1])
 
 
 def scalar(dsn: str, sql: str) -> Any:
@@ -282,6 +307,8 @@ def run_k(
     for c in consumers:
         c.start()
     fleet = Fleet(broker.url, args.gateways, args.publishers)
+    assert pg.proc is not None
+    pg_cpu_before = _cpu_s(pg.proc.pid, children=True)
     try:
         # Rush: fixed offered load, latency.
         rush = fleet.run(f"rush {args.rate} {args.rush_s}")
@@ -302,11 +329,23 @@ def run_k(
             f"K={k} flood: {flood.sent} events ({flood.messages} messages); ingest {ingest:.0f} events/s "
             f"end to end; broker accepted the publishes at {accept:.0f} events/s; ratio {ingest / accept:.2f}"
         )
-        print(f"K={k} {verify(dsn, rush.sent + flood.sent, args.gateways)}")
+        total = rush.sent + flood.sent
+        print(f"K={k} {verify(dsn, total, args.gateways)}")
+        consumer_cpu = sum(c.cpu_s() for c in consumers)
+        table, with_indexes = storage_per_event(dsn)
     finally:
         fleet.close()
         for c in consumers:
             c.stop()
+    # The database backends are children of the postmaster: their CPU lands in its cutime/cstime
+    # once the consumers' connections have closed.
+    time.sleep(0.5)
+    pg_cpu = _cpu_s(pg.proc.pid, children=True) - pg_cpu_before
+    print(
+        f"K={k} cost: consumers {consumer_cpu / total * 1e6:.0f} µs CPU per event, PostgreSQL backends "
+        f"{pg_cpu / total * 1e6:.0f} µs CPU per event; storage {table:.0f} B/event in the table, "
+        f"{with_indexes:.0f} B/event with its indexes"
+    )
     for c in consumers:
         print(f"K={k} {c.log.stem}: {c.final_counters()}")
 

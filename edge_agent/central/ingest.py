@@ -48,6 +48,7 @@ class _Message:
     payload: bytes
     mid: int
     qos: int
+    dup: bool  # the broker's DUP flag: a redelivery of a message it had sent before
     session: int  # which MQTT connection delivered it: a mid is only meaningful on that connection
 
 
@@ -116,7 +117,9 @@ class IngestConsumer:
             log.warning("broker connection lost (%s); paho reconnects", reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._queue.put(_Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session))
+        self._queue.put(
+            _Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.dup), self._session)
+        )
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish its current batch and return."""
@@ -184,6 +187,7 @@ class IngestConsumer:
 
     def _commit_and_ack(self, batch: list[_Message]) -> None:
         self.stats.received += len(batch)
+        self.stats.redelivered += sum(1 for m in batch if m.dup)
         items: list[Classified] = [classify(m.topic, m.payload, self.config.topic_prefix) for m in batch]
         attempt = 0
         while True:

@@ -79,9 +79,15 @@ _INSERT_DEAD = "INSERT INTO dead_letters (topic, code, reason, payload) VALUES (
 
 @dataclass
 class IngestStats:
-    """Counters of one consumer since it started; ``dead_letters`` and ``ignored`` are by code/channel."""
+    """Counters of one consumer since it started; ``dead_letters`` and ``ignored`` are by code/channel.
+
+    ``redelivered`` counts messages the broker flagged DUP: sent before, not acknowledged then (after
+    a consumer crash, its in-flight window); ``duplicates`` counts events already stored (those
+    redeliveries once committed, gateway re-publishes, and every alert's second copy).
+    """
 
     received: int = 0
+    redelivered: int = 0
     events_stored: int = 0
     duplicates: int = 0
     statuses: int = 0
