@@ -35,7 +35,7 @@ from edge_agent.access import AntiPassback
 from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.attendance import AttendanceBook
 from edge_agent.cameras import CameraWorker, SecurityWorker, open_camera
-from edge_agent.config import CardTrafficConfig, ConfigFileError, GatewayConfig, load_config
+from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService
 from edge_agent.gates import Feedback, GateController
@@ -268,28 +268,10 @@ class Agent:
 
     def _start_devices(self) -> None:
         for sim in self.config.simulated:
-            if isinstance(sim, CardTrafficConfig):
-                task = asyncio.create_task(self._card_traffic(sim), name=f"traffic-{sim.id}")
-            else:
-                task = asyncio.create_task(
-                    SimulatedDevice(sim, self.source(sim.id), self.emit).run(), name=f"device-{sim.id}"
-                )
+            task = asyncio.create_task(
+                SimulatedDevice(sim, self.source(sim.id), self.emit).run(), name=f"device-{sim.id}"
+            )
             self._device_tasks[sim.id] = task
-
-    async def _card_traffic(self, cfg: CardTrafficConfig) -> None:
-        """Present cards at a simulated reader in turn: the real bytes go through the real driver."""
-        index = 0
-        while True:
-            await asyncio.sleep(cfg.interval_s)
-            driver = self.drivers.get(cfg.reader)
-            simulator = getattr(driver, "simulator", None)
-            if simulator is None:
-                continue
-            try:
-                simulator.present(cfg.cards[index % len(cfg.cards)])
-            except DeviceError as err:
-                log.warning("simulated card at %s not presented: %s", cfg.reader, err)
-            index += 1
 
     async def _seed_roster(self) -> None:
         seed = self.config.agent.roster_seed

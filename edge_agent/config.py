@@ -12,16 +12,14 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -112,33 +110,6 @@ class SimulatedSourceConfig(BaseModel):
     _id = field_validator("id")(classmethod(lambda cls, v: _check_id(v)))
 
 
-class CardTrafficConfig(BaseModel):
-    """Simulated people presenting cards at a simulated reader, in turn (demo)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(description="Name of this traffic source (not a device).")
-    kind: Literal["card_traffic"] = Field(description="What the simulated source does.")
-    reader: str = Field(description="Id of a card reader device with `simulated: true`.")
-    cards: list[str] = Field(
-        min_length=1, description="Cards presented in turn (hex, or FC:NUMBER for Wiegand)."
-    )
-    interval_s: float = Field(3.0, gt=0, description="Seconds between presentations.")
-
-
-def _simulated_kind(value: Any) -> str:
-    # 'kind' may be left out for the plain heartbeat source.
-    if isinstance(value, dict):
-        return str(value.get("kind", "heartbeat"))
-    return str(getattr(value, "kind", "heartbeat"))
-
-
-SimulatedConfig = Annotated[
-    Annotated[SimulatedSourceConfig, Tag("heartbeat")] | Annotated[CardTrafficConfig, Tag("card_traffic")],
-    Discriminator(_simulated_kind),
-]
-
-
 class GatewayConfig(BaseModel):
     """The root of the configuration file."""
 
@@ -148,8 +119,10 @@ class GatewayConfig(BaseModel):
     agent: AgentConfig = Field(default_factory=AgentConfig, description="Process settings.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Broker connection.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Store-and-forward.")
-    simulated: list[SimulatedConfig] = Field(
-        default_factory=list, description="Simulated heartbeat devices and card traffic (demo and tests)."
+    simulated: list[SimulatedSourceConfig] = Field(
+        default_factory=list,
+        description="Simulated heartbeat devices (demo and tests); simulated card readers present cards "
+        "through their own `sim_cards`.",
     )
     devices: list[DeviceConfig] = Field(
         default_factory=list,
@@ -162,12 +135,6 @@ class GatewayConfig(BaseModel):
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:
         ids: list[str] = [s.id for s in self.simulated]
-        simulated_readers = {d.id for d in self.devices if isinstance(d, CardReaderConfig) and d.simulated}
-        for traffic in self.simulated:
-            if isinstance(traffic, CardTrafficConfig) and traffic.reader not in simulated_readers:
-                raise ValueError(
-                    f"card traffic {traffic.id}: {traffic.reader!r} is not a simulated card reader"
-                )
         readers: set[str] = set()
         openers: set[str] = set()
         for device in self.devices:
@@ -384,7 +351,6 @@ def config_json_schema() -> dict[str, Any]:
 
 __all__ = [
     "AgentConfig",
-    "CardTrafficConfig",
     "ConfigFileError",
     "ConfigIssue",
     "GatewayConfig",
