@@ -616,7 +616,8 @@ class Agent:
             new = load_config(self.config_path)
         except ConfigFileError as err:
             log.error("reload refused, keeping the running configuration:\n%s", err)
-            self.notifier.status(self.one_line_status())
+            # systemd holds the unit in "reloading" until READY=1, refused or not.
+            self.notifier.ready(f"reload refused; {self.one_line_status()}")
             return
         for section in ("gateway", "mqtt", "outbox"):
             if getattr(new, section) != getattr(self.config, section):

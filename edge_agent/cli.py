@@ -18,7 +18,9 @@ from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config
+from edge_agent.doctor import add_doctor_cli
 from edge_agent.errors import ConfigError
+from edge_agent.install import add_install_cli
 from edge_agent.logs import setup_logging
 from sync.mqtt_link import parse_broker_url
 
@@ -239,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--person", required=True, help="person id, as in the roster")
     enroll.add_argument("photos", nargs="+", help="photos (JPEG/PNG) with exactly one face each")
     enroll.set_defaults(func=cmd_enroll)
+
+    add_doctor_cli(sub)
+    add_install_cli(sub)
 
     status = sub.add_parser("status", help="print the status the running agent writes to its data dir")
     status.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")

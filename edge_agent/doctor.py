@@ -34,6 +34,7 @@ from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from device_drivers.camera import CameraConfig
 from device_drivers.config import CardReaderConfig, RelayDoorConfig, TurnstileConfig
 from device_drivers.errors import DeviceError
 from device_drivers.keyboard_wedge import KeyboardWedgeConfig
@@ -278,9 +279,14 @@ def check_camera(camera_id: str, url: str, timeout_s: float = 10.0) -> CheckResu
 
 
 def check_cameras(config: GatewayConfig) -> list[CheckResult]:
-    # The root config has no camera section yet; this starts checking as soon as it has one.
-    cameras: Sequence[Any] = getattr(config, "cameras", None) or []
-    return [check_camera(str(c.id), str(c.url)) for c in cameras]
+    results = []
+    for setup in config.cameras:
+        device = setup.device
+        if isinstance(device, CameraConfig):
+            results.append(check_camera(device.id, device.url))
+        else:
+            results.append(CheckResult(f"camera {device.id}", Status.OK, "simulated; nothing to open"))
+    return results
 
 
 # -- broker ----------------------------------------------------------------------------------------

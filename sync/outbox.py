@@ -308,8 +308,19 @@ class Outbox:
         row = conn.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()
         db_last = int(row[0]) if row else 0
         floor = self._seq_floor.read()
-        # A fresh database (first start, or after recovery) resumes above every seq ever reserved.
-        self._last_seq = db_last if db_last > 0 else floor
+        # A fresh database (first start, or after recovery) resumes above every seq ever reserved. So
+        # does a database older than the floor implies (a backup restored after a failed upgrade):
+        # the seqs it does not know about may already be at the centre.
+        stale = db_last > 0 and db_last < floor - SEQ_RESERVE_BLOCK - self.config.max_batch
+        if stale:
+            log.warning(
+                "outbox database ends at seq %d but seqs up to %d were reserved (restored from a copy?); "
+                "resuming above %d so no seq is used twice",
+                db_last,
+                floor,
+                floor,
+            )
+        self._last_seq = floor if db_last == 0 or stale else db_last
         self._reserved_seq = max(floor, self._last_seq)
         for lane, count in conn.execute(
             "SELECT lane, count(*) FROM events WHERE delivered_at IS NULL GROUP BY lane"

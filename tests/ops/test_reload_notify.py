@@ -70,11 +70,6 @@ def test_reload_sends_reloading_then_ready_with_status(
     assert "configuration reloaded" in agent.output()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge_agent/agent.py Agent.reload(): a refused file sends RELOADING=1 and STATUS= but no "
-    "READY=1, so systemd would show the unit as 'reloading' until the next successful reload",
-)
 def test_refused_reload_still_ends_with_ready(
     tmp_path: Path, mosquitto: MosquittoBroker, notify: tuple[socket.socket, str]
 ) -> None:

@@ -265,3 +265,24 @@ def test_attachments_live_and_die_with_their_event(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / DB_NAME)
     assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM attachments").fetchone()[0] == 0
+
+
+def test_restored_older_database_resumes_above_the_seq_floor(tmp_path: Path) -> None:
+    from sync.outbox import SEQ_FLOOR_NAME
+
+    async def fill() -> None:
+        async with Outbox(tmp_path, OutboxConfig(), SOURCE) as ob:
+            await asyncio.gather(*[ob.append_nowait(heartbeat(i)) for i in range(10)])
+
+    run(fill())
+    # As if this database were a backup taken long before: the floor says 500,000 seqs were reserved.
+    (tmp_path / SEQ_FLOOR_NAME).write_text("500000\n")
+
+    async def resume() -> int:
+        async with Outbox(tmp_path, OutboxConfig(), SOURCE) as ob:
+            return (await ob.append(heartbeat(0))).seq
+
+    assert run(resume()) == 500_001
+    # A normal restart (floor just one block ahead) continues without a gap.
+    (tmp_path / SEQ_FLOOR_NAME).write_text(str(500_001 + 100_000) + "\n")
+    assert run(resume()) == 500_002
