@@ -105,7 +105,7 @@ class FaceTemplate(_Model):
     person_id: str = Field(pattern=_ID, description="Owner.")
     model_id: str = Field(description="Model that produced the embedding, e.g. 'dlib_resnet_v1'.")
     embedding: list[float] | None = Field(None, description="The embedding vector.")
-    photo_jpeg_b64: str | None = Field(None, description="A JPEG photo (base64) to embed at the edge instead.")
+    photo_jpeg_b64: str | None = Field(None, description="A JPEG photo (base64) the edge embeds instead.")
 
     @model_validator(mode="after")
     def _one_source(self) -> FaceTemplate:
