@@ -1,0 +1,199 @@
+"""The FastAPI application over a running agent: ``create_app(agent, settings)``.
+
+Thin edge (STYLE.md 10): every route reads or calls the agent; this module only composes the
+routers, the error format, the request size limit, the metrics registry and the console's files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge_agent import __version__
+from edge_agent.api.auth import TokenTable
+from edge_agent.api.deps import ApiContext, ApiError, ApiMetrics
+from edge_agent.api.models import ErrorBody
+from edge_agent.api.routers import alerts, config, enrollments, events, health, roster, session, status
+from edge_agent.api.settings import ApiSettings
+from edge_agent.metrics import agent_registry
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+STATIC_DIR = Path(__file__).parent / "static"
+# The console is served from here, and only here: no CDN, nothing inline, nothing framed.
+CONSOLE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def _error(status: int, code: str, message: str, details: list[dict[str, Any]] | None = None) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, details=details or [])
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+class BodyLimit:
+    """Refuses bodies over ``limit`` bytes with 413 before the app sees them.
+
+    With a Content-Length the header decides (the HTTP parser holds the client to it). A chunked
+    upload has none: it is read here up to the limit and then handed on, so an oversized one is
+    refused without the app ever starting on a truncated body.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length: int | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                with contextlib.suppress(ValueError):
+                    length = int(value)
+        if length is not None:
+            if length > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Read and discard (never keep) what the client is still sending, up to a bound: a client
+        # that is cut off mid-upload sees a reset connection instead of our 413.
+        drained = 0
+        while drained < DRAIN_LIMIT:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            drained += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        response = _error(413, "body_too_large", f"request bodies are limited to {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+def create_app(agent: Agent, settings: ApiSettings, *, tokens: TokenTable | None = None) -> FastAPI:
+    """The API over ``agent``. ``tokens`` defaults to the ``settings.tokens_credential`` credential
+    (raises :class:`~edge_agent.api.auth.TokenFileError` when it is malformed)."""
+    app = FastAPI(
+        title="Campus edge gateway: local API",
+        version=__version__,
+        description="Health, metrics, status, events, roster, enrollment, alerts and config "
+        "validation of one edge gateway. Bearer tokens with roles viewer < operator < admin.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    registry = agent_registry(agent)
+    ctx = ApiContext(
+        agent=agent,
+        settings=settings,
+        tokens=tokens if tokens is not None else TokenTable.from_credential(settings.tokens_credential),
+        registry=registry,
+        metrics=ApiMetrics(registry),
+    )
+    app.state.ctx = ctx
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, err: ApiError) -> JSONResponse:
+        return _error(err.status, err.code, err.message, err.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        details = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type")),
+            }
+            for e in err.errors()
+        ]
+        first = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:3])
+        return _error(422, "invalid_request", first or "invalid request", jsonable_encoder(details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error(err.status_code, f"http_{err.status_code}", str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, err: Exception) -> JSONResponse:
+        # A bug in one handler answers 500 with a code; the agent (same process) keeps running.
+        return _error(500, "internal_error", f"{type(err).__name__} while handling the request")
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        ctx.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        if request.url.path.startswith("/console"):
+            response.headers["Content-Security-Policy"] = CONSOLE_CSP
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    for module in (health, status, events, roster, enrollments, alerts, config, session):
+        app.include_router(module.router)
+
+    @app.get("/", include_in_schema=False)
+    async def _root() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    app.mount("/console", StaticFiles(directory=STATIC_DIR, html=True), name="console")
+    return app
+
+
+def openapi_document(app: FastAPI) -> str:
+    """The OpenAPI document as JSON text (for docs and client generators)."""
+    return json.dumps(app.openapi(), indent=2)
+
+
+__all__ = ["BodyLimit", "create_app", "openapi_document"]

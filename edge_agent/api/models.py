@@ -1,0 +1,230 @@
+"""Request and response models of the local API (one module, so the OpenAPI document has one source)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Model):
+    """Every 4xx/5xx answer: a stable code for programs and a sentence for people."""
+
+    code: str = Field(description="Stable machine-readable reason, e.g. 'unknown_alert'.")
+    message: str = Field(description="What went wrong, for a person.")
+    details: list[dict[str, Any]] = Field(
+        default_factory=list, description="Per-item problems (validation errors, rejected photos)."
+    )
+
+
+class Health(_Model):
+    """Liveness: the process answers HTTP."""
+
+    status: Literal["ok"] = Field(description="Always 'ok' when the process answers.")
+    version: str = Field(description="Agent version.")
+
+
+class Readiness(_Model):
+    """Readiness: configuration loaded, outbox open, devices started. The broker is reported only."""
+
+    ready: bool = Field(description="True when every check passed.")
+    checks: dict[str, bool] = Field(description="Each readiness check and whether it passed.")
+    broker: str = Field(description="MQTT link state; not part of readiness (the gateway works offline).")
+
+
+class BrokerStatus(_Model):
+    """The MQTT link as the agent sees it."""
+
+    url: str = Field(description="Broker URL from the configuration.")
+    state: str = Field(description="starting, connecting, connected, disconnected, refused or stopped.")
+    last_error: str = Field(description="Last connection error, empty when none.")
+    connect_failures: int = Field(description="Failed connection attempts since start.")
+    auth_failures: int = Field(description="Connections refused for bad credentials since start.")
+    published: int = Field(description="Messages published since start.")
+    acked: int = Field(description="Publishes the broker acknowledged since start.")
+
+
+class LaneStatus(_Model):
+    """Undelivered events of one delivery lane."""
+
+    pending: int = Field(description="Events committed but not yet acknowledged by the broker.")
+    oldest_age_s: float | None = Field(description="Age of the oldest undelivered event, null when none.")
+
+
+class OutboxStatus(_Model):
+    """The store-and-forward queue."""
+
+    last_seq: int = Field(description="Highest sequence number committed.")
+    pending: int = Field(description="Undelivered events, all lanes.")
+    appended: int = Field(description="Events committed since start.")
+    delivered: int = Field(description="Events delivered since start.")
+    dropped_undelivered: dict[str, int] = Field(description="Telemetry dropped undelivered, by event type.")
+    commit_failures: int = Field(description="Failed commits since start.")
+    lanes: dict[str, LaneStatus] = Field(description="Backlog per lane (alert, access, telemetry).")
+
+
+class GatewayStatus(_Model):
+    """What ``edge-agent status`` shows, as JSON."""
+
+    version: str = Field(description="Agent version.")
+    site: str = Field(description="Site id.")
+    gateway: str = Field(description="Gateway id.")
+    uptime_s: float = Field(description="Seconds since the agent started.")
+    broker: BrokerStatus = Field(description="MQTT link.")
+    outbox: OutboxStatus = Field(description="Outbox.")
+    roster_version: int = Field(description="Version of the roster the gates decide from.")
+    devices_online: int = Field(description="Devices reporting online.")
+    devices_offline: int = Field(description="Devices not reporting online (offline or never seen).")
+    faces: dict[str, Any] | None = Field(
+        None, description="Face recognition: enabled, error, templates; null without cameras."
+    )
+
+
+class Device(_Model):
+    """One device and its health."""
+
+    id: str = Field(description="Device id from the configuration.")
+    kind: str = Field(description="card_reader, turnstile, camera, osdp_reader, simulated, ...")
+    online: bool = Field(description="Reporting online (a simulated source: its task is running).")
+    counters: dict[str, int] = Field(description="Reads, frames, errors and drops counted by the driver.")
+    gate: str | None = Field(None, description="Gate this device belongs to, if any.")
+
+
+class DeviceList(_Model):
+    """Every device the agent knows."""
+
+    devices: list[Device] = Field(description="Devices sorted by id.")
+    offline: list[str] = Field(description="Ids of the devices not online, for a quick look.")
+
+
+class EventList(_Model):
+    """Events from the outbox, oldest first."""
+
+    events: list[dict[str, Any]] = Field(description="CloudEvents as published (with 'seq').")
+    delivered: dict[str, bool] = Field(description="Event id → acknowledged by the broker.")
+    next_after_seq: int = Field(description="Pass as after_seq to page forward.")
+
+
+class PersonSummary(_Model):
+    """A person of the roster."""
+
+    id: str = Field(description="Person id from the central master data.")
+    name: str = Field(description="Display name.")
+    role: str = Field(description="student, teacher, staff or visitor.")
+    group: str | None = Field(description="Class or group.")
+    blocked: bool = Field(description="Blocked: every credential is denied.")
+    access_groups: list[str] = Field(description="Access group ids.")
+
+
+class PersonDetail(PersonSummary):
+    """A person with their credentials (card numbers masked)."""
+
+    valid_from: str | None = Field(description="Not valid before (UTC, ISO 8601).")
+    valid_until: str | None = Field(description="Not valid after (UTC, ISO 8601).")
+    credentials: list[dict[str, str]] = Field(description="Masked card number and format of each card.")
+    face_templates: int | None = Field(description="Enrolled face templates; null when faces are off.")
+
+
+class PersonList(_Model):
+    """A page of the roster."""
+
+    roster_version: int = Field(description="Roster version the list comes from.")
+    total: int = Field(description="Persons matching the filters.")
+    persons: list[PersonSummary] = Field(description="This page, sorted by id.")
+
+
+class RejectedPhoto(_Model):
+    """A photo the enrollment refused."""
+
+    photo: str = Field(description="File name as uploaded.")
+    code: str = Field(description="Reason code: no_face, several_faces, low_quality, not_an_image, ...")
+    message: str = Field(description="Why, for the person enrolling.")
+
+
+class EnrollmentResult(_Model):
+    """What became of each photo of one enrollment."""
+
+    person_id: str = Field(description="Person enrolled.")
+    stored: list[str] = Field(description="Ids of the templates stored (encrypted), one per good photo.")
+    rejected: list[RejectedPhoto] = Field(description="Photos refused, with the reason.")
+    warnings: list[str] = Field(description="Things to check (the face resembles another person).")
+
+
+class Alert(_Model):
+    """An alert from the local alert book."""
+
+    id: str = Field(description="Event id of the alert.")
+    type: str = Field(description="Event type, e.g. edu.campus.access.forced.v1.")
+    severity: str = Field(description="info, warning or critical.")
+    source: str = Field(description="CloudEvents source (campus/site/gateway/device).")
+    device: str = Field(description="Camera, gate or device that raised it.")
+    time: str = Field(description="When it happened (UTC, ISO 8601).")
+    data: dict[str, Any] = Field(description="The event's payload (zone, evidence, ...).")
+    has_snapshot: bool = Field(description="A JPEG snapshot is available at snapshot_url.")
+    snapshot_url: str | None = Field(description="Where the snapshot is, when there is one.")
+    acknowledged_by: str | None = Field(description="Who acknowledged it, null while open.")
+    acknowledged_at: str | None = Field(description="When it was acknowledged.")
+    note: str = Field(description="Note given with the acknowledgement.")
+
+
+class AlertList(_Model):
+    """Alerts, newest first."""
+
+    alerts: list[Alert] = Field(description="Alerts matching the filters.")
+
+
+class AckRequest(_Model):
+    """Acknowledging an alert."""
+
+    note: str = Field("", max_length=500, description="Optional note (what was done).")
+
+
+class Session(_Model):
+    """The console's login: who the token belongs to."""
+
+    role: str = Field(description="viewer, operator or admin.")
+    name: str = Field(description="Name the audit trail uses for this token.")
+
+
+class ConfigIssueOut(_Model):
+    """One problem of a configuration, located by YAML line."""
+
+    path: str = Field(description="Dotted path of the setting, empty for the whole file.")
+    line: int | None = Field(description="1-based YAML line, when known.")
+    message: str = Field(description="What is wrong.")
+
+
+class ConfigValidation(_Model):
+    """The result of ``edge-agent config check`` on the posted YAML."""
+
+    valid: bool = Field(description="True when the configuration would load.")
+    issues: list[ConfigIssueOut] = Field(description="Every problem found, by line.")
+
+
+__all__ = [
+    "AckRequest",
+    "Alert",
+    "AlertList",
+    "BrokerStatus",
+    "ConfigIssueOut",
+    "ConfigValidation",
+    "Device",
+    "DeviceList",
+    "EnrollmentResult",
+    "ErrorBody",
+    "EventList",
+    "GatewayStatus",
+    "Health",
+    "LaneStatus",
+    "OutboxStatus",
+    "PersonDetail",
+    "PersonList",
+    "PersonSummary",
+    "Readiness",
+    "RejectedPhoto",
+    "Session",
+]

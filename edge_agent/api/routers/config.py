@@ -1,0 +1,44 @@
+"""Configuration validation: the same checks and messages as ``edge-agent config check`` (admin)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from edge_agent.api.deps import AUTH_RESPONSES, Admin, ApiError
+from edge_agent.api.models import ConfigIssueOut, ConfigValidation, ErrorBody
+from edge_agent.config import ConfigFileError, parse_config
+
+router = APIRouter(prefix="/api/v1/config", tags=["config"], responses=AUTH_RESPONSES)
+
+
+@router.post(
+    "/validate",
+    response_model=ConfigValidation,
+    summary="Validate a configuration file (admin); nothing is applied",
+    name="validate_config",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/yaml": {"schema": {"type": "string"}},
+                "text/plain": {"schema": {"type": "string"}},
+            },
+        }
+    },
+    responses={400: {"model": ErrorBody, "description": "The body is not UTF-8 text."}},
+)
+async def validate(request: Request, _: Admin) -> ConfigValidation:
+    # Not audited: validating changes nothing on the gateway.
+    raw = await request.body()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ApiError(400, "not_utf8", f"the configuration must be UTF-8 text: {err}") from err
+    try:
+        parse_config(text, source="<posted>")
+    except ConfigFileError as err:
+        return ConfigValidation(
+            valid=False,
+            issues=[ConfigIssueOut(path=i.path, line=i.line, message=i.message) for i in err.issues],
+        )
+    return ConfigValidation(valid=True, issues=[])

@@ -1,0 +1,92 @@
+"""Serving the API inside the agent's event loop with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from edge_agent.api.app import create_app
+from edge_agent.api.deps import ApiContext
+from edge_agent.api.settings import ApiSettings
+from edge_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+
+class ApiStartError(ConfigError):
+    """The API could not listen (address in use, no permission); ``code`` is ``api_bind_failed``."""
+
+
+class _Server(uvicorn.Server):
+    # The agent owns SIGTERM/SIGINT (its loop handlers stop it in order); uvicorn must not replace
+    # them with its own for as long as it serves.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ApiStartError(
+            f"the local API cannot listen on {host}:{port}: {err}", code="api_bind_failed"
+        ) from err
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve_api(agent: Agent, settings: ApiSettings) -> None:
+    """Serve the API and console until cancelled; run it as a task in the agent's event loop.
+
+    The socket is bound here first, so a port in use raises :class:`ApiStartError` (uvicorn would
+    call ``sys.exit``). On cancellation open live streams are ended and the server is given
+    ``settings.shutdown_grace_s`` to finish.
+    """
+    app = create_app(agent, settings)
+    ctx: ApiContext = app.state.ctx
+    sock = _bind(settings.host, settings.port)
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # the agent's logging (journald) is already set up
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        server_header=False,
+        proxy_headers=False,
+        ws="none",
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="api-server")
+    log.info("local API on http://%s:%d (console at /console/)", settings.host, settings.port)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        ctx.closing.set()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, settings.shutdown_grace_s + 2)
+        if not task.done():
+            server.force_exit = True
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        raise
+    finally:
+        sock.close()
+
+
+__all__ = ["ApiStartError", "serve_api"]

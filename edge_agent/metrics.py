@@ -1,0 +1,252 @@
+"""Prometheus metrics of the agent, read at scrape time.
+
+:class:`AgentCollector` reads the agent's own counters and state when Prometheus scrapes, so the hot
+paths keep plain integer counters and pay nothing for metrics. The exceptions are latency
+histograms, which must see every observation: the gate path calls ``DECISION_SECONDS.observe`` and
+the camera workers ``MODEL_SECONDS.labels(camera, stage).observe``. They are created unregistered;
+each app registers them into its own :class:`~prometheus_client.CollectorRegistry`, so tests can run
+several agents in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge_agent import __version__
+
+if TYPE_CHECKING:
+    from edge_agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+DECISION_SECONDS = Histogram(
+    "edge_gate_decision_seconds",
+    "Card read to gate decision (and open command handed over), seconds.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
+    registry=None,
+)
+MODEL_SECONDS = Histogram(
+    "edge_model_seconds",
+    "Time per vision stage (detect, embed, match, ...) per camera, seconds.",
+    ["camera", "stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=None,
+)
+
+MQTT_STATES = ("starting", "connecting", "connected", "disconnected", "refused", "stopped")
+_LINK_COUNTERS = {
+    "published": "Messages published (QoS 1).",
+    "acked": "Publishes acknowledged by the broker (PUBACK).",
+    "connects": "Successful connections.",
+    "connect_failures": "Failed connection attempts.",
+    "auth_failures": "Connections refused for credentials.",
+    "refused_publishes": "Publishes the broker refused.",
+    "republished_after_reconnect": "In-flight messages published again after a reconnect.",
+    "received": "Messages received (roster, commands).",
+    "handler_errors": "Received messages whose handler failed.",
+}
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+class AgentCollector(Collector):
+    """Reads one agent's state at scrape time. A failing section is logged and left out, never fails
+    the whole scrape."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def describe(self) -> Iterable[Metric]:
+        # Returning nothing makes the registry skip calling collect() at registration, when the
+        # agent may not have opened its outbox yet.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        sections: list[Callable[[], Iterable[Metric]]] = [
+            self._agent,
+            self._outbox,
+            self._link,
+            self._devices,
+            self._gates,
+            self._cameras,
+            self._alerts,
+        ]
+        for section in sections:
+            try:
+                yield from list(section())
+            except Exception:
+                log.exception("metrics section %s failed", section.__name__)
+
+    def _agent(self) -> Iterable[Metric]:
+        agent = self.agent
+        info = InfoMetricFamily("edge_agent", "Agent build and identity.")
+        info.add_metric(
+            [],
+            {"version": __version__, "site": agent.config.gateway.site, "gateway": agent.config.gateway.id},
+        )
+        yield info
+        counters = CounterMetricFamily(
+            "edge_agent_events",
+            "Agent-level counters (failed handlers, unassigned readers, ...).",
+            labels=["name"],
+        )
+        for name, value in sorted(agent.counters.items()):
+            counters.add_metric([name], value)
+        yield counters
+        yield GaugeMetricFamily(
+            "edge_agent_healthy", "1 while every agent loop runs.", value=float(agent.healthy())
+        )
+        yield GaugeMetricFamily(
+            "edge_roster_version",
+            "Roster version the gates decide from.",
+            value=agent.roster.version if agent.roster else 0,
+        )
+
+    def _outbox(self) -> Iterable[Metric]:
+        outbox = self.agent.outbox
+        pending = GaugeMetricFamily("edge_outbox_pending", "Undelivered events per lane.", labels=["lane"])
+        age = GaugeMetricFamily(
+            "edge_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered event per lane (0 when none).",
+            labels=["lane"],
+        )
+        for lane, backlog in outbox.backlog().items():
+            pending.add_metric([lane.name.lower()], backlog.pending)
+            age.add_metric([lane.name.lower()], backlog.oldest_age_s or 0.0)
+        yield pending
+        yield age
+        stats = outbox.stats
+        yield _counter("edge_outbox_appended", "Events committed to the outbox.", stats.appended)
+        yield _counter("edge_outbox_delivered", "Events marked delivered after PUBACK.", stats.delivered)
+        yield _counter("edge_outbox_commits", "Outbox transactions (group commits).", stats.commits)
+        yield _counter("edge_outbox_commit_failures", "Failed outbox commits.", stats.commit_failures)
+        yield _counter("edge_outbox_purged_delivered", "Delivered rows purged.", stats.purged_delivered)
+        dropped = CounterMetricFamily(
+            "edge_outbox_dropped", "Events dropped undelivered (telemetry only), by type.", labels=["type"]
+        )
+        for event_type, count in sorted(stats.dropped_undelivered.items()):
+            dropped.add_metric([event_type], count)
+        yield dropped
+        yield GaugeMetricFamily("edge_outbox_last_seq", "Highest seq committed.", value=outbox.last_seq)
+
+    def _link(self) -> Iterable[Metric]:
+        link = self.agent.link
+        state = link.state if link is not None else "starting"
+        gauge = GaugeMetricFamily(
+            "edge_mqtt_state", "MQTT link state (1 for the current one).", labels=["state"]
+        )
+        for name in MQTT_STATES:
+            gauge.add_metric([name], 1.0 if name == state else 0.0)
+        yield gauge
+        yield GaugeMetricFamily(
+            "edge_mqtt_connected", "1 while connected to the broker.", value=float(state == "connected")
+        )
+        if link is None:
+            return
+        for field, doc in _LINK_COUNTERS.items():
+            yield _counter(f"edge_mqtt_{field}", doc, getattr(link.stats, field, 0))
+
+    def _devices(self) -> Iterable[Metric]:
+        agent = self.agent
+        online = GaugeMetricFamily(
+            "edge_device_online", "1 while the device reports online.", labels=["device", "kind"]
+        )
+        for dev_id, state in sorted(agent.device_state.items()):
+            online.add_metric([dev_id, str(state.get("kind", "device"))], float(bool(state.get("online"))))
+        yield online
+        counters = CounterMetricFamily(
+            "edge_device_events",
+            "Per-device driver counters (frames, reads, errors, drops).",
+            labels=["device", "name"],
+        )
+        for dev_id, driver in sorted(agent.drivers.items()):
+            values: dict[str, Any] = dict(getattr(driver, "counters", {}))
+            for name, value in sorted(values.items()):
+                counters.add_metric([dev_id, str(name)], float(value))
+        yield counters
+
+    def _gates(self) -> Iterable[Metric]:
+        decisions = CounterMetricFamily(
+            "edge_gate_decisions", "Card decisions per gate.", labels=["gate", "result"]
+        )
+        passages = CounterMetricFamily("edge_gate_passages", "Passages reported per gate.", labels=["gate"])
+        timeouts = CounterMetricFamily(
+            "edge_gate_timeouts", "Granted passages not taken in time.", labels=["gate"]
+        )
+        failures = CounterMetricFamily(
+            "edge_gate_open_failures", "Open commands that failed.", labels=["gate"]
+        )
+        last = GaugeMetricFamily(
+            "edge_gate_last_decision_seconds", "Duration of the latest decision.", labels=["gate"]
+        )
+        for gate_id, gate in sorted(self.agent.gates.items()):
+            s = gate.stats
+            decisions.add_metric([gate_id, "granted"], s.granted)
+            decisions.add_metric([gate_id, "denied"], s.denied)
+            passages.add_metric([gate_id], s.passages)
+            timeouts.add_metric([gate_id], s.timeouts)
+            failures.add_metric([gate_id], s.open_failures)
+            last.add_metric([gate_id], s.last_decision_us / 1e6)
+        yield from (decisions, passages, timeouts, failures, last)
+
+    def _cameras(self) -> Iterable[Metric]:
+        pipeline = CounterMetricFamily(
+            "edge_camera_pipeline",
+            "Per-camera analysis counters (frames, skipped, analysed, faces, ...).",
+            labels=["camera", "name"],
+        )
+        errors = CounterMetricFamily(
+            "edge_camera_analysis_errors", "Frames that failed analysis.", labels=["camera"]
+        )
+        for cam_id, worker in sorted(self.agent.camera_workers.items()):
+            counts = getattr(getattr(worker, "pipeline", None), "counters", {})
+            for name, value in sorted(counts.items()):
+                pipeline.add_metric([cam_id, str(name)], float(value))
+            errors.add_metric([cam_id], float(getattr(worker, "errors", 0)))
+        yield pipeline
+        yield errors
+        faces = self.agent.faces
+        if faces is not None:
+            yield GaugeMetricFamily(
+                "edge_faces_templates", "Face templates in the gallery.", value=faces.gallery.template_count
+            )
+            fc = CounterMetricFamily("edge_faces_events", "Face service counters.", labels=["name"])
+            for name, value in sorted(faces.counters.items()):
+                fc.add_metric([name], value)
+            yield fc
+
+    def _alerts(self) -> Iterable[Metric]:
+        book = self.agent.alerts
+        if book is None:
+            return
+        open_alerts = GaugeMetricFamily(
+            "edge_alerts_open",
+            "Unacknowledged alerts in the local alert book (counted up to 1000).",
+            labels=["severity"],
+        )
+        counts = dict.fromkeys(("info", "warning", "critical"), 0)
+        for record in book.list(acknowledged=False, limit=1000):
+            counts[record.severity] = counts.get(record.severity, 0) + 1
+        for severity, count in counts.items():
+            open_alerts.add_metric([severity], count)
+        yield open_alerts
+
+
+def agent_registry(agent: Agent) -> CollectorRegistry:
+    """A fresh registry with the agent's collector and the latency histograms."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(AgentCollector(agent))
+    registry.register(DECISION_SECONDS)
+    registry.register(MODEL_SECONDS)
+    return registry
+
+
+__all__ = ["DECISION_SECONDS", "MODEL_SECONDS", "AgentCollector", "agent_registry"]
