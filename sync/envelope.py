@@ -39,10 +39,13 @@ def make_source(site: str, gateway: str, device: str) -> str:
 
 def format_time(at: datetime) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2026-11-29T13:02:26.123Z``."""
-    if at.tzinfo is None:
+    offset = at.utcoffset()
+    if offset is None:
         raise EnvelopeError("event time must be timezone-aware")
-    # isoformat is implemented in C; strftime costs several times more per event.
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    if offset:
+        at = at.astimezone(UTC)
+    # One C call (isoformat) and a slice: this runs once per event on the outbox's hot path.
+    return at.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def utc_now() -> datetime:
@@ -84,12 +87,12 @@ class Event:
             "time": format_time(self.time),
             "datacontenttype": "application/json",
             "seq": seq,
+            "data": self.data,
         }
         if self.subject is not None:
             out["subject"] = self.subject
         if self.severity is not None:
             out["severity"] = self.severity.value
-        out["data"] = self.data
         return out
 
     def to_json(self, seq: int) -> bytes:
