@@ -115,13 +115,20 @@ def check_schema(message: Any, schema_path: Path) -> None:
         raise SchemaViolation(f"{schema_path.name}: {err.message} at '{where}'", path=where) from err
 
 
+@functools.cache
+def _event_schema(event_type: str) -> Path | None:
+    # Per type, once: building the path and asking the disk cost more than validating the event.
+    path = event_schema_path(event_type)
+    return path if path.is_file() else None
+
+
 def check_event(event: dict[str, Any]) -> None:
     """Validate an event against the schema of its ``type`` (see :func:`check_schema`)."""
     event_type = event.get("type")
     if not isinstance(event_type, str):
         raise SchemaViolation("event has no string 'type'", path="type")
-    path = event_schema_path(event_type)
-    if not path.is_file():
+    path = _event_schema(event_type)
+    if path is None:
         raise SchemaViolation(f"no schema for event type {event_type!r}", path="type")
     check_schema(event, path)
 

@@ -10,7 +10,7 @@ Broker behaviour this relies on, checked against Mosquitto 2.0 (see tests/centra
 shared subscription that a member received but did not acknowledge stay in *that member's* session
 and are redelivered only to it when it reconnects; while it is away, the broker keeps queueing that
 member's share into its session. So each consumer needs a stable, unique client id and must be
-restarted (systemd ``Restart=always``); EMQX and HiveMQ can instead redispatch to the other members.
+restarted promptly (systemd ``Restart=always``): until it is back, its share waits in the broker.
 """
 
 from __future__ import annotations

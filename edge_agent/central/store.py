@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 _INSERT_EVENTS = """
 INSERT INTO events (source, id, gateway, seq, type, time, subject, severity, topic, data)
 SELECT s, i, g, q, t, tm, sub, sev, tp, d::jsonb
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::timestamptz[],
-            %s::text[], %s::text[], %s::text[], %s::text[]) AS u(s, i, g, q, t, tm, sub, sev, tp, d)
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], %b::text[], %b::timestamptz[],
+            %b::text[], %b::text[], %b::text[], %b::text[]) AS u(s, i, g, q, t, tm, sub, sev, tp, d)
 ON CONFLICT (source, id) DO NOTHING
 RETURNING source, id
 """
@@ -39,19 +39,19 @@ SELECT gateway, max_seq FROM gateways WHERE gateway = ANY(%s) ORDER BY gateway F
 _UPDATE_GATEWAYS = """
 UPDATE gateways SET max_seq = u.m, events = gateways.events + u.n,
        last_event = greatest(gateways.last_event, u.t)
-FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::timestamptz[]) AS u(g, m, n, t)
+FROM unnest(%b::text[], %b::bigint[], %b::bigint[], %b::timestamptz[]) AS u(g, m, n, t)
 WHERE gateways.gateway = u.g
 """
 
 _INSERT_GAPS = """
 INSERT INTO gaps (gateway, from_seq, to_seq, missing)
-SELECT g, f, t, t - f + 1 FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS u(g, f, t)
+SELECT g, f, t, t - f + 1 FROM unnest(%b::text[], %b::bigint[], %b::bigint[]) AS u(g, f, t)
 """
 
 # Several late seqs of one batch may fall in the same gap, so they are counted per gap first
 # (an UPDATE ... FROM with several matching rows would apply only one of them).
 _FILL_GAPS = """
-WITH late AS (SELECT * FROM unnest(%s::text[], %s::bigint[]) AS l(gateway, seq)),
+WITH late AS (SELECT * FROM unnest(%b::text[], %b::bigint[]) AS l(gateway, seq)),
 hits AS (
     SELECT g.id, count(*) AS n
     FROM gaps g JOIN late l ON g.gateway = l.gateway AND l.seq BETWEEN g.from_seq AND g.to_seq
