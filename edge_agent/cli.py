@@ -206,6 +206,22 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.stored else EXIT_FAILURE
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """A device simulator speaking the real bytes, for commissioning and demos without hardware."""
+    from device_drivers.errors import DeviceError
+    from device_drivers.simulators import run_simulator
+
+    setup_logging("info")
+    try:
+        run_simulator(
+            args.kind, args.profile, args.address, cards=args.card or None, interval_s=args.interval
+        )
+    except (DeviceError, ValueError) as err:
+        print(f"edge-agent simulate: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description="Campus edge gateway agent")
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -241,6 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--person", required=True, help="person id, as in the roster")
     enroll.add_argument("photos", nargs="+", help="photos (JPEG/PNG) with exactly one face each")
     enroll.set_defaults(func=cmd_enroll)
+
+    simulate = sub.add_parser(
+        "simulate",
+        help="run a device simulator on a pty or TCP port (cards/events from stdin)",
+        description="ADDRESS: 'pty' (a new pty; prints its path), 'pty:/path/link' (a pty behind a stable "
+        "symlink), or 'HOST:PORT' / 'tcp://HOST:PORT' to listen for socket:// drivers.",
+    )
+    simulate.add_argument("kind", choices=["card_reader", "wiegand", "turnstile", "osdp"])
+    simulate.add_argument("profile", help="firmware profile id or YAML path, e.g. em4100_id12")
+    simulate.add_argument("address", help="pty | pty:/path/link | HOST:PORT")
+    simulate.add_argument("--card", action="append", help="a card to present in turn (repeatable)")
+    simulate.add_argument("--interval", type=float, default=2.0, help="seconds between those cards")
+    simulate.set_defaults(func=cmd_simulate)
 
     add_doctor_cli(sub)
     add_install_cli(sub)

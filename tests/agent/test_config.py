@@ -123,3 +123,64 @@ def test_json_schema_of_the_config_describes_every_field() -> None:
 
     check(schema, "$")
     assert schema["additionalProperties"] is False
+
+
+def test_simulate_command_speaks_the_reader_protocol_on_tcp(tmp_path: Path) -> None:
+    """`edge-agent simulate` presents cards over TCP; the real driver codec decodes them."""
+    import socket
+    import time as _time
+
+    from device_drivers.card_codec import CardCodec
+    from device_drivers.codecs import drain
+    from device_drivers.profile import load_profile, resolve_profile
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "simulate",
+            "card_reader",
+            "em4100_id12",
+            f"127.0.0.1:{port}",
+            "--card",
+            "0012AB34CD",
+            "--interval",
+            "0.2",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = _time.monotonic() + 20
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+                break
+            except OSError:
+                assert _time.monotonic() < deadline, "the simulator never listened"
+                _time.sleep(0.1)
+        buffer = bytearray()
+        codec = CardCodec(load_profile(resolve_profile("em4100_id12")))
+        cards: list[str] = []
+        with sock:
+            sock.settimeout(5)
+            while not cards:
+                buffer += sock.recv(1024)
+                cards += [c.credential for c in drain(codec, buffer) if hasattr(c, "credential")]
+        assert cards[0] == "0012AB34CD"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bad = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "simulate", "card_reader", "em4100_id12", "nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert bad.returncode == 1 and "not a listen address" in bad.stderr
