@@ -118,6 +118,12 @@ class CommandSettings(BaseModel):
     max_payload_bytes: int = Field(
         16_384, ge=512, le=1_048_576, description="Larger command payloads are refused unread."
     )
+    response_topic_prefixes: list[str] | None = Field(
+        None,
+        description="MQTT 5 response topics the gateway answers on, by prefix (e.g. 'centre/replies/'); "
+        "a request naming another gets its reply on .../cmd/{name}/reply. Match the broker ACL: a broker "
+        "may close the connection of a client that publishes where its ACL denies. None: any topic.",
+    )
     device_confirm: bool = Field(
         True,
         description="Wait for the turnstile's acknowledgement before replying ok (drivers that "
@@ -702,14 +708,25 @@ class CommandProcessor:
             data=outcome.data,
         )
         response_topic, correlation = response_properties(props)
-        sent = link.publish_nowait(
-            response_topic or link.topics.command_reply(topic_name),
-            orjson.dumps(reply.model_dump(), default=str),
-            properties=reply_properties(correlation),
-        )
+        topic = link.topics.command_reply(topic_name)
+        if response_topic and self._response_topic_allowed(response_topic):
+            topic = response_topic
+        try:
+            sent = link.publish_nowait(
+                topic, orjson.dumps(reply.model_dump(), default=str), properties=reply_properties(correlation)
+            )
+        except ValueError as err:  # paho refuses some topics; the audit event is already out
+            log.warning("reply to %s on %s not sent: %s", topic_name, topic, err)
+            sent = False
         if not sent:
             # Offline: the audit event is in the outbox; the reply itself is not kept.
             self.stats.reply_not_sent += 1
+
+    def _response_topic_allowed(self, topic: str) -> bool:
+        if "+" in topic or "#" in topic or "\x00" in topic:
+            return False
+        prefixes = self.settings.response_topic_prefixes
+        return prefixes is None or any(topic.startswith(p) for p in prefixes)
 
     # -- commands -----------------------------------------------------------------------------
 

@@ -44,13 +44,15 @@ def config_text(
     *,
     protocol: str = "auto",
     log_level: str = "info",
+    username: str | None = None,
 ) -> str:
     seed = tmp_path / "roster.json"
     seed.write_text(json.dumps(snapshot(1)))
+    user = f", username: {username}" if username else ""
     return f"""
 gateway: {{site: {SITE}, id: {GW}, timezone: Asia/Shanghai}}
 agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3, log_level: {log_level}}}
-mqtt: {{url: "{url}", protocol: "{protocol}", reconnect_min_s: 0.1, reconnect_max_s: 0.5}}
+mqtt: {{url: "{url}", protocol: "{protocol}", reconnect_min_s: 0.1, reconnect_max_s: 0.5{user}}}
 devices:
   - {{kind: card_reader, id: reader-in, profile: em4100_id12, port: "{reader_url}", debounce_s: 0}}
   - {{kind: turnstile, id: turnstile-1, profile: turnstile_stx_xor, port: "{turnstile_url}"}}
@@ -82,7 +84,13 @@ async def until(pred: Callable[[], bool], what: str, timeout: float = 20) -> Non
 
 @asynccontextmanager
 async def running_agent(
-    tmp_path: Path, url: str, settings: CommandSettings, *, protocol: str = "auto", auto_pass: bool = False
+    tmp_path: Path,
+    url: str,
+    settings: CommandSettings,
+    *,
+    protocol: str = "auto",
+    auto_pass: bool = False,
+    username: str | None = None,
 ) -> AsyncIterator[Running]:
     """The agent as the lead will wire it: the processor subscribed to ``command_filter``."""
     reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
@@ -95,7 +103,9 @@ async def running_agent(
     )
     async with reader, turnstile:
         path = tmp_path / "gateway.yaml"
-        path.write_text(config_text(tmp_path, url, reader.url, turnstile.url, protocol=protocol))
+        path.write_text(
+            config_text(tmp_path, url, reader.url, turnstile.url, protocol=protocol, username=username)
+        )
         agent = Agent(load_config(path), data_dir=tmp_path / "data", config_path=path)
         processor = CommandProcessor(agent, settings)
         task = asyncio.create_task(agent.run())
@@ -160,16 +170,21 @@ class Centre:
         ed25519: Ed25519PrivateKey | None = None,
         hmac_secret: bytes | None = None,
         key_id: str = "centre-ed",
+        username: str | None = None,
+        password: str | None = None,
+        response_topic: str | None = None,
     ) -> None:
         self.v5 = v5
         self.ed25519 = ed25519
         self.hmac_secret = hmac_secret
         self.key_id = key_id
         self.replies: list[Reply] = []
-        self.response_topic = f"centre/replies/{uuid.uuid4().hex[:8]}"
+        self.response_topic = response_topic or f"centre/replies/{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.connect("127.0.0.1", port)
