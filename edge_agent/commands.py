@@ -18,6 +18,7 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
 import hashlib
 import heapq
 import hmac
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -116,7 +118,10 @@ class CommandSettings(BaseModel):
         default_factory=RateLimit, description="Per gate: how many remote 'open' commands are allowed."
     )
     max_payload_bytes: int = Field(
-        16_384, ge=512, le=1_048_576, description="Larger command payloads are refused unread."
+        262_144,
+        ge=512,
+        le=1_048_576,
+        description="Larger command payloads are refused unread (push_config carries a whole file).",
     )
     response_topic_prefixes: list[str] | None = Field(
         None,
@@ -403,6 +408,14 @@ class AckAlertArgs(BaseModel):
     note: str = Field("", max_length=1000, description="Free text kept with the acknowledgement.")
 
 
+class PushConfigArgs(BaseModel):
+    """``push_config``: a whole configuration file from the centre."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    yaml: str = Field(min_length=1, max_length=200_000, description="The complete YAML configuration file.")
+
+
 ARGS: dict[str, type[BaseModel]] = {
     "open": GateDirectionArgs,
     "hold_open": GateDirectionArgs,
@@ -413,7 +426,10 @@ ARGS: dict[str, type[BaseModel]] = {
     "diagnostics": NoArgs,
     "set_log_level": SetLogLevelArgs,
     "ack_alert": AckAlertArgs,
+    "push_config": PushConfigArgs,
 }
+# What Agent.reload() applies while running; a change anywhere else needs a restart.
+HOT_SECTIONS = frozenset({"agent", "simulated"})
 COMMAND_NAMES = tuple(ARGS)
 
 
@@ -555,6 +571,7 @@ class CommandProcessor:
             "diagnostics": self._diagnostics,
             "set_log_level": self._set_log_level,
             "ack_alert": self._ack_alert,
+            "push_config": self._push_config,
         }
 
     def reload_keys(self) -> bool:
@@ -679,7 +696,7 @@ class CommandProcessor:
             "actor": actor,
             "role": "centre" if actor != "unknown" else "unknown",
             "via": "mqtt",
-            "action": topic_name,
+            "action": topic_name[:64],
             "result": outcome.result,
             # Free text from a request ends up here: bounded, so refusals cannot bloat the outbox.
             "reason": f"{outcome.code}: {outcome.message}"[:300],
@@ -844,6 +861,66 @@ class CommandProcessor:
             target=str(path),
         )
 
+    async def _push_config(self, args: PushConfigArgs) -> _Outcome:
+        """Validate a configuration from the centre, install it (keeping the previous file) and
+        apply what can change while running; put the previous file back if that fails."""
+        from edge_agent.config import ConfigFileError, parse_config
+
+        agent = self.agent
+        path = agent.config_path
+        if path is None:
+            raise Refused("no_config_file", "the agent was not started from a config file")
+        try:
+            new = parse_config(args.yaml, "pushed configuration")
+        except ConfigFileError as err:
+            raise Refused(
+                "config_invalid",
+                "the pushed configuration is not valid; nothing changed",
+                errors=str(err)[:2000],
+            ) from err
+        current = agent.config
+        if (new.gateway.site, new.gateway.id) != (current.gateway.site, current.gateway.id):
+            # A file meant for another gateway would change our identity and topics on restart.
+            raise Refused(
+                "wrong_gateway",
+                f"the configuration is for {new.gateway.site}/{new.gateway.id}, "
+                f"this is {current.gateway.site}/{current.gateway.id}",
+            )
+        changed = sorted(
+            name for name in type(new).model_fields if getattr(new, name) != getattr(current, name)
+        )
+        previous = path.with_name(path.name + ".previous")
+        try:
+            await asyncio.to_thread(_install_config, path, previous, args.yaml)
+        except OSError as err:
+            raise Refused("write_failed", f"cannot write {path}: {err}", result="failed") from err
+        before = agent.config
+        error = ""
+        try:
+            await agent.reload()
+        except Exception as err:
+            error = f"{type(err).__name__}: {err}"
+            log.exception("applying the pushed configuration failed")
+        if error or agent.config is before:
+            await asyncio.to_thread(os.replace, previous, path)
+            with contextlib.suppress(Exception):
+                await agent.reload()
+            raise Refused(
+                "rolled_back",
+                "the agent could not apply the pushed configuration; the previous file is back",
+                result="failed",
+                error=error or "Agent.reload() kept the running configuration",
+            )
+        restart = [name for name in changed if name not in HOT_SECTIONS]
+        return _Outcome(
+            "ok",
+            "ok",
+            f"configuration installed at {path}"
+            + (f"; {', '.join(restart)} take effect after a restart" if restart else " and applied"),
+            {"changed": changed, "restart_required": restart, "previous": str(previous)},
+            target=str(path),
+        )
+
     async def _diagnostics(self, args: NoArgs) -> _Outcome:
         agent = self.agent
         link = agent.link
@@ -880,6 +957,23 @@ class CommandProcessor:
             {"alert_id": record.id, "acknowledged_at": record.acknowledged_at},
             target=record.id,
         )
+
+
+def _install_config(path: Path, previous: Path, text: str) -> None:
+    """Keep the running file as ``previous`` and put ``text`` in its place, atomically: a power
+    cut leaves either the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".pushed")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    shutil.copy2(path, previous)
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def _parse_time(text: str) -> datetime:

@@ -357,3 +357,62 @@ def test_remote_open_passage_is_not_tailgating(
         centre.close()
         collector.close()
     assert not [m for m in collector.snapshot("/events/access") if "tailgating" in m.json()["type"]]
+
+
+def test_push_config_validated_installed_and_rolled_back(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
+    collector = Collector(mosquitto.url, f"{PREFIX}/events/#")
+    centre = Centre(mosquitto.port, v5=True, ed25519=key)
+    replies: list[Reply] = []
+    root_level = logging.getLogger().level
+
+    async def scenario() -> None:
+        async with running_agent(tmp_path, mosquitto.url, CommandSettings(enabled=True)) as gw:
+            await wait_subscribed(centre)
+
+            async def push(text: str) -> dict[str, Any]:
+                reply = await call(centre, centre.make("push_config", {"yaml": text}))
+                replies.append(reply)
+                return reply.body
+
+            path = gw.config_path
+            original = path.read_text()
+            broken = await push(original + "\nnot_a_section: 1\n")
+            assert broken["code"] == "config_invalid" and "not_a_section" in broken["data"]["errors"]
+            foreign = await push(original.replace(f"id: {GW}", "id: gw-other"))
+            assert foreign["code"] == "wrong_gateway"
+            assert path.read_text() == original
+
+            # A new log level applies now; a changed mqtt section waits for a restart.
+            new = config_text(
+                tmp_path, mosquitto.url, gw.reader_url, gw.turnstile_url, log_level="warning"
+            ).replace("reconnect_max_s: 0.5", "reconnect_max_s: 0.7")
+            applied = await push(new)
+            assert applied["result"] == "ok", applied
+            assert applied["data"]["changed"] == ["agent", "mqtt"]
+            assert applied["data"]["restart_required"] == ["mqtt"]
+            assert path.read_text() == new
+            assert Path(applied["data"]["previous"]).read_text() == original
+            assert gw.agent.config.agent.log_level == "warning"
+
+            # The agent fails while applying the next one (fault injected): the file goes back.
+            async def failing_reload() -> None:
+                raise RuntimeError("simulated failure while applying")
+
+            monkeypatch.setattr(gw.agent, "reload", failing_reload)
+            failed = await push(new.replace("log_level: warning", "log_level: error"))
+            assert failed["result"] == "failed" and failed["code"] == "rolled_back"
+            assert "simulated failure" in failed["data"]["error"]
+            assert path.read_text() == new
+            assert gw.agent.config.agent.log_level == "warning"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        centre.close()
+        logging.getLogger().setLevel(root_level)
+    check_audited(collector, replies)
+    collector.close()

@@ -279,6 +279,7 @@ VALID = [
     ("set_log_level", {"level": "debug"}),
     ("ack_alert", {"alert_id": "01ABC", "by": "guard"}),
     ("ack_alert", {"alert_id": "01ABC", "by": "guard", "note": "checked"}),
+    ("push_config", {"yaml": "gateway: {site: s, id: g}\n"}),
 ]
 INVALID_ARGS = [
     ("open", {"gate": "gate-1"}),
@@ -289,6 +290,8 @@ INVALID_ARGS = [
     ("diagnostics", {"verbose": True}),
     ("set_log_level", {"level": "trace"}),
     ("ack_alert", {"alert_id": "", "by": "guard"}),
+    ("push_config", {"yaml": ""}),
+    ("push_config", {"yaml": "x", "restart": True}),
 ]
 
 
