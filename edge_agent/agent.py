@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from paho.mqtt.properties import Properties
 
 from device_drivers.camera import Camera, CameraFrame
@@ -44,7 +46,7 @@ from edge_agent.roster import Roster, RosterError, parse_roster_message
 from edge_agent.sdnotify import Notifier
 from edge_agent.secrets import credential_path, read_credential
 from edge_agent.simulated import SimulatedDevice
-from sync.envelope import Event, make_source, utc_now
+from sync.envelope import Event, format_time, make_source, utc_now
 from sync.event_types import Severity
 from sync.mqtt_link import MqttLink, reply_properties, response_properties
 from sync.outbox import Outbox, OutboxError
@@ -204,6 +206,7 @@ class Agent:
             asyncio.create_task(self._heartbeat(), name="gateway-heartbeat"),
             asyncio.create_task(self._status_file_loop(), name="status-file"),
             asyncio.create_task(self._watchdog(), name="watchdog"),
+            asyncio.create_task(self._telemetry(), name="telemetry"),
         ]
         self.notifier.ready(self.one_line_status())
         log.info(
@@ -669,6 +672,48 @@ class Agent:
                 )
             )
             self.notifier.status(self.one_line_status())
+
+    def telemetry(self) -> dict[str, Any]:
+        """Counters for the central dashboards: state, not events, so it is not kept while offline."""
+        link = self.link
+        return {
+            "site": self.config.gateway.site,
+            "gateway": self.config.gateway.id,
+            "version": __version__,
+            "at": format_time(utc_now()),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "outbox": {
+                "pending": self.outbox.pending_total,
+                "appended": self.outbox.stats.appended,
+                "delivered": self.outbox.stats.delivered,
+                "commit_failures": self.outbox.stats.commit_failures,
+                "dropped_undelivered": sum(self.outbox.stats.dropped_undelivered.values()),
+            },
+            "mqtt": {
+                "published": link.stats.published if link else 0,
+                "acked": link.stats.acked if link else 0,
+                "connects": link.stats.connects if link else 0,
+                "refused_publishes": link.stats.refused_publishes if link else 0,
+            },
+            "gates": {gid: dataclasses.asdict(g.stats) for gid, g in self.gates.items()},
+            "devices": {
+                dev_id: {k: int(v) for k, v in getattr(driver, "counters", {}).items()}
+                for dev_id, driver in self.drivers.items()
+            },
+            "agent": dict(self.counters),
+        }
+
+    async def _telemetry(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.agent.telemetry_interval_s)
+            if self.link is None or not self.link.connected.is_set():
+                continue
+            try:
+                self.link.publish_nowait(self.link.topics.telemetry, orjson.dumps(self.telemetry()))
+            except (TypeError, ValueError, orjson.JSONEncodeError):
+                # A counter that is not JSON must not end telemetry for the rest of the run.
+                self._count("telemetry_failed")
+                log.exception("telemetry not published")
 
     def status_extra(self) -> dict[str, Any]:
         devices: dict[str, dict[str, Any]] = {

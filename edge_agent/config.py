@@ -88,6 +88,9 @@ class AgentConfig(BaseModel):
     heartbeat_interval_s: float = Field(
         30.0, gt=0, description="How often the gateway reports its own heartbeat event."
     )
+    telemetry_interval_s: float = Field(
+        60.0, gt=0, description="How often counters go to the `telemetry` topic (not stored while offline)."
+    )
     roster_seed: str | None = Field(
         None,
         description="A roster snapshot (JSON file, the format the centre publishes) applied at start when "

@@ -65,6 +65,12 @@ def build_document() -> dict[str, Any]:
         "contentType": "application/json",
         "payload": {"$ref": "./schemas/status.json"},
     }
+    messages["telemetry"] = {
+        "name": "telemetry",
+        "title": "Gateway telemetry (periodic counters)",
+        "contentType": "application/json",
+        "payload": {"$ref": "./schemas/telemetry.json"},
+    }
     messages["snapshot"] = {
         "name": "snapshot",
         "title": "JPEG evidence for an alert",
@@ -86,6 +92,13 @@ def build_document() -> dict[str, Any]:
             "description": "Retained. 'online' with version, backlog and roster version; the Last Will and a "
             "clean shutdown publish 'offline'.",
             "messages": {"status": {"$ref": "#/components/messages/status"}},
+        },
+        "telemetry": {
+            "address": "campus/v1/{site}/{gateway}/telemetry",
+            "parameters": site_gw,
+            "description": "Counters every agent.telemetry_interval_s while connected (QoS 1, not retained, "
+            "not kept while offline).",
+            "messages": {"telemetry": {"$ref": "#/components/messages/telemetry"}},
         },
         "events": {
             "address": "campus/v1/{site}/{gateway}/events/{area}",
@@ -135,6 +148,7 @@ def build_document() -> dict[str, Any]:
     }
     operations = {
         "publishStatus": {"action": "send", "channel": {"$ref": "#/channels/status"}},
+        "publishTelemetry": {"action": "send", "channel": {"$ref": "#/channels/telemetry"}},
         "publishEvents": {"action": "send", "channel": {"$ref": "#/channels/events"}},
         "publishAlerts": {"action": "send", "channel": {"$ref": "#/channels/alerts"}},
         "publishSnapshots": {"action": "send", "channel": {"$ref": "#/channels/snapshots"}},

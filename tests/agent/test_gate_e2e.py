@@ -40,7 +40,8 @@ def gate_config(tmp_path: Path, url: str, reader_url: str, turnstile_url: str, *
     seed.write_text(json.dumps(snapshot(1)))
     text = f"""
 gateway: {{site: {SITE}, id: {GW}, timezone: Asia/Shanghai}}
-agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3}}
+agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3,
+         telemetry_interval_s: 0.5}}
 mqtt: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5}}
 devices:
   - {{kind: card_reader, id: reader-in, profile: em4100_id12, port: "{reader_url}", debounce_s: 0}}
@@ -140,6 +141,13 @@ def test_swipe_grant_open_passage_and_alerts(tmp_path: Path, mosquitto: Mosquitt
             await until(
                 lambda: any(m.topic.endswith("/alerts/critical") for m in collector.snapshot()), "alert"
             )
+            # Periodic telemetry (every 0.5 s here) carries the gate and reader counters.
+            await until(
+                lambda: any(
+                    m.json()["gates"]["gate-1"]["granted"] >= 2 for m in collector.snapshot("/telemetry")
+                ),
+                "telemetry with the grants",
+            )
 
     run(scenario)
     collector.close()
@@ -148,6 +156,13 @@ def test_swipe_grant_open_passage_and_alerts(tmp_path: Path, mosquitto: Mosquitt
     statuses = [m.json() for m in collector.snapshot("/status")]
     for status in statuses:
         validate(status, SCHEMA_DIR / "status.json")
+    telemetry = [m.json() for m in collector.snapshot("/telemetry")]
+    assert telemetry, "no telemetry published"
+    for t in telemetry:
+        validate(t, SCHEMA_DIR / "telemetry.json")
+    assert telemetry[-1]["gates"]["gate-1"]["granted"] >= 2
+    assert telemetry[-1]["devices"]["reader-in"].get("bad_checksum", 0) >= 1
+    assert telemetry[-1]["outbox"]["appended"] >= 8
     online = [s for s in statuses if s["state"] == "online"]
     assert online and online[0]["roster_version"] == 1
     assert set(online[0]["devices"]) >= {"reader-in", "turnstile-1"}
