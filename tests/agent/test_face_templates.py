@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import secrets
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -92,3 +93,80 @@ def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path, 
     assert "carol" not in service.gallery.persons
     roster.close()
     store.close()
+
+
+def test_face_and_card_within_the_window_is_face_plus_card(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from device_drivers.camera import CameraFrame
+    from edge_agent.attendance import AttendanceBook
+    from edge_agent.cameras import CameraSetup, CameraWorker
+    from vision.face_track import IdentityDecision
+
+    store = FaceTemplateStore(tmp_path, parse_key(secrets.token_hex(32), "k"))
+    service = FaceService(store, FaceSettings())
+    roster = Roster(tmp_path)
+    roster.apply_snapshot(
+        RosterSnapshot.model_validate(
+            {
+                "kind": "snapshot",
+                "version": 1,
+                "persons": [{"id": p, "name": p, "role": "student", "group": "7A"} for p in ("alice", "bob")],
+            }
+        )
+    )
+    setup = CameraSetup.model_validate(
+        {
+            "device": {"kind": "camera_sim", "id": "cam-7a"},
+            "face": {
+                "point": "room-7a",
+                "card_gate": "door-7a",
+                "card_window_s": 30,
+                "attendance": {
+                    "sessions": [
+                        {
+                            "id": "s",
+                            "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                            "start": "00:00",
+                            "end": "24:00",
+                            "late_after_min": 1440,
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    emitted: list[Any] = []
+    carded = {"alice"}
+    worker = CameraWorker(
+        setup,
+        faces=service,
+        roster=roster,
+        attendance=AttendanceBook(tmp_path),
+        emit=lambda event, attachment=None: emitted.append(event),
+        source=lambda d: f"campus/s/g/{d}",
+        timezone=ZoneInfo("UTC"),
+        recent_card=lambda gate, person, window: gate == "door-7a" and person in carded,
+    )
+    frame = CameraFrame("cam-7a", np.zeros((8, 8, 3), np.uint8), datetime.now(UTC), 1)
+    for person in ("alice", "bob", "alice"):
+        worker._identified(
+            IdentityDecision(
+                track_id=1,
+                person_id=person,
+                distance=0.3,
+                weight=3.0,
+                share=1.0,
+                votes=3,
+                box=(0, 0, 4, 4),
+                model_id=service.model_id,
+                timestamp=0.0,
+            ),
+            frame,
+        )
+    worker.close()
+    methods = {e.subject: e.data["method"] for e in emitted}
+    assert methods == {"alice": "face+card", "bob": "face"}
+    assert len(emitted) == 2  # once per person per session
+    assert emitted[0].data["confidence"] == round(1 - 0.3 / service.gallery.threshold, 4)
