@@ -286,3 +286,59 @@ def test_roster_snapshot_and_deltas_over_mqtt_with_replies(
     assert got[1]["version"] == 5 and got[1]["requested_version"] == 8
     # The MQTT 5 request got its answer on its response topic.
     assert collector.snapshot("test/replies")[0].json()["result"] == "applied"
+
+
+def test_osdp_reader_secure_channel_grant_gives_green_led_and_opens(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """An OSDP v2 reader (libosdp peripheral, secure channel on) at a gate: the card is decided from the
+    roster, the turnstile opens, and the reader shows green (grant) or red (deny)."""
+    import osdp
+
+    collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
+    seed = tmp_path / "roster.json"
+    roster = snapshot(1)
+    roster["credentials"].append({"credential": "4660:123456", "format": "any", "person_id": "T1"})
+    seed.write_text(json.dumps(roster))
+
+    async def scenario() -> None:
+        turnstile = TurnstileSimulator(
+            load_profile(resolve_profile("turnstile_stx_xor")), PtyEndpoint(), passage_delay_s=0.1
+        )
+        async with turnstile:
+            config = parse_config(f"""
+gateway: {{site: {SITE}, id: {GW}}}
+agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3}}
+mqtt: {{url: "{mosquitto.url}"}}
+devices:
+  - {{kind: osdp, id: bus-1, simulated: true, readers: [{{id: osdp-in, address: 1}}]}}
+  - {{kind: turnstile, id: turnstile-1, profile: turnstile_stx_xor, port: "{turnstile.url}"}}
+gates:
+  - {{id: gate-1, readers: [{{device: osdp-in}}], turnstile: turnstile-1}}
+""")
+            agent = Agent(config, data_dir=tmp_path / "data")
+            task = asyncio.create_task(agent.run())
+            try:
+                await until(
+                    lambda: agent.device_state.get("osdp-in", {}).get("online") is True, "reader online", 30
+                )
+                pd = agent.drivers["bus-1"].simulator.readers[1]  # type: ignore[union-attr]
+                pd.present("4660:123456/37")
+                await until(lambda: any(c.name == "open" for c in turnstile.commands), "open command")
+                granted = (await wait_events(collector, "edu.campus.access.granted.v1"))[0]
+                assert granted["subject"] == "T1" and granted["data"]["credential_format"] == "H10304"
+                pd.present("4660:999/37")
+                denied = (await wait_events(collector, "edu.campus.access.denied.v1"))[0]
+                assert denied["data"]["reason"] == "unknown_credential"
+
+                def leds() -> list[Any]:
+                    return [c["on_color"] for c in pd.commands if c["command"] == osdp.Command.LED]
+
+                await until(lambda: len(leds()) >= 2, "LED feedback")
+                assert leds()[:2] == [osdp.CommandLEDColor.Green, osdp.CommandLEDColor.Red]
+            finally:
+                agent.request_stop("test")
+                await asyncio.wait_for(task, 30)
+
+    run(scenario)
+    collector.close()
