@@ -342,3 +342,23 @@ def test_reply_model_matches_its_schema() -> None:
             {"id": "r", "name": "open", "result": "maybe", "code": "ok", "message": "", "data": {}},
             REPLY_SCHEMA,
         )
+
+
+def test_the_documented_python_signer_produces_commands_the_gateway_accepts() -> None:
+    """The snippet of COMMANDS.md 'Signing in Python', run as printed."""
+    block = (
+        DOC.read_text().split("### Signing in Python (the centre)")[1].split("```python\n")[1].split("```")[0]
+    )
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)  # our own documentation, run as printed
+    ed = Ed25519PrivateKey.from_private_bytes(EXAMPLE_ED_SEED)
+    args = {"gate": "gate-1", "direction": "entry"}
+    keys = parse_trusted_keys(example_keys())
+    for key_id, kwargs in (
+        ("centre-2026a", {"ed25519": ed}),
+        ("ops-hmac-1", {"hmac_secret": EXAMPLE_HMAC_SECRET}),
+    ):
+        body = json.loads(namespace["signed_command"](EXAMPLE_TOPIC, "open", args, key_id, **kwargs))
+        validate(body, REQUEST_SCHEMA)
+        CommandRequest.model_validate(body)
+        assert keys[key_id].verify(base64.b64decode(body["signature"]), signing_input(EXAMPLE_TOPIC, body))
