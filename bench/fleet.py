@@ -8,6 +8,9 @@ For each K (default 1, 2, 4), on a fresh database:
 2. *Flood*: every gateway publishes ``--flood`` events as fast as the broker accepts them. Ingest
    events/s = events / (last commit - first event time), next to the rate at which the broker
    acknowledged the publishes in the same run (the ratio says whether ingest keeps up).
+3. *Drain*: the consumers stop, the fleet publishes ``--drain`` events per gateway (the broker keeps
+   them in the consumers' sessions), the consumers start again: events / (last commit - start) is
+   what K consumers and the database sustain without the simulated fleet competing for the cores.
 Then a crash run with K=2: a flood during which one consumer is killed with SIGKILL and restarted
 with the same client id a few seconds later.
 
@@ -167,6 +170,8 @@ class Consumer:
         ]  # fmt: skip
         self.log = logdir / f"{client_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cpu_at_start = 0.0
+        self.cpu_before = 0.0  # CPU of earlier runs of this consumer (it is restarted by the drain phase)
 
     def start(self) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the process
@@ -177,11 +182,12 @@ class Consumer:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError(f"consumer did not connect; see {self.log}")
             time.sleep(0.05)
+        self.cpu_at_start = _cpu_s(self.proc.pid, children=False)
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) the running consumer process has used."""
+        """CPU seconds (user + system) spent ingesting: since connected, start-up (imports) excluded."""
         assert self.proc is not None
-        return _cpu_s(self.proc.pid, children=False)
+        return self.cpu_before + _cpu_s(self.proc.pid, children=False) - self.cpu_at_start
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -190,6 +196,7 @@ class Consumer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.cpu_before = self.cpu_s()
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(30)
 
@@ -329,7 +336,32 @@ def run_k(
             f"K={k} flood: {flood.sent} events ({flood.messages} messages); ingest {ingest:.0f} events/s "
             f"end to end; broker accepted the publishes at {accept:.0f} events/s; ratio {ingest / accept:.2f}"
         )
-        total = rush.sent + flood.sent
+        # Drain: the consumers are stopped while the fleet publishes (the broker queues every message in
+        # their sessions), then started: their rate alone, with the fleet idle.
+        for c in consumers:
+            c.stop()
+        drain = fleet.run(f"flood {args.drain}")
+        started = time.time()
+        for c in consumers:
+            c.start()
+        done = wait_count(dsn, rush.sent + flood.sent + drain.sent, 300)
+        # Rate between the first and the last commit, not counting the first transaction's rows
+        # (they were committed at the start of that span, not during it).
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(
+                b"WITH c AS (SELECT pg_xact_commit_timestamp(xmin) AS at FROM events"
+                b" WHERE time >= to_timestamp(%s))"
+                b" SELECT count(*) FILTER (WHERE at > (SELECT min(at) FROM c)),"
+                b" extract(epoch FROM max(at) - min(at)) FROM c",
+                (drain.started,),
+            ).fetchone()
+            assert row is not None
+        drain_rate = float(row[0]) / float(row[1])
+        print(
+            f"K={k} drain: {drain.sent} queued events ingested at {drain_rate:.0f} events/s between "
+            f"commits, fleet idle (all stored {done - started:.1f} s after the consumers were started)"
+        )
+        total = rush.sent + flood.sent + drain.sent
         print(f"K={k} {verify(dsn, total, args.gateways)}")
         consumer_cpu = sum(c.cpu_s() for c in consumers)
         table, with_indexes = storage_per_event(dsn)
@@ -405,6 +437,9 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2.0, help="rush events/s per gateway")
     parser.add_argument("--rush-s", type=float, default=20.0, help="rush duration")
     parser.add_argument("--flood", type=int, default=100, help="flood events per gateway")
+    parser.add_argument(
+        "--drain", type=int, default=100, help="events per gateway queued for the drain phase"
+    )
     parser.add_argument("--crash-flood", type=int, default=150, help="events per gateway in the crash run")
     parser.add_argument("--down-s", type=float, default=3.0, help="how long the killed consumer stays down")
     parser.add_argument("--no-crash", action="store_true", help="skip the crash run")
