@@ -11,11 +11,13 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_agent.roster import person_data
+from sync.envelope import Event
 from sync.migrations import Migration, apply_migrations
 from sync.roster_messages import WEEKDAYS, Person, TimeWindow, Weekday
 
@@ -67,6 +69,42 @@ class Attendance:
     session: SessionConfig
     day: date
     status: Literal["present", "late"]
+
+
+def attendance_event(
+    found: Attendance,
+    person: Person,
+    *,
+    method: Literal["card", "face", "face+card"],
+    point: str,
+    device: str,
+    source: str,
+    at: datetime,
+    **evidence: Any,
+) -> Event:
+    """The ``attendance.recorded`` event for a record; ``evidence`` adds distance, confidence, model."""
+    session = found.session
+    return Event(
+        "edu.campus.attendance.recorded.v1",
+        source,
+        {
+            "person": person_data(person),
+            "method": method,
+            "point": point,
+            "device": device,
+            "session": {
+                "id": session.id,
+                "name": session.name,
+                "date": found.day.isoformat(),
+                "start": session.start,
+                "end": session.end,
+            },
+            "status": found.status,
+            **evidence,
+        },
+        time=at,
+        subject=person.id,
+    )
 
 
 def _at(day: date, hhmm: str) -> datetime:
@@ -134,4 +172,11 @@ class AttendanceBook:
         self._conn.close()
 
 
-__all__ = ["Attendance", "AttendanceBook", "AttendancePointConfig", "SessionConfig", "current_session"]
+__all__ = [
+    "Attendance",
+    "AttendanceBook",
+    "AttendancePointConfig",
+    "SessionConfig",
+    "attendance_event",
+    "current_session",
+]

@@ -23,9 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from device_drivers.camera import Camera, CameraConfig, CameraFrame
 from device_drivers.camera_sim import SimulatedCamera, SimulatedCameraConfig
 from device_drivers.types import DeviceOffline, DeviceOnline
-from edge_agent.attendance import AttendanceBook, AttendancePointConfig
+from edge_agent.attendance import AttendanceBook, AttendancePointConfig, attendance_event
 from edge_agent.faces import FaceService
-from edge_agent.gates import person_data
 from edge_agent.roster import Roster
 from edge_agent.security import Alert, SecurityConfig, SecurityRules
 from sync.envelope import Event, utc_now
@@ -173,28 +172,17 @@ class CameraWorker:
         threshold = self.faces.gallery.threshold
         session = found.session
         self.emit(
-            Event(
-                "edu.campus.attendance.recorded.v1",
-                self.source(self.setup.id),
-                {
-                    "person": person_data(person),
-                    "method": "face+card" if both else "face",
-                    "point": point,
-                    "device": self.setup.id,
-                    "session": {
-                        "id": session.id,
-                        "name": session.name,
-                        "date": found.day.isoformat(),
-                        "start": session.start,
-                        "end": session.end,
-                    },
-                    "status": found.status,
-                    "distance": round(decision.distance, 4),
-                    "confidence": round(max(0.0, min(1.0, 1 - decision.distance / threshold)), 4),
-                    "model_id": decision.model_id,
-                },
-                time=frame.at,
-                subject=person.id,
+            attendance_event(
+                found,
+                person,
+                method="face+card" if both else "face",
+                point=point,
+                device=self.setup.id,
+                source=self.source(self.setup.id),
+                at=frame.at,
+                distance=round(decision.distance, 4),
+                confidence=round(max(0.0, min(1.0, 1 - decision.distance / threshold)), 4),
+                model_id=decision.model_id,
             )
         )
 

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from device_drivers.errors import DeviceError
 from device_drivers.types import CardRead, TurnstileEvent
 from edge_agent.access import AntiPassback, AntiPassbackConfig, Decision, Direction, decide
-from edge_agent.attendance import AttendanceBook, AttendancePointConfig
-from edge_agent.roster import Roster
+from edge_agent.attendance import AttendanceBook, AttendancePointConfig, attendance_event
+from edge_agent.roster import Roster, person_data
 from sync.envelope import Event
 from sync.event_types import Severity
 from sync.roster_messages import Person
@@ -72,10 +72,6 @@ class _Transaction:
     grant_id: str
     opened_at: float
     deadline: float
-
-
-def person_data(person: Person) -> dict[str, Any]:
-    return {"id": person.id, "name": person.name, "role": person.role, "group": person.group}
 
 
 @dataclass
@@ -226,25 +222,14 @@ class GateController:
             return
         session = found.session
         self.emit(
-            Event(
-                "edu.campus.attendance.recorded.v1",
-                self.source(read.device_id),
-                {
-                    "person": person_data(person),
-                    "method": method,
-                    "point": self.config.id,
-                    "device": read.device_id,
-                    "session": {
-                        "id": session.id,
-                        "name": session.name,
-                        "date": found.day.isoformat(),
-                        "start": session.start,
-                        "end": session.end,
-                    },
-                    "status": found.status,
-                },
-                time=read.at,
-                subject=person.id,
+            attendance_event(
+                found,
+                person,
+                method=method,
+                point=self.config.id,
+                device=read.device_id,
+                source=self.source(read.device_id),
+                at=read.at,
             )
         )
 

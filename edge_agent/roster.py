@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import sqlite_utils
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
@@ -255,6 +255,11 @@ class Roster:
             len(new.credentials),
         )
         return ApplyResult(kind, old.version, new.version, len(new.persons), len(new.credentials), removed)
+
+
+def person_data(person: Person) -> dict[str, Any]:
+    """The person as events carry it: id, name, role and class group (one identity everywhere)."""
+    return {"id": person.id, "name": person.name, "role": person.role, "group": person.group}
 
 
 _ROSTER_MESSAGE: TypeAdapter[RosterSnapshot | RosterDelta] = TypeAdapter(
