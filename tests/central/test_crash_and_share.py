@@ -19,6 +19,7 @@ from tests.central.helpers import (
     wait_subscribed,
     wait_until,
 )
+from tests.central.pg_server import PostgresServer
 from tests.central.sim_gateway import SimGateway, morning_rush
 from tests.conftest import MosquittoBroker
 
@@ -110,3 +111,31 @@ def test_consumer_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     counters = ast.literal_eval(final[0].split("counters: ", 1)[1])
     assert counters["redelivered"] > 0
     assert counters["dead_letters"] == {}
+
+
+def test_database_restart_mid_stream_loses_nothing(mosquitto: MosquittoBroker) -> None:
+    """PostgreSQL goes away under a running consumer: it acknowledges nothing it could not commit,
+    reconnects, retries its batch, and the stream resumes with nothing lost."""
+    server = PostgresServer({"fsync": "off"})
+    server.start()
+    try:
+        dsn = server.create_database("outage")
+        prefix, group = unique("pgdown"), unique("g")
+        with consumer_thread(
+            mosquitto.url, dsn, prefix=prefix, group=group, client_id=unique("c")
+        ) as consumer:
+            gateways = [SimGateway(mosquitto.url, SITE, f"gw{i}", prefix=prefix) for i in range(2)]
+            sent = publish(gateways, 250, seed=4)
+            wait_rows(dsn, "SELECT count(*) FROM events", len(sent))
+            server.stop(remove=False)
+            sent |= publish(gateways, 250, seed=5)  # arrives while the database is down
+            wait_until(lambda: consumer.stats.batch_retries > 0, 30, "a failed batch")
+            server.start()
+            wait_rows(dsn, "SELECT count(*) FROM events", len(sent), timeout=90)
+            for gw in gateways:
+                gw.close()
+        assert {r[0] for r in query(dsn, "SELECT id FROM events")} == sent
+        assert scalar(dsn, "SELECT count(*) FROM events") == len(sent)
+        assert scalar(dsn, "SELECT count(*) FROM open_gaps") == 0
+    finally:
+        server.stop()
