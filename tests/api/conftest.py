@@ -53,6 +53,22 @@ def tokens(monkeypatch: pytest.MonkeyPatch) -> Tokens:
     return t
 
 
+FACE_CAMERA = """
+cameras:
+  - device: {kind: camera_sim, id: cam-7a, loop: true, analysis_fps: 2, width: 320, height: 180}
+    face:
+      point: room-7a
+"""
+
+
+@pytest.fixture
+def face_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The template encryption key, so the agent starts its face service."""
+    key = secrets.token_hex(32)
+    monkeypatch.setenv("EDGE_AGENT_FACE_TEMPLATE_KEY", key)
+    return key
+
+
 @dataclass
 class ApiGate:
     agent: Agent

@@ -116,6 +116,7 @@ def test_auth_ack_snapshot_stream_and_limits(
         async with running_api(tmp_path, mosquitto.url) as gate:
             await alerts_and_acks(gate, tokens)
             await limits_and_config(gate, tokens)
+            await gate.agent.outbox.flush()  # the last audit events were submitted, not yet committed
             audits = outbox_events(gate.agent, "edu.campus.gateway.audit.v1")
             for event in audits + outbox_events(gate.agent, "edu.campus.security.alert_acknowledged.v1"):
                 validate_event(event)
@@ -235,7 +236,7 @@ async def limits_and_config(gate: ApiGate, tokens: Tokens) -> None:
             data={"person_id": "S1"},
             files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))],
         )
-        assert no_faces.status_code == 503 and no_faces.json()["code"] == "faces_disabled"
+        assert no_faces.status_code == 409 and no_faces.json()["code"] == "faces_disabled"
 
 
 def test_server_stops_with_open_streams_and_refuses_a_busy_port(

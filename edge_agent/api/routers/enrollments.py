@@ -24,20 +24,23 @@ MAX_PHOTOS = 10
     responses={
         404: {"model": ErrorBody, "description": "unknown_person: not in the roster."},
         422: {"model": ErrorBody, "description": "No photo was usable; details give each reason."},
-        503: {"model": ErrorBody, "description": "faces_disabled: face recognition is off."},
+        409: {"model": ErrorBody, "description": "faces_disabled: face recognition is off here."},
     },
 )
 async def enroll(
     ctx: Ctx,
     who: Operator,
-    person_id: Annotated[str, Form(pattern=PERSON_ID, description="Person id from the roster.")],
+    person_id: Annotated[
+        str, Form(pattern=PERSON_ID, description="Person id from the roster.", examples=["S1"])
+    ],
     photos: Annotated[list[UploadFile], File(description="One to ten photos (JPEG or PNG), one face each.")],
 ) -> EnrollmentResult:
     agent = ctx.agent
     if agent.faces is None:
         reason = agent.face_error or "no camera has face recognition configured"
         ctx.audit(who, "enroll", person_id, "refused", f"faces_disabled: {reason}")
-        raise ApiError(503, "faces_disabled", f"face recognition is off: {reason}")
+        # 409, not 503: the gateway is working as configured, so 5xx keeps meaning "broken".
+        raise ApiError(409, "faces_disabled", f"face recognition is off: {reason}")
     if agent.roster is None or person_id not in agent.roster.index.persons:
         ctx.audit(who, "enroll", person_id, "refused", "unknown_person")
         raise ApiError(404, "unknown_person", f"{person_id} is not in the roster")

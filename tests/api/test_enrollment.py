@@ -1,0 +1,96 @@
+"""Enrollment through the API with real photos and the real face models: one face cropped from a
+shared scene is stored (encrypted); a group photo is refused with several_faces."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_agent.face_templates import FACES_DB
+from sync.contract import validate_event
+from tests.api.conftest import FACE_CAMERA, Tokens, running_api, until
+from tests.api.test_api import outbox_events
+from tests.conftest import MosquittoBroker
+from vision.face_detect import FaceDetector
+from vision.face_eval import crop_around
+
+
+def _photos(shared_dir: Path) -> tuple[bytes, bytes]:
+    scenes = shared_dir / "testdata" / "scenes"
+    image = cv2.imread(str(scenes / "sample6.jpg"))
+    assert image is not None
+    box = sorted(FaceDetector().detect(image), key=lambda f: f.box[0])[3].box
+    ok, single = cv2.imencode(".jpg", crop_around(image, box))
+    assert ok
+    return bytes(single), (scenes / "sample1.jpg").read_bytes()
+
+
+def test_enroll_one_face_and_refuse_a_group_photo(
+    tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens, face_key: str, shared_dir: Path
+) -> None:
+    single, group = _photos(shared_dir)
+
+    async def scenario() -> None:
+        async with running_api(tmp_path, mosquitto.url, extra_config=FACE_CAMERA) as gate:
+            await until(lambda: gate.agent.faces is not None, "face service")
+            operator, viewer = gate.client("operator", tokens), gate.client("viewer", tokens)
+            async with operator, viewer:
+                ok = await operator.post(
+                    "/api/v1/enrollments",
+                    data={"person_id": "S1"},
+                    files=[
+                        ("photos", ("s1.jpg", single, "image/jpeg")),
+                        ("photos", ("class.jpg", group, "image/jpeg")),
+                    ],
+                )
+                assert ok.status_code == 201, ok.text
+                body = ok.json()
+                assert len(body["stored"]) == 1
+                assert [(r["photo"], r["code"]) for r in body["rejected"]] == [("class.jpg", "several_faces")]
+                assert gate.agent.faces is not None and "S1" in gate.agent.faces.gallery
+                person = (await viewer.get("/api/v1/roster/persons/S1")).json()
+                assert person["face_templates"] == 1
+
+                only_group = await operator.post(
+                    "/api/v1/enrollments",
+                    data={"person_id": "S2"},
+                    files=[("photos", ("class.jpg", group, "image/jpeg"))],
+                )
+                assert only_group.status_code == 422 and only_group.json()["code"] == "several_faces"
+                noise = np.random.default_rng(7).integers(0, 255, 4096, dtype=np.uint8).tobytes()
+                garbage = await operator.post(
+                    "/api/v1/enrollments",
+                    data={"person_id": "S2"},
+                    files=[("photos", ("noise.jpg", noise, "image/jpeg"))],
+                )
+                assert garbage.status_code == 422, garbage.text
+                unknown = await operator.post(
+                    "/api/v1/enrollments",
+                    data={"person_id": "NOBODY"},
+                    files=[("photos", ("s1.jpg", single, "image/jpeg"))],
+                )
+                assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_person"
+                refused = await viewer.post(
+                    "/api/v1/enrollments",
+                    data={"person_id": "S1"},
+                    files=[("photos", ("s1.jpg", single, "image/jpeg"))],
+                )
+                assert refused.status_code == 403
+            await gate.agent.outbox.flush()  # the last audit events were submitted, not yet committed
+            assert (tmp_path / "data" / FACES_DB).is_file()
+            audits = [a["data"] for a in outbox_events(gate.agent, "edu.campus.gateway.audit.v1")]
+            enrolls = [
+                (a["target"], a["result"], a.get("reason", "")) for a in audits if a["action"] == "enroll"
+            ]
+            assert enrolls[0] == ("S1", "ok", "1 stored, 1 rejected")
+            assert ("S2", "refused", "several_faces") in enrolls
+            assert ("NOBODY", "refused", "unknown_person") in enrolls
+            # The viewer's 403 is audited too (its target is empty: the person id is in the form).
+            assert any(a["action"] == "enroll" and a["role"] == "viewer" for a in audits)
+            for event in outbox_events(gate.agent, "edu.campus.gateway.audit.v1"):
+                validate_event(event)
+
+    asyncio.run(scenario())
