@@ -37,6 +37,7 @@ from edge_agent.access import AntiPassback
 from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.attendance import AttendanceBook
 from edge_agent.cameras import CameraWorker, SecurityWorker, open_camera
+from edge_agent.commands import CommandProcessor
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService
@@ -95,6 +96,7 @@ class Agent:
         self._driver_stack = AsyncExitStack()
         self.faces: FaceService | None = None
         self.alerts: AlertBook | None = None
+        self.commands: CommandProcessor | None = None
         self.face_error = ""
         self.camera_workers: dict[str, CameraWorker] = {}
         self.security_workers: dict[str, SecurityWorker] = {}
@@ -185,6 +187,9 @@ class Agent:
             status_extra=self.status_extra,
         )
         self.link.subscribe(self.link.topics.roster_filter, self._on_roster_message)
+        if cfg.commands.enabled:
+            self.commands = CommandProcessor(self, cfg.commands)
+            self.link.subscribe(self.link.topics.command_filter, self.commands.handle)
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
         self.emit(
             Event(
@@ -629,6 +634,8 @@ class Agent:
         if self.faces is not None:
             # Enrollments made with `edge-agent enroll` while we ran are picked up here.
             await asyncio.to_thread(self.faces.reload)
+        if self.commands is not None:
+            self.commands.reload_keys()
         self.config = self.config.model_copy(update={"agent": new.agent, "simulated": new.simulated})
         await self._stop_devices()
         self._start_devices()

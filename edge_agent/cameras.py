@@ -170,7 +170,6 @@ class CameraWorker:
             return
         both = cfg.card_gate is not None and self.recent_card(cfg.card_gate, person.id, cfg.card_window_s)
         threshold = self.faces.gallery.threshold
-        session = found.session
         self.emit(
             attendance_event(
                 found,

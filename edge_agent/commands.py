@@ -795,7 +795,11 @@ class CommandProcessor:
                 f"more than {limit.count} remote opens of gate {args.gate!r} in {limit.per_s:g} s",
                 retry_after_s=round(wait, 3),
             )
-        return await self._device(args.gate, "open", args.direction)
+        outcome = await self._device(args.gate, "open", args.direction)
+        if outcome.result == "ok":
+            # The passage that follows was authorised by this command: not tailgating.
+            self.agent.gates[args.gate].expect_remote_passage(args.direction, "command")
+        return outcome
 
     async def _hold_open(self, args: GateDirectionArgs) -> _Outcome:
         return await self._device(args.gate, "hold_open", args.direction)

@@ -67,7 +67,8 @@ Feedback = Callable[[str, bool], Awaitable[None]]
 
 @dataclass
 class _Transaction:
-    person: Person
+    person: Person | None
+    """None for a passage opened remotely (a command), not by a card."""
     direction: Direction
     grant_id: str
     opened_at: float
@@ -220,7 +221,6 @@ class GateController:
         found = self.attendance.record(self.config.id, self.config.attendance, person, local)
         if found is None:
             return
-        session = found.session
         self.emit(
             attendance_event(
                 found,
@@ -230,6 +230,16 @@ class GateController:
                 device=read.device_id,
                 source=self.source(read.device_id),
                 at=read.at,
+            )
+        )
+
+    def expect_remote_passage(self, direction: Direction, authorised_by: str) -> None:
+        """The gate was opened by a remote command: the passage that follows is authorised, not
+        tailgating. Anti-passback learns nothing from it (nobody presented a card)."""
+        mono = time.monotonic()
+        self._open.append(
+            _Transaction(
+                None, direction, f"remote:{authorised_by}", mono, mono + self.config.passage_timeout_s
             )
         )
 
@@ -272,23 +282,9 @@ class GateController:
                 )
                 return
             self.stats.passages += 1
-            self._record_passback(tx.person, tx.direction, time.monotonic())
-            self.emit(
-                Event(
-                    "edu.campus.access.passage.v1",
-                    src,
-                    {
-                        **base,
-                        "direction": tx.direction,
-                        "result": "passed",
-                        "person": person_data(tx.person),
-                        "grant_id": tx.grant_id,
-                        "elapsed_ms": int((time.monotonic() - tx.opened_at) * 1000),
-                    },
-                    time=event.at,
-                    subject=tx.person.id,
-                )
-            )
+            if tx.person is not None:
+                self._record_passback(tx.person, tx.direction, time.monotonic())
+            self.emit(self._passage_event(tx, event.device_id, "passed" if tx.person else "remote", event.at))
         elif event.kind == "passage_timeout":
             tx = self._take(event.direction)
             if tx is not None:
@@ -347,22 +343,27 @@ class GateController:
 
     def _timed_out(self, tx: _Transaction, device_id: str, at: datetime) -> None:
         self.stats.timeouts += 1
-        self.emit(
-            Event(
-                "edu.campus.access.passage.v1",
-                self.source(device_id),
-                {
-                    "gate": self.config.id,
-                    "device": device_id,
-                    "direction": tx.direction,
-                    "result": "timeout",
-                    "person": person_data(tx.person),
-                    "grant_id": tx.grant_id,
-                    "elapsed_ms": int((time.monotonic() - tx.opened_at) * 1000),
-                },
-                time=at,
-                subject=tx.person.id,
-            )
+        self.emit(self._passage_event(tx, device_id, "timeout", at))
+
+    def _passage_event(
+        self, tx: _Transaction, device_id: str, result: Literal["passed", "remote", "timeout"], at: datetime
+    ) -> Event:
+        data: dict[str, Any] = {
+            "gate": self.config.id,
+            "device": device_id,
+            "direction": tx.direction,
+            "result": result,
+            "grant_id": tx.grant_id,
+            "elapsed_ms": int((time.monotonic() - tx.opened_at) * 1000),
+        }
+        if tx.person is not None:
+            data["person"] = person_data(tx.person)
+        return Event(
+            "edu.campus.access.passage.v1",
+            self.source(device_id),
+            data,
+            time=at,
+            subject=tx.person.id if tx.person is not None else None,
         )
 
     def expire(self, now_mono: float, at: datetime) -> None:

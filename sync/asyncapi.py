@@ -84,6 +84,25 @@ def build_document() -> dict[str, Any]:
             "contentType": "application/json",
             "payload": {"$ref": f"./schemas/roster/{kind}.json"},
         }
+    command_names = json.loads((SCHEMA_DIR / "commands" / "request.json").read_text())["properties"]["name"][
+        "enum"
+    ]
+    messages["command_request"] = {
+        "name": "command.request",
+        "title": "A signed command to one gateway",
+        "contentType": "application/json",
+        "payload": {"$ref": "./schemas/commands/request.json"},
+    }
+    messages["command_reply"] = {
+        "name": "command.reply",
+        "title": "A gateway's answer to a command",
+        "contentType": "application/json",
+        "payload": {"$ref": "./schemas/commands/reply.json"},
+    }
+    command_params = {
+        **site_gw,
+        "name": {"enum": command_names, "description": "The command; equals the envelope's name."},
+    }
     areas = sorted({t.area for t in EVENT_TYPES.values()})
     channels: dict[str, Any] = {
         "status": {
@@ -146,12 +165,31 @@ def build_document() -> dict[str, Any]:
             "messages": {"roster_reply": {"$ref": "#/components/messages/roster_reply"}},
         },
     }
+    channels["command"] = {
+        "address": "campus/v1/{site}/{gateway}/cmd/{name}",
+        "parameters": command_params,
+        "description": "Signed commands from the centre (docs/COMMANDS.md), QoS 1, never retained; MQTT 5 "
+        "requests carry a response topic and correlation data.",
+        "messages": {"command_request": {"$ref": "#/components/messages/command_request"}},
+    }
+    channels["commandReply"] = {
+        "address": "campus/v1/{site}/{gateway}/cmd/{name}/reply",
+        "parameters": command_params,
+        "description": "The answer when the request had no (allowed) MQTT 5 response topic; otherwise it "
+        "goes to the response topic with the request's correlation data.",
+        "messages": {"command_reply": {"$ref": "#/components/messages/command_reply"}},
+    }
     operations = {
         "publishStatus": {"action": "send", "channel": {"$ref": "#/channels/status"}},
         "publishTelemetry": {"action": "send", "channel": {"$ref": "#/channels/telemetry"}},
         "publishEvents": {"action": "send", "channel": {"$ref": "#/channels/events"}},
         "publishAlerts": {"action": "send", "channel": {"$ref": "#/channels/alerts"}},
         "publishSnapshots": {"action": "send", "channel": {"$ref": "#/channels/snapshots"}},
+        "receiveCommand": {
+            "action": "receive",
+            "channel": {"$ref": "#/channels/command"},
+            "reply": {"channel": {"$ref": "#/channels/commandReply"}},
+        },
         "receiveRosterSnapshot": {
             "action": "receive",
             "channel": {"$ref": "#/channels/rosterSnapshot"},

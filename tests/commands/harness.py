@@ -45,6 +45,7 @@ def config_text(
     protocol: str = "auto",
     log_level: str = "info",
     username: str | None = None,
+    commands: CommandSettings | None = None,
 ) -> str:
     seed = tmp_path / "roster.json"
     seed.write_text(json.dumps(snapshot(1)))
@@ -61,7 +62,7 @@ gates:
     readers: [{{device: reader-in, direction: entry}}]
     turnstile: turnstile-1
     passage_timeout_s: 1.5
-"""
+""" + (f"commands: {json.dumps(commands.model_dump(mode='json'))}\n" if commands is not None else "")
 
 
 @dataclass
@@ -92,7 +93,7 @@ async def running_agent(
     auto_pass: bool = False,
     username: str | None = None,
 ) -> AsyncIterator[Running]:
-    """The agent as the lead will wire it: the processor subscribed to ``command_filter``."""
+    """The agent as configured with ``commands:``: it builds the processor and subscribes it itself."""
     reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
     turnstile = TurnstileSimulator(
         load_profile(resolve_profile("turnstile_stx_xor")),
@@ -104,10 +105,17 @@ async def running_agent(
     async with reader, turnstile:
         path = tmp_path / "gateway.yaml"
         path.write_text(
-            config_text(tmp_path, url, reader.url, turnstile.url, protocol=protocol, username=username)
+            config_text(
+                tmp_path,
+                url,
+                reader.url,
+                turnstile.url,
+                protocol=protocol,
+                username=username,
+                commands=settings,
+            )
         )
         agent = Agent(load_config(path), data_dir=tmp_path / "data", config_path=path)
-        processor = CommandProcessor(agent, settings)
         task = asyncio.create_task(agent.run())
         try:
             await until(lambda: agent.link is not None and agent.link.connected.is_set(), "agent connected")
@@ -115,8 +123,8 @@ async def running_agent(
             await until(
                 lambda: agent.device_state.get("turnstile-1", {}).get("online") is True, "turnstile online"
             )
-            assert agent.link is not None
-            agent.link.subscribe(agent.link.topics.command_filter, processor.handle)
+            processor = agent.commands
+            assert processor is not None, "commands.enabled is false in this configuration"
             yield Running(agent, processor, turnstile, path, reader.url, turnstile.url)
         finally:
             agent.request_stop("test")

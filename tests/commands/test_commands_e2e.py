@@ -321,11 +321,6 @@ def test_hmac_over_mqtt_311_and_management_commands(
     assert acknowledged[0]["data"]["by"] == "Duty officer"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GateController has no way to expect a passage it did not grant: a remotely opened "
-    "gate's passage is reported as tailgating (passage_without_grant). Needs a gates.py hook.",
-)
 def test_remote_open_passage_is_not_tailgating(
     tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -357,6 +352,10 @@ def test_remote_open_passage_is_not_tailgating(
         centre.close()
         collector.close()
     assert not [m for m in collector.snapshot("/events/access") if "tailgating" in m.json()["type"]]
+    passages = [
+        m.json() for m in collector.snapshot("/events/access") if m.json()["type"].endswith("passage.v1")
+    ]
+    assert [p["data"]["result"] for p in passages] == ["remote"]
 
 
 def test_push_config_validated_installed_and_rolled_back(
@@ -388,7 +387,12 @@ def test_push_config_validated_installed_and_rolled_back(
 
             # A new log level applies now; a changed mqtt section waits for a restart.
             new = config_text(
-                tmp_path, mosquitto.url, gw.reader_url, gw.turnstile_url, log_level="warning"
+                tmp_path,
+                mosquitto.url,
+                gw.reader_url,
+                gw.turnstile_url,
+                log_level="warning",
+                commands=CommandSettings(enabled=True),
             ).replace("reconnect_max_s: 0.5", "reconnect_max_s: 0.7")
             applied = await push(new)
             assert applied["result"] == "ok", applied
