@@ -32,19 +32,26 @@ import argparse
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+import orjson  # noqa: E402
+import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from tests.central.pg_server import PostgresServer  # noqa: E402
 from tests.central.sim_gateway import SimGateway, morning_rush  # noqa: E402
@@ -157,6 +164,41 @@ class Fleet:
             proc.stdin.flush()
         for proc in self.procs:
             proc.wait(60)
+
+
+# --- baseline: the same stream, straight off the broker ---------------------------------------------
+
+
+class TransportProbe:
+    """A plain (unshared) subscriber that notes event time -> arrival for every event: the latency
+    the broker and the simulated fleet add on their own, measured in the same run as the ingest's."""
+
+    def __init__(self, url: str) -> None:
+        address = urlsplit(url)
+        self.latencies_ms: list[float] = []
+        self.recording = False
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-probe", protocol=mqtt.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(f"{PREFIX}/+/+/events/#", qos=1)
+        self.client.connect(address.hostname or "127.0.0.1", address.port or 1883)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise RuntimeError("probe subscription not acknowledged")
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.recording:
+            at = datetime.fromisoformat(orjson.loads(msg.payload)["time"].replace("Z", "+00:00"))
+            self.latencies_ms.append((datetime.now(UTC) - at).total_seconds() * 1000)
+
+    def percentiles(self) -> tuple[float, float]:
+        cuts = statistics.quantiles(self.latencies_ms, n=100)
+        return cuts[49], cuts[98]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 # --- consumers -------------------------------------------------------------------------------------
@@ -314,17 +356,23 @@ def run_k(
     for c in consumers:
         c.start()
     fleet = Fleet(broker.url, args.gateways, args.publishers)
+    probe = TransportProbe(broker.url)
     assert pg.proc is not None
     pg_cpu_before = _cpu_s(pg.proc.pid, children=True)
     try:
         # Rush: fixed offered load, latency.
+        probe.latencies_ms.clear()
+        probe.recording = True
         rush = fleet.run(f"rush {args.rate} {args.rush_s}")
+        probe.recording = False
         wait_count(dsn, rush.sent, 120)
         p50, p99, n = latency_ms(dsn, rush.started, rush.acked)
+        b50, b99 = probe.percentiles()
         offered = rush.sent / (rush.acked - rush.started)
         print(
             f"K={k} rush: {rush.sent} events ({rush.messages} messages) at {offered:.0f} events/s offered; "
-            f"latency event time -> row committed: p50 {p50:.1f} ms, p99 {p99:.1f} ms (n={n})"
+            f"latency event time -> row committed: p50 {p50:.1f} ms, p99 {p99:.1f} ms (n={n}); "
+            f"baseline event time -> a plain subscriber: p50 {b50:.1f} ms, p99 {b99:.1f} ms"
         )
         # Flood: as fast as the broker takes it, throughput.
         flood = fleet.run(f"flood {args.flood}")
@@ -366,6 +414,7 @@ def run_k(
         consumer_cpu = sum(c.cpu_s() for c in consumers)
         table, with_indexes = storage_per_event(dsn)
     finally:
+        probe.close()
         fleet.close()
         for c in consumers:
             c.stop()
@@ -394,8 +443,6 @@ def run_crash(args: argparse.Namespace, broker: MosquittoBroker, pg: PostgresSer
         c.start()
     fleet = Fleet(broker.url, args.gateways, args.publishers)
     try:
-        import threading
-
         flood: list[PhaseResult] = []
         worker = threading.Thread(target=lambda: flood.append(fleet.run(f"flood {args.crash_flood}")))
         worker.start()
