@@ -260,6 +260,7 @@ class SerialDriver(ReadingSource):
                     buffer
                     and self.inter_byte_timeout_ns
                     and received_ns - last_ns > self.inter_byte_timeout_ns
+                    and not self._continues(buffer, data)
                 ):
                     self._bad(
                         MalformedFrame(
@@ -279,6 +280,20 @@ class SerialDriver(ReadingSource):
                 await asyncio.sleep(0)
         finally:
             stop.set()
+
+    def _continues(self, buffer: bytearray, data: bytes) -> bool:
+        """Whether ``data``, read after a gap, is the rest of the frame in ``buffer``.
+
+        The gap is measured when the reader thread got the bytes, not when they crossed the wire: on
+        a busy box the thread can be descheduled in the middle of a frame that arrived whole. So the
+        bytes decide: they continue the frame if, with it, they make a frame the codec accepts, or
+        if they cannot be the start of a frame of their own.
+        """
+        with_buffer = next(iter(drain(self.codec, bytearray(buffer + data))), None)
+        if with_buffer is not None and not isinstance(with_buffer, MalformedFrame):
+            return True
+        alone = next(iter(drain(self.codec, bytearray(data))), None)
+        return isinstance(alone, MalformedFrame)
 
     # -- helpers for subclasses ------------------------------------------------------------------
 

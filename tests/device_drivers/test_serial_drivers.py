@@ -478,3 +478,19 @@ def test_a_second_driver_on_the_same_port_is_refused() -> None:
             assert (await readings.next(CardRead)).device_id == "reader-1"
 
     run(scenario())
+
+
+def test_frame_completed_after_a_scheduling_gap_is_kept() -> None:
+    """A frame whose second half reaches the driver late (a busy box descheduled its reader thread)
+    still decodes when the halves make a valid frame: only a frame the codec rejects was cut."""
+
+    async def scenario() -> None:
+        async with reader_with_sim("rdm6300") as (driver, sim, readings):
+            frame = sim.codec.encode(sim.card("1A004A3F7C"))
+            sim.inject(frame[:6])
+            await asyncio.sleep(0.3)
+            sim.inject(frame[6:])
+            assert (await readings.next(CardRead)).credential == "1A004A3F7C"
+            assert driver.counters.get("truncated", 0) == 0
+
+    run(scenario())
