@@ -13,13 +13,10 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-import psycopg
 from pydantic import ValidationError
 
 from edge_agent.central.config import IngestConfig
 from edge_agent.central.errors import CentralError
-from edge_agent.central.ingest import PASSWORD_ENV, IngestConsumer
-from edge_agent.central.schema import apply_migrations
 from edge_agent.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -53,6 +50,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is None:
         return EXIT_BAD_CONFIG
+    # Imported here: the agent's CLI carries this command on gateways without the PostgreSQL driver.
+    from edge_agent.central.ingest import IngestConsumer
+
     consumer = IngestConsumer(config)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -71,6 +71,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
+    import psycopg
+
+    from edge_agent.central.schema import apply_migrations
+
     try:
         with psycopg.connect(args.database, autocommit=True) as conn:
             applied = apply_migrations(conn)
@@ -95,7 +99,7 @@ def add_central_cli(
     ingest = sub.add_parser(
         "ingest",
         help="consume the gateways' topics (MQTT 5 shared subscription) into PostgreSQL",
-        description=f"Broker password, if any, from the environment variable {PASSWORD_ENV}.",
+        description="Broker password, if any, from the environment variable EDGE_CENTRAL_MQTT_PASSWORD.",
     )
     ingest.add_argument("--mqtt-url", required=True, help="broker URL, mqtt://host:port or mqtts://...")
     ingest.add_argument("--database", required=True, help="postgresql://user@host:port/db")

@@ -186,3 +186,18 @@ def test_bad_arguments_exit_2_with_the_reason() -> None:
     )
     assert done.returncode == 2
     assert "mqtt://" in done.stderr and "postgresql://" in done.stderr
+
+
+def test_the_cli_hook_needs_no_postgresql_driver() -> None:
+    """The agent's CLI imports add_central_cli on every gateway, where psycopg is not installed."""
+    code = (
+        "import sys, argparse\n"
+        "sys.modules['psycopg'] = None  # any import of it now raises ImportError\n"
+        "from edge_agent.central import add_central_cli\n"
+        "p = argparse.ArgumentParser(); add_central_cli(p.add_subparsers(dest='c'))\n"
+        "a = p.parse_args(['central', 'ingest', '--mqtt-url', 'mqtt://h', '--database', 'postgresql://x'])\n"
+        "print(a.func.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "cmd_ingest"
