@@ -22,6 +22,9 @@ AlertId = Annotated[str, Path(pattern=ALERT_ID, description="Alert (event) id.")
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such alert."}}
 
 
+_ALERT_FIELDS = tuple(name for name in Alert.model_fields if name != "snapshot_url")
+
+
 def _book(ctx: ApiContext) -> AlertBook:
     if ctx.agent.alerts is None:
         raise ApiError(503, "not_ready", "the alert book is not open yet")
