@@ -186,7 +186,7 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             bare_task = asyncio.create_task(bare.serve())
             # Alerts with snapshots in the book, and access events in the outbox, as on a busy day.
-            ok, buf = cv2.imencode(".jpg", np.full((360, 640, 3), 80, np.uint8))
+            _, buf = cv2.imencode(".jpg", np.full((360, 640, 3), 80, np.uint8))
             for i in range(args.alerts):
                 agent.emit(
                     Event(
@@ -280,7 +280,8 @@ def main() -> None:
     results = asyncio.run(run_bench(args))
     print(f"$ {Path(sys.executable).name} bench/bench_api.py " + " ".join(sys.argv[1:]))
     print(
-        f"{args.concurrency} concurrent connections, {args.requests} requests per endpoint, {os.cpu_count()} CPUs"
+        f"{args.concurrency} concurrent connections, {args.requests} requests per endpoint, "
+        f"{os.cpu_count()} CPUs"
     )
     print("| endpoint | requests | req/s | p50 ms | p99 ms | p50 / baseline | p99 / baseline |")
     print("|---|---|---|---|---|---|---|")

@@ -36,7 +36,9 @@ class _Server(uvicorn.Server):
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted connections only for sockets
+    # that say they are TCP, and without it Nagle + delayed ACKs add ~40 ms to every small response.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -54,8 +56,13 @@ async def serve_api(agent: Agent, settings: ApiSettings) -> None:
 
     The socket is bound here first, so a port in use raises :class:`ApiStartError` (uvicorn would
     call ``sys.exit``). On cancellation open live streams are ended and the server is given
-    ``settings.shutdown_grace_s`` to finish.
+    ``settings.shutdown_grace_s`` to finish. Returns at once when ``settings.enabled`` is false.
+    Tokens are read once here: systemd hands credentials over at service start, so a changed token
+    file takes a restart either way.
     """
+    if not settings.enabled:
+        log.info("local API disabled (api.enabled: false)")
+        return
     app = create_app(agent, settings)
     ctx: ApiContext = app.state.ctx
     sock = _bind(settings.host, settings.port)

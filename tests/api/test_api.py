@@ -260,3 +260,33 @@ def test_server_stops_with_open_streams_and_refuses_a_busy_port(
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
     _ = httpx  # imported for the type of the clients above
+
+
+def test_not_ready_before_start_and_private_metrics(tmp_path: Path, tokens: Tokens) -> None:
+    """An agent that has not started: /ready says 503 and why; metrics still scrape."""
+    from edge_agent.api import ApiSettings, create_app
+    from edge_agent.config import parse_config
+
+    config = parse_config(
+        f"gateway: {{site: s, id: g}}\nagent: {{data_dir: {tmp_path}}}\nmqtt: {{url: 'mqtt://127.0.0.1:9'}}\n"
+    )
+    agent = Agent(config, data_dir=tmp_path)
+    app = create_app(agent, ApiSettings(metrics_public=False))
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            body = ready.json()
+            assert body["ready"] is False and body["checks"]["outbox"] is False
+            assert body["broker"] == "starting"
+            assert (await client.get("/metrics")).status_code == 401
+            scraped = await client.get("/metrics", headers=tokens.header("viewer"))
+            assert scraped.status_code == 200
+            assert 'edge_mqtt_state{state="starting"} 1.0' in scraped.text
+            assert 'edge_outbox_pending{lane="alert"} 0.0' in scraped.text
+            alerts = await client.get("/api/v1/alerts", headers=tokens.header("viewer"))
+            assert alerts.status_code == 503 and alerts.json()["code"] == "not_ready"
+
+    asyncio.run(scenario())

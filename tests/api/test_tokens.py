@@ -52,3 +52,17 @@ def test_from_credential_directory_then_environment(tmp_path: Path, monkeypatch:
     assert TokenTable.from_credential("api_tokens").lookup(GOOD) is not None
     monkeypatch.delenv("EDGE_AGENT_API_TOKENS")
     assert len(TokenTable.from_credential("api_tokens")) == 0
+
+
+def test_bound_socket_says_tcp_so_asyncio_sets_nodelay() -> None:
+    # asyncio enables TCP_NODELAY on accepted connections only when the listening socket's proto is
+    # IPPROTO_TCP; with proto 0 every small response waited ~40 ms on Nagle and delayed ACKs.
+    import socket
+
+    from edge_agent.api.server import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
