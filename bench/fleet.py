@@ -205,10 +205,13 @@ class TransportProbe:
 
 
 class Consumer:
-    def __init__(self, url: str, dsn: str, group: str, client_id: str, logdir: Path) -> None:
+    def __init__(
+        self, url: str, dsn: str, group: str, client_id: str, logdir: Path, batch_wait_ms: float
+    ) -> None:
         self.argv = [
             sys.executable, "-m", "edge_agent.central", "ingest", "--mqtt-url", url, "--database", dsn,
             "--group", group, "--client-id", client_id, "--stats-interval", "3600",
+            "--batch-wait-ms", str(batch_wait_ms),
         ]  # fmt: skip
         self.log = logdir / f"{client_id}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -352,7 +355,9 @@ def run_k(
 
         apply_migrations(conn)  # before K consumers race to do it
     group = f"bench{uuid.uuid4().hex[:6]}"
-    consumers = [Consumer(broker.url, dsn, group, f"{group}-c{i}", logdir) for i in range(k)]
+    consumers = [
+        Consumer(broker.url, dsn, group, f"{group}-c{i}", logdir, args.batch_wait_ms) for i in range(k)
+    ]
     for c in consumers:
         c.start()
     fleet = Fleet(broker.url, args.gateways, args.publishers)
@@ -438,7 +443,9 @@ def run_crash(args: argparse.Namespace, broker: MosquittoBroker, pg: PostgresSer
 
         apply_migrations(conn)
     group = f"crash{uuid.uuid4().hex[:6]}"
-    consumers = [Consumer(broker.url, dsn, group, f"{group}-c{i}", logdir) for i in range(2)]
+    consumers = [
+        Consumer(broker.url, dsn, group, f"{group}-c{i}", logdir, args.batch_wait_ms) for i in range(2)
+    ]
     for c in consumers:
         c.start()
     fleet = Fleet(broker.url, args.gateways, args.publishers)
@@ -489,6 +496,12 @@ def main() -> int:
     )
     parser.add_argument("--crash-flood", type=int, default=150, help="events per gateway in the crash run")
     parser.add_argument("--down-s", type=float, default=3.0, help="how long the killed consumer stays down")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=20.0,
+        help="consumers' batch gathering time (their default: 20)",
+    )
     parser.add_argument("--no-crash", action="store_true", help="skip the crash run")
     args = parser.parse_args()
 

@@ -112,7 +112,7 @@ def add_central_cli(
     ingest.add_argument("--topic-prefix", help="topic prefix (default: campus/v1)")
     ingest.add_argument("--batch-max", type=int, help="most messages per transaction (default: 500)")
     ingest.add_argument(
-        "--batch-wait-ms", type=float, help="batch gathering time after its first message (default: 20)"
+        "--batch-wait-ms", type=float, help="how long a lone message waits for company (default: 5)"
     )
     ingest.add_argument("--username", help="broker user name")
     ingest.add_argument(

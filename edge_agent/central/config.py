@@ -47,7 +47,10 @@ class IngestConfig(BaseModel):
     )
     batch_max: int = Field(500, ge=1, description="Most messages written in one transaction.")
     batch_wait_ms: float = Field(
-        20.0, ge=0, description="How long a batch waits for more messages after its first one."
+        5.0,
+        ge=0,
+        description="How long a lone message waits for company before it is written; messages that "
+        "queued up while the previous batch was committed are written at once.",
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
     username: str | None = Field(

@@ -32,8 +32,13 @@ ON CONFLICT (source, id) DO NOTHING
 RETURNING source, id
 """
 
+# Creates the rows of new gateways and locks all of them, in gateway order, in one round trip: the
+# no-op DO UPDATE takes the row lock (and is a HOT update, the key does not change).
 _LOCK_GATEWAYS = """
-SELECT gateway, max_seq FROM gateways WHERE gateway = ANY(%s) ORDER BY gateway FOR UPDATE
+INSERT INTO gateways (gateway)
+SELECT g FROM unnest(%b::text[]) AS u(g) ORDER BY g
+ON CONFLICT (gateway) DO UPDATE SET gateway = excluded.gateway
+RETURNING gateway, max_seq
 """
 
 _UPDATE_GATEWAYS = """
@@ -256,10 +261,6 @@ def _track_seq(conn: psycopg.Connection[tuple[Any, ...]], new: list[EventRow], r
     for row in new:
         by_gateway[row.gateway].append(row)
     names = sorted(by_gateway)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO gateways (gateway) VALUES (%s) ON CONFLICT DO NOTHING", [(n,) for n in names]
-        )
     high = {str(g): int(m) for g, m in conn.execute(_LOCK_GATEWAYS, (names,)).fetchall()}
 
     gap_rows: list[tuple[str, int, int]] = []
