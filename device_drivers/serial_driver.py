@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -312,14 +313,22 @@ class SerialDriver(ReadingSource):
         )
 
     async def write(self, data: bytes) -> None:
-        """Write ``data`` to the port (off the event loop); :class:`DeviceError` ``offline`` when the
-        port is not open, ``write_failed`` when the write fails."""
+        """Write ``data`` to the port without blocking the event loop; :class:`DeviceError`
+        ``offline`` when the port is not open, ``write_failed`` when the write fails."""
         port = self._port
         if port is None or self._io is None:
             raise DeviceError(f"device {self.device_id} is offline", device_id=self.device_id, code="offline")
         write: Callable[[bytes], int | None] = port.write
         try:
-            await asyncio.get_running_loop().run_in_executor(self._io, write, data)
+            # Local serial ports are opened non-blocking by pyserial: a command frame goes straight
+            # into the kernel's buffer from here, without a thread hop on the gate's hot path. What
+            # does not fit (a stalled line) goes through the I/O thread, which may wait for it.
+            fd = getattr(port, "fd", None)
+            if isinstance(fd, int) and fd >= 0:
+                with contextlib.suppress(BlockingIOError):
+                    data = data[os.write(fd, data) :]
+            if data:
+                await asyncio.get_running_loop().run_in_executor(self._io, write, data)
         except (serial.SerialException, OSError) as err:
             self._count("write_failed")
             raise DeviceError(

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sqlite3
+import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -150,6 +151,9 @@ class Agent:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or :meth:`request_stop`; returns the process exit code."""
         loop = asyncio.get_running_loop()
+        # The reader threads, the outbox writer and the event loop hand the GIL to each other; with
+        # Python's default 5 ms switch interval a card read could wait that long per hand-off.
+        sys.setswitchinterval(0.001)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
