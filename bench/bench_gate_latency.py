@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -65,9 +66,11 @@ class TimedTurnstile(TurnstileSimulator):
     """Stamps the moment each command's bytes are decoded on the turnstile side of the line."""
 
     arrivals: list[int]
+    arrived: asyncio.Event
 
     def _command(self, command: TurnstileMessage) -> None:
         self.arrivals.append(time.perf_counter_ns())
+        self.arrived.set()
         super()._command(command)
 
 
@@ -103,6 +106,7 @@ async def agent_latencies(
         load_profile(resolve_profile("turnstile_stx_xor")), PtyEndpoint(), passage_delay_s=0.001
     )
     turnstile.arrivals = []
+    turnstile.arrived = asyncio.Event()
     async with reader, turnstile:
         config = parse_config(f"""
 gateway: {{site: bench, id: gw-1}}
@@ -129,11 +133,12 @@ gates:
         for i in range(swipes):
             expected = len(turnstile.arrivals) + 1
             card = f"{0x5000000000 + (i * 7919) % persons:010X}"
+            turnstile.arrived.clear()
             start = time.perf_counter_ns()
             card_frame = reader.present(card)
-            deadline = time.monotonic() + 2.0
-            while len(turnstile.arrivals) < expected and time.monotonic() < deadline:
-                await asyncio.sleep(0)
+            # Wait without spinning: a busy wait here would compete with the agent for the GIL.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(turnstile.arrived.wait(), 2.0)
             if len(turnstile.arrivals) < expected:
                 lost += 1  # reported below: a swipe that never opened the gate is a failure, not a delay
                 continue
