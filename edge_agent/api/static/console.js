@@ -84,8 +84,15 @@ function renderAlert(a) {
   const where = [];
   if (data.camera) where.push("camera " + data.camera);
   if (data.zone) where.push("zone " + data.zone);
+  if (data.line) where.push("line " + data.line);
   if (data.gate) where.push("gate " + data.gate);
   if (data.direction) where.push(data.direction);
+  const evidence = [];
+  if (data.rule) evidence.push("rule " + data.rule);
+  if (typeof data.count === "number") evidence.push(data.count + " people");
+  if (typeof data.dwell_s === "number") evidence.push("dwell " + Math.round(data.dwell_s) + " s");
+  if (data.kind) evidence.push(data.kind);
+  if (data.reason) evidence.push(data.reason);
   const picture = a.snapshot_url
     ? el("img", { src: a.snapshot_url, alt: "snapshot of " + shortType(a.type), loading: "lazy" })
     : el("div", { class: "noimg" }, "no snapshot");
@@ -107,7 +114,7 @@ function renderAlert(a) {
       {},
       el("div", { class: "title" }, el("span", { class: "sev" }, a.severity), shortType(a.type)),
       el("div", { class: "meta" }, "device " + a.device + (where.length ? " · " + where.join(" · ") : "")),
-      el("div", { class: "meta" }, localTime(a.time) + (data.reason ? " · " + data.reason : "")),
+      el("div", { class: "meta" }, [localTime(a.time), ...evidence].join(" · ")),
     ),
     el("div", { class: "actions" }, action),
   );
