@@ -1,0 +1,67 @@
+"""The ingest against what the real gateway pieces publish: ``sync.outbox.Outbox`` drained by
+``sync.mqtt_link.MqttLink`` (the agent's own uplink), not the light simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+
+from sync.event_types import Severity
+from sync.mqtt_link import MqttConfig, MqttLink
+from sync.outbox import Outbox, OutboxConfig
+from tests.central.helpers import consumer_thread, query, scalar, unique, wait_rows
+from tests.central.sim_gateway import attendance, forced, granted
+from tests.conftest import MosquittoBroker
+
+SITE, GW = "east", "gw-real"
+
+
+def test_events_and_status_of_a_real_gateway_link(
+    tmp_path: Path, mosquitto: MosquittoBroker, database: str
+) -> None:
+    prefix, group = unique("real"), unique("g")
+    rng = random.Random(20)
+    events = [granted(SITE, GW, rng) for _ in range(150)] + [attendance(SITE, GW, rng) for _ in range(50)]
+    alerts = [forced(SITE, GW, rng) for _ in range(5)]
+    assert all(a.severity in (Severity.WARNING, Severity.CRITICAL) for a in alerts)
+
+    async def gateway() -> None:
+        config = MqttConfig(url=mosquitto.url, topic_prefix=prefix, reconnect_min_s=0.1, reconnect_max_s=0.5)
+        async with Outbox(tmp_path / "data", OutboxConfig(), f"campus/{SITE}/{GW}/gateway") as outbox:
+            link = MqttLink(config, outbox, site=SITE, gateway=GW, version="test")
+            task = asyncio.create_task(link.run())
+            try:
+                for event in events + alerts:
+                    await outbox.append(event)
+                deadline = time.monotonic() + 30
+                while outbox.pending_total and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                assert outbox.pending_total == 0
+                # The link's retained status must reach the database as 'online' before shutdown.
+                await asyncio.to_thread(
+                    wait_rows, database, "SELECT count(*) FROM gateway_status WHERE state = 'online'", 1
+                )
+            finally:
+                await link.shutdown(1.0)
+                await asyncio.wait_for(task, 10)
+
+    with consumer_thread(
+        mosquitto.url, database, prefix=prefix, group=group, client_id=unique("c")
+    ) as consumer:
+        asyncio.run(gateway())
+        wait_rows(database, "SELECT count(*) FROM gateway_status WHERE state = 'offline'", 1)
+        wait_rows(database, "SELECT count(*) FROM events", len(events) + len(alerts))
+    stored = {r[0] for r in query(database, "SELECT id FROM events")}
+    assert stored == {e.id for e in events + alerts}
+    assert scalar(database, "SELECT count(*) FROM dead_letters") == 0
+    # seq as the outbox numbered it: 1..N without holes, so no gap stays open.
+    assert scalar(database, "SELECT max_seq FROM gateways") == len(events) + len(alerts)
+    assert scalar(database, "SELECT count(*) FROM open_gaps") == 0
+    assert query(database, "SELECT gateway, reason FROM gateways_offline") == [
+        (f"campus/{SITE}/{GW}", "shutdown")
+    ]
+    assert scalar(database, "SELECT count(*) FROM open_alerts") == len(alerts)
+    # Each alert came twice (alerts/{severity} and events/access) and was stored once.
+    assert consumer.stats.duplicates >= len(alerts)
