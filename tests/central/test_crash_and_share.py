@@ -139,3 +139,45 @@ def test_database_restart_mid_stream_loses_nothing(mosquitto: MosquittoBroker) -
         assert scalar(dsn, "SELECT count(*) FROM open_gaps") == 0
     finally:
         server.stop()
+
+
+def test_broker_restarts_consumer_reconnects_and_its_queue_survives(tmp_path: Path) -> None:
+    """A clean broker restart (with persistence): the running consumer reconnects and resumes; and
+    what the broker queued for a stopped consumer's session is still delivered after the restart."""
+    broker = MosquittoBroker(
+        tmp_path, f"persistence true\npersistence_location {tmp_path}/\nautosave_interval 3600"
+    )
+    broker.start()
+    server = PostgresServer({"fsync": "off"})
+    server.start()
+    try:
+        dsn = server.create_database("brokerdown")
+        prefix, group, client_id = unique("mqdown"), unique("g"), unique("c")
+        count = "SELECT count(*) FROM events"
+        with consumer_thread(broker.url, dsn, prefix=prefix, group=group, client_id=client_id) as consumer:
+            before = [SimGateway(broker.url, SITE, f"a{i}", prefix=prefix) for i in range(2)]
+            sent = publish(before, 200, seed=6)
+            for gw in before:
+                gw.close(clean=False)
+            wait_rows(dsn, count, len(sent))
+            broker.restart()
+            wait_until(consumer.subscribed.is_set, 30, "the consumer to reconnect and subscribe")
+            after = [SimGateway(broker.url, SITE, f"b{i}", prefix=prefix) for i in range(2)]
+            sent |= publish(after, 200, seed=7)
+            for gw in after:
+                gw.close(clean=False)
+            wait_rows(dsn, count, len(sent))
+        # The consumer is stopped; its persistent session collects its share across a broker restart.
+        queued = [SimGateway(broker.url, SITE, f"c{i}", prefix=prefix) for i in range(2)]
+        sent |= publish(queued, 200, seed=8)
+        for gw in queued:
+            gw.close(clean=False)
+        broker.restart()
+        with consumer_thread(broker.url, dsn, prefix=prefix, group=group, client_id=client_id):
+            wait_rows(dsn, count, len(sent))
+        assert scalar(dsn, count) == len(sent)
+        assert {r[0] for r in query(dsn, "SELECT id FROM events")} == sent
+        assert scalar(dsn, "SELECT count(*) FROM dead_letters") == 0
+    finally:
+        server.stop()
+        broker.stop()
