@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query
 
 from edge_agent.api.deps import AUTH_RESPONSES, ApiError, Ctx, Viewer
@@ -74,7 +74,7 @@ async def events(
     out: list[dict[str, Any]] = []
     delivered: dict[str, bool] = {}
     for _seq, event_id, payload, delivered_at in rows:
-        out.append(json.loads(payload))
+        out.append(orjson.loads(payload))
         delivered[event_id] = delivered_at is not None
     next_after = rows[-1][0] if rows else (after_seq or 0)
     return EventList(events=out, delivered=delivered, next_after_seq=next_after)
