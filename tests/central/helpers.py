@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,12 +59,12 @@ def consumer_thread(
 
 
 def start_consumer_process(
-    url: str, dsn: str, *, prefix: str, group: str, client_id: str, log: Path
+    url: str, dsn: str, *, prefix: str, group: str, client_id: str, log: Path, extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable, "-m", "edge_agent.central", "ingest",
         "--mqtt-url", url, "--database", dsn, "--group", group, "--client-id", client_id,
-        "--topic-prefix", prefix, "--batch-wait-ms", "5", "--stats-interval", "1",
+        "--topic-prefix", prefix, "--batch-wait-ms", "5", "--stats-interval", "1", *extra,
     ]  # fmt: skip
     out = open(log, "ab")  # noqa: SIM115 - owned by the process
     return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=dict(os.environ))

@@ -8,6 +8,8 @@ import random
 import signal
 from pathlib import Path
 
+import psycopg
+
 from tests.central.helpers import (
     consumer_thread,
     query,
@@ -74,16 +76,23 @@ def test_consumer_killed_mid_stream_loses_nothing_and_duplicates_nothing(
 ) -> None:
     prefix, group, client_id = unique("crash"), unique("g"), unique("c")
     log = tmp_path / "ingest.log"
+    # Small batches, so the consumer has many commits to go when it is killed.
+    small = ("--batch-max", "100")
     proc = start_consumer_process(
-        mosquitto.url, database, prefix=prefix, group=group, client_id=client_id, log=log
+        mosquitto.url, database, prefix=prefix, group=group, client_id=client_id, log=log, extra=small
     )
     try:
         wait_subscribed(log)
         gateways = [SimGateway(mosquitto.url, SITE, f"gw{i}", prefix=prefix) for i in range(3)]
-        sent = publish(gateways, 1500, seed=2)
-        # Kill it while it is working through the stream: some rows committed, most not yet.
-        wait_until(lambda: scalar(database, "SELECT count(*) FROM events") >= 500, 60, "500 rows")
-        proc.send_signal(signal.SIGKILL)
+        # Frozen while the stream is published, so it cannot finish before the test gets to kill it.
+        proc.send_signal(signal.SIGSTOP)
+        sent = publish(gateways, 2000, seed=2)
+        proc.send_signal(signal.SIGCONT)
+        with psycopg.connect(database, autocommit=True) as conn:
+            wait_until(
+                lambda: conn.execute("SELECT count(*) >= 500 FROM events").fetchone() == (True,), 60, "500"
+            )
+            proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         at_kill = scalar(database, "SELECT count(*) FROM events")
         assert at_kill < len(sent), "the consumer finished before the kill; the test proved nothing"
@@ -91,7 +100,7 @@ def test_consumer_killed_mid_stream_loses_nothing_and_duplicates_nothing(
         sent |= publish(gateways, 500, seed=3)
 
         proc = start_consumer_process(
-            mosquitto.url, database, prefix=prefix, group=group, client_id=client_id, log=log
+            mosquitto.url, database, prefix=prefix, group=group, client_id=client_id, log=log, extra=small
         )
         wait_rows(database, "SELECT count(*) FROM events", len(sent), timeout=90)
         for gw in gateways:
@@ -102,7 +111,7 @@ def test_consumer_killed_mid_stream_loses_nothing_and_duplicates_nothing(
     assert {r[0] for r in stored} == sent
     assert stored[0][1] == len(sent)
     assert scalar(database, "SELECT count(*) FROM open_gaps") == 0
-    assert query(database, "SELECT DISTINCT max_seq FROM gateways") == [(2000,)]
+    assert query(database, "SELECT DISTINCT max_seq FROM gateways") == [(2500,)]
     assert scalar(database, "SELECT count(*) FROM dead_letters") == 0
     # The restarted consumer got the dead one's unacknowledged in-flight window again (DUP flag),
     # which is what the manual acks are for; the unique key then kept those rows single.
