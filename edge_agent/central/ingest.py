@@ -98,9 +98,9 @@ class IngestConsumer:
             self.config.shared_filter,
             self.config.status_filter,
         )
-        # Every consumer also subscribes to status unshared: MQTT 5 does not send retained messages
-        # to shared subscriptions (Mosquitto 2.0 does anyway, EMQX and HiveMQ do not), and a fresh
-        # consumer must learn every gateway's current state. Writing a status twice is harmless.
+        # Every consumer also subscribes to status unshared: whether a shared subscription gets the
+        # retained messages differs between brokers (Mosquitto 2.0 sends them), and a fresh consumer
+        # must learn every gateway's current state. Writing a status twice is harmless.
         client.subscribe([(self.config.shared_filter, 1), (self.config.status_filter, 1)])
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: Any, props: Any) -> None:
