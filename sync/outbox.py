@@ -254,6 +254,8 @@ class Outbox:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(self._open_files)
         self._closed = False
+        # The first automatic housekeeping comes one interval after opening, not at the first commit.
+        self._last_housekeeping = time.monotonic()
         self._writer = threading.Thread(target=self._writer_main, name="outbox-writer", daemon=True)
         self._writer.start()
         if self.recovered_from is not None:
