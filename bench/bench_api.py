@@ -7,13 +7,18 @@ served by the same uvicorn settings in the same process and loop, so the ratio s
 gateway's endpoints add over FastAPI + uvicorn themselves. The load comes from a separate process
 (httpx, ``--concurrency`` connections on loopback) so the client does not share the server's loop.
 
-Run: ``/tmp/venv/bin/python bench/bench_api.py [--requests N] [--concurrency N] [--alerts N]``
+It also measures what API load does to the gates, which share the agent's event loop: card bytes on
+the reader's pty → open command decoded on the turnstile's, with the API idle (the baseline) and with
+the alert list under the same concurrent load.
+
+Run: ``/tmp/venv/bin/python bench/bench_api.py [--requests N] [--concurrency N] [--alerts N] [--swipes N]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -34,6 +39,7 @@ from fastapi import FastAPI
 
 from device_drivers.profile import load_profile, resolve_profile
 from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TurnstileSimulator
+from device_drivers.turnstile_codec import TurnstileMessage
 from edge_agent.agent import Agent
 from edge_agent.api import ApiSettings, serve_api
 from edge_agent.config import parse_config
@@ -89,13 +95,44 @@ def client_main(args: argparse.Namespace) -> None:
 # -- the server side ------------------------------------------------------------------------------
 
 
+class TimedTurnstile(TurnstileSimulator):
+    """Stamps the moment each command's bytes are decoded on the turnstile side of the line."""
+
+    arrivals: list[int]
+    arrived: asyncio.Event
+
+    def _command(self, command: TurnstileMessage) -> None:
+        self.arrivals.append(time.perf_counter_ns())
+        self.arrived.set()
+        super()._command(command)
+
+
+async def swipe_latencies(
+    reader: CardReaderSimulator, turnstile: TimedTurnstile, n: int
+) -> tuple[list[float], int]:
+    """Card bytes written on the reader's line → open command decoded on the turnstile's, in ms."""
+    latencies: list[float] = []
+    lost = 0
+    for i in range(n):
+        expected = len(turnstile.arrivals) + 1
+        turnstile.arrived.clear()
+        start = time.perf_counter_ns()
+        reader.present(f"{0x5000000000 + i % 100:010X}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(turnstile.arrived.wait(), 2.0)
+        if len(turnstile.arrivals) < expected:
+            lost += 1
+            continue
+        latencies.append((turnstile.arrivals[-1] - start) / 1e6)
+        await asyncio.sleep(0.005)
+    return latencies, lost
+
+
 class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # older uvicorn
         pass
 
     def capture_signals(self) -> Any:  # newer uvicorn: leave the agent's handlers alone
-        import contextlib
-
         return contextlib.nullcontext()
 
 
@@ -160,7 +197,11 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-api-"))
     broker, broker_url = start_broker(workdir)
     reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
-    turnstile = TurnstileSimulator(load_profile(resolve_profile("turnstile_stx_xor")), PtyEndpoint())
+    turnstile = TimedTurnstile(
+        load_profile(resolve_profile("turnstile_stx_xor")), PtyEndpoint(), passage_delay_s=0.001
+    )
+    turnstile.arrivals = []
+    turnstile.arrived = asyncio.Event()
     results: list[dict[str, Any]] = []
     try:
         async with reader, turnstile:
@@ -169,7 +210,7 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
             agent_task = asyncio.create_task(agent.run())
             while agent.alerts is None or "gate-1" not in agent.gates:
                 await asyncio.sleep(0.05)
-            settings = ApiSettings(port=free_port())
+            settings = ApiSettings(port=free_port(), max_concurrent_requests=args.api_concurrency)
             api_task = asyncio.create_task(serve_api(agent, settings))
             bare_port = free_port()
             bare = _Server(
@@ -249,6 +290,46 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "p99_ratio": p99 / base_p99,
                     }
                 )
+            # Gate decisions share the event loop with the API: swipe → open with the API idle, then
+            # with the alert list under the same load as above.
+            idle, idle_lost = await swipe_latencies(reader, turnstile, args.swipes)
+            phases = [("swipe → open, API idle (baseline)", idle, idle_lost)]
+            for label, url, tok in (
+                ("bare constant endpoint", f"http://127.0.0.1:{bare_port}/constant", ""),
+                ("/api/v1/alerts?limit=100", f"{api}/api/v1/alerts?limit=100", token),
+            ):
+                load = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    url,
+                    "--token",
+                    tok,
+                    "--requests",
+                    "1000000",
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--warmup",
+                    "0",
+                    stdout=asyncio.subprocess.DEVNULL,
+                )
+                await asyncio.sleep(1.0)
+                lat, lost = await swipe_latencies(reader, turnstile, args.swipes)
+                load.kill()
+                await load.wait()
+                phases.append((f"swipe → open, {label} under load", lat, lost))
+            for name, lat, lost in phases:
+                results.append(
+                    {
+                        "endpoint": name,
+                        "requests": len(lat),
+                        "lost": lost,
+                        "p50_ms": statistics.median(lat),
+                        "p99_ms": percentile(lat, 0.99),
+                        "p50_ratio": statistics.median(lat) / statistics.median(idle),
+                        "p99_ratio": percentile(lat, 0.99) / percentile(idle, 0.99),
+                    }
+                )
             bare.should_exit = True
             await bare_task
             api_task.cancel()
@@ -269,6 +350,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent connections")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the endpoints")
     parser.add_argument("--alerts", type=int, default=300, help="alerts in the book before measuring")
+    parser.add_argument(
+        "--api-concurrency",
+        type=int,
+        default=ApiSettings().max_concurrent_requests,
+        help="api.max_concurrent_requests",
+    )
+    parser.add_argument("--swipes", type=int, default=300, help="card swipes per gate phase")
     parser.add_argument("--timeout", type=float, default=120, help="seconds allowed per load run")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--token", default="", help=argparse.SUPPRESS)
@@ -281,15 +369,28 @@ def main() -> None:
     print(f"$ {Path(sys.executable).name} bench/bench_api.py " + " ".join(sys.argv[1:]))
     print(
         f"{args.concurrency} concurrent connections, {args.requests} requests per endpoint, "
+        f"api.max_concurrent_requests {args.api_concurrency}, "
         f"{os.cpu_count()} CPUs"
     )
     print("| endpoint | requests | req/s | p50 ms | p99 ms | p50 / baseline | p99 / baseline |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
+        if "lost" in r:
+            continue
         print(
             f"| {r['endpoint']} | {r['requests']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
             f"| {r['p50_ratio']:.2f} | {r['p99_ratio']:.2f} |"
         )
+
+    print()
+    print("| gate path | swipes | never opened | p50 ms | p99 ms | p50 / idle | p99 / idle |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        if "lost" in r:
+            print(
+                f"| {r['endpoint']} | {r['requests']} | {r['lost']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+                f"| {r['p50_ratio']:.2f} | {r['p99_ratio']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

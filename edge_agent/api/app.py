@@ -6,6 +6,7 @@ routers, the error format, the request size limit, the metrics registry and the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from pathlib import Path
@@ -154,6 +155,52 @@ class Observe:
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
 
 
+class Throttle:
+    """At most ``limit`` requests in their handlers at once; the others wait, costing nothing.
+
+    The gates decide on the agent's event loop. Every request ready to run is work a card read
+    queues behind, so an API flood (a console left polling in many tabs, a scraper) would otherwise
+    stretch the swipe-to-open time from under a millisecond to tens (bench/bench_api.py). Long-lived
+    streams hold no slot: they sleep between alerts. A request body is received before the slot is
+    taken, so a slow upload cannot hold the API for everyone (BodyLimit, outside this, bounds it).
+    """
+
+    EXEMPT = ("/api/v1/alerts/stream", "/health")
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.slots = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") in ("GET", "HEAD"):
+            async with self.slots:
+                await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        async with self.slots:
+            await self.app(scope, replay, send)
+
+
 def create_app(agent: Agent, settings: ApiSettings, *, tokens: TokenTable | None = None) -> FastAPI:
     """The API over ``agent``. ``tokens`` defaults to the ``settings.tokens_credential`` credential
     (raises :class:`~edge_agent.api.auth.TokenFileError` when it is malformed)."""
@@ -202,6 +249,7 @@ def create_app(agent: Agent, settings: ApiSettings, *, tokens: TokenTable | None
         # A bug in one handler answers 500 with a code; the agent (same process) keeps running.
         return _error(500, "internal_error", f"{type(err).__name__} while handling the request")
 
+    app.add_middleware(Throttle, limit=settings.max_concurrent_requests)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Observe, metrics=ctx.metrics)
 

@@ -38,6 +38,14 @@ class ApiSettings(BaseModel):
         description="Mark the console's session cookie Secure (only sent over HTTPS); set it when a "
         "TLS proxy fronts the API.",
     )
+    max_concurrent_requests: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="API requests handled at once (live streams and /health excepted); more wait their "
+        "turn. The gates decide on the same event loop, so this bounds how long a card read can queue "
+        "behind API work.",
+    )
     shutdown_grace_s: float = Field(
         2.0, gt=0, le=30, description="How long open connections (live alert streams) get at shutdown."
     )
