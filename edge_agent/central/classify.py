@@ -47,6 +47,7 @@ class EventRow:
     topic: str
     data: dict[str, Any]
     via_alert_topic: bool
+    raw: bytes = b""  # the payload as received, for a dead letter should the database refuse the row
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class StatusRow:
     name: str
     status: dict[str, Any]
     reported_at: datetime
+    raw: bytes = b""  # the payload as received, for a dead letter should the database refuse the row
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,7 @@ def _status(topic: str, payload: bytes, site: str, name: str) -> StatusRow | Dea
     at = _parse_time(obj["at"])
     if at is None:
         return DeadLetter(topic, "schema_invalid", f"status time {obj['at']!r} is not a real time", payload)
-    return StatusRow(topic, f"campus/{site}/{name}", site, name, obj, at)
+    return StatusRow(topic, f"campus/{site}/{name}", site, name, obj, at, payload)
 
 
 def _event(
@@ -232,6 +234,7 @@ def _event(
         topic=topic,
         data=obj["data"],
         via_alert_topic=channel == "alerts",
+        raw=payload,
     )
 
 

@@ -156,21 +156,19 @@ def write_batch(conn: psycopg.Connection[tuple[Any, ...]], items: Sequence[Class
                 one = _write(conn, [item])
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError) as err:
             topic = item.topic
-            payload = _reencode(item)
+            payload = _raw(item)
             with conn.transaction():
                 one = _write(conn, [DeadLetter(topic, "database_rejected", str(err).strip(), payload)])
         _merge(result, one)
     return result
 
 
-def _reencode(item: Classified) -> bytes:
-    if isinstance(item, EventRow):
-        return orjson.dumps({"source": item.source, "id": item.id, "type": item.type, "data": item.data})
-    if isinstance(item, StatusRow):
-        return orjson.dumps(item.status)
+def _raw(item: Classified) -> bytes:
     if isinstance(item, DeadLetter):
         return item.payload
-    return b""
+    if isinstance(item, Ignored):
+        return b""
+    return item.raw
 
 
 def _merge(into: BatchResult, one: BatchResult) -> None:

@@ -103,7 +103,8 @@ def test_bad_messages_are_dead_lettered_and_the_stream_goes_on(
         # Valid for the schema, refused by PostgreSQL (no NUL in text): must not block the stream.
         nul = orjson.loads(granted(SITE, "gw3", rng).to_json(2))
         nul["data"]["gate"] = "gate\u0000one"
-        gw.publish_raw(f"{base}/events/access", orjson.dumps(nul))
+        nul_payload = orjson.dumps(nul)
+        gw.publish_raw(f"{base}/events/access", nul_payload)
         good = attendance(SITE, "gw3", rng)
         gw.publish(good, seq=3)
         gw.flush()
@@ -116,6 +117,7 @@ def test_bad_messages_are_dead_lettered_and_the_stream_goes_on(
     assert bytes(by_code["bad_json"][3]) == b"\x00\xffnot json"
     assert "gate" in by_code["schema_invalid"][2]
     assert by_code["unknown_topic"][1].endswith("/mystery/channel")
+    assert bytes(by_code["database_rejected"][3]) == nul_payload
     assert query(database, "SELECT id FROM events") == [(good.id,)]
     assert dict(consumer.stats.dead_letters) == {
         "bad_json": 1,
