@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_agent import __version__
+from edge_agent.central import add_central_cli
 from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config
 from edge_agent.doctor import add_doctor_cli
 from edge_agent.errors import ConfigError
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_doctor_cli(sub)
     add_install_cli(sub)
+    add_central_cli(sub)
 
     status = sub.add_parser("status", help="print the status the running agent writes to its data dir")
     status.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")

@@ -168,9 +168,25 @@ COMMENT ON VIEW open_gaps IS
     'flight (alerts overtake older events); one that stays open with no backlog is loss.';
 """
 
+# Security staff acknowledge at the gateway's console or by command; the gateway reports it as
+# security.alert_acknowledged (same gateway, data.alert_id), so such alerts are not open either.
+_OPEN_ALERTS_GATEWAY_ACK = """
+CREATE OR REPLACE VIEW open_alerts AS
+SELECT e.source, e.id, e.gateway, e.type, e.severity, e.time, e.subject, e.data, e.ingested_at
+FROM events e
+LEFT JOIN alert_acknowledgements a USING (source, id)
+WHERE e.severity IS NOT NULL AND a.id IS NULL
+  AND NOT EXISTS (
+    SELECT 1 FROM events k
+    WHERE k.type = 'edu.campus.security.alert_acknowledged.v1'
+      AND k.gateway = e.gateway AND k.data ->> 'alert_id' = e.id
+  );
+"""
+
 MIGRATIONS: Sequence[tuple[str, str]] = (
     ("0001_events_gateways_gaps_status_dead_letters", _INITIAL),
     ("0002_views", _VIEWS),
+    ("0003_open_alerts_acknowledged_at_gateway", _OPEN_ALERTS_GATEWAY_ACK),
 )
 """Name and SQL of every migration, in order."""
 

@@ -8,6 +8,7 @@ import random
 import time
 from pathlib import Path
 
+from sync.envelope import Event
 from sync.event_types import Severity
 from sync.mqtt_link import MqttConfig, MqttLink
 from sync.outbox import Outbox, OutboxConfig
@@ -26,6 +27,18 @@ def test_events_and_status_of_a_real_gateway_link(
     events = [granted(SITE, GW, rng) for _ in range(150)] + [attendance(SITE, GW, rng) for _ in range(50)]
     alerts = [forced(SITE, GW, rng) for _ in range(5)]
     assert all(a.severity in (Severity.WARNING, Severity.CRITICAL) for a in alerts)
+    # A guard acknowledged the first alert at the gateway's console: it is no longer open centrally.
+    ack = Event(
+        "edu.campus.security.alert_acknowledged.v1",
+        f"campus/{SITE}/{GW}/gateway",
+        {
+            "alert_id": alerts[0].id,
+            "alert_type": alerts[0].type,
+            "by": "guard-li",
+            "via": "console",
+            "at": "2026-11-29T14:00:00.000Z",
+        },
+    )
 
     async def gateway() -> None:
         config = MqttConfig(url=mosquitto.url, topic_prefix=prefix, reconnect_min_s=0.1, reconnect_max_s=0.5)
@@ -33,7 +46,7 @@ def test_events_and_status_of_a_real_gateway_link(
             link = MqttLink(config, outbox, site=SITE, gateway=GW, version="test")
             task = asyncio.create_task(link.run())
             try:
-                for event in events + alerts:
+                for event in [*events, *alerts, ack]:
                     await outbox.append(event)
                 deadline = time.monotonic() + 30
                 while outbox.pending_total and time.monotonic() < deadline:
@@ -52,16 +65,16 @@ def test_events_and_status_of_a_real_gateway_link(
     ) as consumer:
         asyncio.run(gateway())
         wait_rows(database, "SELECT count(*) FROM gateway_status WHERE state = 'offline'", 1)
-        wait_rows(database, "SELECT count(*) FROM events", len(events) + len(alerts))
+        wait_rows(database, "SELECT count(*) FROM events", len(events) + len(alerts) + 1)
     stored = {r[0] for r in query(database, "SELECT id FROM events")}
-    assert stored == {e.id for e in events + alerts}
+    assert stored == {e.id for e in [*events, *alerts, ack]}
     assert scalar(database, "SELECT count(*) FROM dead_letters") == 0
     # seq as the outbox numbered it: 1..N without holes, so no gap stays open.
-    assert scalar(database, "SELECT max_seq FROM gateways") == len(events) + len(alerts)
+    assert scalar(database, "SELECT max_seq FROM gateways") == len(events) + len(alerts) + 1
     assert scalar(database, "SELECT count(*) FROM open_gaps") == 0
     assert query(database, "SELECT gateway, reason FROM gateways_offline") == [
         (f"campus/{SITE}/{GW}", "shutdown")
     ]
-    assert scalar(database, "SELECT count(*) FROM open_alerts") == len(alerts)
+    assert {r[0] for r in query(database, "SELECT id FROM open_alerts")} == {a.id for a in alerts[1:]}
     # Each alert came twice (alerts/{severity} and events/access) and was stored once.
     assert consumer.stats.duplicates >= len(alerts)
