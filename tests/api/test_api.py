@@ -249,6 +249,21 @@ def test_server_stops_with_open_streams_and_refuses_a_busy_port(
             viewer = gate.client("viewer", tokens)
             async with viewer, viewer.stream("GET", "/api/v1/alerts/stream") as stream:
                 assert stream.status_code == 200
+                # An open stream and a half-sent upload hold no request slot (the default is one):
+                # other requests still get through.
+                _, writer = await asyncio.open_connection("127.0.0.1", gate.settings.port)
+                writer.write(
+                    b"POST /api/v1/config/validate HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                    b"Content-Type: text/plain\r\nAuthorization: Bearer "
+                    + tokens.admin.encode()
+                    + b"\r\n\r\n"
+                    b"gateway: {site: s"
+                )
+                await writer.drain()
+                assert gate.settings.max_concurrent_requests == 1
+                status = await asyncio.wait_for(viewer.get("/api/v1/status"), 10)
+                assert status.status_code == 200
+                writer.close()
                 # Same port again: a clear error, not uvicorn's sys.exit inside the agent.
                 try:
                     await serve_api(gate.agent, ApiSettings(port=gate.settings.port))
