@@ -17,7 +17,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
+from common import free_port, rss_mib, start_broker
 
 from sync.envelope import Event
 from sync.event_types import Lane
@@ -46,31 +46,6 @@ def events(n: int) -> list[Event]:
         )
         for i in range(n)
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 0\nmax_queued_messages 0\n"
-    )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
 
 
 # -- 1. append -------------------------------------------------------------------------------
@@ -172,13 +147,6 @@ async def link_drain_rate(
 # -- 3. memory -------------------------------------------------------------------------------
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def agent_rss(workdir: Path, data: Path, url: str, seconds: float) -> tuple[float, float]:
     """Start the agent, sample RSS for ``seconds``; returns (last, peak) in MiB."""
     config = workdir / "agent.yaml"
@@ -212,7 +180,7 @@ def agent_rss(workdir: Path, data: Path, url: str, seconds: float) -> tuple[floa
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(0.25)
-            last = rss_mb(proc.pid)
+            last = rss_mib(proc.pid)
             peak = max(peak, last)
     finally:
         proc.send_signal(signal.SIGTERM)
