@@ -169,8 +169,14 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorBody, "description": "The token's role may not do this."},
 }
 
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body could not be parsed."},
+    413: {"model": ErrorBody, "description": "body_too_large: over api.max_body_bytes."},
+}
+
 __all__ = [
     "AUTH_RESPONSES",
+    "BODY_RESPONSES",
     "SESSION_COOKIE",
     "Admin",
     "ApiContext",

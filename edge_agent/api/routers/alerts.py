@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from edge_agent.alerts import AlertBook, AlertError, AlertRecord
-from edge_agent.api.deps import AUTH_RESPONSES, ApiContext, ApiError, Ctx, Operator, Viewer
+from edge_agent.api.deps import AUTH_RESPONSES, BODY_RESPONSES, ApiContext, ApiError, Ctx, Operator, Viewer
 from edge_agent.api.models import AckRequest, Alert, AlertList, ErrorBody
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=AUTH_RESPONSES)
@@ -139,6 +139,7 @@ async def snapshot(ctx: Ctx, _: Viewer, alert_id: AlertId) -> Response:
     name="acknowledge_alert",
     responses={
         **_NOT_FOUND,
+        **BODY_RESPONSES,
         409: {"model": ErrorBody, "description": "Already acknowledged."},
     },
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from edge_agent.api.deps import AUTH_RESPONSES, Admin, ApiError
+from edge_agent.api.deps import AUTH_RESPONSES, BODY_RESPONSES, Admin, ApiError
 from edge_agent.api.models import ConfigIssueOut, ConfigValidation, ErrorBody
 from edge_agent.config import ConfigFileError, parse_config
 
@@ -25,7 +25,10 @@ router = APIRouter(prefix="/api/v1/config", tags=["config"], responses=AUTH_RESP
             },
         }
     },
-    responses={400: {"model": ErrorBody, "description": "The body is not UTF-8 text."}},
+    responses={
+        **BODY_RESPONSES,
+        400: {"model": ErrorBody, "description": "not_utf8: the body is not UTF-8 text."},
+    },
 )
 async def validate(request: Request, _: Admin) -> ConfigValidation:
     # Not audited: validating changes nothing on the gateway.

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 
-from edge_agent.api.deps import AUTH_RESPONSES, ApiError, Ctx, Operator
+from edge_agent.api.deps import AUTH_RESPONSES, BODY_RESPONSES, ApiError, Ctx, Operator
 from edge_agent.api.models import EnrollmentResult, ErrorBody, RejectedPhoto
 from edge_agent.api.routers.roster import PERSON_ID
 
@@ -22,6 +22,7 @@ MAX_PHOTOS = 10
     status_code=201,
     summary="Enroll a person's face from photos (operator)",
     responses={
+        **BODY_RESPONSES,
         404: {"model": ErrorBody, "description": "unknown_person: not in the roster."},
         422: {"model": ErrorBody, "description": "No photo was usable; details give each reason."},
         409: {"model": ErrorBody, "description": "faces_disabled: face recognition is off here."},
