@@ -77,6 +77,8 @@ class AgentCollector(Collector):
             self._devices,
             self._gates,
             self._cameras,
+            self._security,
+            self._commands,
             self._alerts,
         ]
         for section in sections:
@@ -222,6 +224,46 @@ class AgentCollector(Collector):
             for name, value in sorted(faces.counters.items()):
                 fc.add_metric([name], value)
             yield fc
+
+    def _security(self) -> Iterable[Metric]:
+        workers: dict[str, Any] = dict(getattr(self.agent, "security_workers", {}))
+        if not workers:
+            return
+        family = CounterMetricFamily(
+            "edge_person_pipeline",
+            "Per-camera person detection: frames, detector runs (others skipped by motion), bad frames.",
+            labels=["camera", "name"],
+        )
+        errors = CounterMetricFamily(
+            "edge_person_analysis_errors", "Frames whose person analysis failed.", labels=["camera"]
+        )
+        for cam_id, worker in sorted(workers.items()):
+            pipeline = getattr(worker, "pipeline", None)
+            for name in ("frames", "detector_runs", "bad_frames"):
+                family.add_metric([cam_id, name], float(getattr(pipeline, name, 0)))
+            errors.add_metric([cam_id], float(getattr(worker, "errors", 0)))
+        yield family
+        yield errors
+
+    def _commands(self) -> Iterable[Metric]:
+        processor = getattr(self.agent, "commands", None)
+        if processor is None:
+            return
+        stats = processor.stats
+        results = CounterMetricFamily(
+            "edge_commands", "Remote commands received over MQTT, by result.", labels=["result"]
+        )
+        for result in ("received", "ok", "refused", "failed", "reply_not_sent"):
+            results.add_metric([result], float(getattr(stats, result, 0)))
+        yield results
+        codes = CounterMetricFamily(
+            "edge_commands_by_code",
+            "Remote command outcomes by code (replayed, expired, bad_signature, ...).",
+            labels=["code"],
+        )
+        for code, count in sorted(dict(getattr(processor, "by_code", {})).items()):
+            codes.add_metric([str(code)], float(count))
+        yield codes
 
     def _alerts(self) -> Iterable[Metric]:
         book = self.agent.alerts

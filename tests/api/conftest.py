@@ -58,6 +58,7 @@ cameras:
   - device: {kind: camera_sim, id: cam-7a, loop: true, analysis_fps: 2, width: 320, height: 180}
     face:
       point: room-7a
+    security: {}
 """
 
 
@@ -89,6 +90,7 @@ def config_text(tmp_path: Path, url: str, reader_url: str, turnstile_url: str, e
 gateway: {{site: {SITE}, id: {GW}, timezone: Asia/Shanghai}}
 agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3}}
 mqtt: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5}}
+commands: {{enabled: true}}
 devices:
   - {{kind: card_reader, id: reader-in, profile: em4100_id12, port: "{reader_url}", debounce_s: 0}}
   - {{kind: turnstile, id: turnstile-1, profile: turnstile_stx_xor, port: "{turnstile_url}"}}

@@ -98,6 +98,7 @@ def test_read_endpoints_against_a_running_gate(
                 assert 'edge_device_online{device="reader-lab",kind="card_reader"} 0.0' in metrics
                 assert 'edge_mqtt_state{state="connected"} 1.0' in metrics
                 assert "edge_gate_decision_seconds_bucket" in metrics
+                assert 'edge_commands_total{result="received"} 0.0' in metrics
                 assert (
                     'edge_api_requests_total{method="GET",route="/api/v1/status",status="200"} 1.0' in metrics
                 )

@@ -36,6 +36,18 @@ def test_enroll_one_face_and_refuse_a_group_photo(
     async def scenario() -> None:
         async with running_api(tmp_path, mosquitto.url, extra_config=FACE_CAMERA) as gate:
             await until(lambda: gate.agent.faces is not None, "face service")
+            # The camera's person detection is counted at scrape time (frames of the generated clip).
+            await until(
+                lambda: (
+                    "cam-7a" in gate.agent.security_workers
+                    and gate.agent.security_workers["cam-7a"].pipeline.frames > 0
+                ),
+                "person frames",
+            )
+            async with gate.client() as anon:
+                scraped = (await anon.get("/metrics")).text
+            assert 'edge_person_pipeline_total{camera="cam-7a",name="frames"}' in scraped
+            assert 'edge_device_online{device="cam-7a",kind="camera"} 1.0' in scraped
             operator, viewer = gate.client("operator", tokens), gate.client("viewer", tokens)
             async with operator, viewer:
                 ok = await operator.post(
