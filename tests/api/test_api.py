@@ -92,6 +92,8 @@ def test_read_endpoints_against_a_running_gate(
                 missing = await viewer.get("/api/v1/roster/persons/NOBODY")
                 assert missing.status_code == 404 and missing.json()["code"] == "unknown_person"
 
+                link = gate.agent.link
+                await until(lambda: link is not None and link.state == "connected", "broker connected")
                 metrics = (await anon.get("/metrics")).text
                 assert 'edge_gate_decisions_total{gate="gate-1",result="granted"} 1.0' in metrics
                 assert 'edge_outbox_pending{lane="alert"}' in metrics
