@@ -36,6 +36,7 @@ from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTa
 from edge_agent import __version__
 from edge_agent.access import AntiPassback
 from edge_agent.alerts import AlertBook, AlertError, AlertRecord
+from edge_agent.api.server import serve_api
 from edge_agent.attendance import AttendanceBook
 from edge_agent.cameras import CameraWorker, SecurityWorker, open_camera
 from edge_agent.commands import CommandProcessor
@@ -98,6 +99,7 @@ class Agent:
         self.faces: FaceService | None = None
         self.alerts: AlertBook | None = None
         self.commands: CommandProcessor | None = None
+        self._api_task: asyncio.Task[None] | None = None
         self.face_error = ""
         self.camera_workers: dict[str, CameraWorker] = {}
         self.security_workers: dict[str, SecurityWorker] = {}
@@ -176,6 +178,9 @@ class Agent:
         await self._seed_roster()
         self.attendance = await asyncio.to_thread(AttendanceBook, self.data_dir)
         self.alerts = await asyncio.to_thread(AlertBook, self.data_dir)
+        # The API comes up early, so /health and /ready answer while models and devices start.
+        self._api_task = asyncio.create_task(serve_api(self, cfg.api), name="api")
+        self._api_task.add_done_callback(self._api_ended)
         await self._start_faces()
         mqtt = cfg.mqtt
         self.link = MqttLink(
@@ -237,6 +242,9 @@ class Agent:
         self.notifier.stopping(f"stopping: {self._stop_reason}")
         await self._stop_devices()
         await self._stop_drivers()
+        if self._api_task is not None:
+            self._api_task.cancel()
+            await asyncio.gather(self._api_task, return_exceptions=True)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -360,6 +368,14 @@ class Agent:
                 self._reader_gate[reader_id] = gate
             if gate_cfg.turnstile:
                 self._opener_gate[gate_cfg.turnstile] = gate
+
+    def _api_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        err = task.exception()
+        # A port in use or a bad token file: the API stays off, the gates keep working.
+        self._count(f"api_failed_{getattr(err, 'code', 'error')}")
+        log.error("the local API is not running: %s", err)
 
     def _note_grant(self, gate_id: str, person_id: str) -> None:
         now = time.monotonic()

@@ -25,6 +25,7 @@ from device_drivers.camera_sim import SimulatedCamera, SimulatedCameraConfig
 from device_drivers.types import DeviceOffline, DeviceOnline
 from edge_agent.attendance import AttendanceBook, AttendancePointConfig, attendance_event
 from edge_agent.faces import FaceService
+from edge_agent.metrics import MODEL_SECONDS
 from edge_agent.roster import Roster
 from edge_agent.security import Alert, SecurityConfig, SecurityRules
 from sync.envelope import Event, utc_now
@@ -141,6 +142,8 @@ class CameraWorker:
         # The gallery may have been rebuilt (enrollment, roster): always match against the current one.
         self.pipeline.gallery = self.faces.gallery
         analysis = self.pipeline.process(frame.frame, frame.monotonic_s)
+        for stage, seconds in analysis.timings.items():
+            MODEL_SECONDS.labels(self.setup.id, stage).observe(seconds)
         return self.tracker.update(analysis.faces, frame.monotonic_s), time.perf_counter()
 
     async def on_frame(self, frame: CameraFrame) -> list[IdentityDecision]:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from edge_agent.doctor import add_doctor_cli
 from edge_agent.errors import ConfigError
 from edge_agent.install import add_install_cli
 from edge_agent.logs import setup_logging
+from edge_agent.secrets import credential_env_name, read_credential
 from sync.mqtt_link import parse_broker_url
 
 log = logging.getLogger("edge_agent")
@@ -153,10 +155,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"url": url})})
     addr = parse_broker_url(config.mqtt.url)
     prefix = config.mqtt.topic_prefix
+    console = ""
+    tokens_env = credential_env_name(config.api.tokens_credential)
+    if config.api.enabled:
+        if not read_credential(config.api.tokens_credential):
+            # A throwaway operator token for this demo run only; real gateways get theirs from credentials.
+            os.environ[tokens_env] = f"operator:{secrets.token_urlsafe(16)}:demo"
+        token = (read_credential(config.api.tokens_credential) or "").splitlines()[0].split(":")[1]
+        console = f"  console: http://{config.api.host}:{config.api.port}/console/  (token {token})\n"
     print(
         "edge-agent demo: watch the gateway with\n"
         f"  mosquitto_sub -h {addr.host} -p {addr.port} -t '{prefix}/#' -v\n"
         f"  edge-agent status --data-dir {config.agent.data_dir}\n"
+        f"{console}"
         "Stop with Ctrl-C.",
         file=sys.stderr,
     )
@@ -174,7 +185,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
     from edge_agent.faces import FaceService, load_photos
     from edge_agent.roster import Roster
-    from edge_agent.secrets import read_credential
 
     config = _load(args.config)
     if config is None:

@@ -27,6 +27,7 @@ from pydantic import (
 
 from device_drivers.config import CardReaderConfig, DeviceConfig, RelayDoorConfig, TurnstileConfig
 from device_drivers.osdp import OsdpBusConfig
+from edge_agent.api.settings import ApiSettings
 from edge_agent.cameras import CameraSetup
 from edge_agent.commands import CommandSettings
 from edge_agent.errors import ConfigError
@@ -135,6 +136,7 @@ class GatewayConfig(BaseModel):
     gates: list[GateConfig] = Field(default_factory=list, description="Gates, doors and classroom readers.")
     cameras: list[CameraSetup] = Field(default_factory=list, description="Cameras and their analysis.")
     faces: FaceSettings = Field(default_factory=FaceSettings, description="Face recognition settings.")
+    api: ApiSettings = Field(default_factory=ApiSettings, description="Local API, metrics and console.")
     commands: CommandSettings = Field(
         default_factory=CommandSettings,
         description="Remote management over MQTT: signed commands (docs/COMMANDS.md).",

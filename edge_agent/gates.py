@@ -23,6 +23,7 @@ from device_drivers.errors import DeviceError
 from device_drivers.types import CardRead, TurnstileEvent
 from edge_agent.access import AntiPassback, AntiPassbackConfig, Decision, Direction, decide
 from edge_agent.attendance import AttendanceBook, AttendancePointConfig, attendance_event
+from edge_agent.metrics import DECISION_SECONDS
 from edge_agent.roster import Roster, person_data
 from sync.envelope import Event
 from sync.event_types import Severity
@@ -145,6 +146,7 @@ class GateController:
                 log.error("gate %s: granted %s but could not open: %s", cfg.id, read.credential, err)
         decision_us = (time.perf_counter_ns() - started) // 1000
         self.stats.last_decision_us = decision_us
+        DECISION_SECONDS.observe(decision_us / 1e6)
         if self.feedback is not None:
             task = asyncio.ensure_future(self._give_feedback(read.device_id, decision.granted))
             self._feedback_tasks.add(task)

@@ -34,7 +34,7 @@ from edge_agent.errors import ConfigError
 
 SERVICE_USER = "edge-agent"
 UNIT_NAME = "edge-agent.service"
-CREDENTIALS = ("mqtt_password", "mqtt_client_key", "face_template_key", "command_keys")
+CREDENTIALS = ("mqtt_password", "mqtt_client_key", "face_template_key", "command_keys", "api_tokens")
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_UNIT = SOURCE_ROOT / "systemd" / UNIT_NAME
 DEFAULT_DEMO_CONFIG = SOURCE_ROOT / "config" / "demo.yaml"

@@ -20,7 +20,7 @@ import pytest
 from device_drivers.profile import load_profile, resolve_profile
 from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TurnstileSimulator
 from edge_agent.agent import Agent
-from edge_agent.api import ApiSettings, serve_api
+from edge_agent.api import ApiSettings
 from edge_agent.config import parse_config
 from sync.envelope import Event
 from sync.event_types import Severity
@@ -124,19 +124,20 @@ async def running_api(
         passage_window_s=0.5,
     )
     async with reader, turnstile:
-        config = parse_config(config_text(tmp_path, broker_url, reader.url, turnstile.url, extra_config))
-        agent = Agent(config, data_dir=tmp_path / "data")
         api = ApiSettings.model_validate({"port": free_port(), **settings})
+        # The agent serves the API itself, from the `api:` section, as in production.
+        api_yaml = f"api: {json.dumps(api.model_dump(mode='json'))}\n"
+        config = parse_config(
+            config_text(tmp_path, broker_url, reader.url, turnstile.url, extra_config + api_yaml)
+        )
+        agent = Agent(config, data_dir=tmp_path / "data")
         agent_task = asyncio.create_task(agent.run())
         await until(lambda: agent.alerts is not None and "gate-1" in agent.gates, "agent started")
-        server = asyncio.create_task(serve_api(agent, api))
         try:
             await asyncio.to_thread(wait_for_port, api.port)
             await until(lambda: agent.device_state.get("reader-in", {}).get("online") is True, "reader")
             yield ApiGate(agent, reader, turnstile, f"http://127.0.0.1:{api.port}", api)
         finally:
-            server.cancel()
-            await asyncio.gather(server, return_exceptions=True)
             agent.request_stop("test")
             await asyncio.wait_for(agent_task, 20)
 
