@@ -177,7 +177,10 @@ class Agent:
         self.roster = await asyncio.to_thread(Roster, self.data_dir)
         await self._seed_roster()
         self.attendance = await asyncio.to_thread(AttendanceBook, self.data_dir)
-        self.alerts = await asyncio.to_thread(AlertBook, self.data_dir)
+        agent_cfg = cfg.agent
+        self.alerts = await asyncio.to_thread(
+            AlertBook, self.data_dir, agent_cfg.alert_snapshot_retention_s, agent_cfg.alert_retention_s
+        )
         # The API comes up early, so /health and /ready answer while models and devices start.
         self._api_task = asyncio.create_task(serve_api(self, cfg.api), name="api")
         self._api_task.add_done_callback(self._api_ended)
@@ -685,6 +688,9 @@ class Agent:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.config.agent.heartbeat_interval_s)
+            if self.alerts is not None:
+                # Snapshots (faces of strangers) go after their retention; old alerts after theirs.
+                self.alerts.housekeeping()
             self.emit(
                 Event(
                     "edu.campus.device.heartbeat.v1",

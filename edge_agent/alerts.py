@@ -93,6 +93,8 @@ class AlertBook:
 
     def record(self, event: Event, snapshot: bytes | None = None) -> AlertRecord:
         """Keep an alert the gateway raised (called as it is emitted) and tell live subscribers."""
+        if self.snapshot_retention_s <= 0:
+            snapshot = None
         data = event.data
         device = str(
             data.get("device") or data.get("camera") or data.get("gate") or event.source.rsplit("/", 1)[-1]

@@ -90,6 +90,15 @@ class AgentConfig(BaseModel):
     heartbeat_interval_s: float = Field(
         30.0, gt=0, description="How often the gateway reports its own heartbeat event."
     )
+    alert_snapshot_retention_s: float = Field(
+        86400.0,
+        ge=0,
+        description="How long the local alert book keeps alert snapshots (they may show faces) for the "
+        "console; 0 keeps none. The centre's copy is its own retention.",
+    )
+    alert_retention_s: float = Field(
+        30 * 86400.0, gt=0, description="How long the local alert book keeps alerts."
+    )
     telemetry_interval_s: float = Field(
         60.0, gt=0, description="How often counters go to the `telemetry` topic (not stored while offline)."
     )

@@ -109,3 +109,38 @@ def test_intrusion_alert_with_snapshot_kept_locally_and_acknowledged(
         "at": ack["data"]["at"],
         "note": "checked, cleaner",
     }
+
+
+def test_alert_book_keeps_snapshots_only_for_their_retention(tmp_path: Path) -> None:
+    import sqlite3
+    import time as _time
+
+    from edge_agent.alerts import AlertBook
+    from sync.envelope import Event
+    from sync.event_types import Severity
+
+    def alert() -> Event:
+        return Event(
+            "edu.campus.security.test_alert.v1",
+            "campus/s/g/cam",
+            {"device": "cam", "reason": "r"},
+            severity=Severity.WARNING,
+        )
+
+    book = AlertBook(tmp_path, snapshot_retention_s=3600, keep_s=7200)
+    kept = book.record(alert(), b"\xff\xd8jpeg")
+    assert book.snapshot(kept.id) == b"\xff\xd8jpeg"
+    # Two hours later (rewind the row's clock): the snapshot went after one, the alert after two.
+    conn = sqlite3.connect(tmp_path / "alerts.db")
+    conn.execute("UPDATE alerts SET created_at = ?", (_time.time() - 3700,))
+    conn.commit()
+    book.housekeeping()
+    assert book.snapshot(kept.id) is None and book.get(kept.id) is not None
+    conn.execute("UPDATE alerts SET created_at = ?", (_time.time() - 7300,))
+    conn.commit()
+    book.housekeeping()
+    assert book.get(kept.id) is None
+    book.close()
+    no_snapshots = AlertBook(tmp_path / "none", snapshot_retention_s=0)
+    record = no_snapshots.record(alert(), b"\xff\xd8jpeg")
+    assert not record.has_snapshot and no_snapshots.snapshot(record.id) is None
