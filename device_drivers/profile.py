@@ -66,7 +66,15 @@ Direction = Literal["entry", "exit"]
 Family = Literal["card_reader", "wiegand_converter", "turnstile"]
 CommandName = Literal["open", "hold_open", "lock", "normal"]
 EventName = Literal[
-    "passage_done", "passage_timeout", "forced", "tailgating", "fire_alarm", "fault", "ack", "nak"
+    "passage_done",
+    "passage_timeout",
+    "forced",
+    "tailgating",
+    "fire_alarm",
+    "door_held_open",
+    "fault",
+    "ack",
+    "nak",
 ]
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 from device_drivers.profile import Direction
 
 TurnstileEventKind = Literal[
-    "passage_done", "passage_timeout", "forced", "tailgating", "fire_alarm", "fault", "nak"
+    "passage_done", "passage_timeout", "forced", "tailgating", "fire_alarm", "door_held_open", "fault", "nak"
 ]
 
 

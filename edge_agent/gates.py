@@ -321,6 +321,16 @@ class GateController:
                     severity=Severity.CRITICAL,
                 )
             )
+        elif event.kind == "door_held_open":
+            self.emit(
+                Event(
+                    "edu.campus.access.door_held_open.v1",
+                    src,
+                    {**base, "direction": event.direction},
+                    time=event.at,
+                    severity=Severity.WARNING,
+                )
+            )
         elif event.kind in ("fault", "nak"):
             self.emit(
                 Event(

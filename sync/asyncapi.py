@@ -16,6 +16,7 @@ import yaml
 
 from sync.contract import ASYNCAPI_PATH, SCHEMA_DIR
 from sync.event_types import EVENT_TYPES
+from sync.examples import COMMAND_EXAMPLES, ROSTER_EXAMPLES, STATUS_EXAMPLE, TELEMETRY_EXAMPLE, event_example
 from sync.roster_messages import ROSTER_SCHEMAS
 
 HEADER = (
@@ -55,6 +56,7 @@ def build_document() -> dict[str, Any]:
             + (", and alerts/{severity} first" if spec.alert else ""),
             "contentType": "application/json",
             "payload": {"$ref": f"./schemas/events/{name}.json"},
+            "examples": [{"name": key, "payload": event_example(name)}],
         }
         events[key] = {"$ref": f"#/components/messages/{key}"}
         if spec.alert:
@@ -64,12 +66,14 @@ def build_document() -> dict[str, Any]:
         "title": "Gateway status (retained)",
         "contentType": "application/json",
         "payload": {"$ref": "./schemas/status.json"},
+        "examples": [{"name": "online", "payload": STATUS_EXAMPLE}],
     }
     messages["telemetry"] = {
         "name": "telemetry",
         "title": "Gateway telemetry (periodic counters)",
         "contentType": "application/json",
         "payload": {"$ref": "./schemas/telemetry.json"},
+        "examples": [{"name": "hourly", "payload": TELEMETRY_EXAMPLE}],
     }
     messages["snapshot"] = {
         "name": "snapshot",
@@ -83,6 +87,7 @@ def build_document() -> dict[str, Any]:
             "title": f"Roster {kind}",
             "contentType": "application/json",
             "payload": {"$ref": f"./schemas/roster/{kind}.json"},
+            "examples": [{"name": kind, "payload": ROSTER_EXAMPLES[kind]}],
         }
     command_names = json.loads((SCHEMA_DIR / "commands" / "request.json").read_text())["properties"]["name"][
         "enum"
@@ -92,12 +97,14 @@ def build_document() -> dict[str, Any]:
         "title": "A signed command to one gateway",
         "contentType": "application/json",
         "payload": {"$ref": "./schemas/commands/request.json"},
+        "examples": [{"name": "open", "payload": COMMAND_EXAMPLES["request"]}],
     }
     messages["command_reply"] = {
         "name": "command.reply",
         "title": "A gateway's answer to a command",
         "contentType": "application/json",
         "payload": {"$ref": "./schemas/commands/reply.json"},
+        "examples": [{"name": "open", "payload": COMMAND_EXAMPLES["reply"]}],
     }
     command_params = {
         **site_gw,

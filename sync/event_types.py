@@ -62,6 +62,7 @@ _TYPES = [
     EventType("edu.campus.access.forced.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.access.tailgating.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.access.free_passage.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.access.door_held_open.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.attendance.recorded.v1", Lane.ACCESS),
     EventType("edu.campus.device.online.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.offline.v1", Lane.TELEMETRY),

@@ -134,6 +134,7 @@ def test_swipe_grant_open_passage_and_alerts(tmp_path: Path, mosquitto: Mosquitt
             gate.turnstile.raise_event("forced", "entry")
             gate.turnstile.raise_event("tailgating", "entry")
             gate.turnstile.raise_event("passage_done", "exit")
+            gate.turnstile.raise_event("door_held_open", "entry")
             forced = (await wait_events(collector, "edu.campus.access.forced.v1"))[0]
             assert forced["severity"] == "critical"
             tailgating = await wait_events(collector, "edu.campus.access.tailgating.v1", 2)
@@ -141,6 +142,8 @@ def test_swipe_grant_open_passage_and_alerts(tmp_path: Path, mosquitto: Mosquitt
             await until(
                 lambda: any(m.topic.endswith("/alerts/critical") for m in collector.snapshot()), "alert"
             )
+            held = (await wait_events(collector, "edu.campus.access.door_held_open.v1"))[0]
+            assert held["severity"] == "warning" and held["data"]["direction"] == "entry"
             # Periodic telemetry (every 0.5 s here) carries the gate and reader counters.
             await until(
                 lambda: any(

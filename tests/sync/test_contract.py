@@ -10,7 +10,14 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from sync.contract import ASYNCAPI_PATH, SCHEMA_DIR, SchemaViolation, event_schema_path, validate_event
+from sync.contract import (
+    ASYNCAPI_PATH,
+    SCHEMA_DIR,
+    SchemaViolation,
+    event_schema_path,
+    validate,
+    validate_event,
+)
 from sync.envelope import EnvelopeError, Event, format_time, make_source
 from sync.event_types import EVENT_TYPES, Severity
 from sync.topics import Topics
@@ -146,3 +153,23 @@ def test_generated_contract_files_are_up_to_date() -> None:
         path = SCHEMA_DIR / "roster" / f"{kind}.json"
         assert path.read_text() == render_roster_schema(kind), "run: python -m sync.asyncapi --write"
         Draft202012Validator.check_schema(json.loads(path.read_text()))
+
+
+def test_every_asyncapi_example_validates_against_its_payload_schema() -> None:
+    from sync.examples import missing_examples
+
+    assert missing_examples() == [], "every event type needs an example in sync/examples.py"
+    doc = yaml.safe_load(ASYNCAPI_PATH.read_text())
+    checked = 0
+    for key, message in doc["components"]["messages"].items():
+        ref = message["payload"].get("$ref")
+        if ref is None:
+            continue  # the JPEG snapshot has no JSON payload
+        examples = message.get("examples", [])
+        assert examples, f"message {key} has no example"
+        for example in examples:
+            validate(example["payload"], (ASYNCAPI_PATH.parent / ref).resolve())
+            if message["name"].startswith("edu.campus."):
+                validate_event(example["payload"])
+            checked += 1
+    assert checked >= len(EVENT_TYPES) + 6
