@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from device_drivers.camera import Camera, CameraConfig, CameraFrame
 from device_drivers.camera_sim import SimulatedCamera, SimulatedCameraConfig
-from device_drivers.types import DeviceOffline, DeviceOnline
 from edge_agent.attendance import AttendanceBook, AttendancePointConfig, attendance_event
 from edge_agent.faces import FaceService
 from edge_agent.metrics import MODEL_SECONDS
@@ -286,27 +285,21 @@ class SecurityWorker:
         data = dict(alert.data)
         if alert.type.startswith("edu.campus.security."):
             data["snapshot"] = bool(jpeg)
-        self.emit(
-            Event(alert.type, self.source(self.setup.id), data, time=at, severity=alert.severity),
-            attachment=jpeg or None,
+        event = Event(alert.type, self.source(self.setup.id), data, time=at, severity=alert.severity)
+        self.emit(event, attachment=jpeg or None)
+        log.warning(
+            "camera %s: %s (%s)",
+            self.setup.id,
+            alert.type,
+            alert.severity.value,
+            extra={"camera": self.setup.id, "event_id": event.id},
         )
-
-
-def camera_health_event(reading: DeviceOnline | DeviceOffline, source: str) -> Event:
-    online = isinstance(reading, DeviceOnline)
-    return Event(
-        "edu.campus.device.online.v1" if online else "edu.campus.device.offline.v1",
-        source,
-        {"device": reading.device_id, "kind": "camera", "reason": reading.reason},
-        time=reading.at if reading.at else utc_now(),
-    )
 
 
 __all__ = [
     "CameraSetup",
     "CameraWorker",
     "FaceAnalysisConfig",
-    "camera_health_event",
     "open_camera",
     "snapshot_jpeg",
 ]

@@ -182,16 +182,26 @@ class GateController:
                 data["detail"] = decision.detail
             if person is not None:
                 data["person"] = person_data(person)
-            self.emit(
-                Event(
-                    "edu.campus.access.denied.v1",
-                    self.source(read.device_id),
-                    data,
-                    time=read.at,
-                    subject=person.id if person else None,
-                )
+            denied = Event(
+                "edu.campus.access.denied.v1",
+                self.source(read.device_id),
+                data,
+                time=read.at,
+                subject=person.id if person else None,
             )
-            log.info("gate %s: denied %s (%s)", cfg.id, read.credential, decision.reason.value)
+            self.emit(denied)
+            log.info(
+                "gate %s: denied %s (%s)",
+                cfg.id,
+                read.credential,
+                decision.reason.value,
+                extra={
+                    "device": read.device_id,
+                    "gate": cfg.id,
+                    "event_id": denied.id,
+                    "person": person.id if person else None,
+                },
+            )
             return
         assert person is not None
         self.stats.granted += 1
@@ -203,6 +213,13 @@ class GateController:
             subject=person.id,
         )
         self.emit(granted)
+        log.debug(
+            "gate %s: granted %s to %s",
+            cfg.id,
+            read.credential,
+            person.id,
+            extra={"device": read.device_id, "gate": cfg.id, "event_id": granted.id, "person": person.id},
+        )
         if self.on_grant is not None:
             self.on_grant(cfg.id, person.id)
         mono = time.monotonic()
