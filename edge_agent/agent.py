@@ -39,7 +39,7 @@ from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.api.server import serve_api
 from edge_agent.attendance import AttendanceBook
 from edge_agent.cameras import CameraWorker, SecurityWorker, open_camera
-from edge_agent.commands import CommandProcessor
+from edge_agent.commands import CommandProcessor, pending_marker, previous_config
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService
@@ -83,6 +83,7 @@ class Agent:
         self.link: MqttLink | None = None
         self._stop = asyncio.Event()
         self._stop_reason = "signal"
+        self.exit_code = 0
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[Any]] = []
         self.roster: Roster | None = None
@@ -225,6 +226,10 @@ class Agent:
             asyncio.create_task(self._watchdog(), name="watchdog"),
             asyncio.create_task(self._telemetry(), name="telemetry"),
         ]
+        if self.config_path is not None and pending_marker(self.config_path).exists():
+            self._background.append(
+                asyncio.create_task(self._confirm_pushed_config(self.config_path), name="config-probation")
+            )
         self.notifier.ready(self.one_line_status())
         log.info(
             "agent %s running: site %s gateway %s, data in %s, broker %s",
@@ -236,7 +241,7 @@ class Agent:
         )
         await self._stop.wait()
         await self._shutdown(link_task)
-        return 0
+        return self.exit_code
 
     async def _shutdown(self, link_task: asyncio.Task[None]) -> None:
         cfg = self.config
@@ -371,6 +376,33 @@ class Agent:
                 self._reader_gate[reader_id] = gate
             if gate_cfg.turnstile:
                 self._opener_gate[gate_cfg.turnstile] = gate
+
+    async def _confirm_pushed_config(self, path: Path) -> None:
+        """A configuration pushed by the centre proves itself by reaching the broker; if it does not
+        within the probation, the previous file goes back and the agent exits non-zero, so systemd
+        restarts it on the configuration that worked."""
+        assert self.link is not None
+        probation = self.config.commands.push_probation_s
+        marker = pending_marker(path)
+        try:
+            await asyncio.wait_for(self.link.connected.wait(), probation)
+        except TimeoutError:
+            previous = previous_config(path)
+            if previous.exists():
+                os.replace(previous, path)
+            marker.unlink(missing_ok=True)
+            self._count("pushed_config_rolled_back")
+            log.error(
+                "the pushed configuration did not reach the broker in %.0f s; the previous file is "
+                "back at %s, restarting with it",
+                probation,
+                path,
+            )
+            self.exit_code = 1
+            self.request_stop("pushed configuration rolled back")
+            return
+        marker.unlink(missing_ok=True)
+        log.info("the pushed configuration reached the broker; it is confirmed")
 
     def _api_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edge_agent import __version__
 from edge_agent.central import add_central_cli
+from edge_agent.commands import pending_marker, previous_config
 from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config
 from edge_agent.doctor import add_doctor_cli
 from edge_agent.errors import ConfigError
@@ -75,7 +76,19 @@ def run_agent(config: GatewayConfig, config_path: Path | None) -> int:
 
     setup_logging(config.agent.log_level)
     agent = Agent(config, data_dir=Path(config.agent.data_dir), config_path=config_path)
-    return asyncio.run(agent.run())
+    try:
+        return asyncio.run(agent.run())
+    except Exception:
+        # A pushed configuration on probation that crashes the agent is not kept either.
+        if config_path is not None and pending_marker(config_path).exists():
+            previous = previous_config(config_path)
+            if previous.exists():
+                os.replace(previous, config_path)
+            pending_marker(config_path).unlink(missing_ok=True)
+            log.critical(
+                "the agent crashed on a pushed configuration; the previous file is back at %s", config_path
+            )
+        raise
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -129,6 +129,12 @@ class CommandSettings(BaseModel):
         "a request naming another gets its reply on .../cmd/{name}/reply. Match the broker ACL: a broker "
         "may close the connection of a client that publishes where its ACL denies. None: any topic.",
     )
+    push_probation_s: float = Field(
+        120.0,
+        gt=0,
+        description="After a restart with a pushed configuration, how long the broker has to answer before "
+        "the previous file is put back and the agent restarts with it.",
+    )
     device_confirm: bool = Field(
         True,
         description="Wait for the turnstile's acknowledgement before replying ok (drivers that "
@@ -893,7 +899,7 @@ class CommandProcessor:
         changed = sorted(
             name for name in type(new).model_fields if getattr(new, name) != getattr(current, name)
         )
-        previous = path.with_name(path.name + ".previous")
+        previous = previous_config(path)
         try:
             await asyncio.to_thread(_install_config, path, previous, args.yaml)
         except OSError as err:
@@ -916,6 +922,10 @@ class CommandProcessor:
                 error=error or "Agent.reload() kept the running configuration",
             )
         restart = [name for name in changed if name not in HOT_SECTIONS]
+        if restart:
+            # The next start runs on probation: if the broker does not answer, the previous file
+            # comes back (Agent._confirm_pushed_config), so a bad push cannot cut the gateway off.
+            await asyncio.to_thread(pending_marker(path).write_text, f"{format_time(datetime.now(UTC))}\n")
         return _Outcome(
             "ok",
             "ok",
@@ -961,6 +971,15 @@ class CommandProcessor:
             {"alert_id": record.id, "acknowledged_at": record.acknowledged_at},
             target=record.id,
         )
+
+
+def pending_marker(config_path: Path) -> Path:
+    """Beside a pushed configuration that still has to prove itself on the next start."""
+    return config_path.with_name(config_path.name + ".pending")
+
+
+def previous_config(config_path: Path) -> Path:
+    return config_path.with_name(config_path.name + ".previous")
 
 
 def _install_config(path: Path, previous: Path, text: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge_agent.agent import Agent
 from edge_agent.commands import CommandSettings, RateLimit
 from sync.contract import SCHEMA_DIR, validate, validate_event
 from tests.commands.harness import (
@@ -36,7 +37,7 @@ from tests.commands.harness import (
     until,
     wait_subscribed,
 )
-from tests.conftest import MosquittoBroker
+from tests.conftest import MosquittoBroker, free_port
 from tests.mqtt_helpers import Collector
 
 REQUEST_SCHEMA = SCHEMA_DIR / "commands" / "request.json"
@@ -420,3 +421,57 @@ def test_push_config_validated_installed_and_rolled_back(
         logging.getLogger().setLevel(root_level)
     check_audited(collector, replies)
     collector.close()
+
+
+def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The centre pushes a configuration whose broker is wrong. It installs (it is valid), and the
+    next start runs on probation: the broker never answers, so the previous file comes back and the
+    agent exits non-zero for systemd to restart it on the configuration that worked. A good push is
+    confirmed by the start that reaches the broker."""
+    from edge_agent.commands import pending_marker, previous_config
+    from edge_agent.config import load_config
+
+    key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
+    centre = Centre(mosquitto.port, v5=True, ed25519=key)
+    settings = CommandSettings(enabled=True, push_probation_s=2.0)
+    paths: dict[str, Any] = {}
+
+    async def push(new_url: str, keepalive: int) -> None:
+        async with running_agent(tmp_path, mosquitto.url, settings) as gw:
+            await wait_subscribed(centre)
+            paths["config"] = gw.config_path
+            paths["original"] = gw.config_path.read_text()
+            pushed = config_text(
+                tmp_path, new_url, gw.reader_url, gw.turnstile_url, commands=settings
+            ).replace("reconnect_min_s: 0.1", f"reconnect_min_s: 0.1, keepalive_s: {keepalive}")
+            paths["pushed"] = pushed
+            reply = await call(centre, centre.make("push_config", {"yaml": pushed}))
+            assert reply.body["result"] == "ok" and reply.body["data"]["restart_required"] == ["mqtt"]
+            assert pending_marker(gw.config_path).exists()
+
+    async def restart_bad() -> int:
+        await push(f"mqtt://127.0.0.1:{free_port()}", 30)
+        # systemd restarts the service: a fresh agent on the installed file.
+        agent = Agent(load_config(paths["config"]), data_dir=tmp_path / "data", config_path=paths["config"])
+        return await asyncio.wait_for(agent.run(), 60)
+
+    async def restart_good() -> int:
+        await push(mosquitto.url, 40)
+        agent = Agent(load_config(paths["config"]), data_dir=tmp_path / "data", config_path=paths["config"])
+        task = asyncio.create_task(agent.run())
+        await until(lambda: not pending_marker(paths["config"]).exists(), "pushed configuration confirmed")
+        agent.request_stop("test")
+        return await asyncio.wait_for(task, 30)
+
+    try:
+        assert asyncio.run(restart_bad()) == 1
+        config = paths["config"]
+        assert config.read_text() == paths["original"]  # the previous file is back
+        assert not pending_marker(config).exists() and not previous_config(config).exists()
+        assert asyncio.run(restart_good()) == 0
+        assert config.read_text() == paths["pushed"]  # kept: it reached the broker
+    finally:
+        centre.close()
