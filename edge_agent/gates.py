@@ -62,6 +62,22 @@ class GateConfig(BaseModel):
     )
 
 
+# Turnstile alarms that become alerts as they are: event type, severity, the payload beyond gate/device.
+_ALARMS: dict[str, tuple[str, Severity, Callable[[TurnstileEvent], dict[str, Any]]]] = {
+    "forced": ("edu.campus.access.forced.v1", Severity.CRITICAL, lambda e: {"direction": e.direction}),
+    "tailgating": (
+        "edu.campus.access.tailgating.v1",
+        Severity.WARNING,
+        lambda e: {"direction": e.direction, "evidence": "turnstile_alarm"},
+    ),
+    "fire_alarm": ("edu.campus.access.free_passage.v1", Severity.CRITICAL, lambda e: {"active": True}),
+    "door_held_open": (
+        "edu.campus.access.door_held_open.v1",
+        Severity.WARNING,
+        lambda e: {"direction": e.direction},
+    ),
+}
+
 Opener = Callable[[Direction], Awaitable[None]]
 Feedback = Callable[[str, bool], Awaitable[None]]
 
@@ -308,46 +324,9 @@ class GateController:
             tx = self._take(event.direction)
             if tx is not None:
                 self._timed_out(tx, event.device_id, event.at)
-        elif event.kind == "forced":
-            self.emit(
-                Event(
-                    "edu.campus.access.forced.v1",
-                    src,
-                    {**base, "direction": event.direction},
-                    time=event.at,
-                    severity=Severity.CRITICAL,
-                )
-            )
-        elif event.kind == "tailgating":
-            self.emit(
-                Event(
-                    "edu.campus.access.tailgating.v1",
-                    src,
-                    {**base, "direction": event.direction, "evidence": "turnstile_alarm"},
-                    time=event.at,
-                    severity=Severity.WARNING,
-                )
-            )
-        elif event.kind == "fire_alarm":
-            self.emit(
-                Event(
-                    "edu.campus.access.free_passage.v1",
-                    src,
-                    {**base, "active": True},
-                    time=event.at,
-                    severity=Severity.CRITICAL,
-                )
-            )
-        elif event.kind == "door_held_open":
-            self.emit(
-                Event(
-                    "edu.campus.access.door_held_open.v1",
-                    src,
-                    {**base, "direction": event.direction},
-                    time=event.at,
-                    severity=Severity.WARNING,
-                )
-            )
+        elif event.kind in _ALARMS:
+            event_type, severity, extra = _ALARMS[event.kind]
+            self.emit(Event(event_type, src, {**base, **extra(event)}, time=event.at, severity=severity))
         elif event.kind in ("fault", "nak"):
             self.emit(
                 Event(
