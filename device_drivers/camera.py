@@ -230,6 +230,7 @@ class Camera:
 
     def __init__(self, config: CameraConfig, *, capture_factory: CaptureFactory | None = None) -> None:
         self.config = config
+        self._interval_ns = int(1e9 / config.analysis_fps)
         self.device_id = config.id
         self._factory = capture_factory or open_capture
         self.counters: dict[str, int] = {}
@@ -295,6 +296,13 @@ class Camera:
         self._events.append(None)
         if self._wake is not None:
             self._wake.set()
+
+    def set_analysis_fps(self, fps: float | None) -> None:
+        """Hand over frames at ``fps`` from now on (None: the configured rate). The agent lowers it
+        while the scene is still, so an empty room costs little; frames are still read at the source
+        rate, so the stream never lags."""
+        rate = self.config.analysis_fps if fps is None else max(0.01, min(fps, self.config.analysis_fps))
+        self._interval_ns = int(1e9 / rate)
 
     async def frames(self) -> AsyncIterator[CameraItem]:
         """Frames and online/offline changes, in order, until the camera is closed."""
@@ -489,7 +497,6 @@ class Camera:
     ) -> str | None:
         """Read until the source fails (returns why) or the thread is retired (returns None)."""
         cfg = self.config
-        interval_ns = int(1e9 / cfg.analysis_fps)
         pace_ns = 0
         if kind == "file" and cfg.realtime:
             fps = cap.get(cv2.CAP_PROP_FPS)
@@ -526,6 +533,7 @@ class Camera:
                 return "read failed (stream closed or timed out)"
             now_ns = time.monotonic_ns()
             self._count_from_thread(generation, "frames_read")
+            interval_ns = self._interval_ns  # may be lowered while the scene is still
             # A fifth of an interval early still counts: frame times jitter, and a 10 fps source
             # analysed at 5 fps should give every second frame, not an irregular pattern.
             if now_ns < next_due_ns - interval_ns // 5:

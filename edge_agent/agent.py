@@ -503,13 +503,22 @@ class Agent:
     async def _pump_camera(
         self, camera: Camera, worker: CameraWorker | None, security: SecurityWorker | None
     ) -> None:
+        setup = next(c for c in self.config.cameras if c.id == camera.config.id)
+        workers = [w for w in (worker, security) if w is not None]
+        idle = False
         async for item in camera.frames():
             try:
                 if isinstance(item, CameraFrame):
                     # Faces and persons run in their own threads, side by side on the two cores.
-                    jobs = [w.on_frame(item) for w in (worker, security) if w is not None]
-                    if jobs:
-                        await asyncio.gather(*jobs)
+                    if workers:
+                        await asyncio.gather(*(w.on_frame(item) for w in workers))
+                        # A still, empty scene is analysed at the idle rate; the first motion restores
+                        # the full rate for the frames that follow.
+                        still_for = time.monotonic() - max(w.last_activity for w in workers)
+                        should_idle = setup.idle_analysis_fps is not None and still_for >= setup.idle_after_s
+                        if should_idle != idle:
+                            idle = should_idle
+                            camera.set_analysis_fps(setup.idle_analysis_fps if idle else None)
                 else:
                     await self.on_reading(item)
             except Exception:

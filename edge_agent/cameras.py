@@ -73,6 +73,13 @@ class CameraSetup(BaseModel):
     )
     face: FaceAnalysisConfig | None = Field(None, description="Face recognition on this camera.")
     security: SecurityConfig | None = Field(None, description="Person detection, zones and alert rules.")
+    idle_analysis_fps: float | None = Field(
+        1.0,
+        gt=0,
+        description="Frames/s analysed while the scene is still (no motion, nobody seen); back to the "
+        "camera's analysis_fps at the first motion. Null keeps the full rate always.",
+    )
+    idle_after_s: float = Field(10.0, gt=0, description="How long a still scene lasts before the idle rate.")
 
     @property
     def id(self) -> str:
@@ -133,6 +140,8 @@ class CameraWorker:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"faces-{setup.id}")
         self.errors = 0
         self._last_stranger = -1e9
+        self.last_activity = time.monotonic()
+        """When this camera last saw motion or a face (monotonic); the agent idles the camera after."""
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -141,6 +150,8 @@ class CameraWorker:
         # The gallery may have been rebuilt (enrollment, roster): always match against the current one.
         self.pipeline.gallery = self.faces.gallery
         analysis = self.pipeline.process(frame.frame, frame.monotonic_s)
+        if analysis.faces or (analysis.motion is not None and analysis.motion.motion):
+            self.last_activity = time.monotonic()
         for stage, seconds in analysis.timings.items():
             MODEL_SECONDS.labels(self.setup.id, stage).observe(seconds)
         return self.tracker.update(analysis.faces, frame.monotonic_s), time.perf_counter()
@@ -240,12 +251,20 @@ class SecurityWorker:
         self.timezone = timezone
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"persons-{setup.id}")
         self.errors = 0
+        self.last_activity = time.monotonic()
+        """When this camera last saw motion or a person (monotonic); the agent idles the camera after."""
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     def _analyse(self, frame: CameraFrame) -> list[tuple[Alert, bytes]]:
         result = self.pipeline.process(frame.frame, frame.monotonic_s)
+        if (
+            result.tracks
+            or result.detections
+            or result.motion >= self.config.pipeline.motion.min_changed_fraction
+        ):
+            self.last_activity = time.monotonic()
         alerts = self.rules.evaluate(result, self.pipeline.zone_judge, frame.at.astimezone(self.timezone))
         return [(alert, self._snapshot(frame.frame, result, alert)) for alert in alerts]
 

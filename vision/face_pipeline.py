@@ -115,6 +115,7 @@ class FacePipeline:
         self.motion_gate = MotionGate(self.config.motion)
         self.counters: Counter[str] = Counter()
         self._last_analysed: float | None = None
+        self._faces_last_time = False
 
     def analyse(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
         """Detect, check, embed and match every face in ``frame`` (HxWx3 uint8 BGR), no motion gate."""
@@ -192,12 +193,17 @@ class FacePipeline:
         t0 = time.perf_counter()
         motion = self.motion_gate.update(frame)
         gate_s = time.perf_counter() - t0
-        overdue = self._last_analysed is None or now - self._last_analysed >= self.config.max_skip_s
+        # The periodic analysis is for a face that sits still; with no face last time and nothing
+        # moving, there is no face to confirm, so an empty still room costs no detector runs.
+        overdue = self._last_analysed is None or (
+            self._faces_last_time and now - self._last_analysed >= self.config.max_skip_s
+        )
         if not motion.motion and not overdue:
             self.counters["frames_skipped"] += 1
             return FrameAnalysis(False, motion, [], {"motion": gate_s})
         self._last_analysed = now
         result = self.analyse(frame)
+        self._faces_last_time = bool(result.faces)
         return FrameAnalysis(True, motion, result.faces, {"motion": gate_s, **result.timings})
 
 

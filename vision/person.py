@@ -424,7 +424,11 @@ class PersonPipeline:
         judge = self._judge
         assert judge is not None
         motion = self.motion.update(frame)
-        stale = self._last_detect_at is None or at - self._last_detect_at >= self.config.refresh_s
+        # The refresh keeps still people's tracks alive; with nobody seen and nothing moving, the
+        # picture holds nobody new, so an empty still scene costs no detector runs.
+        stale = self._last_detect_at is None or (
+            bool(self._last_detections) and at - self._last_detect_at >= self.config.refresh_s
+        )
         run_detector = not self.config.motion_gating or motion.motion or stale
         if run_detector:
             self._last_detections = self.detector.detect(frame)

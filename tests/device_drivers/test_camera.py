@@ -288,3 +288,33 @@ def test_camera_is_a_reusable_context_manager(tmp_path: Path) -> None:
     with pytest.raises(CameraError) as err:
         asyncio.run(drain(Camera(CameraConfig(id="cam2", url=str(clip)))))
     assert err.value.code == "not_started"
+
+
+def test_idle_analysis_rate_hands_over_fewer_frames_and_reading_goes_on(tmp_path: Path) -> None:
+    """set_analysis_fps lowers the hand-over rate while the source is still read at its own rate,
+    and None restores the configured rate."""
+    clip = write_clip(tmp_path / "loop.avi", n=20, fps=20.0)
+    cam = Camera(CameraConfig(id="cam1", url=f"file://{clip}", analysis_fps=10.0, loop=True))
+
+    async def rates() -> tuple[float, float, float, int]:
+        async def count_for(seconds: float) -> float:
+            n, start = 0, time.monotonic()
+            async for item in cam.frames():
+                if isinstance(item, CameraFrame):
+                    n += 1
+                if time.monotonic() - start >= seconds:
+                    return n / seconds
+            return 0.0
+
+        async with cam:
+            full = await count_for(2.0)
+            cam.set_analysis_fps(2.0)
+            idle = await count_for(2.0)
+            cam.set_analysis_fps(None)
+            again = await count_for(2.0)
+            return full, idle, again, cam.counters["frames_read"]
+
+    full, idle, again, read = asyncio.run(rates())
+    assert full > 7 and again > 7  # about 10/s
+    assert idle < 3.5  # about 2/s
+    assert read > 90  # the 20 fps source kept being read throughout (about 120 frames in 6 s)
