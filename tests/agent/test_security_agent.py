@@ -144,3 +144,45 @@ def test_alert_book_keeps_snapshots_only_for_their_retention(tmp_path: Path) -> 
     no_snapshots = AlertBook(tmp_path / "none", snapshot_retention_s=0)
     record = no_snapshots.record(alert(), b"\xff\xd8jpeg")
     assert not record.has_snapshot and no_snapshots.snapshot(record.id) is None
+
+
+def test_a_still_empty_scene_goes_to_the_idle_rate_and_motion_brings_it_back(
+    tmp_path: Path, shared_dir: Path, mosquitto: MosquittoBroker
+) -> None:
+    still = np.full((720, 1280, 3), 110, np.uint8)
+    still_clip = write_video([still] * 20, tmp_path / "still.avi", fps=5.0)
+    config = parse_config(f"""
+gateway: {{site: {SITE}, id: {GW}}}
+agent: {{data_dir: {tmp_path / "data"}, shutdown_timeout_s: 3}}
+mqtt: {{url: "{mosquitto.url}"}}
+cameras:
+  - device: {{kind: camera_sim, id: cam-still, video: {still_clip}, loop: true, analysis_fps: 5}}
+    idle_analysis_fps: 1
+    idle_after_s: 3
+    security:
+      zones: [{{id: z, points: [[0, 400], [1280, 400], [1280, 720], [0, 720]]}}]
+      pipeline: {{tamper: null}}
+      rules: [{{kind: intrusion, id: r, zone: z}}]
+""")
+
+    async def scenario() -> None:
+        agent = Agent(config, data_dir=tmp_path / "data")
+        task = asyncio.create_task(agent.run())
+        try:
+            deadline = time.monotonic() + 30
+            camera = None
+            while time.monotonic() < deadline:
+                camera = agent.drivers.get("cam-still")
+                if camera is not None and camera._interval_ns == 1_000_000_000:  # type: ignore[union-attr]
+                    break
+                await asyncio.sleep(0.2)
+            assert camera is not None and camera._interval_ns == 1_000_000_000  # type: ignore[union-attr]
+            # Someone appears: the next analysed frame has motion and the full rate is back.
+            agent.security_workers["cam-still"].last_activity = time.monotonic()
+            await asyncio.sleep(1.5)
+            assert camera._interval_ns == 200_000_000  # type: ignore[union-attr]
+        finally:
+            agent.request_stop("test")
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
