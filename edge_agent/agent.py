@@ -101,6 +101,7 @@ class Agent:
         self.alerts: AlertBook | None = None
         self.commands: CommandProcessor | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._link_task: asyncio.Task[None] | None = None
         self.face_error = ""
         self.camera_workers: dict[str, CameraWorker] = {}
         self.security_workers: dict[str, SecurityWorker] = {}
@@ -204,6 +205,7 @@ class Agent:
             self.commands = CommandProcessor(self, cfg.commands)
             self.link.subscribe(self.link.topics.command_filter, self.commands.handle)
         link_task = asyncio.create_task(self.link.run(), name="mqtt-link")
+        self._link_task = link_task
         self.emit(
             Event(
                 "edu.campus.gateway.started.v1",
@@ -712,6 +714,8 @@ class Agent:
         """True while every loop the agent relies on is alive; gates the systemd watchdog."""
         writer = self.outbox._writer
         if writer is None or not writer.is_alive():
+            return False
+        if self._link_task is None or self._link_task.done():
             return False
         return all(not t.done() for t in self._device_tasks.values())
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from sync.contract import SCHEMA_DIR, validate, validate_event
 from tests.agent.agent_process import AgentProcess, write_config
@@ -286,3 +287,47 @@ def test_environment_overrides_are_used(tmp_path: Path, mosquitto: MosquittoBrok
             assert proc.wait(30) == 0
             collector.close()
     assert orjson.loads((data / "status.json").read_bytes())["site"] == "env-site"
+
+
+def test_watchdog_is_withheld_when_a_loop_dies(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent pings systemd's watchdog only while its loops run: when one dies, the pings stop,
+    so systemd (WatchdogSec=) restarts it."""
+    import asyncio
+
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_config
+    from edge_agent.sdnotify import Notifier
+
+    sock, path = _notify_socket(tmp_path)
+    sock.settimeout(1.0)
+    monkeypatch.setenv("WATCHDOG_USEC", "200000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    config = load_config(write_config(tmp_path / "agent.yaml", site="wd-site", interval_s=0.5))
+
+    def pings(seconds: float) -> int:
+        count, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                count += sock.recv(4096).decode().count("WATCHDOG=1")
+        return count
+
+    async def scenario() -> tuple[int, int]:
+        agent = Agent(config, data_dir=tmp_path / "data", notifier=Notifier(path))
+        task = asyncio.create_task(agent.run())
+        try:
+            healthy = await asyncio.to_thread(pings, 1.5)
+            agent._device_tasks["sim-0"].cancel()  # a device loop dies
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(pings, 0.3)  # what was already on its way
+            dead = await asyncio.to_thread(pings, 1.5)
+            return healthy, dead
+        finally:
+            agent.request_stop("test")
+            await asyncio.wait_for(task, 30)
+
+    healthy, dead = asyncio.run(scenario())
+    sock.close()
+    assert healthy >= 5  # every 0.1 s while healthy
+    assert dead == 0
