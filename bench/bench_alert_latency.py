@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from common import percentile, start_broker  # noqa: E402
 
-from edge_agent.agent import Agent  # noqa: E402
 from edge_agent.config import parse_config  # noqa: E402
+from edge_agent.gateway import Gateway  # noqa: E402
 from tests.vision.scene_clips import (  # noqa: E402
     WalkerPath,
     corridor_background,
@@ -99,7 +99,7 @@ cameras:
       pipeline: {{tamper: null}}
       rules: [{{kind: intrusion, id: intrusion, zone: restricted, severity: critical, cooldown_s: 0}}]
 """)
-    agent = Agent(config, data_dir=workdir / "data")
+    agent = Gateway(config, data_dir=workdir / "data")
     task = asyncio.create_task(agent.run())
     deadline = time.monotonic() + 60 + alerts * 10
     while len(receiver.latencies) < alerts and time.monotonic() < deadline:

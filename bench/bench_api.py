@@ -37,14 +37,14 @@ import numpy as np
 import uvicorn
 from fastapi import FastAPI
 
-from device_drivers.profile import load_profile, resolve_profile
-from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TurnstileSimulator
-from device_drivers.turnstile_codec import TurnstileMessage
-from edge_agent.agent import Agent
-from edge_agent.api import ApiSettings, serve_api
-from edge_agent.config import parse_config
-from sync.envelope import Event
-from sync.event_types import Severity
+from device_drivers import TurnstileMessage, load_profile, resolve_profile
+from device_drivers._io.sim import PtyEndpoint
+from device_drivers.card.sim import CardReaderSimulator
+from device_drivers.turnstile.sim import TurnstileSimulator
+from edge_agent.api import serve_api
+from edge_agent.config import ApiSettings, parse_config
+from edge_agent.gateway import Gateway
+from sync import Event, Severity
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -206,12 +206,12 @@ async def run_bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         async with reader, turnstile:
             config = parse_config(config_text(workdir / "data", broker_url, reader.url, turnstile.url))
-            agent = Agent(config, data_dir=workdir / "data")
+            agent = Gateway(config, data_dir=workdir / "data")
             agent_task = asyncio.create_task(agent.run())
-            while agent.alerts is None or "gate-1" not in agent.gates:
+            while agent.services is None or "gate-1" not in agent.gates:
                 await asyncio.sleep(0.05)
             settings = ApiSettings(port=free_port(), max_concurrent_requests=args.api_concurrency)
-            api_task = asyncio.create_task(serve_api(agent, settings))
+            api_task = asyncio.create_task(serve_api(agent.services, settings))
             bare_port = free_port()
             bare = _Server(
                 uvicorn.Config(

@@ -28,11 +28,12 @@ from typing import Any
 
 from common import percentile, start_broker
 
-from device_drivers.profile import load_profile, resolve_profile
-from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TurnstileSimulator
-from device_drivers.turnstile_codec import TurnstileMessage
-from edge_agent.agent import Agent
+from device_drivers import TurnstileMessage, load_profile, resolve_profile
+from device_drivers._io.sim import PtyEndpoint
+from device_drivers.card.sim import CardReaderSimulator
+from device_drivers.turnstile.sim import TurnstileSimulator
 from edge_agent.config import parse_config
+from edge_agent.gateway import Gateway
 
 
 def roster(persons: int) -> dict[str, Any]:
@@ -91,13 +92,13 @@ devices:
 gates:
   - {{id: gate-1, readers: [{{device: reader}}], turnstile: turnstile}}
 """)
-        agent = Agent(config, data_dir=workdir / "data")
+        agent = Gateway(config, data_dir=workdir / "data")
         task = asyncio.create_task(agent.run())
         while not (
             agent.roster
             and agent.roster.version == 1
-            and agent.device_state.get("reader", {}).get("online")
-            and agent.device_state.get("turnstile", {}).get("online")
+            and agent.devices.state.get("reader", {}).get("online")
+            and agent.devices.state.get("turnstile", {}).get("online")
         ):
             await asyncio.sleep(0.05)
         latencies = []

@@ -75,7 +75,7 @@ def cameras_and_readers_config(workdir: Path) -> Path:
     writer.release()
     readers = "".join(
         f"  - {{kind: card_reader, id: reader-{i}, profile: em4100_id12, simulated: true, "
-        f"sim_cards: [\"00000000{i:02d}\"], sim_interval_s: 5}}\n"
+        f'sim_cards: ["00000000{i:02d}"], sim_interval_s: 5}}\n'
         for i in range(1, 5)
     )
     cameras = "".join(

@@ -29,10 +29,8 @@ import paho.mqtt.client as mqtt
 import yaml
 from common import free_port, rss_mib, start_broker
 
-from sync.envelope import Event
-from sync.event_types import Lane
-from sync.mqtt_link import MqttConfig, MqttLink
-from sync.outbox import Outbox, OutboxConfig
+from device_drivers import Backoff
+from sync import Event, Lane, MqttConfig, MqttLink, Outbox, OutboxConfig
 
 SOURCE = "campus/bench/gw-1/gateway"
 
@@ -132,6 +130,7 @@ async def link_drain_rate(
             site="bench",
             gateway="gw-1",
             version="bench",
+            backoff=Backoff(),
         )
         task = asyncio.create_task(link.run())
         await link.connected.wait()

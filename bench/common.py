@@ -1,44 +1,32 @@
 """What the benchmarks share: a Mosquitto of their own on a free port, percentiles, process RSS.
 
 Benchmarks run as scripts (``python bench/NAME.py``), so this module is imported as ``common``.
+The broker is the tests' (tests/support/broker.py, standard library only): one implementation, so
+a benchmark measures against the broker configuration the tests prove, and a fix lands once.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import time
+import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run as a script: the repository root is not on the path
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.broker import MosquittoBroker, free_port  # noqa: E402
+
+__all__ = ["MosquittoBroker", "free_port", "percentile", "rss_mib", "start_broker"]
 
 
 def start_broker(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A Mosquitto for this run alone (not the machine's), on loopback; returns (process, port)."""
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    # As root, Mosquitto would drop to its own user and lose access to our temporary files.
-    user = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        f"{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_inflight_messages 0\nmax_queued_messages 0\n"
-    )
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("mosquitto did not start")
+    """A Mosquitto for this run alone (not the machine's), on loopback; returns (process, port).
+    Stop it with ``proc.terminate(); proc.wait()``."""
+    broker = MosquittoBroker(workdir)
+    broker.start()
+    assert broker.proc is not None
+    return broker.proc, broker.port
 
 
 def percentile(values: list[float], q: float) -> float:

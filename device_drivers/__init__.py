@@ -1,45 +1,88 @@
-"""Device protocols: sans-I/O codecs, drivers over pyserial port URLs, and simulators."""
+"""Device protocols as a library: one subpackage per device family (config, sans-I/O codec, driver,
+simulator), a registry keyed by ``kind``, typed readings and one root exception.
 
-from device_drivers.card_codec import CardCodec, CardData, normalise_hex, wiegand_credential
-from device_drivers.card_reader import CardReaderConfig, CardReaderDriver
-from device_drivers.codecs import codec_for, drain
-from device_drivers.config import DeviceConfig, Driver, create_driver
-from device_drivers.errors import DeviceError, IncompleteFrame, MalformedFrame
-from device_drivers.keyboard_wedge import KeyboardWedgeConfig, KeyboardWedgeReader, KeystrokeDecoder
-from device_drivers.osdp import (
-    OsdpBusConfig,
-    OsdpBusSimulator,
-    OsdpControlPanel,
-    OsdpReaderConfig,
-    OsdpReaderSimulator,
+The agent opens devices with :func:`open_driver` / :func:`open_camera`; simulated devices
+(``simulated: true``, ``kind: camera_sim``) are resolved there, so nothing here hands out a
+simulator class. Simulators themselves live in each family's ``sim`` module (test and demo
+equipment); ``edge-agent simulate`` runs one through :func:`run_simulator`.
+"""
+
+from device_drivers._io.backoff import Backoff, BackoffPolicy
+from device_drivers._io.config import BackoffConfig
+from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig, parse_source, redact_url
+from device_drivers.camera.driver import Camera
+from device_drivers.card.codec import CardCodec, CardData
+from device_drivers.card.config import CardReaderConfig
+from device_drivers.card.credentials import normalise_hex, wiegand_credential
+from device_drivers.card.driver import CardReaderDriver
+from device_drivers.errors import CameraError, DeviceError, IncompleteFrame, MalformedFrame, ProfileError
+from device_drivers.gpio.codec import WiegandBitCollector
+from device_drivers.gpio.config import GpioWiegandConfig
+from device_drivers.gpio.driver import GpioWiegandReader
+from device_drivers.osdp.config import OsdpBusConfig, OsdpReaderConfig
+from device_drivers.osdp.driver import OsdpControlPanel
+from device_drivers.profiles.config import FirmwareProfile
+from device_drivers.profiles.framing import drain
+from device_drivers.profiles.loader import load_profile, resolve_profile
+from device_drivers.readings import (
+    CameraFrame,
+    CameraItem,
+    CameraOffline,
+    CameraOnline,
+    CardRead,
+    DeviceOffline,
+    DeviceOnline,
+    DeviceTamper,
+    Reading,
+    TurnstileEvent,
 )
-from device_drivers.profile import FirmwareProfile, ProfileError, load_profile, resolve_profile
-from device_drivers.relay import GpioRelay, MemoryPin, Relay, RelayDoor, RelayDoorConfig
-from device_drivers.serial_driver import BackoffConfig
-from device_drivers.simulators import (
-    CardReaderSimulator,
-    PtyEndpoint,
-    TcpEndpoint,
-    TurnstileSimulator,
+from device_drivers.registry import (
+    FAMILIES,
+    AnyDeviceConfig,
+    CameraDeviceConfig,
+    DeviceConfig,
+    DeviceFamily,
+    Driver,
+    SimulatorKind,
+    codec_for,
     make_simulator,
+    open_camera,
+    open_driver,
     run_simulator,
     serve_simulator,
 )
-from device_drivers.turnstile import TurnstileConfig, TurnstileDriver
-from device_drivers.turnstile_codec import TurnstileCodec, TurnstileMessage
-from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper, Reading, TurnstileEvent
-from device_drivers.wiegand_gpio import GpioWiegandConfig, GpioWiegandReader, WiegandBitCollector
+from device_drivers.relay.config import RelayDoorConfig
+from device_drivers.relay.driver import GpioRelay, Relay, RelayDoor
+from device_drivers.secrets import load_secret
+from device_drivers.turnstile.codec import TurnstileCodec, TurnstileMessage
+from device_drivers.turnstile.config import TurnstileConfig
+from device_drivers.turnstile.driver import TurnstileDriver
+from device_drivers.wedge.codec import KeystrokeDecoder
+from device_drivers.wedge.config import KeyboardWedgeConfig
+from device_drivers.wedge.driver import KeyboardWedgeReader
 
 __all__ = [
+    "FAMILIES",
+    "AnyDeviceConfig",
+    "Backoff",
     "BackoffConfig",
+    "BackoffPolicy",
+    "Camera",
+    "CameraConfig",
+    "CameraDeviceConfig",
+    "CameraError",
+    "CameraFrame",
+    "CameraItem",
+    "CameraOffline",
+    "CameraOnline",
     "CardCodec",
     "CardData",
     "CardRead",
     "CardReaderConfig",
     "CardReaderDriver",
-    "CardReaderSimulator",
     "DeviceConfig",
     "DeviceError",
+    "DeviceFamily",
     "DeviceOffline",
     "DeviceOnline",
     "DeviceTamper",
@@ -53,32 +96,32 @@ __all__ = [
     "KeyboardWedgeReader",
     "KeystrokeDecoder",
     "MalformedFrame",
-    "MemoryPin",
     "OsdpBusConfig",
-    "OsdpBusSimulator",
     "OsdpControlPanel",
     "OsdpReaderConfig",
-    "OsdpReaderSimulator",
     "ProfileError",
-    "PtyEndpoint",
     "Reading",
     "Relay",
     "RelayDoor",
     "RelayDoorConfig",
-    "TcpEndpoint",
+    "SimulatedCameraConfig",
+    "SimulatorKind",
     "TurnstileCodec",
     "TurnstileConfig",
     "TurnstileDriver",
     "TurnstileEvent",
     "TurnstileMessage",
-    "TurnstileSimulator",
     "WiegandBitCollector",
     "codec_for",
-    "create_driver",
     "drain",
     "load_profile",
+    "load_secret",
     "make_simulator",
     "normalise_hex",
+    "open_camera",
+    "open_driver",
+    "parse_source",
+    "redact_url",
     "resolve_profile",
     "run_simulator",
     "serve_simulator",

@@ -1,6 +1,8 @@
-"""The one root exception of the device drivers package."""
+"""The one root exception of the device drivers package, and its children."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class DeviceError(Exception):
@@ -40,3 +42,19 @@ class MalformedFrame(DeviceError):
             raise ValueError("a malformed frame must consume at least one byte")
         self.consumed = consumed
         self.raw = raw
+
+
+class ProfileError(DeviceError):
+    """A firmware profile that cannot be read or does not validate; the message names the file,
+    the field path and, where known, the YAML line."""
+
+    def __init__(self, message: str, *, path: Path | str | None = None) -> None:
+        super().__init__(message, code="bad_profile")
+        self.path = None if path is None else Path(path)
+
+
+class CameraError(DeviceError):
+    """A camera configuration or source that cannot work (code ``bad_camera_url``...)."""
+
+
+__all__ = ["CameraError", "DeviceError", "IncompleteFrame", "MalformedFrame", "ProfileError"]

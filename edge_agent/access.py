@@ -11,12 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from edge_agent.config import AntiPassbackConfig, Direction
 from edge_agent.roster import RosterIndex
-from sync.roster_messages import WEEKDAYS, Credential, Person, Schedule
-
-Direction = Literal["entry", "exit"]
+from sync import WEEKDAYS, Credential, Person, Schedule
 
 
 class DenyReason(enum.StrEnum):
@@ -26,24 +23,6 @@ class DenyReason(enum.StrEnum):
     NOT_IN_GROUP = "not_in_group"
     ANTI_PASSBACK = "anti_passback"
     BLOCKED = "blocked"
-
-
-class AntiPassbackConfig(BaseModel):
-    """Anti-passback for one gate (DESIGN.md, local-first decisions)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: Literal["off", "soft", "hard", "timed"] = Field(
-        "off",
-        description="off; soft: grant but flag a repeated direction; hard: deny entering twice without "
-        "leaving (and the reverse); timed: deny the same direction again within window_s.",
-    )
-    area: str | None = Field(
-        None,
-        description="Gates sharing an area share the state (a perimeter with several gates); "
-        "defaults to the gate id.",
-    )
-    window_s: float = Field(300.0, gt=0, description="For 'timed': how long a passage blocks a repeat.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,10 +135,8 @@ def decide(
 
 __all__ = [
     "AntiPassback",
-    "AntiPassbackConfig",
     "Decision",
     "DenyReason",
-    "Direction",
     "decide",
     "schedule_open",
 ]

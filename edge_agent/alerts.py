@@ -19,16 +19,15 @@ from typing import Any
 
 import sqlite_utils
 
-from edge_agent.errors import ConfigError
-from sync.envelope import Event, format_time, utc_now
-from sync.migrations import Migration, apply_migrations
+from edge_agent.errors import AgentError
+from sync import Event, Migration, apply_migrations, format_time, utc_now
 
 log = logging.getLogger(__name__)
 
 ALERTS_DB = "alerts.db"
 
 
-class AlertError(ConfigError):
+class AlertError(AgentError):
     """An acknowledgement that cannot be done: unknown alert (``unknown_alert``) or already done."""
 
 

@@ -14,54 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_agent.config import AttendancePointConfig, SessionConfig
 from edge_agent.roster import person_data
-from sync.envelope import Event
-from sync.migrations import Migration, apply_migrations
-from sync.roster_messages import WEEKDAYS, Person, TimeWindow, Weekday
+from sync import WEEKDAYS, Event, Migration, Person, apply_migrations
 
 ATTENDANCE_DB = "attendance.db"
-
-
-class SessionConfig(BaseModel):
-    """One recurring timetable session (a lesson, a school day's registration)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Session id, e.g. '7A-math-mon-1'.")
-    name: str = Field("", description="Display name.")
-    weekdays: list[Weekday] = Field(description="Days the session takes place.")
-    start: str = Field(description="HH:MM local start.")
-    end: str = Field(description="HH:MM local end.")
-    open_before_min: float = Field(15, ge=0, le=240, description="Arrivals this long before the start count.")
-    late_after_min: float = Field(5, ge=0, description="Arrivals later than start + this are 'late'.")
-    groups: list[str] = Field(
-        default_factory=list, description="Class groups expected; empty means anyone with access."
-    )
-
-    @model_validator(mode="after")
-    def _window(self) -> SessionConfig:
-        TimeWindow(start=self.start, end=self.end)  # raises with a clear message
-        if not self.weekdays:
-            raise ValueError("a session needs at least one weekday")
-        return self
-
-
-class AttendancePointConfig(BaseModel):
-    """A place where attendance is taken (a classroom reader, a camera)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    sessions: list[SessionConfig] = Field(description="The timetable of this point.")
-
-    @field_validator("sessions")
-    @classmethod
-    def _unique(cls, sessions: list[SessionConfig]) -> list[SessionConfig]:
-        ids = [s.id for s in sessions]
-        if len(ids) != len(set(ids)):
-            raise ValueError("session ids must be unique within a point")
-        return sessions
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +133,6 @@ class AttendanceBook:
 __all__ = [
     "Attendance",
     "AttendanceBook",
-    "AttendancePointConfig",
-    "SessionConfig",
     "attendance_event",
     "current_session",
 ]

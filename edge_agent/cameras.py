@@ -1,196 +1,263 @@
-"""Cameras in the agent: frames → face pipeline (off the event loop) → identities → attendance.
+"""Cameras in the agent: frames → vision (off the event loop) → observations → rules → events.
 
-Each camera has one worker thread for its pipeline; the camera driver keeps only the latest frame,
-so a slow model never builds a queue. Decisions come from the face tracker (votes over several
-frames), so one blurry frame neither adds nor loses a student.
+Two workers per camera, each a component the gateway's TaskGroup runs: :class:`CameraWorker` (face
+recognition → attendance and stranger alerts) and :class:`SecurityWorker` (person detection, zones
+and tamper → security alerts). The camera's reader hands each frame to :meth:`submit`, which never
+blocks: each worker keeps only the newest frame it has not started on (latest frame wins), so a slow
+model never builds a queue and never holds back the other worker. :meth:`run` analyses frames one
+after another in the worker's own thread until cancelled.
+
+Time: every frame is judged by its capture time (``CameraFrame.monotonic_s`` for the pipelines and
+rules, ``CameraFrame.at`` for events and schedules). The only periodic check, "no frame for a
+while" (``stream_lost``), runs inside :meth:`SecurityWorker.run` on the injected clock, with its own
+state (:class:`vision.StreamWatch`); it never moves the time frames are judged by, so a frame
+captured before a check and analysed after it is still analysed.
+
+Workers never see the agent: they are given narrow services (``emit``, ``source``, a roster lookup,
+the attendance book, the clock as callables) and only read what vision returns for a frame
+(:class:`vision.FaceFrameResult`, :class:`vision.PersonFrameResult`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Any, Protocol
 
-import cv2
-import numpy as np
-import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
-
-from device_drivers.camera import Camera, CameraConfig, CameraFrame
-from device_drivers.camera_sim import SimulatedCamera, SimulatedCameraConfig
-from edge_agent.attendance import AttendanceBook, AttendancePointConfig, attendance_event
-from edge_agent.faces import FaceService
+from edge_agent.attendance import AttendanceBook, attendance_event
+from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig
 from edge_agent.metrics import MODEL_SECONDS
-from edge_agent.roster import Roster
-from edge_agent.security import Alert, SecurityConfig, SecurityRules
-from sync.envelope import Event, utc_now
-from sync.event_types import Severity
-from vision.errors import VisionError
-from vision.face_pipeline import FacePipeline, FacePipelineConfig
-from vision.face_track import FaceTracker, FaceTrackerConfig, IdentityDecision
-from vision.person import PersonDetector, PersonFrameResult, PersonPipeline, draw_detections
-from vision.zones import draw_zones
+from edge_agent.security import Alert, SecurityRules
+from sync import Event, Severity, utc_now
+from vision import (
+    FaceCamera,
+    FaceFrameResult,
+    IdentityDecision,
+    PersonDetector,
+    PersonFrameResult,
+    PersonPipeline,
+    StreamWatch,
+    TamperChange,
+    VisionError,
+    evidence_jpeg,
+    snapshot_jpeg,
+)
+
+if TYPE_CHECKING:
+    from device_drivers import CameraFrame
+    from edge_agent.faces import FaceModels
+    from sync import Person
 
 log = logging.getLogger(__name__)
 
-
-class FaceAnalysisConfig(BaseModel):
-    """Face recognition on one camera: attendance by timetable, strangers where that matters."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    point: str | None = Field(
-        None, description="Attendance point id (a classroom); defaults to the camera id."
-    )
-    attendance: AttendancePointConfig | None = Field(None, description="Timetable for attendance by face.")
-    card_gate: str | None = Field(
-        None,
-        description="A gate whose card grants confirm a face: 'face+card' when both agree within "
-        "card_window_s.",
-    )
-    card_window_s: float = Field(60.0, gt=0, description="How close in time card and face must be.")
-    stranger_alerts: bool = Field(False, description="Raise security.stranger for unknown faces here.")
-    stranger_cooldown_s: float = Field(60.0, ge=0, description="At most one stranger alert per this period.")
-    pipeline: FacePipelineConfig = Field(
-        default_factory=FacePipelineConfig, description="Motion gate, quality gate and per-camera threshold."
-    )
-    tracker: FaceTrackerConfig = Field(
-        default_factory=FaceTrackerConfig, description="Voting over frames before an identity is decided."
-    )
+STREAM_CHECK_INTERVAL_S = 1.0
+"""How often :meth:`SecurityWorker.run` checks for a silent camera (seconds of the injected clock)."""
 
 
-class CameraSetup(BaseModel):
-    """One camera and what the agent does with its frames."""
+class Emit(Protocol):
+    """Hands an event (and its JPEG evidence) to the outbox; never blocks."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: Annotated[CameraConfig | SimulatedCameraConfig, Field(discriminator="kind")] = Field(
-        description="The camera (kind 'camera': RTSP/USB/file) or a simulated one (kind 'camera_sim')."
-    )
-    face: FaceAnalysisConfig | None = Field(None, description="Face recognition on this camera.")
-    security: SecurityConfig | None = Field(None, description="Person detection, zones and alert rules.")
-    idle_analysis_fps: float | None = Field(
-        1.0,
-        gt=0,
-        description="Frames/s analysed while the scene is still (no motion, nobody seen); back to the "
-        "camera's analysis_fps at the first motion. Null keeps the full rate always.",
-    )
-    idle_after_s: float = Field(10.0, gt=0, description="How long a still scene lasts before the idle rate.")
-
-    @property
-    def id(self) -> str:
-        return self.device.id
+    def __call__(self, event: Event, attachment: bytes | None = None) -> None: ...
 
 
-def open_camera(setup: CameraSetup) -> Camera:
-    if isinstance(setup.device, SimulatedCameraConfig):
-        return SimulatedCamera(setup.device)
-    return Camera(setup.device)
+Sleep = Callable[[float], Awaitable[None]]
 
 
-def snapshot_jpeg(
-    frame: npt.NDArray[np.uint8], box: tuple[float, float, float, float] | None, max_width: int = 640
-) -> bytes:
-    """The frame (with ``box`` drawn), scaled to at most ``max_width``: small evidence, not an archive."""
-    image = frame.copy()
-    if box is not None:
-        x1, y1, x2, y2 = (int(v) for v in box)
-        cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 255), 2)
-    small: npt.NDArray[Any] = image
-    if image.shape[1] > max_width:
-        scale = max_width / image.shape[1]
-        small = cv2.resize(image, (max_width, int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 75])
-    return data.tobytes() if ok else b""
+class FrameSlot:
+    """One frame waiting for a worker: a newer frame replaces one nobody has taken yet.
+
+    Owned by the event loop (``put`` and ``get`` are called from it only)."""
+
+    def __init__(self) -> None:
+        self._frame: CameraFrame | None = None
+        self._ready = asyncio.Event()
+
+    def put(self, frame: CameraFrame) -> bool:
+        """Leave ``frame`` for the worker; True when it replaced one that was never taken."""
+        replaced = self._frame is not None
+        self._frame = frame
+        self._ready.set()
+        return replaced
+
+    async def get(self) -> CameraFrame:
+        """The newest frame, waiting for one if there is none."""
+        while self._frame is None:
+            self._ready.clear()
+            await self._ready.wait()
+        frame, self._frame = self._frame, None
+        return frame
 
 
-class CameraWorker:
-    """Runs one camera's face analysis and turns decisions into events."""
+class _Worker:
+    """What both workers share: the frame slot, the worker thread, counters and the run loop."""
+
+    kind = "camera"
+
+    def __init__(self, camera_id: str, *, emit: Emit, source: Callable[[str], str], tz: tzinfo) -> None:
+        self.camera_id = camera_id
+        self._emit = emit
+        self._source = source
+        self._tz = tz
+        self._slot = FrameSlot()
+        self._executor: ThreadPoolExecutor | None = None
+        self.counters: Counter[str] = Counter()
+        """``frames_submitted``, ``frames_replaced`` (newer frame won), ``frames_analysed``,
+        ``analysis_errors``, ``alerts``..."""
+        self.errors = 0
+        """Frames whose analysis failed (logged and counted; the worker goes on)."""
+        self.last_activity = 0.0
+        """Capture time (monotonic) of the newest frame with motion, a face or a person (the start
+        before the first); the agent lowers the camera's analysis rate when it is old."""
+
+    def submit(self, frame: CameraFrame) -> None:
+        """A new frame from the camera (never blocks; the newest frame wins)."""
+        self.counters["frames_submitted"] += 1
+        if self._slot.put(frame):
+            self.counters["frames_replaced"] += 1
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"{self.kind}-{self.camera_id}"
+            )
+        return self._executor
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread(), fn, *args)
+
+    async def _consume(self) -> None:
+        while True:
+            frame = await self._slot.get()
+            await self.on_frame(frame)
+
+    async def on_frame(self, frame: CameraFrame) -> object:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the worker thread (an analysis under way finishes in the background). The worker
+        may run again after it: a new thread is started on the next frame."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    async def stop(self) -> None:
+        """:meth:`close`, for the component contract."""
+        self.close()
+
+    def _failed(self, frame: CameraFrame, err: VisionError) -> None:
+        self.errors += 1
+        self.counters["analysis_errors"] += 1
+        self.counters[f"analysis_errors_{err.code}"] += 1
+        log.error(
+            "camera %s: frame %d not analysed (%s): %s",
+            self.camera_id,
+            frame.seq,
+            self.kind,
+            err,
+            extra={"camera": self.camera_id, "code": err.code},
+        )
+
+
+class CameraWorker(_Worker):
+    """One camera's face analysis: attendance for identified people, stranger alerts for unknown ones.
+
+    Services: ``models`` (the shared face models and the current gallery, ``FaceService.models``),
+    ``person`` (roster lookup by person id), ``attendance`` (the book that de-duplicates records),
+    ``recent_card(gate, person_id, window_s)`` (a card grant confirms a face), ``emit(event,
+    attachment)``, ``source(device)`` (the event source), ``timezone`` (for timetables) and
+    ``monotonic()`` (the clock; only the idle timer's start comes from it: frames bring their time).
+    """
+
+    kind = "faces"
 
     def __init__(
         self,
         setup: CameraSetup,
         *,
-        faces: FaceService,
-        roster: Roster,
+        models: FaceModels,
+        person: Callable[[str], Person | None],
         attendance: AttendanceBook,
-        emit: Callable[..., None],
-        source: Callable[[str], str],
-        timezone: Any,
         recent_card: Callable[[str, str, float], bool],
+        emit: Emit,
+        source: Callable[[str], str],
+        timezone: tzinfo,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        assert setup.face is not None
-        self.setup = setup
-        self.config = setup.face
-        self.faces = faces
-        self.roster = roster
-        self.attendance = attendance
-        self.emit = emit
-        self.source = source
-        self.timezone = timezone
-        self.recent_card = recent_card
-        self.pipeline = FacePipeline(
-            faces.gallery, detector=faces.detector, embedder=faces.embedder, config=self.config.pipeline
+        if setup.face is None:
+            raise ValueError(f"camera {setup.id} has no face analysis configured")
+        super().__init__(setup.id, emit=emit, source=source, tz=timezone)
+        self.config: FaceAnalysisConfig = setup.face
+        self._person = person
+        self._attendance = attendance
+        self._recent_card = recent_card
+        self.last_activity = monotonic()
+        self._models = models
+        self.pipeline = FaceCamera(
+            setup.id,
+            models.gallery,
+            detector=models.detector,
+            embedder=models.embedder,
+            config=self.config.pipeline,
+            tracker=self.config.tracker,
         )
-        self.tracker = FaceTracker(self.config.tracker)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"faces-{setup.id}")
-        self.errors = 0
-        self._last_stranger = -1e9
-        self.last_activity = time.monotonic()
-        """When this camera last saw motion or a face (monotonic); the agent idles the camera after."""
+        """Read by the metrics for its ``counters``."""
+        self._last_stranger = -math.inf
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+    async def run(self) -> None:
+        """Analyse submitted frames until cancelled."""
+        await self._consume()
 
-    def _analyse(self, frame: CameraFrame) -> tuple[list[IdentityDecision], float]:
-        # The gallery may have been rebuilt (enrollment, roster): always match against the current one.
-        self.pipeline.gallery = self.faces.gallery
-        analysis = self.pipeline.process(frame.frame, frame.monotonic_s)
-        if analysis.faces or (analysis.motion is not None and analysis.motion.motion):
-            self.last_activity = time.monotonic()
-        for stage, seconds in analysis.timings.items():
-            MODEL_SECONDS.labels(self.setup.id, stage).observe(seconds)
-        return self.tracker.update(analysis.faces, frame.monotonic_s), time.perf_counter()
+    def _analyse(self, frame: CameraFrame) -> FaceFrameResult:
+        result = self.pipeline.process(frame.frame, frame.monotonic_s)
+        for stage, seconds in result.timings.items():
+            MODEL_SECONDS.labels(self.camera_id, stage).observe(seconds)
+        return result
 
     async def on_frame(self, frame: CameraFrame) -> list[IdentityDecision]:
-        """Analyse one frame off the event loop and report what the tracker decided."""
-        loop = asyncio.get_running_loop()
+        """Analyse one frame off the event loop and act on what the tracker decided."""
         try:
-            decisions, _ = await loop.run_in_executor(self.executor, self._analyse, frame)
+            result: FaceFrameResult = await self._in_thread(self._analyse, frame)
         except VisionError as err:
-            self.errors += 1
-            log.error("camera %s: frame %d not analysed: %s", self.setup.id, frame.seq, err)
+            self._failed(frame, err)
             return []
-        for decision in decisions:
+        self.counters["frames_analysed"] += 1
+        if result.faces or result.moving:
+            self.last_activity = max(self.last_activity, result.at)
+        for decision in result.decisions:
             if decision.person_id is None:
                 self._stranger(decision, frame)
             else:
-                self._identified(decision, frame)
-        return decisions
+                self._identified(decision, frame, result.threshold)
+        return result.decisions
 
-    def _identified(self, decision: IdentityDecision, frame: CameraFrame) -> None:
+    def _identified(
+        self, decision: IdentityDecision, frame: CameraFrame, threshold: float | None = None
+    ) -> None:
         cfg = self.config
-        person = self.roster.index.persons.get(decision.person_id or "")
+        if threshold is None:  # the threshold the match was made with
+            threshold = cfg.pipeline.threshold or self._models.gallery().threshold
+        person = self._person(decision.person_id or "")
         if person is None or cfg.attendance is None:
             return
-        point = cfg.point or self.setup.id
-        found = self.attendance.record(point, cfg.attendance, person, frame.at.astimezone(self.timezone))
+        point = cfg.point or self.camera_id
+        found = self._attendance.record(point, cfg.attendance, person, frame.at.astimezone(self._tz))
         if found is None:
             return
-        both = cfg.card_gate is not None and self.recent_card(cfg.card_gate, person.id, cfg.card_window_s)
-        threshold = self.faces.gallery.threshold
-        self.emit(
+        both = cfg.card_gate is not None and self._recent_card(cfg.card_gate, person.id, cfg.card_window_s)
+        self._emit(
             attendance_event(
                 found,
                 person,
                 method="face+card" if both else "face",
                 point=point,
-                device=self.setup.id,
-                source=self.source(self.setup.id),
+                device=self.camera_id,
+                source=self._source(self.camera_id),
                 at=frame.at,
                 distance=round(decision.distance, 4),
                 confidence=round(max(0.0, min(1.0, 1 - decision.distance / threshold)), 4),
@@ -200,125 +267,162 @@ class CameraWorker:
 
     def _stranger(self, decision: IdentityDecision, frame: CameraFrame) -> None:
         cfg = self.config
-        now = time.monotonic()
-        if not cfg.stranger_alerts or now - self._last_stranger < cfg.stranger_cooldown_s:
+        # Judged on the capture time of the frame that decided, like every rule.
+        at = frame.monotonic_s
+        if not cfg.stranger_alerts or at - self._last_stranger < cfg.stranger_cooldown_s:
             return
-        self._last_stranger = now
+        self._last_stranger = at
         jpeg = snapshot_jpeg(frame.frame, decision.box)
         data: dict[str, Any] = {
-            "camera": self.setup.id,
+            "camera": self.camera_id,
             "track_id": decision.track_id,
-            "nearest_distance": round(decision.distance, 4) if np.isfinite(decision.distance) else None,
+            "nearest_distance": round(decision.distance, 4) if math.isfinite(decision.distance) else None,
             "model_id": decision.model_id,
             "box": [round(v, 1) for v in decision.box],
             "snapshot": bool(jpeg),
         }
         if cfg.point:
             data["point"] = cfg.point
-        self.emit(
+        self.counters["alerts"] += 1
+        self._emit(
             Event(
                 "edu.campus.security.stranger.v1",
-                self.source(self.setup.id),
+                self._source(self.camera_id),
                 data,
                 time=frame.at,
                 severity=Severity.WARNING,
             ),
-            attachment=jpeg or None,
+            jpeg or None,
         )
 
 
-class SecurityWorker:
-    """Runs one camera's person pipeline and rules; raises alerts with a snapshot (boxes drawn)."""
+class SecurityWorker(_Worker):
+    """One camera's person pipeline and security rules; raises alerts with a snapshot (zones and the
+    alert's tracks drawn), and ``stream_lost`` tamper alerts when the camera falls silent.
+
+    Services: ``detector`` (the shared NanoDet), ``grants(gate, window_s)`` (grants at a gate, for
+    tailgating), ``emit(event, attachment)``, ``source(device)``, ``timezone`` (rule schedules) and
+    the clock as ``monotonic()``, ``now()`` and ``sleep(s)``: :meth:`run` checks for a silent camera
+    every ``stream_check_interval_s`` of it (only with tamper checks on). Frames are judged by their
+    capture time; the clock serves the silence check alone.
+    """
+
+    kind = "security"
 
     def __init__(
         self,
         setup: CameraSetup,
         *,
         detector: PersonDetector,
-        emit: Callable[..., None],
-        source: Callable[[str], str],
-        timezone: Any,
         grants: Callable[[str, float], int],
+        emit: Emit,
+        source: Callable[[str], str],
+        timezone: tzinfo,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = utc_now,
+        sleep: Sleep = asyncio.sleep,
+        stream_check_interval_s: float = STREAM_CHECK_INTERVAL_S,
     ) -> None:
-        assert setup.security is not None
-        self.setup = setup
+        if setup.security is None:
+            raise ValueError(f"camera {setup.id} has no security analysis configured")
+        super().__init__(setup.id, emit=emit, source=source, tz=timezone)
         self.config = setup.security
-        self.zones = self.config.camera_zones(setup.id)
-        self.pipeline = PersonPipeline(setup.id, self.zones, self.config.pipeline, detector=detector)
-        self.rules = SecurityRules(setup.id, self.config, grants)
-        self.emit = emit
-        self.source = source
-        self.timezone = timezone
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"persons-{setup.id}")
-        self.errors = 0
-        self.last_activity = time.monotonic()
-        """When this camera last saw motion or a person (monotonic); the agent idles the camera after."""
+        self._zones = self.config.camera_zones(setup.id)
+        self.pipeline = PersonPipeline(setup.id, self._zones, self.config.pipeline, detector=detector)
+        """Read by the metrics for ``frames``, ``detector_runs`` and ``bad_frames``."""
+        self._rules = SecurityRules(setup.id, self.config, grants)
+        self._monotonic = monotonic
+        self.last_activity = monotonic()
+        self._now = now
+        self._sleep = sleep
+        self._check_interval_s = stream_check_interval_s
+        tamper = self.config.pipeline.tamper
+        self._stream = StreamWatch(setup.id, tamper.stream_timeout_s) if tamper is not None else None
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+    def submit(self, frame: CameraFrame) -> None:
+        if self._stream is not None:
+            self._stream_changes(self._stream.seen(frame.monotonic_s))
+        super().submit(frame)
 
-    def _analyse(self, frame: CameraFrame) -> list[tuple[Alert, bytes]]:
+    async def run(self) -> None:
+        """Analyse submitted frames and watch for a silent camera, until cancelled. Frames may also
+        be handed straight to :meth:`on_frame` instead of :meth:`submit`; ``run`` is still what
+        watches for silence then."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._consume(), name=f"security-frames:{self.camera_id}")
+            if self._stream is not None:
+                tasks.create_task(self._watch(), name=f"security-stream:{self.camera_id}")
+
+    async def _watch(self) -> None:
+        while True:
+            await self._sleep(self._check_interval_s)
+            self.check_stream()
+
+    def check_stream(self) -> int:
+        """Whether the camera has gone silent, at the clock's ``monotonic()`` now; returns the alerts
+        raised. Run by :meth:`run`; only its own state changes (never the frames' time)."""
+        if self._stream is None:
+            return 0
+        return self._stream_changes(self._stream.check(self._monotonic()))
+
+    def _stream_changes(self, changes: list[TamperChange]) -> int:
+        if not changes:
+            return 0
+        wall = self._now()
+        alerts = self._rules.evaluate_stream(changes, self._monotonic(), wall.astimezone(self._tz))
+        for alert in alerts:
+            self._raise(alert, b"", wall)
+        return len(alerts)
+
+    def _analyse(self, frame: CameraFrame) -> tuple[PersonFrameResult, list[tuple[Alert, bytes]]]:
         result = self.pipeline.process(frame.frame, frame.monotonic_s)
-        if (
-            result.tracks
-            or result.detections
-            or result.motion >= self.config.pipeline.motion.min_changed_fraction
-        ):
-            self.last_activity = time.monotonic()
-        alerts = self.rules.evaluate(result, self.pipeline.zone_judge, frame.at.astimezone(self.timezone))
-        return [(alert, self._snapshot(frame.frame, result, alert)) for alert in alerts]
+        alerts = self._rules.evaluate(result, frame.at.astimezone(self._tz))
+        return result, [(alert, self._snapshot(frame, result, alert)) for alert in alerts]
 
-    def _snapshot(self, image: npt.NDArray[np.uint8], result: PersonFrameResult, alert: Alert) -> bytes:
-        height, width = image.shape[:2]
-        drawn = draw_zones(image, self.zones.in_pixels(width, height))
+    def _snapshot(self, frame: CameraFrame, result: PersonFrameResult, alert: Alert) -> bytes:
         boxes = [
             (t.box, f"#{t.track_id}")
             for t in result.tracks
             if not alert.track_ids or t.track_id in alert.track_ids
         ]
-        drawn = draw_detections(drawn, boxes)
-        return snapshot_jpeg(drawn, None)
+        return evidence_jpeg(frame.frame, zones=self._zones, boxes=boxes)
 
     async def on_frame(self, frame: CameraFrame) -> int:
         """Analyse one frame off the event loop; returns how many alerts it raised."""
+        if self._stream is not None:
+            self._stream_changes(self._stream.seen(frame.monotonic_s))
         try:
-            found = await asyncio.get_running_loop().run_in_executor(self.executor, self._analyse, frame)
+            result, found = await self._in_thread(self._analyse, frame)
         except VisionError as err:
-            self.errors += 1
-            log.error("camera %s: frame %d not analysed for security: %s", self.setup.id, frame.seq, err)
+            self._failed(frame, err)
             return 0
+        self.counters["frames_analysed"] += 1
+        if result.tracks or result.detections or result.moving:
+            self.last_activity = max(self.last_activity, result.at)
         for alert, jpeg in found:
             self._raise(alert, jpeg, frame.at)
         return len(found)
-
-    def poll(self, now_mono: float) -> None:
-        """Between frames: a stream that stopped is a tamper too."""
-        changes = self.pipeline.poll(now_mono)
-        if not changes:
-            return
-        empty = PersonFrameResult(now_mono, False, 0.0, [], [], [], [], changes)
-        for alert in self.rules.evaluate(empty, None, utc_now().astimezone(self.timezone)):
-            self._raise(alert, b"", utc_now())
 
     def _raise(self, alert: Alert, jpeg: bytes, at: datetime) -> None:
         data = dict(alert.data)
         if alert.type.startswith("edu.campus.security."):
             data["snapshot"] = bool(jpeg)
-        event = Event(alert.type, self.source(self.setup.id), data, time=at, severity=alert.severity)
-        self.emit(event, attachment=jpeg or None)
+        event = Event(alert.type, self._source(self.camera_id), data, time=at, severity=alert.severity)
+        self.counters["alerts"] += 1
+        self._emit(event, jpeg or None)
         log.warning(
             "camera %s: %s (%s)",
-            self.setup.id,
+            self.camera_id,
             alert.type,
             alert.severity.value,
-            extra={"camera": self.setup.id, "event_id": event.id},
+            extra={"camera": self.camera_id, "event_id": event.id},
         )
 
 
 __all__ = [
-    "CameraSetup",
+    "STREAM_CHECK_INTERVAL_S",
     "CameraWorker",
-    "FaceAnalysisConfig",
-    "open_camera",
-    "snapshot_jpeg",
+    "Emit",
+    "FrameSlot",
+    "SecurityWorker",
 ]

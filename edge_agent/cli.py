@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edge_agent import __version__
-from edge_agent.central import add_central_cli
 from edge_agent.commands import pending_marker, previous_config
 from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config
 from edge_agent.doctor import add_doctor_cli
@@ -26,7 +25,8 @@ from edge_agent.errors import ConfigError
 from edge_agent.install import add_install_cli
 from edge_agent.logs import setup_logging
 from edge_agent.secrets import credential_env_name, read_credential
-from sync.mqtt_link import parse_broker_url
+from sync import parse_broker_url
+from sync.central import add_central_cli
 
 log = logging.getLogger("edge_agent")
 
@@ -72,12 +72,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def run_agent(config: GatewayConfig, config_path: Path | None) -> int:
-    from edge_agent.agent import Agent  # imported late: `config check` should not pay for it
+    # Imported here, not at the top: `config check` and `status` should not load models and drivers.
+    from edge_agent.gateway import Gateway
 
     setup_logging(config.agent.log_level)
-    agent = Agent(config, data_dir=Path(config.agent.data_dir), config_path=config_path)
+    gateway = Gateway(config, data_dir=Path(config.agent.data_dir), config_path=config_path)
     try:
-        return asyncio.run(agent.run())
+        return asyncio.run(gateway.run())
     except Exception:
         # A pushed configuration on probation that crashes the agent is not kept either.
         if config_path is not None and pending_marker(config_path).exists():
@@ -232,8 +233,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """A device simulator speaking the real bytes, for commissioning and demos without hardware."""
-    from device_drivers.errors import DeviceError
-    from device_drivers.simulators import run_simulator
+    from device_drivers import DeviceError, run_simulator
 
     setup_logging("info")
     try:

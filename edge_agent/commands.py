@@ -9,7 +9,7 @@ later, twice, or to another gateway. Every command, done or refused, is audited 
 the request's correlation data, else on ``.../cmd/{name}/reply``.
 
 The processor never raises into the MQTT link: a bad command is refused, counted, audited and
-answered, and the agent keeps running.
+answered, and the gateway keeps running.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -42,16 +42,21 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from device_drivers.errors import DeviceError
+from device_drivers import DeviceError
 from edge_agent.alerts import AlertError
+from edge_agent.config import (
+    CommandSettings,
+    ConfigFileError,
+    Direction,
+    RateLimit,
+    load_config,
+    parse_config,
+)
 from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
 from edge_agent.secrets import read_credential
-from sync.envelope import Event, format_time, utc_now
-from sync.mqtt_link import reply_properties, response_properties
-
-if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+from edge_agent.services import Services
+from sync import Event, ReplyQueueFull, format_time, reply_properties, response_properties
 
 log = logging.getLogger(__name__)
 
@@ -72,74 +77,6 @@ ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 _ID = re.compile(ID_PATTERN)
 
 Result = Literal["ok", "refused", "failed"]
-Direction = Literal["entry", "exit"]
-
-
-# -- settings ------------------------------------------------------------------------------------
-
-
-class RateLimit(BaseModel):
-    """At most ``count`` commands in any ``per_s`` seconds (a sliding window)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    count: int = Field(6, ge=1, le=10_000, description="Commands allowed in the window.")
-    per_s: float = Field(60.0, gt=0, le=86_400, description="Length of the window in seconds.")
-
-
-class CommandSettings(BaseModel):
-    """Remote management over MQTT (docs/COMMANDS.md). Off unless ``enabled``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(False, description="Subscribe to .../cmd/+ and execute signed commands.")
-    keys_credential: str = Field(
-        "command_keys",
-        description="Credential name of the trusted keys (JSON: Ed25519 public keys and/or HMAC "
-        "secrets, each with an id); never the keys themselves in the YAML.",
-    )
-    max_age_s: float = Field(
-        60.0,
-        gt=0,
-        le=3600,
-        description="Longest validity window (expires_at - issued_at) a command may ask for.",
-    )
-    clock_skew_s: float = Field(
-        5.0, ge=0, le=300, description="Tolerated difference between the centre's clock and ours."
-    )
-    nonce_cache_size: int = Field(
-        10_000,
-        ge=100,
-        le=1_000_000,
-        description="Most nonces remembered at once; each is kept until its command expires (at "
-        "most max_age_s + 2 x clock_skew_s). When full of live nonces, new commands are refused.",
-    )
-    open_rate_limit: RateLimit = Field(
-        default_factory=RateLimit, description="Per gate: how many remote 'open' commands are allowed."
-    )
-    max_payload_bytes: int = Field(
-        262_144,
-        ge=512,
-        le=1_048_576,
-        description="Larger command payloads are refused unread (push_config carries a whole file).",
-    )
-    response_topic_prefixes: list[str] | None = Field(
-        None,
-        description="MQTT 5 response topics the gateway answers on, by prefix (e.g. 'centre/replies/'); "
-        "a request naming another gets its reply on .../cmd/{name}/reply. Match the broker ACL: a broker "
-        "may close the connection of a client that publishes where its ACL denies. None: any topic.",
-    )
-    push_probation_s: float = Field(
-        120.0,
-        gt=0,
-        description="After a restart with a pushed configuration, how long the broker has to answer before "
-        "the previous file is put back and the agent restarts with it.",
-    )
-    device_confirm: bool = Field(
-        True,
-        description="Wait for the turnstile's acknowledgement before replying ok (drivers that "
-        "support it); otherwise ok means the command was written.",
-    )
 
 
 # -- trusted keys ---------------------------------------------------------------------------------
@@ -434,7 +371,7 @@ ARGS: dict[str, type[BaseModel]] = {
     "ack_alert": AckAlertArgs,
     "push_config": PushConfigArgs,
 }
-# What Agent.reload() applies while running; a change anywhere else needs a restart.
+# What the gateway's reload applies while running; a change anywhere else needs a restart.
 HOT_SECTIONS = frozenset({"agent", "simulated"})
 COMMAND_NAMES = tuple(ARGS)
 
@@ -446,12 +383,15 @@ class NonceCache:
     """Nonces seen per key, each kept until its command can no longer be valid.
 
     Kept in memory and written to ``path`` (when given) after each new nonce, so a command
-    captured before a restart cannot be replayed after it within its validity window.
+    captured before a restart cannot be replayed after it within its validity window. Expiry times
+    are wall-clock Unix seconds (they outlive the process); ``wall`` tells which stored ones have
+    already passed when the file is loaded.
     """
 
-    def __init__(self, size: int, path: Path | None = None) -> None:
+    def __init__(self, size: int, path: Path | None = None, *, wall: Callable[[], float] = time.time) -> None:
         self.size = size
         self.path = path
+        self._wall = wall
         self._until: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         if path is not None:
@@ -471,7 +411,7 @@ class NonceCache:
             return
         if not isinstance(stored, dict):
             return
-        now = time.time()
+        now = self._wall()
         for key, until in stored.items():
             if isinstance(key, str) and isinstance(until, int | float) and until > now:
                 self._until[key] = float(until)
@@ -555,16 +495,21 @@ Handler = Callable[[Any], Awaitable[_Outcome]]
 
 class CommandProcessor:
     """Verifies, executes, answers and audits commands. Subscribe :meth:`handle` to
-    ``agent.link.topics.command_filter`` once ``agent.link`` exists."""
+    ``services.link.topics.command_filter``."""
 
-    def __init__(self, agent: Agent, settings: CommandSettings) -> None:
-        self.agent = agent
+    def __init__(self, services: Services, settings: CommandSettings) -> None:
+        self.services = services
         self.settings = settings
         self.stats = CommandStats()
         self.by_code: dict[str, int] = {}
         self.keys: dict[str, TrustedKey] = {}
         self.keys_error = ""
-        self.nonces = NonceCache(settings.nonce_cache_size, Path(agent.data_dir) / NONCE_FILE)
+        clock = services.clock
+        self.nonces = NonceCache(
+            settings.nonce_cache_size,
+            services.data_dir / NONCE_FILE,
+            wall=lambda: clock.now().timestamp(),
+        )
         self.open_limit = SlidingWindow(settings.open_rate_limit)
         self.reload_keys()
         self._handlers: dict[str, Handler] = {
@@ -600,9 +545,7 @@ class CommandProcessor:
 
     async def handle(self, topic: str, payload: bytes, props: Properties | None) -> None:
         """One command message from the link: verify, run, reply, audit. Never raises."""
-        link = self.agent.link
-        assert link is not None
-        base = link.topics.base + "/cmd/"
+        base = self.services.link.topics.base + "/cmd/"
         topic_name = topic[len(base) :] if topic.startswith(base) else ""
         if not topic_name or "/" in topic_name:
             return  # not a command topic of ours (a reply echoed back, or a stray filter match)
@@ -666,7 +609,7 @@ class CommandProcessor:
         seen["actor"] = key.id
         if key.commands is not None and request.name not in key.commands:
             raise Refused("not_permitted", f"key {key.id!r} may not sign {request.name!r}")
-        now = utc_now()
+        now = self.services.clock.now()
         skew = timedelta(seconds=settings.clock_skew_s)
         issued_at, expires_at = _parse_time(request.issued_at), _parse_time(request.expires_at)
         if expires_at <= issued_at:
@@ -694,8 +637,6 @@ class CommandProcessor:
         actor: str,
         outcome: _Outcome,
     ) -> None:
-        link = self.agent.link
-        assert link is not None
         setattr(self.stats, outcome.result, getattr(self.stats, outcome.result) + 1)
         self.by_code[outcome.code] = self.by_code.get(outcome.code, 0) + 1
         audit: dict[str, Any] = {
@@ -711,7 +652,8 @@ class CommandProcessor:
             audit["target"] = outcome.target
         if request_id is not None:
             audit["request_id"] = request_id
-        self.agent.emit(Event(AUDIT_TYPE, self.agent.source("gateway"), audit))
+        emitter = self.services.emitter
+        emitter.emit(Event(AUDIT_TYPE, emitter.source("gateway"), audit))
         level = logging.INFO if outcome.result == "ok" else logging.WARNING
         log.log(
             level,
@@ -731,19 +673,27 @@ class CommandProcessor:
             data=outcome.data,
         )
         response_topic, correlation = response_properties(props)
-        topic = link.topics.command_reply(topic_name)
+        topic = self.services.link.topics.command_reply(topic_name)
         if response_topic and self._response_topic_allowed(response_topic):
             topic = response_topic
-        try:
-            sent = link.publish_nowait(
-                topic, orjson.dumps(reply.model_dump(), default=str), properties=reply_properties(correlation)
-            )
-        except ValueError as err:  # paho refuses some topics; the audit event is already out
-            log.warning("reply to %s on %s not sent: %s", topic_name, topic, err)
-            sent = False
-        if not sent:
-            # Offline: the audit event is in the outbox; the reply itself is not kept.
+        payload = orjson.dumps(reply.model_dump(), default=str)
+        if not self._send_reply(topic, payload, reply_properties(correlation)):
+            # The audit event is in the outbox either way; this reply is dropped.
             self.stats.reply_not_sent += 1
+
+    def _send_reply(self, topic: str, payload: bytes, properties: Properties | None) -> bool:
+        """Queue a reply on the link; False when the link's reply queue is full. The one place
+        replies leave, so the link's reply API is met here only.
+
+        The centre stops waiting once a command's validity window (at most ``max_age_s``) is over,
+        so a reply still unsent after that would answer nobody: the link gives it up then.
+        """
+        link = self.services.link
+        try:
+            link.send_reply(topic, payload, properties=properties, ttl_s=self.settings.max_age_s)
+        except ReplyQueueFull:
+            return False  # logged and counted by the link
+        return True
 
     def _response_topic_allowed(self, topic: str) -> bool:
         if "+" in topic or "#" in topic or "\x00" in topic:
@@ -754,11 +704,12 @@ class CommandProcessor:
     # -- commands -----------------------------------------------------------------------------
 
     def _gate(self, gate_id: str) -> Any:
-        gate = self.agent.gates.get(gate_id)
+        gates = self.services.gates
+        gate = gates.get(gate_id)
         if gate is None:
-            raise Refused("unknown_gate", f"no gate {gate_id!r} here", gates=sorted(self.agent.gates))
+            raise Refused("unknown_gate", f"no gate {gate_id!r} here", gates=sorted(gates))
         device_id = gate.config.turnstile
-        driver = self.agent.drivers.get(device_id) if device_id else None
+        driver = self.services.devices.drivers.get(device_id) if device_id else None
         if driver is None:
             raise Refused(
                 "no_turnstile", f"gate {gate_id!r} has no running turnstile or door device", result="failed"
@@ -793,7 +744,7 @@ class CommandProcessor:
 
     async def _open(self, args: GateDirectionArgs) -> _Outcome:
         self._gate(args.gate)  # an unknown gate is refused before it spends the rate limit
-        wait = self.open_limit.allow(args.gate, time.monotonic())
+        wait = self.open_limit.allow(args.gate, self.services.clock.monotonic())
         if wait is not None:
             limit = self.settings.open_rate_limit
             raise Refused(
@@ -804,7 +755,7 @@ class CommandProcessor:
         outcome = await self._device(args.gate, "open", args.direction)
         if outcome.result == "ok":
             # The passage that follows was authorised by this command: not tailgating.
-            self.agent.gates[args.gate].expect_remote_passage(args.direction, "command")
+            self.services.gates[args.gate].expect_remote_passage(args.direction, "command")
         return outcome
 
     async def _hold_open(self, args: GateDirectionArgs) -> _Outcome:
@@ -817,35 +768,30 @@ class CommandProcessor:
         return await self._device(args.gate, "normal")
 
     async def _resync_roster(self, args: ResyncRosterArgs) -> _Outcome:
-        roster = self.agent.roster
-        held = roster.version if roster is not None else 0
+        held = self.services.roster.version
         # Without the centre's version we can only tell an empty roster (never synced) apart.
         needed = args.centre_version != held if args.centre_version is not None else held == 0
-        link = self.agent.link
-        assert link is not None
+        topics = self.services.link.topics
         return _Outcome(
             "ok",
             "ok",
             "the gateway cannot pull the roster: the centre publishes a snapshot (or the missing "
-            f"deltas) on {link.topics.roster('snapshot')}",
+            f"deltas) on {topics.roster('snapshot')}",
             {
                 "roster_version": held,
                 "snapshot_needed": needed,
-                "snapshot_topic": link.topics.roster("snapshot"),
-                "delta_topic": link.topics.roster("delta"),
+                "snapshot_topic": topics.roster("snapshot"),
+                "delta_topic": topics.roster("delta"),
             },
             target="roster",
         )
 
     async def _reload_config(self, args: NoArgs) -> _Outcome:
-        agent = self.agent
-        path = agent.config_path
+        config = self.services.config
+        path = config.path
         if path is None:
             raise Refused("no_config_file", "the agent was not started from a config file")
-        # Imported here: edge_agent.config will import CommandSettings from this module.
-        from edge_agent.config import ConfigFileError, load_config
-
-        # Validate first, so the reply can say what is wrong; Agent.reload() only logs it.
+        # Validate first, so the reply can say what is wrong; the gateway's reload only logs it.
         try:
             await asyncio.to_thread(load_config, path)
         except ConfigFileError as err:
@@ -855,11 +801,12 @@ class CommandProcessor:
                 result="failed",
                 errors=str(err)[:2000],
             ) from err
-        before = agent.config
-        await agent.reload()
+        before = config.current()
+        await config.reload()
         keys_ok = self.reload_keys()
-        if agent.config is before:
-            # Agent.reload() keeps the old configuration on any failure after our check.
+        # The gateway's reload replaces the running configuration object when it succeeds, and
+        # keeps it on any failure after our check.
+        if config.current() is before:
             raise Refused(
                 "reload_failed", "the agent kept the running configuration; see its log", result="failed"
             )
@@ -874,10 +821,8 @@ class CommandProcessor:
     async def _push_config(self, args: PushConfigArgs) -> _Outcome:
         """Validate a configuration from the centre, install it (keeping the previous file) and
         apply what can change while running; put the previous file back if that fails."""
-        from edge_agent.config import ConfigFileError, parse_config
-
-        agent = self.agent
-        path = agent.config_path
+        config = self.services.config
+        path = config.path
         if path is None:
             raise Refused("no_config_file", "the agent was not started from a config file")
         try:
@@ -888,7 +833,7 @@ class CommandProcessor:
                 "the pushed configuration is not valid; nothing changed",
                 errors=str(err)[:2000],
             ) from err
-        current = agent.config
+        current = config.current()
         if (new.gateway.site, new.gateway.id) != (current.gateway.site, current.gateway.id):
             # A file meant for another gateway would change our identity and topics on restart.
             raise Refused(
@@ -904,28 +849,29 @@ class CommandProcessor:
             await asyncio.to_thread(_install_config, path, previous, args.yaml)
         except OSError as err:
             raise Refused("write_failed", f"cannot write {path}: {err}", result="failed") from err
-        before = agent.config
+        before = config.current()
         error = ""
         try:
-            await agent.reload()
+            await config.reload()
         except Exception as err:
             error = f"{type(err).__name__}: {err}"
             log.exception("applying the pushed configuration failed")
-        if error or agent.config is before:
+        if error or config.current() is before:
             await asyncio.to_thread(os.replace, previous, path)
             with contextlib.suppress(Exception):
-                await agent.reload()
+                await config.reload()
             raise Refused(
                 "rolled_back",
                 "the agent could not apply the pushed configuration; the previous file is back",
                 result="failed",
-                error=error or "Agent.reload() kept the running configuration",
+                error=error or "the reload kept the running configuration",
             )
         restart = [name for name in changed if name not in HOT_SECTIONS]
         if restart:
             # The next start runs on probation: if the broker does not answer, the previous file
-            # comes back (Agent._confirm_pushed_config), so a bad push cannot cut the gateway off.
-            await asyncio.to_thread(pending_marker(path).write_text, f"{format_time(datetime.now(UTC))}\n")
+            # comes back (the gateway's config probation), so a bad push cannot cut the gateway off.
+            marked_at = format_time(self.services.clock.now())
+            await asyncio.to_thread(pending_marker(path).write_text, f"{marked_at}\n")
         return _Outcome(
             "ok",
             "ok",
@@ -936,16 +882,15 @@ class CommandProcessor:
         )
 
     async def _diagnostics(self, args: NoArgs) -> _Outcome:
-        agent = self.agent
-        link = agent.link
+        services = self.services
         data = {
-            "status": agent.status(),
-            "counters": dict(agent.counters),
-            "gates": {gate_id: asdict(gate.stats) for gate_id, gate in agent.gates.items()},
-            "link": asdict(link.stats) if link is not None else {},
+            "status": services.report.status(),
+            "counters": services.counters.snapshot(),
+            "gates": {gate_id: asdict(gate.stats) for gate_id, gate in services.gates.items()},
+            "link": asdict(services.link.stats),
             "commands": {**asdict(self.stats), "by_code": dict(self.by_code), "nonces": len(self.nonces)},
             "log_level": logging.getLevelName(logging.getLogger().level).lower(),
-            "at": format_time(datetime.now(UTC)),
+            "at": format_time(services.clock.now()),
         }
         return _Outcome("ok", "ok", "diagnostics", data, target="gateway")
 
@@ -961,7 +906,7 @@ class CommandProcessor:
 
     async def _ack_alert(self, args: AckAlertArgs) -> _Outcome:
         try:
-            record = self.agent.acknowledge_alert(args.alert_id, args.by, via="mqtt", note=args.note)
+            record = self.services.alerts.acknowledge(args.alert_id, args.by, "mqtt", args.note)
         except AlertError as err:
             raise Refused(err.code, str(err)) from err
         return _Outcome(
@@ -1019,9 +964,7 @@ __all__ = [
     "CommandProcessor",
     "CommandReply",
     "CommandRequest",
-    "CommandSettings",
     "NonceCache",
-    "RateLimit",
     "SlidingWindow",
     "TrustedKey",
     "canonical_json",

@@ -34,16 +34,26 @@ from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from device_drivers.camera import CameraConfig
-from device_drivers.config import CardReaderConfig, RelayDoorConfig, TurnstileConfig
-from device_drivers.errors import DeviceError
-from device_drivers.keyboard_wedge import KeyboardWedgeConfig
-from device_drivers.osdp import OsdpBusConfig, load_secret
-from device_drivers.wiegand_gpio import GpioWiegandConfig
+from device_drivers import (
+    CameraConfig,
+    CardReaderConfig,
+    DeviceError,
+    GpioWiegandConfig,
+    KeyboardWedgeConfig,
+    OsdpBusConfig,
+    RelayDoorConfig,
+    TurnstileConfig,
+    load_profile,
+    load_secret,
+    parse_source,
+    redact_url,
+    resolve_profile,
+)
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.secrets import read_credential
-from sync.mqtt_link import TlsConfig, parse_broker_url
+from sync import TlsConfig, parse_broker_url
+from vision import MANIFEST_PATH, ManifestError, load_manifest
 
 DEFAULT_CREDENTIALS_DIR = Path("/etc/edge-agent/credentials")
 DEFAULT_DATA_DIR = "/var/lib/edge-agent"
@@ -226,7 +236,7 @@ def check_devices(config: GatewayConfig) -> list[CheckResult]:
             continue
         if isinstance(device, CardReaderConfig | TurnstileConfig):
             assert device.port is not None  # the model refuses a real device without a port
-            baud = device.load_profile().transport.baudrate
+            baud = load_profile(resolve_profile(device.profile)).transport.baudrate
             results.append(check_serial_port(device.id, device.port, baud))
         elif isinstance(device, OsdpBusConfig):
             assert device.port is not None
@@ -240,8 +250,6 @@ def check_devices(config: GatewayConfig) -> list[CheckResult]:
 
 def check_camera(camera_id: str, url: str, timeout_s: float = 10.0) -> CheckResult:
     """Open a camera source with OpenCV and grab one frame (RTSP/HTTP URL, ``usb:N``, a file)."""
-    from device_drivers.camera import parse_source, redact_url
-
     name = f"camera {camera_id}"
     shown = redact_url(url)
     try:
@@ -539,10 +547,6 @@ def check_broker(
 
 def check_models(manifest_path: Path | None = None, models_dir: Path | None = None) -> list[CheckResult]:
     """Every model in the vision manifest: present, the declared size, the declared sha256."""
-    try:
-        from vision.manifest import MANIFEST_PATH, ManifestError, load_manifest
-    except ImportError as err:
-        return [_warn("models", f"vision is not installed ({err}); no models to check")]
     path = manifest_path or MANIFEST_PATH
     try:
         manifest = load_manifest(path)

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ulid import ULID
 
 from edge_agent.errors import ConfigError
-from sync.migrations import Migration, apply_migrations
+from sync import Migration, apply_migrations
 
 log = logging.getLogger(__name__)
 

@@ -13,36 +13,28 @@ import base64
 import binascii
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.config.cameras import FaceSettings
 from edge_agent.face_templates import FaceTemplateStore
 from edge_agent.roster import FaceTemplateChange, RosterIndex
-from vision.face_detect import FaceDetector
-from vision.face_embed import FaceEmbedder
-from vision.face_pipeline import EnrollmentError, embed_enrollment_photo
-from vision.gallery import Gallery
+from vision import EnrollmentError, FaceDetector, FaceEmbedder, Gallery, embed_enrollment_photo
 
 log = logging.getLogger(__name__)
 
 
-class FaceSettings(BaseModel):
-    """Gateway-wide face recognition settings."""
+@dataclass(frozen=True)
+class FaceModels:
+    """What a camera matches faces with: the shared, thread-safe models and the current gallery."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    template_key_credential: str = Field(
-        "face_template_key", description="Credential holding the template encryption key (64 hex digits)."
-    )
-    threshold: float | None = Field(
-        None, gt=0, lt=2, description="Open-set distance threshold; the model's default when unset (0.50)."
-    )
-    duplicate_warning_distance: float = Field(
-        0.5, gt=0, lt=2, description="Enrollment warns when the new face is this close to another person."
-    )
+    detector: FaceDetector
+    embedder: FaceEmbedder
+    gallery: Callable[[], Gallery]
+    """The gallery to match against now; read at every frame."""
 
 
 @dataclass
@@ -57,7 +49,10 @@ class EnrollOutcome:
 
 
 class FaceService:
-    """Models, gallery and templates; blocking methods are meant for worker threads."""
+    """Models, gallery and templates; blocking methods are meant for worker threads.
+
+    Cameras get only what they use from it: ``detector``, ``embedder`` and :meth:`current_gallery`
+    (read at every frame, so a rebuilt gallery is used from the next frame on), as :attr:`models`."""
 
     def __init__(self, store: FaceTemplateStore, settings: FaceSettings) -> None:
         self.store = store
@@ -68,6 +63,15 @@ class FaceService:
         self.gallery = Gallery(self.model_id, threshold=settings.threshold)
         self.counters: Counter[str] = Counter()
         self.reload()
+
+    def current_gallery(self) -> Gallery:
+        """The gallery to match against now (replaced whole by :meth:`reload`)."""
+        return self.gallery
+
+    @property
+    def models(self) -> FaceModels:
+        """The narrow handle a camera worker gets."""
+        return FaceModels(self.detector, self.embedder, self.current_gallery)
 
     def reload(self) -> None:
         """Rebuild the gallery from the store (start-up, SIGHUP after an enrollment)."""
@@ -164,4 +168,5 @@ def load_photos(paths: list[Path]) -> list[tuple[str, bytes]]:
     return out
 
 
-__all__ = ["EnrollOutcome", "FaceService", "FaceSettings", "load_photos"]
+# FaceSettings is re-exported until the configuration imports it from edge_agent.config.cameras.
+__all__ = ["EnrollOutcome", "FaceModels", "FaceService", "load_photos"]

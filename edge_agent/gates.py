@@ -7,7 +7,6 @@ network, the broker or an fsync.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import time
@@ -17,49 +16,16 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from device_drivers.errors import DeviceError
-from device_drivers.types import CardRead, TurnstileEvent
-from edge_agent.access import AntiPassback, AntiPassbackConfig, Decision, Direction, decide
-from edge_agent.attendance import AttendanceBook, AttendancePointConfig, attendance_event
+from device_drivers import CardRead, DeviceError, TurnstileEvent
+from edge_agent.access import AntiPassback, Decision, decide
+from edge_agent.attendance import AttendanceBook, attendance_event
+from edge_agent.clock import Clock, SystemClock
+from edge_agent.config import Direction, GateConfig
 from edge_agent.metrics import DECISION_SECONDS
 from edge_agent.roster import Roster, person_data
-from sync.envelope import Event
-from sync.event_types import Severity
-from sync.roster_messages import Person
+from sync import Event, Person, Severity
 
 log = logging.getLogger(__name__)
-
-
-class GateReaderConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    device: str = Field(description="Id of a card reader device (or an OSDP reader) in `devices`.")
-    direction: Direction = Field("entry", description="Which way a person presenting a card here goes.")
-
-
-class GateConfig(BaseModel):
-    """A gate, door or classroom reader: its readers, what it opens, and its rules."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Gate id; access groups name it.")
-    name: str = Field("", description="Display name.")
-    readers: list[GateReaderConfig] = Field(min_length=1, description="Readers that feed this gate.")
-    turnstile: str | None = Field(
-        None,
-        description="Id of the turnstile or door device it opens; none for a "
-        "reader that only takes attendance.",
-    )
-    anti_passback: AntiPassbackConfig = Field(
-        default_factory=AntiPassbackConfig,
-        description="Anti-passback rules.",
-    )
-    passage_timeout_s: float = Field(10.0, gt=0, le=300, description="How long a granted passage may take.")
-    attendance: AttendancePointConfig | None = Field(
-        None, description="Take attendance here (method 'card') by this timetable."
-    )
 
 
 # Turnstile alarms that become alerts as they are: event type, severity, the payload beyond gate/device.
@@ -102,6 +68,36 @@ class GateStats:
     last_decision_us: int = 0
 
 
+class GrantLog:
+    """Recent grants per gate: face attendance confirms a card at the same gate, and video
+    tailgating compares people seen with grants given."""
+
+    KEEP_S = 300.0
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._times: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    def note(self, gate_id: str, person_id: str) -> None:
+        now = self.clock.monotonic()
+        self._last[(gate_id, person_id)] = now
+        times = self._times[gate_id]
+        times.append(now)
+        while times and now - times[0] > self.KEEP_S:
+            times.popleft()
+
+    def grants_within(self, gate_id: str, window_s: float) -> int:
+        """Grants at a gate in the last ``window_s`` seconds."""
+        now = self.clock.monotonic()
+        return sum(1 for t in self._times.get(gate_id, ()) if now - t <= window_s)
+
+    def recent_card(self, gate_id: str, person_id: str, window_s: float) -> bool:
+        """Whether ``person_id`` was granted at ``gate_id`` in the last ``window_s`` seconds."""
+        at = self._last.get((gate_id, person_id))
+        return at is not None and self.clock.monotonic() - at <= window_s
+
+
 class GateController:
     """One gate's state machine. ``emit`` hands an event to the outbox and returns at once."""
 
@@ -118,8 +114,10 @@ class GateController:
         opener: Opener | None,
         feedback: Feedback | None,
         on_grant: Callable[[str, str], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.clock: Clock = clock or SystemClock()
         self.roster = roster
         self.emit = emit
         self.source = source
@@ -132,7 +130,6 @@ class GateController:
         self.stats = GateStats()
         self.directions = {r.device: r.direction for r in config.readers}
         self._open: collections.deque[_Transaction] = collections.deque()
-        self._feedback_tasks: set[asyncio.Task[None]] = set()
 
     async def on_card(self, read: CardRead) -> Decision:
         """Decide, open, give feedback, report. Returns the decision (for tests and metrics)."""
@@ -148,7 +145,7 @@ class GateController:
             direction=direction,
             now=now,
             local_now=now.astimezone(self.timezone),
-            monotonic_now=time.monotonic(),
+            monotonic_now=self.clock.monotonic(),
             anti_passback=self.anti_passback,
             anti_passback_config=cfg.anti_passback,
         )
@@ -163,11 +160,11 @@ class GateController:
         decision_us = (time.perf_counter_ns() - started) // 1000
         self.stats.last_decision_us = decision_us
         DECISION_SECONDS.observe(decision_us / 1e6)
-        if self.feedback is not None:
-            task = asyncio.ensure_future(self._give_feedback(read.device_id, decision.granted))
-            self._feedback_tasks.add(task)
-            task.add_done_callback(self._feedback_tasks.discard)
         self._report(read, direction, decision, decision_us, opened)
+        if self.feedback is not None:
+            # After the gate opened and the events are handed over: the LED/buzzer round trip only
+            # delays the next read of this same reader, never this decision.
+            await self._give_feedback(read.device_id, decision.granted)
         return decision
 
     async def _give_feedback(self, device_id: str, granted: bool) -> None:
@@ -238,7 +235,7 @@ class GateController:
         )
         if self.on_grant is not None:
             self.on_grant(cfg.id, person.id)
-        mono = time.monotonic()
+        mono = self.clock.monotonic()
         if opened:
             self._open.append(_Transaction(person, direction, granted.id, mono, mono + cfg.passage_timeout_s))
         else:
@@ -271,7 +268,7 @@ class GateController:
     def expect_remote_passage(self, direction: Direction, authorised_by: str) -> None:
         """The gate was opened by a remote command: the passage that follows is authorised, not
         tailgating. Anti-passback learns nothing from it (nobody presented a card)."""
-        mono = time.monotonic()
+        mono = self.clock.monotonic()
         self._open.append(
             _Transaction(
                 None, direction, f"remote:{authorised_by}", mono, mono + self.config.passage_timeout_s
@@ -318,7 +315,7 @@ class GateController:
                 return
             self.stats.passages += 1
             if tx.person is not None:
-                self._record_passback(tx.person, tx.direction, time.monotonic())
+                self._record_passback(tx.person, tx.direction, self.clock.monotonic())
             self.emit(self._passage_event(tx, event.device_id, "passed" if tx.person else "remote", event.at))
         elif event.kind == "passage_timeout":
             tx = self._take(event.direction)
@@ -362,7 +359,7 @@ class GateController:
             "direction": tx.direction,
             "result": result,
             "grant_id": tx.grant_id,
-            "elapsed_ms": int((time.monotonic() - tx.opened_at) * 1000),
+            "elapsed_ms": int((self.clock.monotonic() - tx.opened_at) * 1000),
         }
         if tx.person is not None:
             data["person"] = person_data(tx.person)
@@ -381,4 +378,4 @@ class GateController:
             self._timed_out(tx, self.config.turnstile or self.config.readers[0].device, at)
 
 
-__all__ = ["GateConfig", "GateController", "GateReaderConfig", "GateStats"]
+__all__ = ["GateController", "GateStats", "GrantLog"]

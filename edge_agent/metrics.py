@@ -1,11 +1,11 @@
-"""Prometheus metrics of the agent, read at scrape time.
+"""Prometheus metrics of the gateway, read at scrape time.
 
-:class:`AgentCollector` reads the agent's own counters and state when Prometheus scrapes, so the hot
-paths keep plain integer counters and pay nothing for metrics. The exceptions are latency
-histograms, which must see every observation: the gate path calls ``DECISION_SECONDS.observe`` and
-the camera workers ``MODEL_SECONDS.labels(camera, stage).observe``. They are created unregistered;
-each app registers them into its own :class:`~prometheus_client.CollectorRegistry`, so tests can run
-several agents in one process.
+:class:`GatewayCollector` reads the gateway's counters and state through its services when
+Prometheus scrapes, so the hot paths keep plain integer counters and pay nothing for metrics. The
+exceptions are latency histograms, which must see every observation: the gate path calls
+``DECISION_SECONDS.observe`` and the camera workers ``MODEL_SECONDS.labels(camera, stage).observe``.
+They are created unregistered; each app registers them into its own
+:class:`~prometheus_client.CollectorRegistry`, so tests can run several gateways in one process.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from prometheus_client.registry import Collector
 from edge_agent import __version__
 
 if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+    # Type-only: gates import this module for DECISION_SECONDS, and services refer to gates.
+    from edge_agent.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,16 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
-class AgentCollector(Collector):
-    """Reads one agent's state at scrape time. A failing section is logged and left out, never fails
-    the whole scrape."""
+class GatewayCollector(Collector):
+    """Reads one gateway's state at scrape time. A failing section is logged and left out, never
+    fails the whole scrape."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
     def describe(self) -> Iterable[Metric]:
-        # Returning nothing makes the registry skip calling collect() at registration, when the
-        # agent may not have opened its outbox yet.
+        # Returning nothing makes the registry skip calling collect() at registration, before the
+        # gateway has started what the sections read.
         return []
 
     def collect(self) -> Iterator[Metric]:
@@ -88,32 +89,28 @@ class AgentCollector(Collector):
                 log.exception("metrics section %s failed", section.__name__)
 
     def _agent(self) -> Iterable[Metric]:
-        agent = self.agent
+        services = self.services
+        identity = services.config.current().gateway
         info = InfoMetricFamily("edge_agent", "Agent build and identity.")
-        info.add_metric(
-            [],
-            {"version": __version__, "site": agent.config.gateway.site, "gateway": agent.config.gateway.id},
-        )
+        info.add_metric([], {"version": __version__, "site": identity.site, "gateway": identity.id})
         yield info
         counters = CounterMetricFamily(
             "edge_agent_events",
             "Agent-level counters (failed handlers, unassigned readers, ...).",
             labels=["name"],
         )
-        for name, value in sorted(agent.counters.items()):
+        for name, value in services.counters.items():
             counters.add_metric([name], value)
         yield counters
         yield GaugeMetricFamily(
-            "edge_agent_healthy", "1 while every agent loop runs.", value=float(agent.healthy())
+            "edge_agent_healthy", "1 while every agent loop runs.", value=float(services.report.healthy())
         )
         yield GaugeMetricFamily(
-            "edge_roster_version",
-            "Roster version the gates decide from.",
-            value=agent.roster.version if agent.roster else 0,
+            "edge_roster_version", "Roster version the gates decide from.", value=services.roster.version
         )
 
     def _outbox(self) -> Iterable[Metric]:
-        outbox = self.agent.outbox
+        outbox = self.services.outbox
         pending = GaugeMetricFamily("edge_outbox_pending", "Undelivered events per lane.", labels=["lane"])
         age = GaugeMetricFamily(
             "edge_outbox_oldest_age_seconds",
@@ -140,8 +137,8 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily("edge_outbox_last_seq", "Highest seq committed.", value=outbox.last_seq)
 
     def _link(self) -> Iterable[Metric]:
-        link = self.agent.link
-        state = link.state if link is not None else "starting"
+        link = self.services.link
+        state = link.state
         gauge = GaugeMetricFamily(
             "edge_mqtt_state", "MQTT link state (1 for the current one).", labels=["state"]
         )
@@ -151,17 +148,15 @@ class AgentCollector(Collector):
         yield GaugeMetricFamily(
             "edge_mqtt_connected", "1 while connected to the broker.", value=float(state == "connected")
         )
-        if link is None:
-            return
         for field, doc in _LINK_COUNTERS.items():
             yield _counter(f"edge_mqtt_{field}", doc, getattr(link.stats, field, 0))
 
     def _devices(self) -> Iterable[Metric]:
-        agent = self.agent
+        devices = self.services.devices
         online = GaugeMetricFamily(
             "edge_device_online", "1 while the device reports online.", labels=["device", "kind"]
         )
-        for dev_id, state in sorted(agent.device_state.items()):
+        for dev_id, state in sorted(devices.state.items()):
             online.add_metric([dev_id, str(state.get("kind", "device"))], float(bool(state.get("online"))))
         yield online
         counters = CounterMetricFamily(
@@ -169,7 +164,7 @@ class AgentCollector(Collector):
             "Per-device driver counters (frames, reads, errors, drops).",
             labels=["device", "name"],
         )
-        for dev_id, driver in sorted(agent.drivers.items()):
+        for dev_id, driver in sorted(devices.drivers.items()):
             values: dict[str, Any] = dict(getattr(driver, "counters", {}))
             for name, value in sorted(values.items()):
                 counters.add_metric([dev_id, str(name)], float(value))
@@ -189,7 +184,7 @@ class AgentCollector(Collector):
         last = GaugeMetricFamily(
             "edge_gate_last_decision_seconds", "Duration of the latest decision.", labels=["gate"]
         )
-        for gate_id, gate in sorted(self.agent.gates.items()):
+        for gate_id, gate in sorted(self.services.gates.items()):
             s = gate.stats
             decisions.add_metric([gate_id, "granted"], s.granted)
             decisions.add_metric([gate_id, "denied"], s.denied)
@@ -208,14 +203,14 @@ class AgentCollector(Collector):
         errors = CounterMetricFamily(
             "edge_camera_analysis_errors", "Frames that failed analysis.", labels=["camera"]
         )
-        for cam_id, worker in sorted(self.agent.camera_workers.items()):
+        for cam_id, worker in sorted(self.services.cameras.face_workers.items()):
             counts = getattr(getattr(worker, "pipeline", None), "counters", {})
             for name, value in sorted(counts.items()):
                 pipeline.add_metric([cam_id, str(name)], float(value))
             errors.add_metric([cam_id], float(getattr(worker, "errors", 0)))
         yield pipeline
         yield errors
-        faces = self.agent.faces
+        faces = self.services.cameras.faces
         if faces is not None:
             yield GaugeMetricFamily(
                 "edge_faces_templates", "Face templates in the gallery.", value=faces.gallery.template_count
@@ -226,7 +221,7 @@ class AgentCollector(Collector):
             yield fc
 
     def _security(self) -> Iterable[Metric]:
-        workers: dict[str, Any] = dict(getattr(self.agent, "security_workers", {}))
+        workers = self.services.cameras.security_workers
         if not workers:
             return
         family = CounterMetricFamily(
@@ -246,7 +241,7 @@ class AgentCollector(Collector):
         yield errors
 
     def _commands(self) -> Iterable[Metric]:
-        processor = getattr(self.agent, "commands", None)
+        processor = self.services.commands
         if processor is None:
             return
         stats = processor.stats
@@ -254,21 +249,19 @@ class AgentCollector(Collector):
             "edge_commands", "Remote commands received over MQTT, by result.", labels=["result"]
         )
         for result in ("received", "ok", "refused", "failed", "reply_not_sent"):
-            results.add_metric([result], float(getattr(stats, result, 0)))
+            results.add_metric([result], float(getattr(stats, result)))
         yield results
         codes = CounterMetricFamily(
             "edge_commands_by_code",
             "Remote command outcomes by code (replayed, expired, bad_signature, ...).",
             labels=["code"],
         )
-        for code, count in sorted(dict(getattr(processor, "by_code", {})).items()):
+        for code, count in sorted(processor.by_code.items()):
             codes.add_metric([str(code)], float(count))
         yield codes
 
     def _alerts(self) -> Iterable[Metric]:
-        book = self.agent.alerts
-        if book is None:
-            return
+        book = self.services.alerts.book
         open_alerts = GaugeMetricFamily(
             "edge_alerts_open",
             "Unacknowledged alerts in the local alert book (counted up to 1000).",
@@ -282,13 +275,13 @@ class AgentCollector(Collector):
         yield open_alerts
 
 
-def agent_registry(agent: Agent) -> CollectorRegistry:
-    """A fresh registry with the agent's collector and the latency histograms."""
+def gateway_registry(services: Services) -> CollectorRegistry:
+    """A fresh registry with the gateway's collector and the latency histograms."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(AgentCollector(agent))
+    registry.register(GatewayCollector(services))
     registry.register(DECISION_SECONDS)
     registry.register(MODEL_SECONDS)
     return registry
 
 
-__all__ = ["DECISION_SECONDS", "MODEL_SECONDS", "AgentCollector", "agent_registry"]
+__all__ = ["DECISION_SECONDS", "MODEL_SECONDS", "GatewayCollector", "gateway_registry"]

@@ -17,18 +17,19 @@ from typing import Annotated, Any, Literal
 import sqlite_utils
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from edge_agent.errors import ConfigError
-from sync.migrations import Migration, apply_migrations
-from sync.roster_messages import (
+from edge_agent.errors import AgentError
+from sync import (
     AccessGroup,
     BlockedCredential,
     Credential,
     FaceTemplate,
+    Migration,
     Person,
     RosterContent,
     RosterDelta,
     RosterSnapshot,
     Schedule,
+    apply_migrations,
 )
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ _COLLECTIONS: dict[str, tuple[type[BaseModel], str]] = {
 }
 
 
-class RosterError(ConfigError):
+class RosterError(AgentError):
     """A roster message that cannot be applied; ``result`` is what the reply says."""
 
     def __init__(
@@ -53,6 +54,9 @@ class RosterError(ConfigError):
     ) -> None:
         super().__init__(message, code=code)
         self.result = result
+        self.kind: str | None = None
+        """Which kind of message was refused (snapshot, delta), once it parsed that far."""
+        self.requested_version: int | None = None
 
 
 @dataclass(frozen=True)

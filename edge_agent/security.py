@@ -1,8 +1,14 @@
 """Security rules on camera analysis: intrusion, line crossing, loitering, crowding, tamper, tailgating.
 
-:class:`SecurityRules` is a pure function of what the person pipeline saw (tracks, zone entries and
-exits, line crossings, tamper changes), the local time and the gate grants: it returns the alerts to
-raise, each with its evidence. Each rule has a schedule (when it is armed), a severity and a cooldown.
+:class:`SecurityRules` is a function of what the person pipeline observed in one frame (its
+:class:`vision.PersonFrameResult`: tracks, zone entries and exits, occupants, line crossings, tamper
+changes), the local time and the gate grants: it returns the alerts to raise, each with its
+evidence. It never looks into the pipeline. Each rule has a schedule (when it is armed), a severity
+and a cooldown, all judged on the frame's capture time. A silent camera (``stream_lost``) comes from
+a periodic check instead of a frame and is judged by :meth:`SecurityRules.evaluate_stream`, on that
+check's own time and state, so a check never moves the time frames are judged by.
+
+The settings models live in the config leaf :mod:`edge_agent.config.cameras`.
 """
 
 from __future__ import annotations
@@ -11,133 +17,21 @@ import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from sync.event_types import Severity
-from sync.roster_messages import WEEKDAYS, TimeWindow, Weekday
-from vision.person import PersonFrameResult, PersonPipelineConfig
-from vision.zones import CameraZones, LineCrossing, LineZone, PolygonZone, ZoneEntered, ZoneJudge
-
-TamperKind = Literal["covered", "defocused", "moved", "stream_lost"]
-_ALL_TAMPER: tuple[TamperKind, ...] = ("covered", "defocused", "moved", "stream_lost")
-
-
-class RuleSchedule(BaseModel):
-    """When a rule is armed, in the gateway's local time; no schedule means always."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    weekdays: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), description="Days it is armed.")
-    windows: list[TimeWindow] = Field(
-        default_factory=list, description="Times of day it is armed (HH:MM-HH:MM); empty means all day."
-    )
-
-    @field_validator("weekdays")
-    @classmethod
-    def _some_day(cls, days: list[Weekday]) -> list[Weekday]:
-        if not days:
-            raise ValueError("a schedule with no weekdays can never be armed")
-        return days
-
-    def armed(self, local: datetime) -> bool:
-        if WEEKDAYS[local.weekday()] not in self.weekdays:
-            return False
-        hhmm = local.strftime("%H:%M")
-        return not self.windows or any(w.start <= hhmm < w.end for w in self.windows)
-
-
-class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Rule id; named in the alert.")
-    severity: Severity = Field(Severity.WARNING, description="Alert severity.")
-    cooldown_s: float = Field(60.0, ge=0, description="At most one alert of this rule per this period.")
-    schedule: RuleSchedule | None = Field(None, description="When the rule is armed; always if unset.")
-
-
-class IntrusionRule(_Rule):
-    kind: Literal["intrusion"] = Field(description="Someone enters a zone.")
-    zone: str = Field(description="Zone id.")
-
-
-class LineCrossingRule(_Rule):
-    kind: Literal["line_crossing"] = Field(description="Someone crosses a line in a direction.")
-    line: str = Field(description="Line id.")
-    direction: Literal["a_to_b", "b_to_a", "both"] = Field("both", description="Which crossings count.")
-
-
-class LoiteringRule(_Rule):
-    kind: Literal["loitering"] = Field(description="Someone stays in a zone too long.")
-    zone: str = Field(description="Zone id.")
-    dwell_s: float = Field(gt=0, description="How long counts as loitering (short track breaks tolerated).")
-
-
-class CrowdingRule(_Rule):
-    kind: Literal["crowding"] = Field(description="Too many people in a zone for too long.")
-    zone: str = Field(description="Zone id.")
-    min_people: int = Field(ge=2, description="How many people make a crowd.")
-    for_s: float = Field(0.0, ge=0, description="For how long before it is an alert.")
-
-
-class TamperRule(_Rule):
-    kind: Literal["tamper"] = Field(description="The camera is covered, defocused, moved or lost.")
-    kinds: list[TamperKind] = Field(default_factory=lambda: list(_ALL_TAMPER), description="Which tampers.")
-
-
-class TailgatingRule(_Rule):
-    kind: Literal["tailgating"] = Field(description="More people cross the gate line than the gate granted.")
-    line: str = Field(description="Line drawn across the gate passage.")
-    direction: Literal["a_to_b", "b_to_a"] = Field(description="The crossing direction that is an entry.")
-    gate: str = Field(description="Gate id whose grants are counted.")
-    window_s: float = Field(8.0, gt=0, description="Grants and crossings are compared over this window.")
-
-
-Rule = Annotated[
-    IntrusionRule | LineCrossingRule | LoiteringRule | CrowdingRule | TamperRule | TailgatingRule,
-    Field(discriminator="kind"),
-]
-
-
-class SecurityConfig(BaseModel):
-    """Zones, lines and rules of one camera (coordinates as in ``vision.zones``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    zones: list[PolygonZone] = Field(default_factory=list, description="Polygon zones.")
-    lines: list[LineZone] = Field(default_factory=list, description="Directed lines.")
-    reference_size: tuple[int, int] | None = Field(
-        None, description="[width, height] the pixel coordinates were drawn on."
-    )
-    rules: list[Rule] = Field(default_factory=list, description="Alert rules.")
-    pipeline: PersonPipelineConfig = Field(
-        default_factory=PersonPipelineConfig,
-        description="Person detection, tracking, motion and tamper settings.",
-    )
-
-    @model_validator(mode="after")
-    def _references(self) -> SecurityConfig:
-        zones = {z.id for z in self.zones}
-        lines = {line.id for line in self.lines}
-        ids = [r.id for r in self.rules]
-        if len(ids) != len(set(ids)):
-            raise ValueError("rule ids must be unique per camera")
-        for rule in self.rules:
-            zone = getattr(rule, "zone", None)
-            if zone is not None and zone not in zones:
-                raise ValueError(f"rule {rule.id}: unknown zone {zone!r}")
-            line = getattr(rule, "line", None)
-            if line is not None and line not in lines:
-                raise ValueError(f"rule {rule.id}: unknown line {line!r}")
-            if isinstance(rule, TamperRule) and self.pipeline.tamper is None:
-                raise ValueError(f"rule {rule.id}: tamper checks are off in pipeline.tamper")
-        return self
-
-    def camera_zones(self, camera_id: str) -> CameraZones:
-        return CameraZones(
-            camera_id=camera_id, zones=self.zones, lines=self.lines, reference_size=self.reference_size
-        )
+from edge_agent.config.cameras import (
+    CrowdingRule,
+    IntrusionRule,
+    LineCrossingRule,
+    LoiteringRule,
+    RuleBase,
+    RuleSchedule,
+    SecurityConfig,
+    TailgatingRule,
+    TamperRule,
+)
+from sync import Severity
+from vision import LineCrossing, PersonFrameResult, TamperChange, ZoneEntered
 
 
 @dataclass(frozen=True)
@@ -170,10 +64,13 @@ class SecurityRules:
         self.config = config
         self.grants = grants or (lambda gate, window: 0)
         self._state: dict[str, _State] = {r.id: _State() for r in config.rules}
+        # Stream-lost alerts have their own cooldown on the periodic check's clock: that clock must
+        # never meet the frames' capture times in one state.
+        self._stream_last_alert: dict[str, float] = {}
 
-    def evaluate(
-        self, result: PersonFrameResult, judge: ZoneJudge | None, local_now: datetime
-    ) -> list[Alert]:
+    def evaluate(self, result: PersonFrameResult, local_now: datetime) -> list[Alert]:
+        """The alerts this frame raises. ``result.at`` (the capture time) is the rules' time;
+        ``local_now`` is the frame's wall time in the gateway's timezone (for schedules)."""
         now = result.at
         alerts: list[Alert] = []
         for rule in self.config.rules:
@@ -181,7 +78,7 @@ class SecurityRules:
                 self._disarm(rule.id)
                 continue
             state = self._state[rule.id]
-            found = self._rule(rule, state, result, judge, now)
+            found = self._rule(rule, state, result, now)
             if found is None:
                 continue
             if now - state.last_alert < rule.cooldown_s:
@@ -190,24 +87,47 @@ class SecurityRules:
             alerts.append(found)
         return alerts
 
+    def evaluate_stream(self, changes: list[TamperChange], now: float, local_now: datetime) -> list[Alert]:
+        """Alerts for stream changes from a periodic silence check at ``now`` (its own monotonic
+        time, not a frame's): tamper rules that watch ``stream_lost`` and are armed at ``local_now``."""
+        alerts: list[Alert] = []
+        for rule in self.config.rules:
+            if not isinstance(rule, TamperRule) or "stream_lost" not in rule.kinds:
+                continue
+            if rule.schedule is not None and not rule.schedule.armed(local_now):
+                continue
+            change = next((c for c in changes if c.active and c.kind == "stream_lost"), None)
+            if change is None:
+                continue
+            last = self._stream_last_alert.get(rule.id)
+            if last is not None and now - last < rule.cooldown_s:
+                continue
+            self._stream_last_alert[rule.id] = now
+            alerts.append(
+                Alert(
+                    "edu.campus.security.camera_tamper.v1",
+                    rule.severity,
+                    self._base(rule, kind=change.kind, reason=change.reason),
+                )
+            )
+        return alerts
+
     def _disarm(self, rule_id: str) -> None:
         state = self._state[rule_id]
         state.crowd_since = None
         state.crowd_reported = False
 
-    def _base(self, rule: _Rule, **extra: Any) -> dict[str, Any]:
+    def _base(self, rule: RuleBase, **extra: Any) -> dict[str, Any]:
         return {"camera": self.camera_id, "rule": rule.id, **extra}
 
-    def _rule(
-        self, rule: Any, state: _State, result: PersonFrameResult, judge: ZoneJudge | None, now: float
-    ) -> Alert | None:
+    def _rule(self, rule: Any, state: _State, result: PersonFrameResult, now: float) -> Alert | None:
         if isinstance(rule, IntrusionRule):
             entered = [
                 o.track_id for o in result.zones if isinstance(o, ZoneEntered) and o.zone_id == rule.zone
             ]
             if not entered:
                 return None
-            count = len(judge.occupants(rule.zone)) if judge else len(entered)
+            count = len(result.occupants.get(rule.zone, {})) or len(entered)
             return Alert(
                 "edu.campus.security.intrusion.v1",
                 rule.severity,
@@ -238,9 +158,7 @@ class SecurityRules:
                 tuple(o.track_id for o in crossed),
             )
         if isinstance(rule, LoiteringRule):
-            if judge is None:
-                return None
-            occupants = judge.occupants(rule.zone)
+            occupants = result.occupants.get(rule.zone, {})
             state.loiter_reported &= set(occupants)
             long_stay = {
                 tid: now - at
@@ -262,9 +180,7 @@ class SecurityRules:
                 tuple(sorted(long_stay)),
             )
         if isinstance(rule, CrowdingRule):
-            if judge is None:
-                return None
-            occupants = judge.occupants(rule.zone)
+            occupants = result.occupants.get(rule.zone, {})
             if len(occupants) < rule.min_people:
                 state.crowd_since, state.crowd_reported = None, False
                 return None
@@ -286,6 +202,7 @@ class SecurityRules:
                 tuple(sorted(occupants)),
             )
         if isinstance(rule, TamperRule):
+            # stream_lost never comes from a frame: see evaluate_stream.
             change = next((c for c in result.tamper if c.active and c.kind in rule.kinds), None)
             if change is None:
                 return None
@@ -331,13 +248,5 @@ class SecurityRules:
 
 __all__ = [
     "Alert",
-    "CrowdingRule",
-    "IntrusionRule",
-    "LineCrossingRule",
-    "LoiteringRule",
-    "RuleSchedule",
-    "SecurityConfig",
     "SecurityRules",
-    "TailgatingRule",
-    "TamperRule",
 ]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Callable
 
+from edge_agent.clock import Clock
 from edge_agent.config import SimulatedSourceConfig
-from sync.envelope import Event
-from sync.event_types import Severity
+from sync import Event, Severity
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +16,15 @@ class SimulatedDevice:
     """Reports ``device.online``, then a heartbeat every ``interval_s`` with a counter that never
     skips, and optionally a security test alert every ``test_alert_interval_s``."""
 
-    def __init__(self, config: SimulatedSourceConfig, source: str, emit: Callable[[Event], object]) -> None:
+    def __init__(
+        self, config: SimulatedSourceConfig, source: str, emit: Callable[[Event], object], clock: Clock
+    ) -> None:
         self.config = config
         self.source = source
         self.emit = emit
+        self.clock = clock
         self.counter = 0
-        self.started = time.monotonic()
+        self.started = clock.monotonic()
 
     async def run(self) -> None:
         cfg = self.config
@@ -34,7 +35,7 @@ class SimulatedDevice:
                 {"device": cfg.id, "kind": "simulated", "reason": "started"},
             )
         )
-        next_alert = time.monotonic() + (cfg.test_alert_interval_s or 0)
+        next_alert = self.clock.monotonic() + (cfg.test_alert_interval_s or 0)
         while True:
             self.counter += 1
             self.emit(
@@ -44,12 +45,12 @@ class SimulatedDevice:
                     {
                         "device": cfg.id,
                         "kind": "simulated",
-                        "uptime_s": round(time.monotonic() - self.started, 3),
+                        "uptime_s": round(self.clock.monotonic() - self.started, 3),
                         "counter": self.counter,
                     },
                 )
             )
-            if cfg.test_alert_interval_s is not None and time.monotonic() >= next_alert:
+            if cfg.test_alert_interval_s is not None and self.clock.monotonic() >= next_alert:
                 next_alert += cfg.test_alert_interval_s
                 self.emit(
                     Event(
@@ -59,4 +60,4 @@ class SimulatedDevice:
                         severity=Severity.INFO,
                     )
                 )
-            await asyncio.sleep(cfg.interval_s)
+            await self.clock.sleep(cfg.interval_s)

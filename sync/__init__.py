@@ -1,0 +1,100 @@
+"""sync: the gateway's contract with the centre and the way there.
+
+The public surface for the agent (LAYOUT.md invariant 4: the agent imports only from here):
+
+* the envelope and the event catalogue: :class:`Event`, :class:`Severity`, :class:`Lane`,
+  :func:`make_source`, :func:`format_time`, :func:`utc_now`;
+* the outbox (``sync.outbox``): :class:`Outbox`, :class:`OutboxConfig`, :class:`OutboxError`, and the
+  SQLite migration runner the agent's own stores use (:data:`Migration`, :func:`apply_migrations`);
+* the MQTT link (``sync.mqtt``): :class:`MqttLink`, :class:`MqttConfig`, :class:`TlsConfig`,
+  :func:`parse_broker_url`, the MQTT 5 reply helpers, the :class:`ReconnectBackoff` it is handed;
+* the roster wire models (``sync.messages``);
+* the errors, all under :class:`SyncError`.
+
+``sync.central`` (the reference consumer in PostgreSQL) is not part of it: it is not gateway runtime.
+"""
+
+from __future__ import annotations
+
+from sync.envelope import EnvelopeError, Event, format_time, make_source, parse_event, utc_now
+from sync.errors import BrokerRefused, NotConnected, PublishFailed, ReplyQueueFull, SyncError
+from sync.event_types import EVENT_TYPES, EventType, Lane, Severity
+from sync.messages import (
+    WEEKDAYS,
+    AccessGroup,
+    BlockedCredential,
+    Credential,
+    FaceTemplate,
+    Person,
+    RosterContent,
+    RosterDeletes,
+    RosterDelta,
+    RosterReply,
+    RosterSnapshot,
+    Schedule,
+    TimeWindow,
+    Weekday,
+)
+from sync.mqtt import (
+    LinkStats,
+    MessageHandler,
+    MqttConfig,
+    MqttLink,
+    ReconnectBackoff,
+    Subscription,
+    TlsConfig,
+    parse_broker_url,
+    reply_properties,
+    response_properties,
+)
+from sync.outbox import Migration, Outbox, OutboxClosed, OutboxConfig, OutboxError, apply_migrations
+from sync.topics import Topics
+
+__all__ = [
+    "EVENT_TYPES",
+    "WEEKDAYS",
+    "AccessGroup",
+    "BlockedCredential",
+    "BrokerRefused",
+    "Credential",
+    "EnvelopeError",
+    "Event",
+    "EventType",
+    "FaceTemplate",
+    "Lane",
+    "LinkStats",
+    "MessageHandler",
+    "Migration",
+    "MqttConfig",
+    "MqttLink",
+    "NotConnected",
+    "Outbox",
+    "OutboxClosed",
+    "OutboxConfig",
+    "OutboxError",
+    "Person",
+    "PublishFailed",
+    "ReconnectBackoff",
+    "ReplyQueueFull",
+    "RosterContent",
+    "RosterDeletes",
+    "RosterDelta",
+    "RosterReply",
+    "RosterSnapshot",
+    "Schedule",
+    "Severity",
+    "Subscription",
+    "SyncError",
+    "TimeWindow",
+    "TlsConfig",
+    "Topics",
+    "Weekday",
+    "apply_migrations",
+    "format_time",
+    "make_source",
+    "parse_broker_url",
+    "parse_event",
+    "reply_properties",
+    "response_properties",
+    "utc_now",
+]

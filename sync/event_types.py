@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from sync.config import Severity
+
 
 class Lane(enum.IntEnum):
     """Delivery lanes: a lower number is always published first (DESIGN.md, store-and-forward)."""
@@ -17,14 +19,6 @@ class Lane(enum.IntEnum):
     ALERT = 0
     ACCESS = 1
     TELEMETRY = 2
-
-
-class Severity(enum.StrEnum):
-    """Alert severities; they name the ``alerts/{severity}`` topic."""
-
-    INFO = "info"
-    WARNING = "warning"
-    CRITICAL = "critical"
 
 
 @dataclass(frozen=True, slots=True)

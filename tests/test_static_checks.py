@@ -1,23 +1,19 @@
 """The house rules that tools can check (STYLE.md 12): ruff over the repository, mypy --strict over
-the four packages. Run as tests so the one test command keeps them true."""
+the four packages. Run as tests so the one test command keeps them true.
+
+Both run in the background from the end of collection on (tests/support/static_checks.py); these
+tests wait for their results."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support import static_checks
 
 
 def test_ruff_is_clean() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "."], cwd=REPO, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, out = static_checks.result("ruff")
+    assert code == 0, out
 
 
 def test_mypy_strict_is_clean() -> None:
-    # The package list and strictness come from [tool.mypy] in pyproject.toml.
-    proc = subprocess.run([sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    code, out = static_checks.result("mypy")
+    assert code == 0, out

@@ -1,37 +1,75 @@
-"""Vision: ONNX Runtime model runners, the face pipeline, person detection and camera checks."""
+"""Vision: ONNX Runtime model runners, the face pipeline, person detection, zones and camera checks.
+
+Applications import from here. Settings models are also in the leaf module :mod:`vision.config`
+(pydantic only), for configuration code that must not load the runtime.
+"""
 
 from vision.align import AlignmentError, align_face, align_faces
-from vision.errors import VisionError
-from vision.face_detect import FaceDetection, FaceDetector, FaceDetectorConfig
-from vision.face_embed import FaceEmbedder, FaceEmbedderConfig
+from vision.config import (
+    TAMPER_KINDS,
+    CameraZones,
+    FaceDetectorConfig,
+    FaceEmbedderConfig,
+    FacePipelineConfig,
+    FaceTrackerConfig,
+    LineZone,
+    MotionConfig,
+    PersonDetectorConfig,
+    PersonPipelineConfig,
+    PolygonZone,
+    QualityConfig,
+    RuntimeConfig,
+    TamperConfig,
+    TamperKind,
+    TrackerConfig,
+)
+from vision.errors import VisionError, ZoneConfigError
+from vision.face_camera import FaceCamera, FaceFrameResult
+from vision.face_detect import FaceDetection, FaceDetector
+from vision.face_embed import FaceEmbedder
 from vision.face_pipeline import (
     EnrollmentError,
     EnrollmentResult,
     FaceObservation,
     FacePipeline,
-    FacePipelineConfig,
     FrameAnalysis,
     decode_image,
     embed_enrollment_photo,
 )
-from vision.face_track import FaceTracker, FaceTrackerConfig, IdentityDecision
+from vision.face_track import FaceTracker, IdentityDecision
 from vision.gallery import DEFAULT_THRESHOLDS, FaceTemplate, Gallery, GalleryError, Match
-from vision.manifest import Manifest, ManifestError, ModelEntry, load_manifest
-from vision.motion import MotionConfig, MotionGate, MotionResult
-from vision.quality import ENROLLMENT_QUALITY, FaceQuality, QualityConfig, assess_face
-from vision.runtime import InferenceError, InvalidImageError, ModelLoadError, OnnxModel, RuntimeConfig
+from vision.manifest import MANIFEST_PATH, Manifest, ManifestError, ModelEntry, load_manifest
+from vision.motion import MotionGate, MotionResult
+from vision.person import (
+    PersonDetection,
+    PersonDetector,
+    PersonDetectorError,
+    PersonFrameResult,
+    PersonPipeline,
+)
+from vision.quality import ENROLLMENT_QUALITY, FaceQuality, assess_face
+from vision.render import draw_boxes, draw_zones, encode_jpeg, evidence_jpeg, snapshot_jpeg
+from vision.runtime import InferenceError, InvalidImageError, ModelLoadError, OnnxModel
+from vision.tamper import StreamWatch, TamperChange, TamperDetector, TamperError
+from vision.tracking import Track, Tracker, TrackingError
+from vision.zones import LineCrossing, ZoneEntered, ZoneJudge, ZoneLeft, ZoneObservation, in_pixels
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "ENROLLMENT_QUALITY",
+    "MANIFEST_PATH",
+    "TAMPER_KINDS",
     "AlignmentError",
+    "CameraZones",
     "EnrollmentError",
     "EnrollmentResult",
+    "FaceCamera",
     "FaceDetection",
     "FaceDetector",
     "FaceDetectorConfig",
     "FaceEmbedder",
     "FaceEmbedderConfig",
+    "FaceFrameResult",
     "FaceObservation",
     "FacePipeline",
     "FacePipelineConfig",
@@ -45,6 +83,8 @@ __all__ = [
     "IdentityDecision",
     "InferenceError",
     "InvalidImageError",
+    "LineCrossing",
+    "LineZone",
     "Manifest",
     "ManifestError",
     "Match",
@@ -54,13 +94,42 @@ __all__ = [
     "MotionGate",
     "MotionResult",
     "OnnxModel",
+    "PersonDetection",
+    "PersonDetector",
+    "PersonDetectorConfig",
+    "PersonDetectorError",
+    "PersonFrameResult",
+    "PersonPipeline",
+    "PersonPipelineConfig",
+    "PolygonZone",
     "QualityConfig",
     "RuntimeConfig",
+    "StreamWatch",
+    "TamperChange",
+    "TamperConfig",
+    "TamperDetector",
+    "TamperError",
+    "TamperKind",
+    "Track",
+    "Tracker",
+    "TrackerConfig",
+    "TrackingError",
     "VisionError",
+    "ZoneConfigError",
+    "ZoneEntered",
+    "ZoneJudge",
+    "ZoneLeft",
+    "ZoneObservation",
     "align_face",
     "align_faces",
     "assess_face",
     "decode_image",
+    "draw_boxes",
+    "draw_zones",
     "embed_enrollment_photo",
+    "encode_jpeg",
+    "evidence_jpeg",
+    "in_pixels",
     "load_manifest",
+    "snapshot_jpeg",
 ]

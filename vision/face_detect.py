@@ -12,35 +12,15 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
-from vision.runtime import ModelLoadError, OnnxModel, RuntimeConfig, as_bgr_frame
+from vision.config import FaceDetectorConfig, RuntimeConfig
+from vision.runtime import ModelLoadError, OnnxModel, as_bgr_frame
 
 MODEL_ID = "centerface"
 _STRIDE = 4  # output maps are 1/4 of the input
 _ALIGN = 32  # the network needs input sides that are multiples of 32
 
 FloatArray = npt.NDArray[np.float32]
-
-
-class FaceDetectorConfig(BaseModel):
-    """CenterFace settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_side: int = Field(
-        default=640,
-        ge=64,
-        le=4096,
-        description="The frame's long side is scaled to at most this many pixels before detection "
-        "(smaller frames are not upscaled). 640 finds faces down to about 20 px in a 1280-wide frame.",
-    )
-    score_threshold: float = Field(
-        default=0.5, gt=0.0, lt=1.0, description="Minimum heatmap score of a face."
-    )
-    nms_iou: float = Field(
-        default=0.3, gt=0.0, le=1.0, description="IoU above which the weaker box is dropped."
-    )
 
 
 @dataclass(frozen=True, slots=True)

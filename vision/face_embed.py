@@ -6,26 +6,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from vision.align import CHIP_SIZE
-from vision.runtime import InvalidImageError, ModelLoadError, OnnxModel, RuntimeConfig
+from vision.config import FaceEmbedderConfig, RuntimeConfig
+from vision.runtime import InvalidImageError, ModelLoadError, OnnxModel
 
 MODEL_ID = "dlib_resnet_v1"
 EMBEDDING_DIM = 128
-
-
-class FaceEmbedderConfig(BaseModel):
-    """Embedder settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_batch: int = Field(
-        default=8,
-        ge=1,
-        le=64,
-        description="Faces per inference run; larger batches amortise the call but grow the memory arena.",
-    )
 
 
 class FaceEmbedder:

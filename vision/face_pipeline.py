@@ -15,42 +15,21 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from vision.align import AlignmentError, align_face, align_faces
+from vision.config import FacePipelineConfig, QualityConfig
 from vision.errors import VisionError
 from vision.face_detect import FaceDetection, FaceDetector
 from vision.face_embed import FaceEmbedder
 from vision.gallery import Gallery
-from vision.motion import MotionConfig, MotionGate, MotionResult
-from vision.quality import ALIGNMENT_FAILED, ENROLLMENT_QUALITY, FaceQuality, QualityConfig, assess_face
+from vision.motion import MotionGate, MotionResult
+from vision.quality import ALIGNMENT_FAILED, ENROLLMENT_QUALITY, FaceQuality, assess_face
 from vision.runtime import InvalidImageError, as_bgr_frame
 
 # Enrollment photos larger than this are refused before decoding (a decompression bomb, or simply not
 # a portrait photo).
 MAX_ENROLLMENT_BYTES = 20 * 1024 * 1024
 MAX_ENROLLMENT_PIXELS = 40_000_000
-
-
-class FacePipelineConfig(BaseModel):
-    """Per-camera face pipeline settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    motion_gate: bool = Field(default=True, description="Skip detection on frames without motion.")
-    motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gate settings.")
-    quality: QualityConfig = Field(default_factory=QualityConfig, description="Quality gate for recognition.")
-    max_skip_s: float = Field(
-        default=1.0,
-        gt=0.0,
-        description="Analyse at least this often even without motion: a student who sat down before "
-        "being confirmed must still collect the tracker's votes while sitting still.",
-    )
-    threshold: float | None = Field(
-        default=None,
-        gt=0.0,
-        description="Open-set distance threshold for this camera; None uses the gallery's (per model).",
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,44 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
+from vision.config import FaceTrackerConfig
 from vision.face_detect import iou_matrix
 from vision.face_pipeline import FaceObservation
 
 UNKNOWN = ""  # vote key of "matched nobody"; person ids are never empty (Gallery refuses them)
-
-
-class FaceTrackerConfig(BaseModel):
-    """Tracking and voting settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    iou_threshold: float = Field(
-        default=0.2, gt=0.0, lt=1.0, description="Minimum IoU between a track's last box and a new face."
-    )
-    max_age_s: float = Field(
-        default=2.0,
-        gt=0.0,
-        description="A track not seen for this long is closed (the person left, or stood still long "
-        "enough for the motion gate to stop looking).",
-    )
-    min_votes: int = Field(default=3, ge=1, description="Matched observations needed before deciding.")
-    min_weight: float = Field(
-        default=1.0, gt=0.0, description="Summed vote weight the winner needs (about 1 = one ideal face)."
-    )
-    repeat_window_s: float = Field(
-        default=10.0,
-        ge=0.0,
-        description="A person already confirmed on this camera less than this long ago is not confirmed "
-        "again by a new track (a track broken by occlusion must not count a student twice).",
-    )
-    min_share: float = Field(
-        default=0.6,
-        gt=0.5,
-        le=1.0,
-        description="Share of all vote weight the winner needs; above 0.5 so two names can never both win.",
-    )
 
 
 @dataclass(frozen=True, slots=True)

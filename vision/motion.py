@@ -12,40 +12,9 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
+from vision.config import MotionConfig
 from vision.runtime import as_bgr_frame
-
-
-class MotionConfig(BaseModel):
-    """Motion gate settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    width: int = Field(
-        default=160, ge=16, le=1920, description="Frames are downscaled to this width before comparison."
-    )
-    blur_kernel: int = Field(
-        default=5, ge=1, le=31, description="Odd Gaussian kernel size (after downscale) against sensor noise."
-    )
-    pixel_threshold: int = Field(
-        default=20, ge=1, le=255, description="Grey-level difference from the background counted as change."
-    )
-    min_changed_fraction: float = Field(
-        default=0.002,
-        ge=0.0,
-        le=1.0,
-        description="Fraction of changed pixels at or above which the frame counts as motion.",
-    )
-    background_alpha: float = Field(
-        default=0.5,
-        gt=0.0,
-        le=1.0,
-        description="Learning rate of the running-average background. High by default: after a student "
-        "shifts in their seat the gate should settle within a few frames (a slow background would keep "
-        "reporting the old position as motion for dozens of frames), while averaging still absorbs noise "
-        "and slow lighting drift.",
-    )
 
 
 @dataclass(frozen=True, slots=True)

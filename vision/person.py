@@ -14,7 +14,9 @@ one verified in ``shared/models/MODELS.md``:
 
 :class:`PersonPipeline` is one camera's whole security analysis as a function of (frame, time):
 motion gate → :class:`PersonDetector` → :class:`vision.tracking.Tracker` → :class:`vision.zones.ZoneJudge`,
-plus :class:`vision.tamper.TamperDetector`; the agent's rules consume its :class:`PersonFrameResult`.
+plus :class:`vision.tamper.TamperDetector`; the agent's rules consume its :class:`PersonFrameResult`,
+which carries every observation (zone events, occupants, tracks, tamper state). A silent camera is
+:class:`vision.tamper.StreamWatch`'s to judge, outside the pipeline.
 
 Recall, measured on the test photos, is modest and depends on scale: a full-body figure pasted on
 a corridor is found at 200–300 px tall at every position tried (scores 0.6–0.83) but at 350 px at
@@ -25,19 +27,19 @@ Check a camera's placement with real footage before relying on counts (crowding)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
+from vision.config import PersonDetectorConfig, PersonPipelineConfig, TamperKind
 from vision.errors import VisionError
-from vision.motion import MotionConfig, MotionGate
-from vision.runtime import InvalidImageError, OnnxModel, RuntimeConfig, as_bgr_frame
-from vision.tamper import TamperChange, TamperConfig, TamperDetector
-from vision.tracking import Track, Tracker, TrackerConfig
-from vision.zones import CameraZones, ZoneJudge, ZoneObservation
+from vision.motion import MotionGate
+from vision.runtime import InvalidImageError, OnnxModel, as_bgr_frame
+from vision.tamper import TamperChange, TamperDetector
+from vision.tracking import Track, Tracker
+from vision.zones import CameraZones, ZoneJudge, ZoneObservation, in_pixels
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +62,6 @@ class PersonDetectorError(VisionError):
 
     def __init__(self, message: str, *, code: str = "bad_model_output") -> None:
         super().__init__(message, code=code)
-
-
-class PersonDetectorConfig(BaseModel):
-    """Settings of :class:`PersonDetector`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    score_threshold: float = Field(
-        default=0.6,
-        gt=0,
-        le=1,
-        description="Minimum person score. 0.6 removed the one false positive seen in validation "
-        "(a cat close-up at 0.59); lower it for far, small people at the cost of false alarms.",
-    )
-    nms_iou: float = Field(default=0.5, gt=0, le=1, description="IoU above which the weaker box is dropped.")
-    min_box_height: float = Field(
-        default=0.0, ge=0, description="Boxes shorter than this (frame pixels) are ignored (0 = keep all)."
-    )
-    runtime: RuntimeConfig = Field(
-        default_factory=RuntimeConfig, description="ONNX Runtime options (threads, graph optimisation)."
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,59 +271,19 @@ class PersonDetector:
         return dets
 
 
-def draw_detections(frame_bgr: NDArray[np.uint8], boxes: list[tuple[Box, str]]) -> NDArray[np.uint8]:
-    """A copy of the frame with labelled boxes drawn (for alert snapshots)."""
-    out = frame_bgr.copy()
-    thick = max(1, round(min(out.shape[:2]) / 300))
-    for (x1, y1, x2, y2), label in boxes:
-        p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
-        cv2.rectangle(out, p1, p2, (0, 0, 255), thick)
-        if label:
-            cv2.putText(
-                out,
-                label,
-                (p1[0], max(p1[1] - 4, 12)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.5 * thick,
-                (0, 0, 255),
-                thick,
-            )
-    return out
-
-
-class PersonPipelineConfig(BaseModel):
-    """One camera's security analysis: motion gate → person detection → tracking → zones, plus tamper."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    detector: PersonDetectorConfig = Field(
-        default_factory=PersonDetectorConfig, description="NanoDet settings (threshold, NMS, threads)."
-    )
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Tracker settings.")
-    motion_gating: bool = Field(
-        default=True, description="Skip the detector on frames where nothing moved (detections carry over)."
-    )
-    motion: MotionConfig = Field(default_factory=MotionConfig, description="Motion gate settings.")
-    refresh_s: float = Field(
-        default=2.0,
-        gt=0,
-        le=60,
-        description="Run the detector at least this often even without motion, so carried-over "
-        "detections never go stale.",
-    )
-    tamper: TamperConfig | None = Field(
-        default_factory=TamperConfig, description="Tamper checks on every frame; null turns them off."
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class PersonFrameResult:
-    """What one frame gave.
+    """Everything one frame gave, and all that rules need: they never look into the pipeline.
 
-    ``detected``: whether NanoDet ran on this frame (motion, or ``refresh_s`` elapsed) or the previous
-    detections were carried over; ``tracks``: confirmed tracks seen in this frame (what rules judge);
+    ``at``: the frame's capture time (the time rules judge it by); ``detected``: whether NanoDet ran
+    on this frame (motion, or ``refresh_s`` elapsed) or the previous detections were carried over;
+    ``motion``: changed fraction of the picture, ``moving`` whether that passed the motion gate;
+    ``tracks``: confirmed tracks seen in this frame, with ids and boxes (what rules judge);
     ``removed``: tracks dropped now (their ids never return); ``zones``: zone entries/exits and line
-    crossings; ``tamper``: tamper state changes.
+    crossings of this frame; ``occupants``: after this frame, per zone id, the tracks counted inside
+    and when each was counted in (dwell = ``at`` - that time); ``tamper``: tamper state changes;
+    ``tamper_active``: tamper states on after this frame, with their reasons; ``frame_size``:
+    ``(width, height)`` the boxes and zones are in.
     """
 
     at: float
@@ -353,6 +294,15 @@ class PersonFrameResult:
     removed: list[Track]
     zones: list[ZoneObservation]
     tamper: list[TamperChange]
+    camera_id: str = ""
+    moving: bool = False
+    occupants: dict[str, dict[int, float]] = field(default_factory=dict)
+    tamper_active: dict[TamperKind, str] = field(default_factory=dict)
+    frame_size: tuple[int, int] = (0, 0)
+
+    def dwell_s(self, zone_id: str) -> dict[int, float]:
+        """Seconds each track counted in ``zone_id`` has been there at this frame."""
+        return {tid: self.at - since for tid, since in self.occupants.get(zone_id, {}).items()}
 
 
 class PersonPipeline:
@@ -391,15 +341,24 @@ class PersonPipeline:
 
     @property
     def zone_judge(self) -> ZoneJudge | None:
-        """The zone state (occupants, dwell) once the first frame fixed the frame size."""
+        """The zone state once the first frame fixed the frame size (for inspection and tests: the
+        same facts are in every :class:`PersonFrameResult`)."""
         return self._judge
 
     def process(self, frame_bgr: NDArray[np.uint8], at: float) -> PersonFrameResult:
-        """Analyse one frame taken at ``at`` (seconds, monotonic).
+        """Analyse one frame captured at ``at`` (seconds, monotonic): the capture time, never the time
+        of analysis, so a frame that waited in a queue is judged when it happened.
 
         Raises :class:`vision.runtime.InvalidImageError` (counted in ``bad_frames``) for an unusable
         frame; the pipeline's state is unchanged by it.
         """
+        try:
+            return self._process(frame_bgr, at)
+        except VisionError as err:
+            err.camera_id = err.camera_id or self.camera_id
+            raise
+
+    def _process(self, frame_bgr: NDArray[np.uint8], at: float) -> PersonFrameResult:
         try:
             frame = as_bgr_frame(frame_bgr)
         except InvalidImageError:
@@ -419,7 +378,7 @@ class PersonPipeline:
                 self._last_detections = []
                 self._last_detect_at = None
             self._frame_size = (w, h)
-            self._judge = ZoneJudge(self._zones_config.in_pixels(w, h))
+            self._judge = ZoneJudge(in_pixels(self._zones_config, w, h))
             self.motion.reset()
         judge = self._judge
         assert judge is not None
@@ -440,6 +399,11 @@ class PersonPipeline:
             observations += judge.forget(gone.track_id, at)
         tamper = self.tamper.update(frame, at) if self.tamper is not None else []
         return PersonFrameResult(
+            camera_id=self.camera_id,
+            moving=motion.motion,
+            occupants={z.id: judge.occupants(z.id) for z in judge.config.zones},
+            tamper_active=self.tamper.active if self.tamper is not None else {},
+            frame_size=(w, h),
             at=at,
             detected=run_detector,
             motion=motion.changed_fraction,
@@ -449,7 +413,3 @@ class PersonPipeline:
             zones=observations,
             tamper=tamper,
         )
-
-    def poll(self, now: float) -> list[TamperChange]:
-        """Stream-lost check between frames (call it periodically)."""
-        return self.tamper.poll(now) if self.tamper is not None else []

@@ -14,7 +14,8 @@ from typing import Any
 import cv2
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+
+from vision.config import QualityConfig
 
 # Every face crop is resampled to this size before the blur and exposure measures, so that the Laplacian
 # variance of a 40 px face and of a 400 px face are comparable numbers.
@@ -27,44 +28,6 @@ TURNED_AWAY = "turned_away"
 TOO_DARK = "too_dark"
 TOO_BRIGHT = "too_bright"
 ALIGNMENT_FAILED = "alignment_failed"  # set by the pipeline when the landmarks cannot be aligned
-
-
-class QualityConfig(BaseModel):
-    """Limits of the quality gate (per camera; enrollment uses stricter ones)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_face_px: float = Field(
-        default=40.0,
-        ge=8.0,
-        description="Minimum face size (geometric mean of box width and height, frame pixels). dlib's "
-        "embedder works on 150 px chips; much below 40 px the chip is mostly interpolation.",
-    )
-    min_sharpness: float = Field(
-        default=25.0,
-        ge=0.0,
-        description="Minimum variance of the Laplacian of the grey face crop, resampled to 96x96 and "
-        "contrast-normalised to a standard deviation of 40 grey levels.",
-    )
-    max_yaw_deg: float = Field(default=35.0, gt=0.0, le=90.0, description="Largest |yaw| (left/right turn).")
-    max_roll_deg: float = Field(
-        default=45.0,
-        gt=0.0,
-        le=180.0,
-        description="Largest |roll| (head tilt). Alignment undoes roll, so this is generous.",
-    )
-    max_pitch: float = Field(
-        default=0.6,
-        gt=0.0,
-        le=1.0,
-        description="Largest |pitch index|: (eyes-to-nose minus nose-to-mouth) over their sum, 0 when level.",
-    )
-    min_brightness: float = Field(
-        default=50.0, ge=0.0, le=255.0, description="Lowest mean grey level of the face."
-    )
-    max_brightness: float = Field(
-        default=215.0, ge=0.0, le=255.0, description="Highest mean grey level of the face."
-    )
 
 
 ENROLLMENT_QUALITY = QualityConfig(min_face_px=80.0, min_sharpness=40.0, max_yaw_deg=25.0, max_roll_deg=30.0)

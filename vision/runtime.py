@@ -11,13 +11,12 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from pydantic import BaseModel, ConfigDict, Field
 
+from vision.config import RuntimeConfig
 from vision.errors import VisionError
 from vision.manifest import MODELS_DIR, Manifest, ModelEntry, load_manifest
 
@@ -38,16 +37,14 @@ class ModelLoadError(VisionError):
     """
 
     def __init__(self, message: str, *, code: str = "model_invalid", model_id: str = "") -> None:
-        super().__init__(message, code=code)
-        self.model_id = model_id
+        super().__init__(message, code=code, model_id=model_id)
 
 
 class InferenceError(VisionError):
     """A run failed: wrong feeds (code ``bad_input``) or the runtime raised (``inference_failed``)."""
 
     def __init__(self, message: str, *, code: str = "inference_failed", model_id: str = "") -> None:
-        super().__init__(message, code=code)
-        self.model_id = model_id
+        super().__init__(message, code=code, model_id=model_id)
 
 
 class InvalidImageError(VisionError):
@@ -79,28 +76,6 @@ def as_bgr_frame(frame: object) -> npt.NDArray[np.uint8]:
     if frame.shape[0] < 8 or frame.shape[1] < 8:
         raise InvalidImageError(f"frame {frame.shape[1]}x{frame.shape[0]} is too small to analyse")
     return frame
-
-
-class RuntimeConfig(BaseModel):
-    """ONNX Runtime session options for one model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    intra_op_threads: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="Threads inside one operator. 1 by default: edge boxes run several cameras and models, "
-        "and per-core throughput is what we size for.",
-    )
-    inter_op_threads: int = Field(default=1, ge=1, le=64, description="Threads for independent operators.")
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
-        default="all", description="ONNX Runtime graph optimisation level."
-    )
-    warmup_runs: int = Field(default=1, ge=0, le=10, description="Inference runs at load, before any frame.")
-    verify_checksum: bool = Field(
-        default=True, description="Check the sha256 against the manifest at load (off only in benches)."
-    )
 
 
 def _sha256(data: bytes) -> str:

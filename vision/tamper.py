@@ -14,7 +14,10 @@ Each frame is reduced to a small grey image and a few measurements:
   (median over picture cells, so a few people hiding some cells do not count) means a different view.
   Limitation: a plain scene almost entirely hidden by people standing still for ``trigger_frames``
   frames looks the same as a different view; give such cameras a longer ``trigger_frames``.
-* **stream lost** — no frame for ``stream_timeout_s`` seconds (timestamps come from the caller).
+* **stream lost** — no frame for ``stream_timeout_s`` seconds: judged by :class:`StreamWatch`, which
+  keeps its own state, apart from the frame checks. A periodic check of a silent camera must never
+  move the clock the frames are judged by (a frame captured before the check but analysed after it
+  is still a good frame), so :class:`TamperDetector` sees only frames and their capture times.
 
 Every state is stable: it turns on after ``trigger_frames`` consecutive frames that show it and
 off after ``clear_frames`` consecutive frames that do not, so a single odd frame changes nothing.
@@ -26,97 +29,26 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
+from vision.config import TAMPER_KINDS, TamperConfig, TamperKind
 from vision.errors import VisionError
 from vision.runtime import InvalidImageError, as_bgr_frame
 
 log = logging.getLogger(__name__)
 
-TamperKind = Literal["covered", "defocused", "moved", "stream_lost"]
-KINDS: tuple[TamperKind, ...] = ("covered", "defocused", "moved", "stream_lost")
+KINDS: tuple[TamperKind, ...] = TAMPER_KINDS
+_FRAME_KINDS: tuple[TamperKind, ...] = ("covered", "defocused", "moved")
 
 
 class TamperError(VisionError):
     """Misuse of the tamper detector (e.g. time going backwards)."""
 
-    def __init__(self, message: str, *, code: str = "tamper_error") -> None:
-        super().__init__(message, code=code)
-
-
-class TamperConfig(BaseModel):
-    """Thresholds of :class:`TamperDetector`. Defaults were tuned on the test photos with the effects
-    in ``tests/vision/scene_clips.py``; grey levels are 0..255."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    analysis_width: int = Field(
-        default=320, ge=64, le=1920, description="Frames are shrunk to this width before any check."
-    )
-    dark_mean_max: float = Field(
-        default=40.0,
-        ge=0,
-        le=255,
-        description="A frame darker than this (grey mean) with low contrast is covered.",
-    )
-    dark_std_max: float = Field(
-        default=12.0,
-        ge=0,
-        le=128,
-        description="Contrast (grey std) below which a dark frame counts as covered.",
-    )
-    uniform_std_max: float = Field(
-        default=5.0,
-        ge=0,
-        le=128,
-        description="Contrast below which a frame is covered whatever its brightness (a bright cloth).",
-    )
-    defocus_ratio: float = Field(
-        default=0.35,
-        gt=0,
-        lt=1,
-        description="Sharpness below this fraction of the learned sharpness is defocus.",
-    )
-    moved_shift_frac: float = Field(
-        default=0.04,
-        gt=0,
-        lt=1,
-        description="Background displacement (fraction of the width, at the frame corners, so rotations "
-        "count too) that counts as a moved view.",
-    )
-    min_inliers: int = Field(
-        default=12,
-        ge=4,
-        description="Feature matches agreeing on one background motion needed to trust the estimate; "
-        "with fewer, only the edge check can call the view moved.",
-    )
-    orb_features: int = Field(default=400, ge=50, le=5000, description="ORB keypoints per analysed frame.")
-    edge_overlap_min: float = Field(
-        default=0.3,
-        gt=0,
-        lt=1,
-        description="Median fraction of the reference edges still in place (per picture cell); below it "
-        "the view is a different one. Used when the features cannot be matched.",
-    )
-    reference_frames: int = Field(
-        default=5, ge=1, le=500, description="Good frames averaged into the reference at start (or relearn)."
-    )
-    sharpness_adapt: float = Field(
-        default=0.02,
-        ge=0,
-        le=1,
-        description="Rate at which the learned sharpness follows the scene while no tamper is active.",
-    )
-    trigger_frames: int = Field(
-        default=5, ge=1, le=1000, description="Consecutive frames to turn a state on."
-    )
-    clear_frames: int = Field(default=5, ge=1, le=1000, description="Consecutive frames to turn a state off.")
-    stream_timeout_s: float = Field(default=10.0, gt=0, description="No frame for this long: stream lost.")
+    def __init__(self, message: str, *, code: str = "tamper_error", camera_id: str = "") -> None:
+        super().__init__(message, code=code, camera_id=camera_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,14 +209,13 @@ class _Features:
 
 
 class TamperDetector:
-    """Tamper checks for one camera. Feed every analysed frame to :meth:`update`; call :meth:`poll`
-    periodically (even when no frames come) to detect a lost stream."""
+    """Frame tamper checks (covered, defocused, moved) for one camera: feed every analysed frame to
+    :meth:`update` with its capture time. A lost stream is :class:`StreamWatch`'s job."""
 
     def __init__(self, camera_id: str, config: TamperConfig | None = None) -> None:
         self.camera_id = camera_id
         self.config = config or TamperConfig()
-        self._states: dict[TamperKind, _Hysteresis] = {k: _Hysteresis() for k in KINDS}
-        self._last_frame_at: float | None = None
+        self._states: dict[TamperKind, _Hysteresis] = {k: _Hysteresis() for k in _FRAME_KINDS}
         self._last_time: float | None = None
         self.bad_frames = 0
         """Frames rejected as unusable images (wrong type/shape); counted, never raised to the caller."""
@@ -316,14 +247,19 @@ class TamperDetector:
 
     def _check_time(self, at: float) -> None:
         if not math.isfinite(at):
-            raise TamperError(f"time {at!r} is not finite", code="bad_time")
+            raise TamperError(f"time {at!r} is not finite", code="bad_time", camera_id=self.camera_id)
         if self._last_time is not None and at < self._last_time:
-            raise TamperError(f"time went backwards ({at} < {self._last_time})", code="time_backwards")
+            raise TamperError(
+                f"time went backwards ({at} < {self._last_time})",
+                code="time_backwards",
+                camera_id=self.camera_id,
+            )
         self._last_time = at
 
     def update(self, frame_bgr: NDArray[np.uint8], at: float) -> list[TamperChange]:
-        """Judge one frame taken at ``at`` (seconds). A garbage frame is counted in ``bad_frames``,
-        logged, and otherwise ignored (it does not even count as a sign of life for the stream)."""
+        """Judge one frame captured at ``at`` (seconds; capture times of one camera never go back:
+        an earlier one raises :class:`TamperError` ``time_backwards``). A garbage frame is counted in
+        ``bad_frames``, logged, and otherwise ignored."""
         self._check_time(at)
         try:
             frame = as_bgr_frame(frame_bgr)
@@ -332,7 +268,7 @@ class TamperDetector:
             log.warning("camera %s: tamper check skipped a bad frame: %s", self.camera_id, err)
             return []
         cfg = self.config
-        changes = self._stream_seen(at)
+        changes: list[TamperChange] = []
         gray = grey_small(frame, cfg.analysis_width)
         mean, std = float(gray.mean()), float(gray.std())
         sharp = sharpness(gray)
@@ -427,26 +363,61 @@ class TamperDetector:
         log.warning("camera %s: tamper %s %s: %s", self.camera_id, kind, "ON" if st.active else "off", msg)
         return [TamperChange(kind, st.active, msg, at)]
 
-    def _stream_seen(self, at: float) -> list[TamperChange]:
-        self._last_frame_at = at
-        st = self._states["stream_lost"]
-        if st.active:
-            st.active = False
-            st.reason = ""
-            return [TamperChange("stream_lost", False, "frames arrive again", at)]
-        return []
 
-    def poll(self, now: float) -> list[TamperChange]:
-        """Check for a lost stream at time ``now`` (same clock as the frame times)."""
-        self._check_time(now)
-        st = self._states["stream_lost"]
-        if st.active or self._last_frame_at is None:
-            # Before the first frame there is nothing to lose; the camera driver reports "offline".
+class StreamWatch:
+    """Whether one camera's frames still arrive: ``stream_lost`` when none was captured for
+    ``timeout_s``, cleared by the next frame.
+
+    Its state is its own and is never the clock frames are judged by: :meth:`check` may run at any
+    time, before or after frames it has not been told about, and a check that lands between a
+    frame's capture and its :meth:`seen` changes nothing for that frame.
+    """
+
+    def __init__(self, camera_id: str, timeout_s: float) -> None:
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise TamperError(
+                f"stream timeout {timeout_s!r} is not a positive time", code="bad_config", camera_id=camera_id
+            )
+        self.camera_id = camera_id
+        self.timeout_s = timeout_s
+        self._last_frame_at: float | None = None
+        self._lost = False
+        self.reason = ""
+
+    @property
+    def lost(self) -> bool:
+        """Whether the stream is reported lost now."""
+        return self._lost
+
+    @property
+    def last_frame_at(self) -> float | None:
+        """Capture time of the newest frame seen (None before the first)."""
+        return self._last_frame_at
+
+    def seen(self, at: float) -> list[TamperChange]:
+        """A frame captured at ``at`` arrived: the stream is alive (an older capture time than one
+        already seen is a late frame, alive all the same, and never moves the watch back)."""
+        if not math.isfinite(at):
+            return []
+        if self._last_frame_at is None or at > self._last_frame_at:
+            self._last_frame_at = at
+        if not self._lost:
+            return []
+        self._lost = False
+        self.reason = ""
+        log.info("camera %s: tamper stream_lost off: frames arrive again", self.camera_id)
+        return [TamperChange("stream_lost", False, "frames arrive again", at)]
+
+    def check(self, now: float) -> list[TamperChange]:
+        """At ``now`` (the clock of the capture times): report the stream lost once when no frame
+        came for ``timeout_s``. Before the first frame there is nothing to lose (the camera driver
+        reports the camera offline)."""
+        if self._lost or self._last_frame_at is None or not math.isfinite(now):
             return []
         silent = now - self._last_frame_at
-        if silent < self.config.stream_timeout_s:
+        if silent < self.timeout_s:
             return []
-        st.active = True
-        st.reason = f"no frame for {silent:.1f} s"
-        log.warning("camera %s: tamper stream_lost ON: %s", self.camera_id, st.reason)
-        return [TamperChange("stream_lost", True, st.reason, now)]
+        self._lost = True
+        self.reason = f"no frame for {silent:.1f} s"
+        log.warning("camera %s: tamper stream_lost ON: %s", self.camera_id, self.reason)
+        return [TamperChange("stream_lost", True, self.reason, now)]

@@ -26,8 +26,8 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
 
+from vision.config import TrackerConfig
 from vision.errors import VisionError
 
 log = logging.getLogger(__name__)
@@ -57,51 +57,6 @@ class TrackState(StrEnum):
     TENTATIVE = "tentative"
     CONFIRMED = "confirmed"
     LOST = "lost"
-
-
-class TrackerConfig(BaseModel):
-    """Tuning of :class:`Tracker`. Defaults suit people at 2-10 analysed frames per second."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_hits: int = Field(
-        default=3, ge=1, le=50, description="Consecutive matched frames before a new track is confirmed."
-    )
-    max_lost_s: float = Field(
-        default=2.0,
-        gt=0,
-        le=60,
-        description="Seconds a confirmed track may go unseen (occlusion, missed detections) and keep its id.",
-    )
-    min_iou: float = Field(
-        default=0.1, ge=0, le=1, description="Overlap with the predicted box that alone allows a match."
-    )
-    max_centre_distance: float = Field(
-        default=1.0,
-        gt=0,
-        le=10,
-        description="Largest centre distance allowed for a match, in units of the track box height.",
-    )
-    iou_weight: float = Field(
-        default=0.6,
-        ge=0,
-        le=1,
-        description="Weight of IoU against centre closeness in the association score (0..1).",
-    )
-    max_size_ratio: float = Field(
-        default=2.0,
-        ge=1,
-        description="A detection more than this many times larger or smaller (by height) never matches.",
-    )
-    velocity_smoothing: float = Field(
-        default=0.5,
-        gt=0,
-        le=1,
-        description="Weight of the newest motion in the velocity estimate (1 = last step only).",
-    )
-    history_len: int = Field(
-        default=300, ge=2, le=100_000, description="Bottom-centre points kept per track (oldest dropped)."
-    )
 
 
 @dataclass(frozen=True, slots=True)

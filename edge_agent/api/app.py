@@ -1,7 +1,8 @@
-"""The FastAPI application over a running agent: ``create_app(agent, settings)``.
+"""The FastAPI application over a running gateway: ``create_app(services, settings)``.
 
-Thin edge (STYLE.md 10): every route reads or calls the agent; this module only composes the
-routers, the error format, the request size limit, the metrics registry and the console's files.
+Thin edge (STYLE.md 10): every route reads or calls the gateway's services; this module only
+composes the routers, the error format, the request size limit, the metrics registry and the
+console's files.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -26,11 +27,9 @@ from edge_agent.api.auth import TokenTable
 from edge_agent.api.deps import ApiContext, ApiError, ApiMetrics
 from edge_agent.api.models import ErrorBody
 from edge_agent.api.routers import alerts, config, enrollments, events, health, roster, session, status
-from edge_agent.api.settings import ApiSettings
-from edge_agent.metrics import agent_registry
-
-if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+from edge_agent.config import ApiSettings
+from edge_agent.metrics import gateway_registry
+from edge_agent.services import Services
 
 STATIC_DIR = Path(__file__).parent / "static"
 # The console is served from here, and only here: no CDN, nothing inline, nothing framed.
@@ -177,7 +176,7 @@ class Observe:
 class Throttle:
     """At most ``limit`` requests in their handlers at once; the others wait, costing nothing.
 
-    The gates decide on the agent's event loop. Every request ready to run is work a card read
+    The gates decide on the gateway's event loop. Every request ready to run is work a card read
     queues behind, so an API flood (a console left polling in many tabs, a scraper) would otherwise
     stretch the swipe-to-open time from under a millisecond to tens (bench/bench_api.py). Long-lived
     streams hold no slot: they sleep between alerts. A request body is received before the slot is
@@ -205,8 +204,8 @@ class Throttle:
             await self.app(scope, _replaying(body, receive), send)
 
 
-def create_app(agent: Agent, settings: ApiSettings, *, tokens: TokenTable | None = None) -> FastAPI:
-    """The API over ``agent``. ``tokens`` defaults to the ``settings.tokens_credential`` credential
+def create_app(services: Services, settings: ApiSettings, *, tokens: TokenTable | None = None) -> FastAPI:
+    """The API over ``services``. ``tokens`` defaults to the ``settings.tokens_credential`` credential
     (raises :class:`~edge_agent.api.auth.TokenFileError` when it is malformed)."""
     app = FastAPI(
         title="Campus edge gateway: local API",
@@ -217,9 +216,9 @@ def create_app(agent: Agent, settings: ApiSettings, *, tokens: TokenTable | None
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    registry = agent_registry(agent)
+    registry = gateway_registry(services)
     ctx = ApiContext(
-        agent=agent,
+        services=services,
         settings=settings,
         tokens=tokens if tokens is not None else TokenTable.from_credential(settings.tokens_credential),
         registry=registry,
@@ -250,7 +249,7 @@ def create_app(agent: Agent, settings: ApiSettings, *, tokens: TokenTable | None
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, err: Exception) -> JSONResponse:
-        # A bug in one handler answers 500 with a code; the agent (same process) keeps running.
+        # A bug in one handler answers 500 with a code; the gateway (same process) keeps running.
         return _error(500, "internal_error", f"{type(err).__name__} while handling the request")
 
     app.add_middleware(Throttle, limit=settings.max_concurrent_requests)

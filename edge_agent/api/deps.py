@@ -1,4 +1,5 @@
-"""What every router shares: the agent, the token table, errors with codes, role checks, auditing."""
+"""What every router shares: the gateway's services, the token table, errors with codes, role checks,
+auditing."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,11 +15,9 @@ from prometheus_client import CollectorRegistry, Counter
 
 from edge_agent.api.auth import Principal, Role, TokenTable
 from edge_agent.api.models import ErrorBody
-from edge_agent.api.settings import ApiSettings
-from sync.envelope import Event
-
-if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+from edge_agent.config import ApiSettings
+from edge_agent.services import Services
+from sync import Event
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class ApiError(Exception):
 
 @dataclass
 class ApiMetrics:
-    """The API's own counters, in the app's registry next to the agent's metrics."""
+    """The API's own counters, in the app's registry next to the gateway's metrics."""
 
     registry: CollectorRegistry
     requests: Counter = field(init=False)
@@ -66,7 +65,7 @@ class ApiMetrics:
 class ApiContext:
     """Everything the routers need, kept on ``app.state.ctx``."""
 
-    agent: Agent
+    services: Services
     settings: ApiSettings
     tokens: TokenTable
     registry: CollectorRegistry
@@ -93,7 +92,8 @@ class ApiContext:
         }
         if reason:
             data["reason"] = reason[:500]
-        self.agent.emit(Event("edu.campus.gateway.audit.v1", self.agent.source("gateway"), data))
+        emitter = self.services.emitter
+        emitter.emit(Event("edu.campus.gateway.audit.v1", emitter.source("gateway"), data))
 
 
 def get_ctx(request: Request) -> ApiContext:

@@ -1,4 +1,4 @@
-"""Serving the API inside the agent's event loop with uvicorn."""
+"""Serving the API inside the gateway's event loop with uvicorn."""
 
 from __future__ import annotations
 
@@ -7,27 +7,27 @@ import contextlib
 import logging
 import socket
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import uvicorn
 
 from edge_agent.api.app import create_app
 from edge_agent.api.deps import ApiContext
-from edge_agent.api.settings import ApiSettings
-from edge_agent.errors import ConfigError
-
-if TYPE_CHECKING:
-    from edge_agent.agent import Agent
+from edge_agent.config import ApiSettings
+from edge_agent.errors import AgentError
+from edge_agent.services import Services
 
 log = logging.getLogger(__name__)
 
 
-class ApiStartError(ConfigError):
-    """The API could not listen (address in use, no permission); ``code`` is ``api_bind_failed``."""
+class ApiStartError(AgentError):
+    """The API could not listen (address in use, no permission); ``code`` is ``api_bind_failed``.
+
+    Not a :class:`~edge_agent.errors.ConfigError`: the configuration may be right and the port
+    taken by another process."""
 
 
 class _Server(uvicorn.Server):
-    # The agent owns SIGTERM/SIGINT (its loop handlers stop it in order); uvicorn must not replace
+    # The gateway owns SIGTERM/SIGINT (its loop handlers stop it in order); uvicorn must not replace
     # them with its own for as long as it serves.
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -51,8 +51,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_api(agent: Agent, settings: ApiSettings) -> None:
-    """Serve the API and console until cancelled; run it as a task in the agent's event loop.
+async def serve_api(services: Services, settings: ApiSettings) -> None:
+    """Serve the API and console until cancelled; run it as a task in the gateway's event loop.
 
     The socket is bound here first, so a port in use raises :class:`ApiStartError` (uvicorn would
     call ``sys.exit``). On cancellation open live streams are ended and the server is given
@@ -63,12 +63,12 @@ async def serve_api(agent: Agent, settings: ApiSettings) -> None:
     if not settings.enabled:
         log.info("local API disabled (api.enabled: false)")
         return
-    app = create_app(agent, settings)
+    app = create_app(services, settings)
     ctx: ApiContext = app.state.ctx
     sock = _bind(settings.host, settings.port)
     config = uvicorn.Config(
         app,
-        log_config=None,  # the agent's logging (journald) is already set up
+        log_config=None,  # the gateway's logging (journald) is already set up
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),

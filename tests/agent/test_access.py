@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from edge_agent.access import AntiPassback, AntiPassbackConfig, DenyReason, decide
-from edge_agent.attendance import AttendanceBook, AttendancePointConfig, current_session
+from edge_agent.access import AntiPassback, DenyReason, decide
+from edge_agent.attendance import AttendanceBook, current_session
+from edge_agent.config import AntiPassbackConfig, AttendancePointConfig
 from edge_agent.roster import Roster, RosterError, parse_roster_message
-from sync.roster_messages import RosterDelta, RosterSnapshot
+from sync import RosterDelta, RosterSnapshot
 from tests.agent.roster_data import snapshot
 
 NOW = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)  # a Monday

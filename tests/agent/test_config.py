@@ -130,9 +130,7 @@ def test_simulate_command_speaks_the_reader_protocol_on_tcp(tmp_path: Path) -> N
     import socket
     import time as _time
 
-    from device_drivers.card_codec import CardCodec
-    from device_drivers.codecs import drain
-    from device_drivers.profile import load_profile, resolve_profile
+    from device_drivers import CardCodec, drain, load_profile, resolve_profile
     from tests.conftest import free_port
 
     port = free_port()

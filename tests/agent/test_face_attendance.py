@@ -19,13 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from edge_agent.agent import Agent
 from edge_agent.config import parse_config
 from edge_agent.face_templates import FACES_DB, FaceTemplateStore, parse_key
 from sync.contract import validate_event
 from tests.conftest import MosquittoBroker
 from tests.mqtt_helpers import Collector
-from vision.face_detect import FaceDetector
+from tests.support.agent_harness import build_agent
+from vision import FaceDetector
 from vision.face_eval import crop_around, realistic_variants, walking_clip
 
 SITE, GW = "face-site", "gw-face"
@@ -167,7 +167,7 @@ def test_enroll_then_recognise_attendance_and_stranger(
     try:
 
         async def scenario() -> None:
-            agent = Agent(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
+            agent = build_agent(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
             task = asyncio.create_task(agent.run())
             try:
                 deadline = time.monotonic() + 120
@@ -180,7 +180,8 @@ def test_enroll_then_recognise_attendance_and_stranger(
                         break
                     await asyncio.sleep(0.2)
                 await asyncio.sleep(3)  # the clip loops: nothing more may be recorded for alice
-                assert agent.faces is not None and agent.faces.gallery.template_count == 2
+                faces = agent.cameras.faces
+                assert faces is not None and faces.gallery.template_count == 2
             finally:
                 agent.request_stop("test")
                 await asyncio.wait_for(task, 30)
@@ -217,15 +218,15 @@ def test_face_recognition_off_without_key_but_gates_and_camera_health_run(
     os.environ.pop("EDGE_AGENT_FACE_TEMPLATE_KEY", None)
 
     async def scenario() -> None:
-        agent = Agent(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
+        agent = build_agent(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
         task = asyncio.create_task(agent.run())
         try:
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not agent.device_state.get("cam-7a", {}).get("online"):
+            while time.monotonic() < deadline and not agent.devices.state.get("cam-7a", {}).get("online"):
                 await asyncio.sleep(0.1)
             status = agent.status()
             assert status["faces"]["enabled"] is False and "face_template_key" in status["faces"]["error"]
-            assert agent.device_state["cam-7a"]["online"] is True
+            assert agent.devices.state["cam-7a"]["online"] is True
             assert agent.counters.get("faces_disabled_template_key_missing") == 1
         finally:
             agent.request_stop("test")

@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 
 from edge_agent.face_templates import FaceTemplateStore, parse_key
-from edge_agent.faces import FaceService, FaceSettings
+from edge_agent.config import FaceSettings
+from edge_agent.faces import FaceService
 from edge_agent.roster import Roster
-from sync.roster_messages import RosterDelta, RosterSnapshot
+from sync import RosterDelta, RosterSnapshot
 from vision.face_eval import crop_around
 
 
@@ -99,10 +100,11 @@ def test_face_and_card_within_the_window_is_face_plus_card(tmp_path: Path) -> No
     from datetime import UTC, datetime
     from zoneinfo import ZoneInfo
 
-    from device_drivers.camera import CameraFrame
+    from device_drivers import CameraFrame
     from edge_agent.attendance import AttendanceBook
-    from edge_agent.cameras import CameraSetup, CameraWorker
-    from vision.face_track import IdentityDecision
+    from edge_agent.cameras import CameraWorker
+    from edge_agent.config import CameraSetup
+    from vision import IdentityDecision
 
     store = FaceTemplateStore(tmp_path, parse_key(secrets.token_hex(32), "k"))
     service = FaceService(store, FaceSettings())
@@ -141,8 +143,8 @@ def test_face_and_card_within_the_window_is_face_plus_card(tmp_path: Path) -> No
     carded = {"alice"}
     worker = CameraWorker(
         setup,
-        faces=service,
-        roster=roster,
+        models=service.models,
+        person=lambda person_id: roster.index.persons.get(person_id),
         attendance=AttendanceBook(tmp_path),
         emit=lambda event, attachment=None: emitted.append(event),
         source=lambda d: f"campus/s/g/{d}",

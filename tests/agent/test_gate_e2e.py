@@ -16,10 +16,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device_drivers.profile import load_profile, resolve_profile
-from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TurnstileSimulator
-from edge_agent.agent import Agent
+from device_drivers import load_profile, resolve_profile
+from device_drivers._io.sim import PtyEndpoint
+from device_drivers.card.sim import CardReaderSimulator
+from device_drivers.turnstile.sim import TurnstileSimulator
 from edge_agent.config import parse_config
+from edge_agent.gateway import Gateway
 from sync.contract import SCHEMA_DIR, validate, validate_event
 from tests.agent.roster_data import snapshot
 from tests.conftest import MosquittoBroker, free_port
@@ -30,7 +32,7 @@ SITE, GW = "gate-site", "gw-gate"
 
 @dataclass
 class Gate:
-    agent: Agent
+    agent: Gateway
     reader: CardReaderSimulator
     turnstile: TurnstileSimulator
 
@@ -67,7 +69,7 @@ async def running_gate(tmp_path: Path, url: str, *, auto_pass: bool = True) -> A
     )
     async with reader, turnstile:
         config = gate_config(tmp_path, url, reader.url, turnstile.url)
-        agent = Agent(config, data_dir=tmp_path / "data")
+        agent = Gateway(config, data_dir=tmp_path / "data")
         task = asyncio.create_task(agent.run())
         try:
             await until(
@@ -75,7 +77,7 @@ async def running_gate(tmp_path: Path, url: str, *, auto_pass: bool = True) -> A
                 "agent ready",
             )
             await until(
-                lambda: agent.device_state.get("reader-in", {}).get("online") is True, "reader online"
+                lambda: agent.devices.state.get("reader-in", {}).get("online") is True, "reader online"
             )
             yield Gate(agent, reader, turnstile)
         finally:
@@ -128,7 +130,7 @@ def test_swipe_grant_open_passage_and_alerts(tmp_path: Path, mosquitto: Mosquitt
             gate.reader.present_bad_checksum("0012AB34CE")
             gate.reader.present("0012AB34CE")
             await wait_events(collector, "edu.campus.access.granted.v1", 2)
-            counters = gate.agent.drivers["reader-in"].counters
+            counters = gate.agent.devices.drivers["reader-in"].counters
             assert counters.get("bad_checksum", 0) >= 1
             # The turnstile reports alarms: forced, tailgating; a passage nobody was granted.
             gate.turnstile.raise_event("forced", "entry")
@@ -319,13 +321,13 @@ devices:
 gates:
   - {{id: gate-1, readers: [{{device: osdp-in}}], turnstile: turnstile-1}}
 """)
-            agent = Agent(config, data_dir=tmp_path / "data")
+            agent = Gateway(config, data_dir=tmp_path / "data")
             task = asyncio.create_task(agent.run())
             try:
                 await until(
-                    lambda: agent.device_state.get("osdp-in", {}).get("online") is True, "reader online", 30
+                    lambda: agent.devices.state.get("osdp-in", {}).get("online") is True, "reader online", 30
                 )
-                pd = agent.drivers["bus-1"].simulator.readers[1]  # type: ignore[union-attr]
+                pd = agent.devices.drivers["bus-1"].simulator.readers[1]  # type: ignore[union-attr]
                 pd.present("4660:123456/37")
                 await until(lambda: any(c.name == "open" for c in turnstile.commands), "open command")
                 granted = (await wait_events(collector, "edu.campus.access.granted.v1"))[0]

@@ -4,24 +4,40 @@ the local alert book, and acknowledgement, against a real Mosquitto."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from datetime import UTC, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
+from prometheus_client import CollectorRegistry
 
-from edge_agent.agent import Agent
+from device_drivers import CameraFrame
 from edge_agent.alerts import AlertError
+from edge_agent.config.cameras import CameraSetup
+from edge_agent.cameras import FrameSlot, SecurityWorker
 from edge_agent.config import parse_config
+from edge_agent.metrics import GatewayCollector
+from edge_agent.services import CameraDirectory
+from sync import Event
 from sync.contract import validate_event
 from tests.conftest import MosquittoBroker
 from tests.mqtt_helpers import Collector
+from tests.support.agent_harness import build_agent
+from tests.support.clock import EPOCH, FakeClock
+from tests.support.wait import async_wait_until
 from tests.vision.scene_clips import (
     WalkerPath,
     corridor_background,
+    cover,
     linear_path,
+    paste_person,
     person_sprite,
+    shared_person_detector,
     walk_clip,
     write_video,
 )
@@ -59,7 +75,9 @@ def test_intrusion_alert_with_snapshot_kept_locally_and_acknowledged(
     collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
 
     async def scenario() -> None:
-        agent = Agent(parse_config(config_text(tmp_path, mosquitto.url, video)), data_dir=tmp_path / "data")
+        agent = build_agent(
+            parse_config(config_text(tmp_path, mosquitto.url, video)), data_dir=tmp_path / "data"
+        )
         task = asyncio.create_task(agent.run())
         try:
             deadline = time.monotonic() + 90
@@ -67,20 +85,21 @@ def test_intrusion_alert_with_snapshot_kept_locally_and_acknowledged(
                 await asyncio.sleep(0.1)
             alert = collector.snapshot("/alerts/critical")[0].json()
             assert alert["type"] == "edu.campus.security.intrusion.v1"
-            assert agent.alerts is not None
-            record = agent.alerts.get(alert["id"])
+            assert agent.alert_book is not None and agent.services is not None
+            record = agent.alert_book.get(alert["id"])
             assert record is not None and record.has_snapshot and record.acknowledged_at is None
-            jpeg = agent.alerts.snapshot(alert["id"])
+            jpeg = agent.alert_book.snapshot(alert["id"])
             assert (
                 jpeg is not None and cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
             )
-            done = agent.acknowledge_alert(alert["id"], by="guard-li", via="console", note="checked, cleaner")
+            desk = agent.services.alerts
+            done = desk.acknowledge(alert["id"], by="guard-li", via="console", note="checked, cleaner")
             assert done.acknowledged_by == "guard-li"
             with pytest.raises(AlertError) as again:
-                agent.acknowledge_alert(alert["id"], by="guard-wang", via="console")
+                desk.acknowledge(alert["id"], by="guard-wang", via="console")
             assert again.value.code == "already_acknowledged"
             with pytest.raises(AlertError) as unknown:
-                agent.acknowledge_alert("01NOSUCHALERT0000000000000", by="guard-li", via="api")
+                desk.acknowledge("01NOSUCHALERT0000000000000", by="guard-li", via="api")
             assert unknown.value.code == "unknown_alert"
             while time.monotonic() < deadline and not any(
                 m.json()["type"] == "edu.campus.security.alert_acknowledged.v1"
@@ -166,23 +185,158 @@ cameras:
 """)
 
     async def scenario() -> None:
-        agent = Agent(config, data_dir=tmp_path / "data")
+        agent = build_agent(config, data_dir=tmp_path / "data")
         task = asyncio.create_task(agent.run())
         try:
             deadline = time.monotonic() + 30
             camera = None
             while time.monotonic() < deadline:
-                camera = agent.drivers.get("cam-still")
+                camera = agent.devices.drivers.get("cam-still")
                 if camera is not None and camera._interval_ns == 1_000_000_000:  # type: ignore[union-attr]
                     break
                 await asyncio.sleep(0.2)
             assert camera is not None and camera._interval_ns == 1_000_000_000  # type: ignore[union-attr]
             # Someone appears: the next analysed frame has motion and the full rate is back.
-            agent.security_workers["cam-still"].last_activity = time.monotonic()
+            agent.cameras.security_workers["cam-still"].last_activity = time.monotonic()
             await asyncio.sleep(1.5)
             assert camera._interval_ns == 200_000_000  # type: ignore[union-attr]
         finally:
             agent.request_stop("test")
             await asyncio.wait_for(task, 30)
+
+    asyncio.run(scenario())
+
+
+# -- the security worker on its own: narrow services, a fake clock, capture timestamps ----------
+
+CLIP_FRAMES = 1000
+WALK_EVERY = 100  # a person walks through the restricted zone in the first 40 frames of every 100
+WALK_FRAMES = 40
+FRAME_S = 0.1  # 10 fps capture
+COVER_FROM, COVER_TO = 930, 960  # a hand over the lens near the end
+
+
+def worker_setup() -> CameraSetup:
+    return CameraSetup.model_validate(
+        {
+            "device": {"kind": "camera_sim", "id": "cam-tamper"},
+            "security": {
+                "zones": [{"id": "restricted", "points": [[760, 380], [1280, 380], [1280, 720], [760, 720]]}],
+                "rules": [
+                    {"kind": "intrusion", "id": "into", "zone": "restricted", "cooldown_s": 0},
+                    {"kind": "tamper", "id": "tamper", "severity": "critical", "cooldown_s": 0},
+                ],
+                # Tamper checks on every frame (the defaults), as on the cameras that lost frames.
+            },
+        }
+    )
+
+
+class ClipFrames:
+    """The 1,000 frames, composited when asked for (1,000 720p frames would take 2.7 GB)."""
+
+    def __init__(self, shared_dir: Path) -> None:
+        self.background = corridor_background()
+        self.sprite = person_sprite(shared_dir, "figure")
+        self.walk = linear_path((120, 600), (1100, 600), WALK_FRAMES)
+
+    def __getitem__(self, k: int) -> npt.NDArray[np.uint8]:
+        frame = self.background.copy()
+        step = k % WALK_EVERY
+        if step < WALK_FRAMES:
+            paste_person(frame, self.sprite, self.walk[step], 250.0)
+        return cover(frame, seed=k) if COVER_FROM <= k < COVER_TO else frame
+
+
+def test_a_periodic_check_beside_1000_frames_refuses_none_for_time_order(shared_dir: Path) -> None:
+    # The defect: a periodic check moved the tamper clock to "now", past frames captured earlier
+    # but not yet analysed ("time went backwards"), and those frames were lost. Here every frame is
+    # submitted only after a check ran at a later time than its capture.
+    clock = FakeClock()
+    emitted: list[tuple[Event, bytes | None]] = []
+    clip = ClipFrames(shared_dir)
+    setup = worker_setup()
+    worker = SecurityWorker(
+        setup,
+        detector=shared_person_detector(),
+        grants=lambda gate, window_s: 0,
+        emit=lambda event, attachment=None: emitted.append((event, attachment)),
+        source=lambda device: f"campus/s/g/{device}",
+        timezone=UTC,
+        monotonic=clock.monotonic,
+        now=clock.now,
+        sleep=clock.sleep,
+        stream_check_interval_s=0.05,  # of fake time: several checks between two frames
+    )
+    registry = CollectorRegistry()
+    # The metrics read the gateway's services; the camera section is all this test feeds them.
+    services = SimpleNamespace(cameras=CameraDirectory(security_workers={"cam-tamper": worker}))
+    registry.register(GatewayCollector(services))  # type: ignore[arg-type]
+
+    def person_errors() -> float | None:
+        return registry.get_sample_value("edge_person_analysis_errors_total", {"camera": "cam-tamper"})
+
+    async def scenario() -> None:
+        run = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0)
+            for k in range(CLIP_FRAMES):
+                captured_mono, captured_wall = clock.monotonic(), clock.now()
+                frame = CameraFrame(
+                    "cam-tamper", clip[k], captured_wall, k + 1, received_ns=round(captured_mono * 1e9)
+                )
+                # Time goes on before the frame reaches analysis, and the periodic check runs meanwhile.
+                await clock.advance_and_settle(FRAME_S)
+                worker.submit(frame)
+                await async_wait_until(
+                    lambda k=k: worker.counters["frames_analysed"] + worker.errors >= k + 1,
+                    timeout=30,
+                    interval=0.002,
+                    what=f"frame {k + 1} analysed",
+                )
+            assert clock.sleepers == 1  # the periodic check is waiting for its next turn
+            # The camera then falls silent: the check, not a frame, reports it, once.
+            for _ in range(12):
+                await clock.advance_and_settle(1.0)
+        finally:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            await worker.stop()
+
+    asyncio.run(scenario())
+    assert worker.errors == 0 and worker.counters["analysis_errors"] == 0
+    assert person_errors() == 0.0
+    assert worker.counters["frames_analysed"] == CLIP_FRAMES and worker.pipeline.frames == CLIP_FRAMES
+    assert worker.counters["frames_replaced"] == 0
+    assert worker.pipeline.detector_runs < CLIP_FRAMES  # the motion gate still skips the still frames
+    types = [(e.type, e.data.get("kind")) for e, _ in emitted]
+    tampers = [kind for t, kind in types if t == "edu.campus.security.camera_tamper.v1"]
+    assert tampers == ["covered", "stream_lost"]
+    intrusions = [(e, jpeg) for e, jpeg in emitted if e.type == "edu.campus.security.intrusion.v1"]
+    assert len(intrusions) == CLIP_FRAMES // WALK_EVERY  # one per walk into the zone
+    for event, jpeg in intrusions:
+        assert event.data["snapshot"] and jpeg is not None and jpeg[:2] == b"\xff\xd8"
+    # Every alert carries the capture time of its frame (fake wall clock), never a later one.
+    first = min(e.time for e, _ in intrusions)
+    assert first >= EPOCH and first < EPOCH + timedelta(seconds=WALK_FRAMES * FRAME_S)
+
+
+def test_the_newest_frame_wins_when_a_worker_falls_behind() -> None:
+    still = np.zeros((8, 8, 3), np.uint8)
+
+    def frame(seq: int) -> CameraFrame:
+        return CameraFrame("cam", still, EPOCH + timedelta(seconds=seq), seq, received_ns=seq * 10**9)
+
+    async def scenario() -> None:
+        slot = FrameSlot()
+        assert slot.put(frame(1)) is False
+        assert slot.put(frame(2)) is True  # frame 1 was never taken: replaced
+        assert (await slot.get()).seq == 2
+        waiting = asyncio.create_task(slot.get())
+        await asyncio.sleep(0)
+        assert not waiting.done()  # nothing left: it waits for the next frame
+        slot.put(frame(3))
+        assert (await asyncio.wait_for(waiting, 1)).seq == 3
 
     asyncio.run(scenario())

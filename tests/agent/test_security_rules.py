@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from edge_agent.config import ConfigFileError, parse_config
-from edge_agent.security import Alert, SecurityConfig, SecurityRules
+from edge_agent.config import SecurityConfig
+from edge_agent.security import Alert, SecurityRules
 from tests.vision.scene_clips import (
     WalkerPath,
     corridor_background,
@@ -23,7 +24,7 @@ from tests.vision.scene_clips import (
     walk_clip,
     with_gap,
 )
-from vision.person import PersonPipeline
+from vision import PersonFrameResult, PersonPipeline, TamperChange
 
 FPS = 5.0
 SPRITE_HEIGHT = {"figure": 250.0, "diner": 200.0}
@@ -59,7 +60,7 @@ def run_rules(
     alerts: list[Alert] = []
     for k, frame in enumerate(frames):
         result = pipeline.process(frame.frame if hasattr(frame, "frame") else frame, k / FPS)
-        alerts += engine.evaluate(result, pipeline.zone_judge, local)
+        alerts += engine.evaluate(result, local)
     return alerts
 
 
@@ -180,3 +181,36 @@ def test_bad_zones_and_schedules_are_config_errors_with_lines(body: str, message
     text = str(info.value)
     assert message in text, text
     assert all(issue.line is not None for issue in info.value.issues)
+
+
+def test_stream_lost_comes_from_the_periodic_check_and_never_moves_the_frames_time() -> None:
+    config = SecurityConfig.model_validate(
+        {**BASE, "rules": [{"kind": "tamper", "id": "tamper", "cooldown_s": 60}], "pipeline": {}}
+    )
+    engine = SecurityRules("cam", config)
+    lost = [TamperChange("stream_lost", True, "no frame for 10.5 s", 110.5)]
+    first = engine.evaluate_stream(lost, 110.5, NIGHT)
+    assert [(a.type, a.data["kind"]) for a in first] == [
+        ("edu.campus.security.camera_tamper.v1", "stream_lost")
+    ]
+    assert engine.evaluate_stream(lost, 130.0, NIGHT) == []  # the rule's cooldown
+    assert len(engine.evaluate_stream(lost, 171.0, NIGHT)) == 1
+    # A frame captured before those checks (analysed after them) is judged on its own time.
+    covered = PersonFrameResult(
+        at=100.0,
+        detected=False,
+        motion=0.0,
+        detections=[],
+        tracks=[],
+        removed=[],
+        zones=[],
+        tamper=[TamperChange("covered", True, "picture nearly uniform", 100.0)],
+    )
+    assert [a.data["kind"] for a in engine.evaluate(covered, NIGHT)] == ["covered"]
+    only_covered = SecurityRules(
+        "cam",
+        SecurityConfig.model_validate(
+            {**BASE, "rules": [{"kind": "tamper", "id": "t", "kinds": ["covered"]}], "pipeline": {}}
+        ),
+    )
+    assert only_covered.evaluate_stream(lost, 110.5, NIGHT) == []

@@ -1,33 +1,39 @@
 """A real gate (simulated reader and turnstile on pty pairs, the real agent over SQLite files, the
-session's Mosquitto) with the local API served by uvicorn in the agent's loop on a free port."""
+session's Mosquitto) with the local API served by uvicorn in the agent's loop on a free port.
+
+The gate itself is tests/support/agent_harness.py; this adds the API's tokens and its defaults."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import secrets
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 
-from device_drivers.profile import load_profile, resolve_profile
-from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TurnstileSimulator
-from edge_agent.agent import Agent
-from edge_agent.api import ApiSettings
-from edge_agent.config import parse_config
 from sync.envelope import Event
 from sync.event_types import Severity
-from tests.agent.roster_data import snapshot
-from tests.conftest import free_port, wait_for_port
+from tests.support.agent_harness import Agent, RunningGate, running_gate
+from tests.support.wait import until
+
+__all__ = [
+    "FACE_CAMERA",
+    "GW",
+    "SITE",
+    "ApiGate",
+    "Tokens",
+    "jpeg",
+    "raise_test_alert",
+    "running_api",
+    "until",
+]
 
 SITE, GW = "api-site", "gw-api"
+ApiGate = RunningGate
 
 
 @dataclass(frozen=True)
@@ -70,76 +76,26 @@ def face_key(monkeypatch: pytest.MonkeyPatch) -> str:
     return key
 
 
-@dataclass
-class ApiGate:
-    agent: Agent
-    reader: CardReaderSimulator
-    turnstile: TurnstileSimulator
-    base_url: str
-    settings: ApiSettings
-
-    def client(self, role: str | None = None, tokens: Tokens | None = None) -> httpx.AsyncClient:
-        headers = tokens.header(role) if role and tokens else {}
-        return httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=20)
-
-
-def config_text(tmp_path: Path, url: str, reader_url: str, turnstile_url: str, extra: str = "") -> str:
-    seed = tmp_path / "roster.json"
-    seed.write_text(json.dumps(snapshot(1)))
-    return f"""
-gateway: {{site: {SITE}, id: {GW}, timezone: Asia/Shanghai}}
-agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3}}
-mqtt: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5}}
-commands: {{enabled: true}}
-devices:
-  - {{kind: card_reader, id: reader-in, profile: em4100_id12, port: "{reader_url}", debounce_s: 0}}
-  - {{kind: turnstile, id: turnstile-1, profile: turnstile_stx_xor, port: "{turnstile_url}"}}
-  - {{kind: card_reader, id: reader-lab, profile: em4100_id12, port: "{tmp_path / "no-such-tty"}"}}
-gates:
-  - id: gate-1
-    readers: [{{device: reader-in, direction: entry}}]
-    turnstile: turnstile-1
-    passage_timeout_s: 1.5
-{extra}"""
-
-
-async def until(pred: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+# A reader whose port does not exist: the API must list it offline.
+OFFLINE_READER = '  - {{kind: card_reader, id: reader-lab, profile: em4100_id12, port: "{path}"}}\n'
 
 
 @asynccontextmanager
 async def running_api(
     tmp_path: Path, broker_url: str, *, extra_config: str = "", **settings: object
-) -> AsyncIterator[ApiGate]:
-    reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
-    turnstile = TurnstileSimulator(
-        load_profile(resolve_profile("turnstile_stx_xor")),
-        PtyEndpoint(),
-        passage_delay_s=0.1,
-        auto_pass=True,
-        passage_window_s=0.5,
-    )
-    async with reader, turnstile:
-        api = ApiSettings.model_validate({"port": free_port(), **settings})
-        # The agent serves the API itself, from the `api:` section, as in production.
-        api_yaml = f"api: {json.dumps(api.model_dump(mode='json'))}\n"
-        config = parse_config(
-            config_text(tmp_path, broker_url, reader.url, turnstile.url, extra_config + api_yaml)
-        )
-        agent = Agent(config, data_dir=tmp_path / "data")
-        agent_task = asyncio.create_task(agent.run())
-        await until(lambda: agent.alerts is not None and "gate-1" in agent.gates, "agent started")
-        try:
-            await asyncio.to_thread(wait_for_port, api.port)
-            await until(lambda: agent.device_state.get("reader-in", {}).get("online") is True, "reader")
-            yield ApiGate(agent, reader, turnstile, f"http://127.0.0.1:{api.port}", api)
-        finally:
-            agent.request_stop("test")
-            await asyncio.wait_for(agent_task, 20)
+) -> AsyncIterator[RunningGate]:
+    """The API gate: ``settings`` are ApiSettings fields; the agent is built from text."""
+    async with running_gate(
+        tmp_path,
+        broker_url,
+        site=SITE,
+        gateway=GW,
+        api=settings,
+        commands={"enabled": True},
+        extra_devices=OFFLINE_READER.format(path=tmp_path / "no-such-tty"),
+        extra=extra_config,
+    ) as gate:
+        yield gate
 
 
 def jpeg(width: int = 320, height: int = 180) -> bytes:

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from edge_agent.agent import Agent
 from sync.contract import validate_event
 from tests.api.conftest import ApiGate, Tokens, jpeg, raise_test_alert, running_api, until
 from tests.conftest import MosquittoBroker
+from tests.support.agent_harness import Agent, build_agent
 
 
 def outbox_events(agent: Agent, event_type: str) -> list[dict[str, Any]]:
@@ -245,7 +245,8 @@ async def limits_and_config(gate: ApiGate, tokens: Tokens) -> None:
 def test_server_stops_with_open_streams_and_refuses_a_busy_port(
     tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens
 ) -> None:
-    from edge_agent.api import ApiSettings, ApiStartError, serve_api
+    from edge_agent.api import ApiStartError, serve_api
+    from edge_agent.config import ApiSettings
 
     async def scenario() -> None:
         async with running_api(tmp_path, mosquitto.url) as gate:
@@ -269,7 +270,8 @@ def test_server_stops_with_open_streams_and_refuses_a_busy_port(
                 writer.close()
                 # Same port again: a clear error, not uvicorn's sys.exit inside the agent.
                 try:
-                    await serve_api(gate.agent, ApiSettings(port=gate.settings.port))
+                    assert gate.agent.services is not None
+                    await serve_api(gate.agent.services, ApiSettings(port=gate.settings.port))
                 except ApiStartError as err:
                     assert err.code == "api_bind_failed"
                 else:
@@ -281,30 +283,40 @@ def test_server_stops_with_open_streams_and_refuses_a_busy_port(
 
 
 def test_not_ready_before_start_and_private_metrics(tmp_path: Path, tokens: Tokens) -> None:
-    """An agent that has not started: /ready says 503 and why; metrics still scrape."""
-    from edge_agent.api import ApiSettings, create_app
-    from edge_agent.config import parse_config
+    """A gateway whose start stopped after its local stores (no outbox writer, no link, no
+    devices): /ready says 503 and why; metrics still scrape."""
+    from edge_agent.api import create_app
+    from edge_agent.config import ApiSettings, parse_config
 
     config = parse_config(
         f"gateway: {{site: s, id: g}}\nagent: {{data_dir: {tmp_path}}}\nmqtt: {{url: 'mqtt://127.0.0.1:9'}}\n"
     )
-    agent = Agent(config, data_dir=tmp_path)
-    app = create_app(agent, ApiSettings(metrics_public=False))
+    agent = build_agent(config, data_dir=tmp_path)
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            ready = await client.get("/ready")
-            assert ready.status_code == 503
-            body = ready.json()
-            assert body["ready"] is False and body["checks"]["outbox"] is False
-            assert body["broker"] == "starting"
-            assert (await client.get("/metrics")).status_code == 401
-            scraped = await client.get("/metrics", headers=tokens.header("viewer"))
-            assert scraped.status_code == 200
-            assert 'edge_mqtt_state{state="starting"} 1.0' in scraped.text
-            assert 'edge_outbox_pending{lane="alert"} 0.0' in scraped.text
-            alerts = await client.get("/api/v1/alerts", headers=tokens.header("viewer"))
-            assert alerts.status_code == 503 and alerts.json()["code"] == "not_ready"
+        # Only the "stores" component of the start table: the services exist, nothing runs.
+        stores = next(spec.component for spec in agent.components() if spec.name == "stores")
+        await stores.start()
+        assert agent.services is not None
+        try:
+            app = create_app(agent.services, ApiSettings(metrics_public=False))
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                ready = await client.get("/ready")
+                assert ready.status_code == 503
+                body = ready.json()
+                assert body["ready"] is False and body["checks"]["outbox"] is False
+                assert body["broker"] == "starting"
+                assert (await client.get("/metrics")).status_code == 401
+                scraped = await client.get("/metrics", headers=tokens.header("viewer"))
+                assert scraped.status_code == 200
+                assert 'edge_mqtt_state{state="starting"} 1.0' in scraped.text
+                assert 'edge_outbox_pending{lane="alert"} 0.0' in scraped.text
+                # Services exist only once the stores are open, so the alert book answers (before
+                # the gateway, an agent without its alert book answered 503 not_ready here).
+                alerts = await client.get("/api/v1/alerts", headers=tokens.header("viewer"))
+                assert alerts.status_code == 200 and alerts.json()["alerts"] == [], alerts.text
+        finally:
+            await stores.stop()
 
     asyncio.run(scenario())

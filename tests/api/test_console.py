@@ -100,7 +100,8 @@ def test_console_live_alert_and_acknowledge(
 
                 # An acknowledgement made elsewhere (the API) reaches the open page through the stream.
                 warning_id = await warning.get_attribute("data-id")
-                gate.agent.acknowledge_alert(str(warning_id), by="central-desk", via="api")
+                assert gate.agent.services is not None
+                gate.agent.services.alerts.acknowledge(str(warning_id), by="central-desk", via="api")
                 await page.locator(f"li.alert.acknowledged[data-id='{warning_id}']").wait_for(timeout=10_000)
 
                 # After a reload the session (token in sessionStorage) is kept and the list restored.

@@ -35,12 +35,12 @@ def test_enroll_one_face_and_refuse_a_group_photo(
 
     async def scenario() -> None:
         async with running_api(tmp_path, mosquitto.url, extra_config=FACE_CAMERA) as gate:
-            await until(lambda: gate.agent.faces is not None, "face service")
+            await until(lambda: gate.agent.cameras.faces is not None, "face service")
             # The camera's person detection is counted at scrape time (frames of the generated clip).
             await until(
                 lambda: (
-                    "cam-7a" in gate.agent.security_workers
-                    and gate.agent.security_workers["cam-7a"].pipeline.frames > 0
+                    "cam-7a" in gate.agent.cameras.security_workers
+                    and gate.agent.cameras.security_workers["cam-7a"].pipeline.frames > 0
                 ),
                 "person frames",
             )
@@ -62,7 +62,7 @@ def test_enroll_one_face_and_refuse_a_group_photo(
                 body = ok.json()
                 assert len(body["stored"]) == 1
                 assert [(r["photo"], r["code"]) for r in body["rejected"]] == [("class.jpg", "several_faces")]
-                assert gate.agent.faces is not None and "S1" in gate.agent.faces.gallery
+                assert gate.agent.cameras.faces is not None and "S1" in gate.agent.cameras.faces.gallery
                 person = (await viewer.get("/api/v1/roster/persons/S1")).json()
                 assert person["face_templates"] == 1
 

@@ -68,18 +68,20 @@ def test_bound_socket_says_tcp_so_asyncio_sets_nodelay() -> None:
         sock.close()
 
 
-def test_settings_import_does_not_load_the_app_or_the_config() -> None:
-    # edge_agent.config will import ApiSettings to compose the root config; the app imports
-    # edge_agent.config. Importing the settings must not pull in either, or the two would cycle.
+def test_the_configuration_does_not_load_the_app() -> None:
+    # The app imports edge_agent.config (config validation); the configuration holds ApiSettings in
+    # its leaf edge_agent.config.api. Loading the configuration must not pull in the app or FastAPI,
+    # or the two would cycle (tests/test_import_rules.py checks the same statically).
     import subprocess
     import sys
 
     code = (
-        "import sys, edge_agent.api.settings, edge_agent.api; "
-        "print(sorted(m for m in sys.modules if m in ('edge_agent.config', 'edge_agent.api.app', 'fastapi')))"
+        "import sys, edge_agent.config.api, edge_agent.config; "
+        "print(sorted(m for m in sys.modules if m in ('edge_agent.api.app', 'fastapi')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
-    from edge_agent.api import ApiSettings, create_app, serve_api
+    from edge_agent.api import create_app, serve_api
+    from edge_agent.config import ApiSettings
 
     assert callable(create_app) and callable(serve_api) and ApiSettings().port == 8080

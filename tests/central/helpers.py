@@ -16,8 +16,8 @@ from typing import Any
 
 import psycopg
 
-from edge_agent.central.config import IngestConfig
-from edge_agent.central.ingest import IngestConsumer
+from sync.central.config import IngestConfig
+from sync.central.ingest import IngestConsumer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def start_consumer_process(
     url: str, dsn: str, *, prefix: str, group: str, client_id: str, log: Path, extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
     argv = [
-        sys.executable, "-m", "edge_agent.central", "ingest",
+        sys.executable, "-m", "sync.central", "ingest",
         "--mqtt-url", url, "--database", dsn, "--group", group, "--client-id", client_id,
         "--topic-prefix", prefix, "--batch-wait-ms", "5", "--stats-interval", "1", *extra,
     ]  # fmt: skip

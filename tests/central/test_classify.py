@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from edge_agent.central.classify import DeadLetter, EventRow, Ignored, StatusRow, check_event, classify
+from sync.central.classify import DeadLetter, EventRow, Ignored, StatusRow, check_event, classify
 from sync.contract import SchemaViolation, validate_event
 from tests.central.sim_gateway import attendance, forced, granted
 

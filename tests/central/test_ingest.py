@@ -9,7 +9,7 @@ import sys
 
 import orjson
 
-from edge_agent.central.schema import MIGRATIONS
+from sync.central.schema import MIGRATIONS
 from tests.central.helpers import REPO_ROOT, consumer_thread, query, scalar, unique, wait_rows, wait_until
 from tests.central.sim_gateway import SimGateway, attendance, forced, granted
 from tests.conftest import MosquittoBroker
@@ -169,7 +169,7 @@ def test_gateway_goes_offline_through_its_last_will(mosquitto: MosquittoBroker, 
 
 
 def test_migrations_are_recorded_and_applied_once(database: str) -> None:
-    cmd = [sys.executable, "-m", "edge_agent.central", "migrate", "--database", database]
+    cmd = [sys.executable, "-m", "sync.central", "migrate", "--database", database]
     first = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     second = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert all(name in first.stdout for name, _ in MIGRATIONS)
@@ -181,7 +181,7 @@ def test_migrations_are_recorded_and_applied_once(database: str) -> None:
 
 def test_bad_arguments_exit_2_with_the_reason() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "edge_agent.central", "ingest", "--mqtt-url", "http://x", "--database", "x"],
+        [sys.executable, "-m", "sync.central", "ingest", "--mqtt-url", "http://x", "--database", "x"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -195,7 +195,7 @@ def test_the_cli_hook_needs_no_postgresql_driver() -> None:
     code = (
         "import sys, argparse\n"
         "sys.modules['psycopg'] = None  # any import of it now raises ImportError\n"
-        "from edge_agent.central import add_central_cli\n"
+        "from sync.central import add_central_cli\n"
         "p = argparse.ArgumentParser(); add_central_cli(p.add_subparsers(dest='c'))\n"
         "a = p.parse_args(['central', 'ingest', '--mqtt-url', 'mqtt://h', '--database', 'postgresql://x'])\n"
         "print(a.func.__name__)\n"

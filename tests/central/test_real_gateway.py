@@ -1,5 +1,5 @@
 """The ingest against what the real gateway pieces publish: ``sync.outbox.Outbox`` drained by
-``sync.mqtt_link.MqttLink`` (the agent's own uplink), not the light simulator."""
+``sync.MqttLink`` (the agent's own uplink, with the drivers' one backoff), not the light simulator."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import random
 import time
 from pathlib import Path
 
-from sync.envelope import Event
-from sync.event_types import Severity
-from sync.mqtt_link import MqttConfig, MqttLink
-from sync.outbox import Outbox, OutboxConfig
+from device_drivers import Backoff, BackoffConfig
+from sync import Event, MqttConfig, MqttLink, Outbox, OutboxConfig, Severity
 from tests.central.helpers import consumer_thread, query, scalar, unique, wait_rows
 from tests.central.sim_gateway import attendance, forced, granted
 from tests.conftest import MosquittoBroker
@@ -43,7 +41,8 @@ def test_events_and_status_of_a_real_gateway_link(
     async def gateway() -> None:
         config = MqttConfig(url=mosquitto.url, topic_prefix=prefix, reconnect_min_s=0.1, reconnect_max_s=0.5)
         async with Outbox(tmp_path / "data", OutboxConfig(), f"campus/{SITE}/{GW}/gateway") as outbox:
-            link = MqttLink(config, outbox, site=SITE, gateway=GW, version="test")
+            backoff = Backoff(BackoffConfig(initial_s=0.1, max_s=0.5))
+            link = MqttLink(config, outbox, site=SITE, gateway=GW, version="test", backoff=backoff)
             task = asyncio.create_task(link.run())
             try:
                 for event in [*events, *alerts, ack]:

@@ -8,7 +8,6 @@ import base64
 import json
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,16 +23,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from device_drivers.profile import load_profile, resolve_profile
-from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TurnstileSimulator
-from edge_agent.agent import Agent
-from edge_agent.commands import CommandProcessor, CommandSettings, sign_command
-from edge_agent.config import load_config
+from edge_agent.commands import sign_command
+from edge_agent.config import CommandSettings
 from sync.envelope import format_time
-from tests.agent.roster_data import snapshot
+from tests.support.agent_harness import RunningGate, gate_config_text, running_gate
+from tests.support.wait import until, wait_until
+
+__all__ = ["GW", "PREFIX", "SITE", "Centre", "Reply", "Running", "config_text", "running_agent", "until"]
 
 SITE, GW = "cmd-site", "gw-cmd"
 PREFIX = f"campus/v1/{SITE}/{GW}"
+Running = RunningGate
 
 
 def config_text(
@@ -47,40 +47,19 @@ def config_text(
     username: str | None = None,
     commands: CommandSettings | None = None,
 ) -> str:
-    seed = tmp_path / "roster.json"
-    seed.write_text(json.dumps(snapshot(1)))
-    user = f", username: {username}" if username else ""
-    return f"""
-gateway: {{site: {SITE}, id: {GW}, timezone: Asia/Shanghai}}
-agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3, log_level: {log_level}}}
-mqtt: {{url: "{url}", protocol: "{protocol}", reconnect_min_s: 0.1, reconnect_max_s: 0.5{user}}}
-devices:
-  - {{kind: card_reader, id: reader-in, profile: em4100_id12, port: "{reader_url}", debounce_s: 0}}
-  - {{kind: turnstile, id: turnstile-1, profile: turnstile_stx_xor, port: "{turnstile_url}"}}
-gates:
-  - id: gate-1
-    readers: [{{device: reader-in, direction: entry}}]
-    turnstile: turnstile-1
-    passage_timeout_s: 1.5
-""" + (f"commands: {json.dumps(commands.model_dump(mode='json'))}\n" if commands is not None else "")
-
-
-@dataclass
-class Running:
-    agent: Agent
-    processor: CommandProcessor
-    turnstile: TurnstileSimulator
-    config_path: Path
-    reader_url: str
-    turnstile_url: str
-
-
-async def until(pred: Callable[[], bool], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    """This gateway's YAML (what a test writes back to ``gateway.yaml`` or pushes)."""
+    return gate_config_text(
+        tmp_path,
+        url,
+        reader_url,
+        turnstile_url,
+        site=SITE,
+        gateway=GW,
+        protocol=protocol,
+        log_level=log_level,
+        username=username,
+        commands=commands,
+    )
 
 
 @asynccontextmanager
@@ -92,43 +71,22 @@ async def running_agent(
     protocol: str = "auto",
     auto_pass: bool = False,
     username: str | None = None,
-) -> AsyncIterator[Running]:
-    """The agent as configured with ``commands:``: it builds the processor and subscribes it itself."""
-    reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
-    turnstile = TurnstileSimulator(
-        load_profile(resolve_profile("turnstile_stx_xor")),
-        PtyEndpoint(),
-        passage_delay_s=0.1,
+) -> AsyncIterator[RunningGate]:
+    """The agent as configured with ``commands:``, from ``gateway.yaml`` (reload and push_config
+    need the file): it builds the processor and subscribes it itself."""
+    async with running_gate(
+        tmp_path,
+        url,
+        site=SITE,
+        gateway=GW,
         auto_pass=auto_pass,
-        passage_window_s=0.5,
-    )
-    async with reader, turnstile:
-        path = tmp_path / "gateway.yaml"
-        path.write_text(
-            config_text(
-                tmp_path,
-                url,
-                reader.url,
-                turnstile.url,
-                protocol=protocol,
-                username=username,
-                commands=settings,
-            )
-        )
-        agent = Agent(load_config(path), data_dir=tmp_path / "data", config_path=path)
-        task = asyncio.create_task(agent.run())
-        try:
-            await until(lambda: agent.link is not None and agent.link.connected.is_set(), "agent connected")
-            await until(lambda: "gate-1" in agent.gates, "gates built")
-            await until(
-                lambda: agent.device_state.get("turnstile-1", {}).get("online") is True, "turnstile online"
-            )
-            processor = agent.commands
-            assert processor is not None, "commands.enabled is false in this configuration"
-            yield Running(agent, processor, turnstile, path, reader.url, turnstile.url)
-        finally:
-            agent.request_stop("test")
-            await asyncio.wait_for(task, 20)
+        from_file=True,
+        protocol=protocol,
+        username=username,
+        commands=settings,
+    ) as gate:
+        assert gate.agent.commands is not None, "commands.enabled is false in this configuration"
+        yield gate
 
 
 def now_utc() -> datetime:
@@ -233,14 +191,17 @@ class Centre:
 
     def wait(self, pred: Callable[[Reply], bool], timeout: float = 10, start: int = 0) -> Reply:
         """The first reply from index ``start`` on that matches."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def matching() -> Reply | None:
             with self._lock:
-                for reply in self.replies[start:]:
-                    if pred(reply):
-                        return reply
-            time.sleep(0.01)
-        raise AssertionError(f"no matching reply in {timeout}s; got {[r.body for r in self.replies]}")
+                return next((r for r in self.replies[start:] if pred(r)), None)
+
+        try:
+            return wait_until(matching, timeout, 0.01, what="a matching reply")
+        except AssertionError:
+            raise AssertionError(
+                f"no matching reply in {timeout}s; got {[r.body for r in self.replies]}"
+            ) from None
 
     def request(
         self,

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.agent import Agent
 from edge_agent.commands import CommandSettings, RateLimit
 from sync.contract import SCHEMA_DIR, validate, validate_event
 from tests.commands.harness import (
@@ -39,6 +38,7 @@ from tests.commands.harness import (
 )
 from tests.conftest import MosquittoBroker, free_port
 from tests.mqtt_helpers import Collector
+from tests.support.agent_harness import build_agent
 
 REQUEST_SCHEMA = SCHEMA_DIR / "commands" / "request.json"
 REPLY_SCHEMA = SCHEMA_DIR / "commands" / "reply.json"
@@ -272,7 +272,7 @@ def test_hmac_over_mqtt_311_and_management_commands(
 
             # An alert raised by the turnstile, acknowledged from the centre; twice is refused.
             gw.turnstile.raise_event("forced", "entry")
-            alerts = gw.agent.alerts
+            alerts = gw.agent.alert_book
             assert alerts is not None
             await until(lambda: bool(alerts.list()), "forced alert in the alert book")
             alert_id = alerts.list()[0].id
@@ -407,7 +407,9 @@ def test_push_config_validated_installed_and_rolled_back(
             async def failing_reload() -> None:
                 raise RuntimeError("simulated failure while applying")
 
-            monkeypatch.setattr(gw.agent, "reload", failing_reload)
+            # Commands reach the reload through their services, not the gateway object.
+            assert gw.agent.services is not None
+            monkeypatch.setattr(gw.agent.services.config, "reload", failing_reload)
             failed = await push(new.replace("log_level: warning", "log_level: error"))
             assert failed["result"] == "failed" and failed["code"] == "rolled_back"
             assert "simulated failure" in failed["data"]["error"]
@@ -455,12 +457,14 @@ def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
     async def restart_bad() -> int:
         await push(f"mqtt://127.0.0.1:{free_port()}", 30)
         # systemd restarts the service: a fresh agent on the installed file.
-        agent = Agent(load_config(paths["config"]), data_dir=tmp_path / "data", config_path=paths["config"])
+        config = paths["config"]
+        agent = build_agent(load_config(config), data_dir=tmp_path / "data", config_path=config)
         return await asyncio.wait_for(agent.run(), 60)
 
     async def restart_good() -> int:
         await push(mosquitto.url, 40)
-        agent = Agent(load_config(paths["config"]), data_dir=tmp_path / "data", config_path=paths["config"])
+        config = paths["config"]
+        agent = build_agent(load_config(config), data_dir=tmp_path / "data", config_path=config)
         task = asyncio.create_task(agent.run())
         await until(lambda: not pending_marker(paths["config"]).exists(), "pushed configuration confirmed")
         agent.request_stop("test")

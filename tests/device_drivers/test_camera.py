@@ -16,22 +16,19 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from device_drivers.camera import (
-    Camera,
-    CameraConfig,
-    CameraError,
+from device_drivers import BackoffConfig, open_camera
+from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig, parse_source, redact_url
+from device_drivers.camera.driver import Camera, check_frame
+from device_drivers.camera.sim import ScriptedCapture, SimulatedCamera, generate_clip
+from device_drivers.errors import CameraError, DeviceError
+from device_drivers.readings import (
     CameraFrame,
     CameraItem,
     CameraOffline,
     CameraOnline,
-    check_frame,
-    parse_source,
-    redact_url,
+    DeviceOffline,
+    DeviceOnline,
 )
-from device_drivers.camera_sim import ScriptedCapture, SimulatedCamera, SimulatedCameraConfig, generate_clip
-from device_drivers.errors import DeviceError
-from device_drivers.serial_driver import BackoffConfig
-from device_drivers.types import DeviceOffline, DeviceOnline
 
 FAST_BACKOFF = BackoffConfig(initial_s=0.1, max_s=0.4, jitter=0.2)
 
@@ -66,6 +63,13 @@ async def collect(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(run(), timeout)
     return items
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
 
 
 def kinds(items: list[CameraItem]) -> list[str]:
@@ -169,7 +173,21 @@ def test_refused_rtsp_url_is_offline_and_retried() -> None:
         id="gate", url=f"rtsp://admin:pw@127.0.0.1:{port}/live", open_timeout_s=2, backoff=FAST_BACKOFF
     )
     cam = Camera(cfg)
-    items = asyncio.run(collect(cam, lambda it: False, 2.5))
+
+    async def until_retried() -> list[CameraItem]:
+        items: list[CameraItem] = []
+
+        async def gather() -> None:
+            async for item in cam.frames():
+                items.append(item)
+
+        async with cam:
+            gathering = asyncio.create_task(gather())
+            await wait_until(lambda: cam.counters.get("open_failures", 0) >= 2, timeout=10)
+        await gathering  # frames() ends when the camera is closed
+        return items
+
+    items = asyncio.run(until_retried())
     assert kinds(items) == ["off"]
     assert "cannot open" in items[0].reason and "pw" not in items[0].reason  # type: ignore[union-attr]
     assert cam.counters["open_failures"] >= 2
@@ -238,8 +256,8 @@ def test_stalled_camera_goes_offline_and_is_restarted() -> None:
 
 def test_simulated_camera_plays_a_generated_clip(tmp_path: Path) -> None:
     cfg = SimulatedCameraConfig(id="demo-cam", clip_seconds=1.0, clip_fps=20.0, width=320, height=180)
-    cam = SimulatedCamera(cfg, workdir=tmp_path)
-    assert cam.video_path.is_file()
+    cam = open_camera(cfg, workdir=tmp_path)
+    assert isinstance(cam, SimulatedCamera) and cam.video_path.is_file()
     items = asyncio.run(collect(cam, lambda it: len(it) > 12, 10.0))
     assert kinds(items) == ["on", "F"]  # loops: never offline
     frames = [i for i in items if isinstance(i, CameraFrame)]

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from test_camera import FAST_BACKOFF, collect, kinds
 
-from device_drivers.camera import Camera, CameraConfig, CameraFrame, CameraOffline
+from device_drivers.camera.config import CameraConfig
+from device_drivers.camera.driver import Camera
+from device_drivers.readings import CameraFrame, CameraOffline
 
 
 @dataclass

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_drivers.checksums import CHECKSUMS, crc16_ccitt, crc16_modbus, sum8, xor8
+from device_drivers.profiles.checksums import CHECKSUMS, crc16_ccitt, crc16_modbus, sum8, xor8
 
 CHECK = b"123456789"
 

@@ -6,12 +6,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_drivers import wiegand
-from device_drivers.card_codec import CardCodec, CardData
-from device_drivers.codecs import codec_for, drain
+from device_drivers.card.codec import CardCodec, CardData
 from device_drivers.errors import IncompleteFrame, MalformedFrame
-from device_drivers.profile import FirmwareProfile, load_profile, resolve_profile
-from device_drivers.turnstile_codec import TurnstileCodec, TurnstileMessage
+from device_drivers.profiles import wiegand
+from device_drivers.profiles.config import FirmwareProfile
+from device_drivers.profiles.framing import drain
+from device_drivers.profiles.loader import load_profile, resolve_profile
+from device_drivers.registry import codec_for
+from device_drivers.turnstile.codec import TurnstileCodec, TurnstileMessage
 from firmware_profiles import profile_paths
 
 ALL = [load_profile(p) for p in profile_paths()]
@@ -56,7 +58,7 @@ def test_uid_round_trip_and_lower_case_input(uid: bytes) -> None:
 @settings(deadline=None)  # shared CI machine: no per-example time limit
 @given(data=st.data())
 def test_wiegand_round_trip_and_single_bit_flips(layout: object, data: st.DataObject) -> None:
-    from device_drivers.profile import WiegandLayout
+    from device_drivers.profiles.config import WiegandLayout
 
     assert isinstance(layout, WiegandLayout)
     codec = CardCodec(WIEGAND)

@@ -11,17 +11,12 @@ import osdp
 import pytest
 from pydantic import ValidationError
 
+from device_drivers import BackoffConfig, load_secret, open_driver
 from device_drivers.errors import DeviceError
-from device_drivers.osdp import (
-    OsdpBusConfig,
-    OsdpBusSimulator,
-    OsdpControlPanel,
-    OsdpReaderConfig,
-    OsdpReaderSimulator,
-    load_secret,
-)
-from device_drivers.serial_driver import BackoffConfig
-from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, DeviceTamper
+from device_drivers.osdp.config import OsdpBusConfig, OsdpReaderConfig
+from device_drivers.osdp.driver import OsdpControlPanel
+from device_drivers.osdp.sim import OsdpBusSimulator, OsdpReaderSimulator
+from device_drivers.readings import CardRead, DeviceOffline, DeviceOnline, DeviceTamper
 
 T = TypeVar("T")
 FAST = BackoffConfig(initial_s=0.05, max_s=0.2)
@@ -130,12 +125,13 @@ def test_wrong_key_never_comes_online() -> None:
     async def scenario() -> None:
         async with OsdpReaderSimulator(3, osdp.KeyStore.gen_key()) as pd:
             reader = OsdpReaderConfig(id="r3", address=3, scbk_secret="unused")
+            # A short handshake window: the retries come quickly, and each is still refused.
             async with OsdpControlPanel(
-                "bus-2", pd.url, [reader], {"r3": osdp.KeyStore.gen_key()}, backoff=FAST
+                "bus-2", pd.url, [reader], {"r3": osdp.KeyStore.gen_key()}, backoff=FAST, handshake_s=0.3
             ) as cp:
                 offline = await next_of(cp.readings(), DeviceOffline, timeout=10)
                 assert "does not answer" in offline.reason
-                await asyncio.sleep(2.5)  # retried (at most every 2 s) meanwhile, still refused
+                await wait_until(lambda: cp.counters.get("reconnects", 0) >= 2)
                 assert not cp.reader_online["r3"] and cp.counters["reconnects"] >= 2
                 assert not pd.secure
 
@@ -147,11 +143,13 @@ def test_simulated_bus_from_config() -> None:
         config = OsdpBusConfig(
             kind="osdp", id="demo-bus", simulated=True, readers=[OsdpReaderConfig(id="demo-osdp", address=1)]
         )
-        cp = OsdpControlPanel.from_config(config)
+        cp = open_driver(config)
+        assert isinstance(cp, OsdpControlPanel)
         async with cp:
             readings = cp.readings()
             await next_of(readings, DeviceOnline)
             assert cp.simulator is not None
+            assert isinstance(cp.simulator, OsdpBusSimulator)
             cp.simulator.readers[1].present("4660:123456/37")
             card = await next_of(readings, CardRead)
             assert (card.credential, card.card_format) == ("4660:123456", "H10304")
@@ -212,7 +210,7 @@ def test_run_simulator_osdp_reader_from_stdin(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from device_drivers.simulators import run_simulator; "
+            "from device_drivers import run_simulator; "
             f"run_simulator('osdp', 'wiegand_serial_converter', 'pty:{link}')",
         ],
         stdin=subprocess.PIPE,

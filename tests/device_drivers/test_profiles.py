@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from device_drivers.codecs import codec_for
-from device_drivers.errors import DeviceError, IncompleteFrame, MalformedFrame
-from device_drivers.profile import FirmwareProfile, ProfileError, load_profile, parse_profile, resolve_profile
+from device_drivers.errors import DeviceError, IncompleteFrame, MalformedFrame, ProfileError
+from device_drivers.profiles.config import FirmwareProfile
+from device_drivers.profiles.loader import load_profile, parse_profile, resolve_profile
+from device_drivers.registry import codec_for
 from firmware_profiles import profile_paths
 
 PROFILES = profile_paths()

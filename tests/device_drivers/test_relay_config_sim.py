@@ -14,15 +14,18 @@ import serial
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from device_drivers.card_reader import CardReaderDriver
-from device_drivers.config import DeviceConfig, create_driver
+from device_drivers import DeviceConfig, open_driver
+from device_drivers._io.sim import PtyEndpoint, TcpEndpoint, parse_listen
+from device_drivers.card.driver import CardReaderDriver
 from device_drivers.errors import DeviceError
-from device_drivers.keyboard_wedge import KeyboardWedgeReader
-from device_drivers.osdp import OsdpControlPanel
-from device_drivers.relay import GpioRelay, MemoryPin, RelayDoor, RelayDoorConfig
-from device_drivers.simulators import PtyEndpoint, TcpEndpoint, TurnstileSimulator, parse_listen
-from device_drivers.turnstile import TurnstileDriver
-from device_drivers.types import CardRead, DeviceOffline, DeviceOnline
+from device_drivers.osdp.driver import OsdpControlPanel
+from device_drivers.readings import CardRead, DeviceOffline, DeviceOnline
+from device_drivers.relay.config import RelayDoorConfig
+from device_drivers.relay.driver import GpioRelay, RelayDoor
+from device_drivers.relay.sim import MemoryPin
+from device_drivers.turnstile.driver import TurnstileDriver
+from device_drivers.turnstile.sim import TurnstileSimulator
+from device_drivers.wedge.driver import KeyboardWedgeReader
 
 DEVICES = TypeAdapter(list[DeviceConfig])
 
@@ -55,7 +58,7 @@ def test_relay_door_open_hold_lock_per_direction() -> None:
         config = RelayDoorConfig(
             kind="relay_door", id="door-1", line=17, exit_line=27, pulse_ms=30, simulated=True
         )
-        door = create_driver(config)
+        door = open_driver(config)
         assert isinstance(door, RelayDoor)
         entry_pin, exit_pin = door.pins
         assert isinstance(entry_pin, MemoryPin) and isinstance(exit_pin, MemoryPin)
@@ -86,7 +89,7 @@ def test_relay_door_open_hold_lock_per_direction() -> None:
 def test_gpio_without_gpiod_is_a_clear_error() -> None:
     config = RelayDoorConfig(kind="relay_door", id="door-2", chip="/dev/gpiochip9", line=3)
     with pytest.raises(DeviceError) as err:
-        create_driver(config)
+        open_driver(config)
     assert err.value.code in ("unsupported", "offline")
 
 
@@ -123,7 +126,7 @@ DEMO = """
 
 def test_device_configs_select_drivers_by_kind() -> None:
     configs = DEVICES.validate_python(yaml.safe_load(DEMO))
-    drivers = [create_driver(c) for c in configs]
+    drivers = [open_driver(c) for c in configs]
     assert [type(d) for d in drivers] == [
         CardReaderDriver,
         CardReaderDriver,
@@ -179,7 +182,7 @@ def test_run_simulator_presents_cards_from_stdin(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from device_drivers.simulators import run_simulator; "
+            "from device_drivers import run_simulator; "
             f"run_simulator('card_reader', 'em4100_id12', 'pty:{link}')",
         ],
         stdin=subprocess.PIPE,
@@ -209,7 +212,7 @@ def test_turnstile_simulator_over_socket_answers_raw_bytes() -> None:
     """A client speaking the wire protocol by hand (no driver) gets ack then passage_done."""
 
     async def scenario() -> None:
-        from device_drivers.simulators import make_simulator
+        from device_drivers import make_simulator
 
         async with make_simulator("turnstile", "turnstile_stx_xor", TcpEndpoint()) as sim:
             port = serial.serial_for_url(sim.url, timeout=5)
@@ -228,8 +231,8 @@ def test_turnstile_simulator_acks_the_code_it_received() -> None:
     """Open B has its own code in this protocol: the ack names that code, then the passage follows."""
 
     async def scenario() -> None:
-        from device_drivers.simulators import make_simulator
-        from device_drivers.turnstile_codec import TurnstileCodec
+        from device_drivers import make_simulator
+        from device_drivers.turnstile.codec import TurnstileCodec
 
         async with make_simulator("turnstile", "turnstile_rs485_crc", TcpEndpoint()) as sim:
             assert isinstance(sim, TurnstileSimulator)
@@ -262,7 +265,7 @@ def test_simulated_reader_presents_its_demo_cards() -> None:
                 },
             ]
         )[0]
-        driver = create_driver(config)
+        driver = open_driver(config)
         assert isinstance(driver, CardReaderDriver)
         credentials = []
         async with driver:

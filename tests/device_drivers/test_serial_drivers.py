@@ -12,13 +12,17 @@ from typing import Any, TypeVar
 
 import pytest
 
-from device_drivers.card_reader import CardReaderDriver
+from device_drivers import Backoff, BackoffConfig, CardReaderConfig, TurnstileConfig, open_driver
+from device_drivers._io.serial import SerialDriver
+from device_drivers._io.sim import PtyEndpoint, TcpEndpoint
+from device_drivers.card.driver import CardReaderDriver
+from device_drivers.card.sim import CardReaderSimulator
 from device_drivers.errors import DeviceError
-from device_drivers.profile import FirmwareProfile, load_profile, resolve_profile
-from device_drivers.serial_driver import Backoff, BackoffConfig, SerialDriver
-from device_drivers.simulators import CardReaderSimulator, PtyEndpoint, TcpEndpoint, TurnstileSimulator
-from device_drivers.turnstile import TurnstileDriver
-from device_drivers.types import CardRead, DeviceOffline, DeviceOnline, Reading, TurnstileEvent
+from device_drivers.profiles.config import FirmwareProfile
+from device_drivers.profiles.loader import load_profile, resolve_profile
+from device_drivers.readings import CardRead, DeviceOffline, DeviceOnline, Reading, TurnstileEvent
+from device_drivers.turnstile.driver import TurnstileDriver
+from device_drivers.turnstile.sim import TurnstileSimulator
 
 T = TypeVar("T")
 FAST = BackoffConfig(initial_s=0.05, max_s=0.2, jitter=0.5)
@@ -102,7 +106,7 @@ def test_em4100_reader_reads_cards_and_survives_bad_frames(
             assert driver.counters["bad_checksum"] == 1
             assert driver.counters["cards"] == 2
 
-    with caplog.at_level(logging.WARNING, logger="device_drivers.serial_driver"):
+    with caplog.at_level(logging.WARNING, logger="device_drivers._io.serial"):
         run(scenario())
     assert any(
         "device reader-1: dropped" in r.getMessage() and "(bad_checksum)" in r.getMessage()
@@ -404,13 +408,23 @@ def test_driver_is_a_reusable_context_manager() -> None:
 
 def test_simulated_driver_runs_its_own_simulator() -> None:
     async def scenario() -> None:
-        async with (
-            CardReaderDriver("demo-reader", None, profile("em4100_id12"), simulated=True) as reader,
-            TurnstileDriver(
-                "demo-gate", None, profile("turnstile_rs485_sum8"), simulated=True, sim_passage_delay_s=0.01
-            ) as gate,
-        ):
+        # The registry attaches the simulator; the driver only starts it and opens its port.
+        reader = open_driver(
+            CardReaderConfig(kind="card_reader", id="demo-reader", profile="em4100_id12", simulated=True)
+        )
+        gate = open_driver(
+            TurnstileConfig(
+                kind="turnstile",
+                id="demo-gate",
+                profile="turnstile_rs485_sum8",
+                simulated=True,
+                sim_passage_delay_s=0.01,
+            )
+        )
+        assert isinstance(reader, CardReaderDriver) and isinstance(gate, TurnstileDriver)
+        async with reader, gate:
             assert reader.simulator is not None and reader.url == reader.simulator.url
+            assert isinstance(reader.simulator, CardReaderSimulator)
             card_readings, gate_readings = Readings(reader), Readings(gate)
             await card_readings.next(DeviceOnline)
             await gate_readings.next(DeviceOnline)
@@ -431,6 +445,17 @@ def test_backoff_is_capped_and_jittered() -> None:
     assert len(set(delays[3:])) > 1  # jittered, not a fixed cap
     backoff.reset()
     assert backoff.next_delay() <= 1
+
+
+def test_backoff_without_jitter_is_exact_and_its_rng_is_injectable() -> None:
+    exact = Backoff(BackoffConfig(initial_s=0.1, max_s=0.4, multiplier=2, jitter=0))
+    assert [exact.next_delay() for _ in range(4)] == [0.1, 0.2, 0.4, 0.4]
+    exact.reset()
+    assert exact.next_delay() == 0.1
+    same = [Backoff(BackoffConfig(), random.Random(3)).next_delay() for _ in range(2)]
+    assert same[0] == same[1]
+    default = Backoff()  # the defaults of BackoffConfig
+    assert (default.initial_s, default.max_s) == (BackoffConfig().initial_s, BackoffConfig().max_s)
 
 
 @pytest.mark.parametrize("name", ["turnstile_stx_xor", "turnstile_rs485_crc"])

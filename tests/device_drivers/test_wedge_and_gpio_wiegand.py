@@ -13,14 +13,18 @@ from typing import Literal
 
 import pytest
 
-from device_drivers import wiegand
-from device_drivers.card_codec import CardCodec
+from device_drivers import BackoffConfig
+from device_drivers.card.codec import CardCodec
 from device_drivers.errors import DeviceError
-from device_drivers.keyboard_wedge import EV_KEY, KeyboardWedgeReader, KeyEvent, KeystrokeDecoder
-from device_drivers.profile import load_profile, resolve_profile
-from device_drivers.serial_driver import BackoffConfig
-from device_drivers.types import CardRead, DeviceOffline, DeviceOnline
-from device_drivers.wiegand_gpio import GpioWiegandReader, WiegandBitCollector
+from device_drivers.gpio.codec import WiegandBitCollector
+from device_drivers.gpio.driver import GpioWiegandReader
+from device_drivers.gpio.sim import SimulatedWiegandLines
+from device_drivers.profiles import wiegand
+from device_drivers.profiles.loader import load_profile, resolve_profile
+from device_drivers.readings import CardRead, DeviceOffline, DeviceOnline
+from device_drivers.wedge.codec import EV_KEY, KeyEvent, KeystrokeDecoder
+from device_drivers.wedge.driver import KeyboardWedgeReader
+from device_drivers.wedge.sim import SimulatedKeyboard
 
 MS = 1_000_000
 CODES = {
@@ -216,9 +220,44 @@ def test_gpio_wiegand_reader_decodes_and_checks_parity() -> None:
 
 
 def test_gpio_without_gpiod_is_a_clear_error() -> None:
-    from device_drivers.wiegand_gpio import GpioWiegandConfig
+    from device_drivers.gpio.config import GpioWiegandConfig
 
     config = GpioWiegandConfig(kind="gpio_wiegand", id="g", chip="/dev/gpiochip9", d0_line=5, d1_line=6)
     with pytest.raises(DeviceError) as err:
         GpioWiegandReader.from_config(config)
     assert err.value.code in ("unsupported", "offline")
+
+
+def test_simulated_keyboard_types_cards_into_the_reader() -> None:
+    async def scenario() -> None:
+        keyboard = SimulatedKeyboard()
+        reader = KeyboardWedgeReader(
+            "wedge-sim", "/dev/input/sim", KeystrokeDecoder("hex"), opener=lambda path: keyboard
+        )
+        async with reader:
+            readings = reader.readings()
+            assert isinstance(await anext(readings), DeviceOnline)
+            keyboard.type_card("04a24b3c")
+            card = await anext(readings)
+            assert isinstance(card, CardRead) and card.credential == "04A24B3C"
+            keyboard.unplug()
+            offline = await anext(readings)
+            assert isinstance(offline, DeviceOffline) and "No such device" in offline.reason
+        assert keyboard.grabbed and keyboard.closed
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_simulated_wiegand_lines_feed_the_gpio_reader() -> None:
+    async def scenario() -> None:
+        lines = SimulatedWiegandLines(WIEGAND)
+        async with GpioWiegandReader("gpio-sim", lines, WIEGAND) as reader:
+            readings = reader.readings()
+            assert isinstance(await anext(readings), DeviceOnline)
+            lines.present_bits(26, wiegand.build(WIEGAND.layout(26), 4567, 123) ^ 1)  # parity wrong
+            lines.present("4660:123456/37")
+            card = await anext(readings)
+            assert isinstance(card, CardRead) and (card.credential, card.bits) == ("4660:123456", 37)
+            assert reader.counters["parity"] == 1
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))

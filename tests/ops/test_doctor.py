@@ -19,6 +19,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -533,7 +534,26 @@ def test_doctor_command_one_line_per_check_and_exit_code(tmp_path: Path, mosquit
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(demo))
     data = tmp_path / "data"
-    out = _doctor("--config", str(config), "--data-dir", str(data), "--mqtt-url", mosquitto.url)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {site: s}\n")
+    # Three independent runs of the command, side by side: each is mostly interpreter start-up.
+    with ThreadPoolExecutor(3) as pool:
+        runs = [
+            pool.submit(
+                _doctor, "--config", str(config), "--data-dir", str(data), "--mqtt-url", mosquitto.url
+            ),
+            pool.submit(
+                _doctor,
+                "--config",
+                str(config),
+                "--data-dir",
+                str(tmp_path / "data-2"),
+                "--mqtt-url",
+                f"mqtt://127.0.0.1:{free_port()}",
+            ),
+            pool.submit(_doctor, "--config", str(bad)),
+        ]
+        out, broken, invalid = (run.result() for run in runs)
     lines = out.stdout.splitlines()
     assert all(line.split()[0] in ("ok", "warn", "FAIL") for line in lines), out.stdout
     by_name = {line[6:34].strip(): line.split()[0] for line in lines}
@@ -544,15 +564,9 @@ def test_doctor_command_one_line_per_check_and_exit_code(tmp_path: Path, mosquit
     assert out.returncode == (1 if "FAIL" in by_name.values() else 0), out.stdout + out.stderr
     assert "checks:" in out.stderr
 
-    broken = _doctor(
-        "--config", str(config), "--data-dir", str(data), "--mqtt-url", f"mqtt://127.0.0.1:{free_port()}"
-    )
     assert broken.returncode == 1
     assert any(line.startswith("FAIL") and "broker reachable" in line for line in broken.stdout.splitlines())
 
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("gateway: {site: s}\n")
-    invalid = _doctor("--config", str(bad))
     assert invalid.returncode == 1
     assert invalid.stdout.splitlines()[0].startswith("FAIL  config")
     assert "gateway.id" in invalid.stdout

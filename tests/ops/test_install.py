@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -180,13 +181,16 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_prints_actions_and_next_steps(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    out = _cli("--prefix", str(root))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {site: s}\n")
+    # Two independent runs side by side: each is mostly interpreter start-up.
+    with ThreadPoolExecutor(2) as pool:
+        good_run = pool.submit(_cli, "--prefix", str(root))
+        refused_run = pool.submit(_cli, "--prefix", str(tmp_path / "other"), "--config", str(bad))
+        out, refused = good_run.result(), refused_run.result()
     assert out.returncode == 0, out.stderr
     assert "install /etc/systemd/system/edge-agent.service" in out.stdout
     assert "Next steps:" in out.stdout and "systemctl enable --now edge-agent" in out.stdout
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("gateway: {site: s}\n")
-    refused = _cli("--prefix", str(tmp_path / "other"), "--config", str(bad))
     assert refused.returncode == 2 and "gateway.id" in refused.stderr
     assert not (tmp_path / "other").exists()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.agent_process import AgentProcess, write_config
 from tests.conftest import MosquittoBroker
+from tests.support.agent_process import AgentProcess, write_config
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import yaml
 from edge_agent.config import AgentConfig
 from tests.conftest import MosquittoBroker
 from tests.ops.unit_file import EXEC_BINARY, REPO_ROOT, UNIT, exposure, parse_unit, systemd_analyze, verify
+from tests.support.wait import wait_until
 
 needs_systemd_analyze = pytest.mark.skipif(
     systemd_analyze() is None,
@@ -210,7 +211,17 @@ def test_agent_runs_and_stops_cleanly_in_the_unit_sandbox(tmp_path: Path, mosqui
                 except TimeoutError:
                     continue
             assert any("READY=1" in m for m in messages), log.read_text()
-            time.sleep(3)  # let card traffic flow through the simulators and the outbox
+            # Card traffic flows through the simulators and the outbox while the agent runs sandboxed.
+            status_path = tmp_path / "state" / "status.json"
+
+            def traffic_delivered() -> bool:
+                assert proc.poll() is None, log.read_text()
+                running = json.loads(status_path.read_text())
+                return running["outbox"]["appended"] >= 3 and running["broker"]["acked"] >= 1
+
+            wait_until(
+                traffic_delivered, 30, 0.1, what="events appended and acked", ignore=(OSError, ValueError)
+            )
             assert proc.poll() is None, log.read_text()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0, log.read_text()

@@ -146,7 +146,7 @@ def test_asyncapi_document_parses_and_uses_the_validated_schemas() -> None:
 
 def test_generated_contract_files_are_up_to_date() -> None:
     from sync.asyncapi import render_document, render_roster_schema
-    from sync.roster_messages import ROSTER_SCHEMAS
+    from sync.messages import ROSTER_SCHEMAS
 
     assert ASYNCAPI_PATH.read_text() == render_document(), "run: python -m sync.asyncapi --write"
     for kind in ROSTER_SCHEMAS:

@@ -16,11 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from sync import EVENT_TYPES, Event, Lane, MqttConfig, MqttLink, Outbox, OutboxConfig, Severity, TlsConfig
 from sync.contract import SCHEMA_DIR, validate, validate_event
-from sync.envelope import Event
-from sync.event_types import EVENT_TYPES, Lane, Severity
-from sync.mqtt_link import MqttConfig, MqttLink, TlsConfig
-from sync.outbox import Outbox, OutboxConfig
 from tests.conftest import MosquittoBroker, free_port
 from tests.mqtt_helpers import Collector
 
@@ -53,6 +50,22 @@ def alert(i: int) -> Event:
     )
 
 
+class QuickBackoff:
+    """A fixed short reconnect delay, counting its calls (the real one is device_drivers.Backoff)."""
+
+    def __init__(self, delay: float = 0.1) -> None:
+        self.delay = delay
+        self.delays = 0
+        self.resets = 0
+
+    def next_delay(self) -> float:
+        self.delays += 1
+        return self.delay
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
 async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -76,6 +89,7 @@ def with_link(
                 site=SITE,
                 gateway=GW,
                 version="test",
+                backoff=QuickBackoff(),
                 password=password,
                 client_key_file=key_file,
             )
@@ -138,7 +152,12 @@ def test_new_alert_jumps_a_backlog(tmp_path: Path, mosquitto: MosquittoBroker) -
             # A backlog of days, committed before the link comes up.
             await asyncio.gather(*[outbox.append_nowait(heartbeat(i)) for i in range(20_000)])
             link = MqttLink(
-                fast(mosquitto.url, inflight_window=window), outbox, site=SITE, gateway=GW, version="t"
+                fast(mosquitto.url, inflight_window=window),
+                outbox,
+                site=SITE,
+                gateway=GW,
+                version="t",
+                backoff=QuickBackoff(),
             )
             task = asyncio.create_task(link.run())
             try:
@@ -329,7 +348,14 @@ def test_mqtt_311_and_fallback_from_5(tmp_path: Path, mosquitto: MosquittoBroker
         refused: list[int] = []
         server = await old_broker_proxy(port, refused)
         async with Outbox(tmp_path / "auto", OutboxConfig(), SOURCE) as outbox:
-            link = MqttLink(fast(f"mqtt://127.0.0.1:{port[0]}"), outbox, site=SITE, gateway=GW, version="t")
+            link = MqttLink(
+                fast(f"mqtt://127.0.0.1:{port[0]}"),
+                outbox,
+                site=SITE,
+                gateway=GW,
+                version="t",
+                backoff=QuickBackoff(),
+            )
             task = asyncio.create_task(link.run())
             await outbox.append(heartbeat(1))
             await wait_until(lambda: outbox.pending_total == 0, 20, "delivery through the 3.1.1 broker")

@@ -11,7 +11,8 @@ import pytest
 from sync.contract import validate_event
 from sync.envelope import Event, parse_event
 from sync.event_types import Lane, Severity
-from sync.outbox import DB_NAME, Outbox, OutboxConfig
+from sync.outbox import Outbox, OutboxConfig
+from sync.outbox.store import DB_NAME
 
 SOURCE = "campus/test-site/gw-1/gateway"
 
@@ -268,7 +269,7 @@ def test_attachments_live_and_die_with_their_event(tmp_path: Path) -> None:
 
 
 def test_restored_older_database_resumes_above_the_seq_floor(tmp_path: Path) -> None:
-    from sync.outbox import SEQ_FLOOR_NAME
+    from sync.outbox.store import SEQ_FLOOR_NAME
 
     async def fill() -> None:
         async with Outbox(tmp_path, OutboxConfig(), SOURCE) as ob:

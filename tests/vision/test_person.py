@@ -26,13 +26,13 @@ from vision.person import (
     PersonDetectorConfig,
     PersonDetectorError,
     decode_level,
-    draw_detections,
     letterbox,
     nms,
     postprocess,
     preprocess,
     split_outputs,
 )
+from vision.render import draw_boxes
 from vision.runtime import InvalidImageError
 
 
@@ -217,9 +217,9 @@ def test_threshold_is_configurable(shared_dir: Path) -> None:
     assert base.detect(frame) and strict.detect(frame) == []
 
 
-def test_draw_detections_marks_boxes_on_a_copy() -> None:
+def test_draw_boxes_marks_boxes_on_a_copy() -> None:
     frame = np.full((200, 300, 3), 128, np.uint8)
-    out = draw_detections(frame, [((50.0, 40.0, 150.0, 180.0), "track 3")])
+    out = draw_boxes(frame, [((50.0, 40.0, 150.0, 180.0), "track 3")])
     assert (frame == 128).all()  # the original is untouched
     assert tuple(out[110, 50]) == (0, 0, 255) and tuple(out[40, 100]) == (0, 0, 255)  # edges, red in BGR
     assert (out[110, 100] == 128).all()  # inside the box is untouched

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 from scene_clips import (
     SPRITE_HEIGHT,
     WalkerPath,
@@ -21,10 +22,10 @@ from scene_clips import (
     write_video,
 )
 
-from device_drivers.camera import Camera, CameraConfig, CameraFrame, CameraOffline
+from device_drivers import Camera, CameraConfig, CameraFrame, CameraOffline
 from vision.person import PersonPipeline, PersonPipelineConfig
 from vision.runtime import InvalidImageError
-from vision.tamper import TamperConfig
+from vision.tamper import StreamWatch, TamperConfig
 from vision.zones import CameraZones, PolygonZone, ZoneEntered, ZoneLeft
 
 FPS = 5.0
@@ -90,8 +91,9 @@ def test_bad_frame_is_counted_and_changes_nothing(shared_dir: Path) -> None:
         "cam1", ZONES, PersonPipelineConfig(tamper=None), detector=shared_person_detector()
     )
     pipeline.process(corridor_background(), 0.0)
-    with pytest.raises(InvalidImageError):
+    with pytest.raises(InvalidImageError) as err:
         pipeline.process(np.zeros((720, 1280), np.float32), 0.2)
+    assert err.value.code == "bad_frame" and err.value.camera_id == "cam1"
     assert pipeline.bad_frames == 1 and pipeline.frames == 1
     assert pipeline.process(corridor_background(), 0.4).tracks == []
 
@@ -108,7 +110,15 @@ def test_normalized_zones_follow_the_frame_size_and_tamper_reports(shared_dir: P
     for k in range(4, 8):
         changes += pipeline.process(cover(small), k / FPS).tamper
     assert [(c.kind, c.active) for c in changes] == [("covered", True)]
-    assert [c.kind for c in pipeline.poll(8 / FPS + 60)] == ["stream_lost"]
+    assert results_active(pipeline, cover(small), 8 / FPS) == {"covered"}
+    watch = StreamWatch("cam1", cfg.tamper.stream_timeout_s if cfg.tamper else 10.0)
+    watch.seen(8 / FPS)
+    assert [c.kind for c in watch.check(8 / FPS + 60)] == ["stream_lost"]
+
+
+def results_active(pipeline: PersonPipeline, frame: NDArray[np.uint8], at: float) -> set[str]:
+    """The tamper states a frame's result reports as on."""
+    return set(pipeline.process(frame, at).tamper_active)
 
 
 def test_resolution_change_ends_tracks_and_zones_follow(shared_dir: Path) -> None:
@@ -170,3 +180,26 @@ def test_camera_file_through_the_pipeline_off_the_event_loop(shared_dir: Path, t
     assert len(ids) == 1
     assert [type(o).__name__ for o in observations] == ["ZoneEntered"]
     assert ticks > 100  # the loop kept running while frames were analysed (4 s of video)
+
+
+def test_each_result_carries_the_zone_state_rules_need(shared_dir: Path) -> None:
+    # Rules read occupants and dwell from the result, never from the pipeline's judge.
+    pipeline = PersonPipeline(
+        "cam1", ZONES, PersonPipelineConfig(tamper=None), detector=shared_person_detector()
+    )
+    frames = clip(shared_dir)
+    inside_from: float | None = None
+    for k, f in enumerate(frames):
+        res = pipeline.process(f, k / FPS)
+        judge = pipeline.zone_judge
+        assert judge is not None
+        assert res.occupants == {"yard": judge.occupants("yard")}
+        assert res.camera_id == "cam1" and res.frame_size == (1280, 720) and res.tamper_active == {}
+        if any(isinstance(o, ZoneEntered) for o in res.zones):
+            inside_from = res.at
+        if res.occupants["yard"]:
+            assert inside_from is not None
+            assert res.dwell_s("yard") == {
+                tid: pytest.approx(res.at - inside_from) for tid in res.occupants["yard"]
+            }
+    assert inside_from is not None and res.occupants["yard"] == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from scene_clips import (
 )
 
 from vision.tamper import (
+    StreamWatch,
     TamperChange,
     TamperConfig,
     TamperDetector,
@@ -158,17 +160,35 @@ def test_moved_then_relearn_accepts_the_new_view(shared_dir: Path) -> None:
 
 
 def test_stream_lost_and_back() -> None:
-    det = TamperDetector("cam1", CFG)
-    assert det.poll(100.0) == []  # never had a frame: nothing to lose (the driver reports offline)
-    base = corridor_background()
-    det.update(base, 101.0)
-    assert det.poll(105.9) == []
-    lost = det.poll(106.5)
+    watch = StreamWatch("cam1", CFG.stream_timeout_s)
+    assert watch.check(100.0) == []  # never had a frame: nothing to lose (the driver reports offline)
+    assert watch.seen(101.0) == []
+    assert watch.check(105.9) == []
+    lost = watch.check(106.5)
     assert [(c.kind, c.active) for c in lost] == [("stream_lost", True)]
     assert "5.5 s" in lost[0].reason
-    assert det.poll(120.0) == []  # reported once
-    back = det.update(base, 121.0)
+    assert watch.check(120.0) == []  # reported once
+    back = watch.seen(121.0)
     assert [(c.kind, c.active) for c in back] == [("stream_lost", False)]
+
+
+def test_a_periodic_check_never_moves_the_time_frames_are_judged_by() -> None:
+    # The defect: a check at "now" made every frame captured earlier but analysed later "go back".
+    det = TamperDetector("cam1", CFG)
+    watch = StreamWatch("cam1", CFG.stream_timeout_s)
+    base = corridor_background()
+    for k in range(20):
+        captured = 10.0 + 0.2 * k
+        watch.seen(captured)
+        assert watch.check(captured + 0.5) == []  # the check runs ahead of the frame's analysis
+        assert det.update(jpeg_noise(base, 70 + k % 20), captured) == []
+    assert det.bad_frames == 0
+    # A late frame (captured before the newest one seen) is alive all the same, and moves nothing back.
+    assert watch.seen(10.0) == [] and watch.last_frame_at == 10.0 + 0.2 * 19
+    assert watch.check(math.inf) == [] and watch.check(math.nan) == []
+    with pytest.raises(TamperError) as err:
+        StreamWatch("cam1", 0.0)
+    assert err.value.code == "bad_config"
 
 
 def test_bad_frames_are_counted_not_raised() -> None:
@@ -180,6 +200,7 @@ def test_bad_frames_are_counted_not_raised() -> None:
     with pytest.raises(TamperError) as err:
         det.update(corridor_background(), -1.0)
     assert err.value.code == "time_backwards"
+    assert err.value.camera_id == "cam1"  # structured: which camera, not only the message
 
 
 def test_resolution_change_relearns_without_alarm(shared_dir: Path) -> None:

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 from scene_clips import cover, defocus, jpeg_noise, load_photo, shift_view, write_video
 
-from device_drivers.camera import Camera, CameraConfig, CameraFrame, CameraOffline
-from vision.tamper import TamperChange, TamperConfig, TamperDetector
+from device_drivers import Camera, CameraConfig, CameraFrame, CameraOffline
+from vision.tamper import StreamWatch, TamperChange, TamperConfig, TamperDetector
 
 
 def test_covered_then_defocused_then_moved_clip(shared_dir: Path, tmp_path: Path) -> None:
@@ -48,5 +48,7 @@ def test_covered_then_defocused_then_moved_clip(shared_dir: Path, tmp_path: Path
         ("moved", True),
     ]
     # The file ended: no frames any more, and the watchdog side reports the stream lost.
-    lost = det.poll(last_at + det.config.stream_timeout_s + 0.1)
+    watch = StreamWatch("cam1", det.config.stream_timeout_s)
+    watch.seen(last_at)
+    lost = watch.check(last_at + det.config.stream_timeout_s + 0.1)
     assert [(c.kind, c.active) for c in lost] == [("stream_lost", True)]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from vision.errors import VisionError
+from vision.render import draw_zones
 from vision.zones import (
     CameraZones,
     LineCrossing,
@@ -22,7 +23,7 @@ from vision.zones import (
     ZoneJudge,
     ZoneLeft,
     bottom_centre,
-    draw_zones,
+    in_pixels,
     point_in_polygon,
     points_in_polygon,
     polygon_problem,
@@ -164,12 +165,12 @@ def test_normalized_zones_resolve_to_pixels() -> None:
     with pytest.raises(ZoneConfigError) as err:
         ZoneJudge(cfg)
     assert isinstance(err.value, VisionError) and err.value.code == "zone_not_resolved"
-    px = cfg.in_pixels(640, 480)
+    px = in_pixels(cfg, 640, 480)
     assert px.zones[0].points[2] == (320.0, 480.0)
     assert px.lines[0].start == (0.0, 240.0) and px.lines[0].end == (640.0, 240.0)
     ZoneJudge(px)  # accepted now
     with pytest.raises(ZoneConfigError):
-        cfg.in_pixels(0, 480)
+        in_pixels(cfg, 0, 480)
 
 
 def _judge(inertia: int = 3) -> ZoneJudge:
@@ -316,13 +317,13 @@ def test_pixel_zones_scale_to_another_resolution_when_the_reference_size_is_give
             "lines": [{"id": "l", "start": [0, 360], "end": [640, 360]}],
         }
     )
-    half = cfg.in_pixels(640, 360)
+    half = in_pixels(cfg, 640, 360)
     assert half.zones[0].points == [(320.0, 180.0), (640.0, 180.0), (640.0, 360.0), (320.0, 180.0 * 2)]
     assert half.lines[0].end == (320.0, 180.0)
-    assert cfg.in_pixels(1280, 720).zones[0].points == cfg.zones[0].points
+    assert in_pixels(cfg, 1280, 720).zones[0].points == cfg.zones[0].points
     # Without a reference size pixel zones are taken as drawn.
     plain = CameraZones(camera_id="cam1", zones=[PolygonZone(id="z", points=SQUARE)])
-    assert plain.in_pixels(640, 360).zones[0].points == SQUARE
+    assert in_pixels(plain, 640, 360).zones[0].points == SQUARE
     with pytest.raises(ValidationError, match="outside the 1280x720 picture"):
         CameraZones.model_validate(
             {

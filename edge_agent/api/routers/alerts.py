@@ -25,12 +25,6 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "descri
 _ALERT_FIELDS = tuple(name for name in Alert.model_fields if name != "snapshot_url")
 
 
-def _book(ctx: ApiContext) -> AlertBook:
-    if ctx.agent.alerts is None:
-        raise ApiError(503, "not_ready", "the alert book is not open yet")
-    return ctx.agent.alerts
-
-
 def to_model(record: AlertRecord | dict[str, Any]) -> Alert:
     # Attribute by attribute, not AlertRecord.to_dict (dataclasses.asdict): that deep-copies every
     # payload, and a list of a hundred alerts spent most of its time there.
@@ -53,7 +47,8 @@ async def list_alerts(
     device: Annotated[str | None, Query(max_length=64, description="Only from this device.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most alerts returned.")] = 100,
 ) -> AlertList:
-    records = _book(ctx).list(severity=severity, acknowledged=acknowledged, device=device, limit=limit)
+    book = ctx.services.alerts.book
+    records = book.list(severity=severity, acknowledged=acknowledged, device=device, limit=limit)
     return AlertList(alerts=[to_model(r) for r in records])
 
 
@@ -94,7 +89,7 @@ async def _stream(
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def stream(request: Request, ctx: Ctx, _: Viewer) -> StreamingResponse:
-    book = _book(ctx)
+    book = ctx.services.alerts.book
     # Subscribe before answering: the response headers go out before the body generator runs, and
     # a client that saw them may rely on getting every alert raised from then on.
     queue = book.subscribe()
@@ -107,7 +102,7 @@ async def stream(request: Request, ctx: Ctx, _: Viewer) -> StreamingResponse:
 
 @router.get("/{alert_id}", response_model=Alert, summary="One alert", responses=_NOT_FOUND)
 async def get_alert(ctx: Ctx, _: Viewer, alert_id: AlertId) -> Alert:
-    record = _book(ctx).get(alert_id)
+    record = ctx.services.alerts.book.get(alert_id)
     if record is None:
         raise ApiError(404, "unknown_alert", f"no alert with id {alert_id}")
     return to_model(record)
@@ -123,7 +118,7 @@ async def get_alert(ctx: Ctx, _: Viewer, alert_id: AlertId) -> Alert:
     },
 )
 async def snapshot(ctx: Ctx, _: Viewer, alert_id: AlertId) -> Response:
-    book = _book(ctx)
+    book = ctx.services.alerts.book
     jpeg = book.snapshot(alert_id)
     if jpeg is None:
         code = "no_snapshot" if book.get(alert_id) is not None else "unknown_alert"
@@ -150,12 +145,11 @@ async def acknowledge(
     alert_id: AlertId,
     body: Annotated[AckRequest | None, Body(description="Optional note.")] = None,
 ) -> Alert:
-    _book(ctx)
     note = body.note if body is not None else ""
     # The console marks its calls, so the acknowledgement event says where the guard clicked.
     via = "console" if request.headers.get("x-edge-client") == "console" else "api"
     try:
-        record = ctx.agent.acknowledge_alert(alert_id, by=who.name, via=via, note=note)
+        record = ctx.services.alerts.acknowledge(alert_id, who.name, via, note)
     except AlertError as err:
         ctx.audit(who, "acknowledge_alert", alert_id, "refused", f"{err.code}: {err}")
         status = {"unknown_alert": 404, "already_acknowledged": 409}.get(err.code, 503)

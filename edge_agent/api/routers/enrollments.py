@@ -36,13 +36,14 @@ async def enroll(
     ],
     photos: Annotated[list[UploadFile], File(description="One to ten photos (JPEG or PNG), one face each.")],
 ) -> EnrollmentResult:
-    agent = ctx.agent
-    if agent.faces is None:
-        reason = agent.face_error or "no camera has face recognition configured"
+    cameras, roster = ctx.services.cameras, ctx.services.roster
+    faces = cameras.faces
+    if faces is None:
+        reason = cameras.face_error or "no camera has face recognition configured"
         ctx.audit(who, "enroll", person_id, "refused", f"faces_disabled: {reason}")
         # 409, not 503: the gateway is working as configured, so 5xx keeps meaning "broken".
         raise ApiError(409, "faces_disabled", f"face recognition is off: {reason}")
-    if agent.roster is None or person_id not in agent.roster.index.persons:
+    if person_id not in roster.index.persons:
         ctx.audit(who, "enroll", person_id, "refused", "unknown_person")
         raise ApiError(404, "unknown_person", f"{person_id} is not in the roster")
     if not 1 <= len(photos) <= MAX_PHOTOS:
@@ -50,7 +51,7 @@ async def enroll(
         raise ApiError(422, "photo_count", f"send 1 to {MAX_PHOTOS} photos, not {len(photos)}")
     # The body size limit already bounds what these reads can hold in memory.
     files = [(p.filename or f"photo-{i}", await p.read()) for i, p in enumerate(photos, start=1)]
-    faces, index = agent.faces, agent.roster.index
+    index = roster.index
     try:
         # Detection and embedding take tens of milliseconds per photo: never on the event loop.
         outcome = await asyncio.to_thread(faces.enroll, person_id, files, index)

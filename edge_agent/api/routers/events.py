@@ -68,7 +68,7 @@ async def events(
     limit = min(limit, ctx.settings.events_max_limit)
     try:
         # Off the event loop: a type filter over a week of events can scan many rows.
-        rows = await asyncio.to_thread(_query, ctx.agent.outbox.path, type, area, after_seq, limit)
+        rows = await asyncio.to_thread(_query, ctx.services.outbox.path, type, area, after_seq, limit)
     except sqlite3.Error as err:
         raise ApiError(503, "outbox_unreadable", f"cannot read the outbox: {err}") from err
     out: list[dict[str, Any]] = []

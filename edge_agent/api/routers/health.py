@@ -15,25 +15,21 @@ router = APIRouter(tags=["health"])
 
 
 def readiness(ctx: ApiContext) -> Readiness:
-    agent = ctx.agent
-    configured = [d.id for d in agent.config.devices] + [c.id for c in agent.config.cameras]
-    # Outbox open: its writer thread runs (the same test the agent's watchdog makes).
-    writer = getattr(agent.outbox, "_writer", None)
-    outbox_open = writer is not None and writer.is_alive()
+    services = ctx.services
+    cfg = services.config.current()
+    configured = [d.id for d in cfg.devices] + [c.id for c in cfg.cameras]
+    # The same test the gateway's watchdog makes: the writer thread is the only way to disk.
+    outbox_open = services.outbox.writer_alive()
     checks = {
-        "config": True,  # an Agent only exists over a validated configuration
+        "config": True,  # services exist only over a validated configuration
         "outbox": outbox_open,
-        "roster": agent.roster is not None,
-        # The agent records every configured device when it tries to start it (online or not), and
-        # builds the gates after the devices: both done means start-up got past the devices.
-        "devices": agent.link is not None
-        and all(dev in agent.device_state for dev in configured)
-        and len(agent.gates) == len(agent.config.gates),
-        "loops": outbox_open and agent.healthy(),
+        "roster": True,  # and only once the local stores (roster, alert book) are open
+        # Start-up got past the devices: each is in the directory (online or not), every gate built.
+        "devices": all(dev in services.devices.state for dev in configured)
+        and len(services.gates) == len(cfg.gates),
+        "loops": outbox_open and services.report.healthy(),
     }
-    return Readiness(
-        ready=all(checks.values()), checks=checks, broker=agent.link.state if agent.link else "starting"
-    )
+    return Readiness(ready=all(checks.values()), checks=checks, broker=services.link.state)
 
 
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")

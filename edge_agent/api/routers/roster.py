@@ -29,10 +29,7 @@ async def persons(
     offset: Annotated[int, Query(ge=0, le=10_000_000, description="Skip this many.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
 ) -> PersonList:
-    roster = ctx.agent.roster
-    if roster is None:
-        return PersonList(roster_version=0, total=0, persons=[])
-    index = roster.index
+    index = ctx.services.roster.index
     chosen = [
         p
         for _, p in sorted(index.persons.items())
@@ -61,16 +58,16 @@ async def persons(
 async def person(
     ctx: Ctx, _: Viewer, person_id: Annotated[str, Path(pattern=PERSON_ID, description="Person id.")]
 ) -> PersonDetail:
-    roster = ctx.agent.roster
-    found = roster.index.persons.get(person_id) if roster is not None else None
-    if roster is None or found is None:
+    index = ctx.services.roster.index
+    found = index.persons.get(person_id)
+    if found is None:
         raise ApiError(404, "unknown_person", f"{person_id} is not in the roster")
     cards = [
         {"credential": _mask(c.credential), "format": c.format}
-        for c in roster.index.credentials.values()
+        for c in index.credentials.values()
         if c.person_id == person_id
     ]
-    faces = ctx.agent.faces
+    faces = ctx.services.cameras.faces
     templates = None
     if faces is not None:
         # Decrypting every template is not free with a big gallery: off the event loop.

@@ -19,21 +19,24 @@ from edge_agent.api.models import (
 router = APIRouter(prefix="/api/v1", tags=["status"], responses=AUTH_RESPONSES)
 
 
-def device_list(ctx: ApiContext) -> DeviceList:
-    agent = ctx.agent
+def device_list(ctx: ApiContext, status_doc: dict[str, Any] | None = None) -> DeviceList:
+    """Every device and its health; ``status_doc`` saves reading the status a second time."""
+    services = ctx.services
     gate_of: dict[str, str] = {}
-    for gate in agent.config.gates:
+    for gate in services.config.current().gates:
         for reader in gate.readers:
             gate_of[reader.device] = gate.id
         if gate.turnstile:
             gate_of[gate.turnstile] = gate.id
+    raw = status_doc if status_doc is not None else services.report.status()
+    drivers, face_workers = services.devices.drivers, services.cameras.face_workers
     devices = []
-    for dev_id, state in sorted(agent.status_extra()["devices"].items()):
+    for dev_id, state in sorted(raw["devices"].items()):
         counters: dict[str, int] = {}
-        driver = agent.drivers.get(dev_id)
+        driver = drivers.get(dev_id)
         if driver is not None:
             counters.update({str(k): int(v) for k, v in getattr(driver, "counters", {}).items()})
-        worker = agent.camera_workers.get(dev_id)
+        worker = face_workers.get(dev_id)
         if worker is not None:
             counters["analysis_errors"] = int(worker.errors)
         online = bool(state.get("online", state.get("running", False)))
@@ -51,14 +54,14 @@ def device_list(ctx: ApiContext) -> DeviceList:
 
 @router.get("/status", response_model=GatewayStatus, summary="Gateway status")
 async def status(ctx: Ctx, _: Viewer) -> GatewayStatus:
-    agent = ctx.agent
-    raw: dict[str, Any] = agent.status()
+    services = ctx.services
+    raw: dict[str, Any] = services.report.status()
     box = raw["outbox"]
     lanes = {
         lane.name.lower(): LaneStatus(pending=b.pending, oldest_age_s=b.oldest_age_s)
-        for lane, b in agent.outbox.backlog().items()
+        for lane, b in services.outbox.backlog().items()
     }
-    devices = device_list(ctx).devices
+    devices = device_list(ctx, raw).devices
     online = sum(d.online for d in devices)
     return GatewayStatus(
         version=raw["version"],

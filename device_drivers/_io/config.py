@@ -1,0 +1,62 @@
+"""Config shared by device families: the reconnect backoff and the fields of every serial device.
+
+A leaf: pydantic and the stdlib only, so any family's config module (and the agent's root config)
+can import it without pulling in drivers. That ``profile`` names a profile of the right family is
+checked by the registry, which may read profile files (:data:`device_drivers.registry.DeviceConfig`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class BackoffConfig(BaseModel):
+    """Reconnect delays: ``initial_s`` doubling (times ``multiplier``) up to ``max_s``, with jitter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_s: float = Field(default=0.5, gt=0, description="First delay after a failure, seconds.")
+    max_s: float = Field(default=30.0, gt=0, description="Longest delay between attempts, seconds.")
+    multiplier: float = Field(default=2.0, ge=1, description="Growth of the delay per failed attempt.")
+    jitter: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Fraction of each delay that is random (0: none, 1: full jitter).",
+    )
+
+
+class SerialDeviceConfig(BaseModel):
+    """Fields every serial device has; subclasses add ``kind`` and set ``families``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="Device id, unique on this gateway; used in events."
+    )
+    profile: str = Field(
+        description="Firmware profile: a shipped profile id (e.g. `em4100_id12`) or a path to a YAML file."
+    )
+    port: str | None = Field(
+        default=None,
+        description="pyserial port URL: `/dev/ttyUSB0`, `/dev/serial/by-id/...`, `socket://host:port`, "
+        "`loop://`. Not needed when `simulated`.",
+    )
+    simulated: bool = Field(
+        default=False, description="Run the device's simulator on a pty and connect the driver to it (demo)."
+    )
+    backoff: BackoffConfig = Field(default=BackoffConfig(), description="Reconnect delays.")
+
+    families: ClassVar[tuple[str, ...]] = ()
+    """The profile families this device accepts; the registry checks ``profile`` against them."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.port is None and not self.simulated:
+            raise ValueError("give a port, or set simulated: true")
+        return self
+
+
+__all__ = ["BackoffConfig", "SerialDeviceConfig"]

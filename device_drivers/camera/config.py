@@ -1,0 +1,130 @@
+"""Configuration of cameras (real and simulated) and the camera URL forms. A leaf: pydantic, the
+stdlib and the shared backoff config only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from device_drivers._io.config import BackoffConfig
+
+SourceKind = Literal["stream", "usb", "file"]
+
+
+class CameraConfig(BaseModel):
+    """One camera. ``url`` is an RTSP/HTTP URL, ``usb:N`` or ``/dev/videoN``, or a video file path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["camera"] = Field(default="camera", description="Selects this driver.")
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="Device id, unique on this gateway; used in events."
+    )
+    url: str = Field(
+        min_length=1,
+        description="`rtsp://user:pass@host/path`, `http(s)://...` (MJPEG), `usb:0` or `/dev/video0`, or a "
+        "video file (`file:///path` or a path). Credentials in it are redacted from logs and events.",
+    )
+    analysis_fps: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="Frames per second handed on for analysis; the rest are skipped.",
+    )
+    stall_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="No good frame for this long: the camera is offline."
+    )
+    open_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="How long OpenCV may try to open a stream (FFmpeg sources)."
+    )
+    read_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="How long one read may block inside FFmpeg before it fails."
+    )
+    rtsp_transport: Literal["tcp", "udp"] = Field(
+        default="tcp", description="RTSP transport; TCP survives lossy Wi-Fi links without smeared frames."
+    )
+    loop: bool = Field(default=False, description="Video files: start again at the end (demo, soak tests).")
+    realtime: bool = Field(
+        default=True,
+        description="Video files: play at the file's own frame rate, as a live camera would deliver them.",
+    )
+    backoff: BackoffConfig = Field(
+        default=BackoffConfig(initial_s=1.0, max_s=30.0), description="Reconnect delays."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_url(cls, url: str) -> str:
+        parse_source(url)
+        return url
+
+
+def parse_source(url: str) -> tuple[SourceKind, str | int]:
+    """``(kind, target)`` for a camera URL: a stream URL, a USB index, or a file path."""
+    low = url.lower()
+    if low.startswith(("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")):
+        return "stream", url
+    if low.startswith("usb:"):
+        index = url[4:]
+        if not index.isdigit():
+            raise ValueError(f"usb camera must be usb:N with N a number, got {url!r}")
+        return "usb", int(index)
+    if low.startswith("/dev/video") and url[len("/dev/video") :].isdigit():
+        return "usb", int(url[len("/dev/video") :])
+    if low.startswith("file://"):
+        return "file", url[len("file://") :]
+    if "://" in url:
+        raise ValueError(f"unsupported camera URL scheme in {url!r}")
+    return "file", url
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (``rtsp://user:***@host/...``), for logs and events."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    userinfo, _, hostpart = rest.partition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostpart}"
+
+
+class SimulatedCameraConfig(BaseModel):
+    """A camera that plays a file (or a clip generated at start-up) as if it were live."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["camera_sim"] = Field(default="camera_sim", description="Selects the simulated camera.")
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="Device id, unique on this gateway; used in events."
+    )
+    video: str | None = Field(
+        default=None, description="Video file to play; empty: a synthetic clip is generated at start."
+    )
+    analysis_fps: float = Field(
+        default=5.0, gt=0, le=60, description="Frames per second handed on for analysis."
+    )
+    stall_timeout_s: float = Field(
+        default=10.0, gt=0, le=3600, description="No frame for this long: offline."
+    )
+    loop: bool = Field(default=True, description="Start again at the end of the file.")
+    width: int = Field(default=640, ge=64, le=3840, description="Width of a generated clip.")
+    height: int = Field(default=360, ge=64, le=2160, description="Height of a generated clip.")
+    clip_seconds: float = Field(default=10.0, gt=0, le=600, description="Length of a generated clip.")
+    clip_fps: float = Field(default=10.0, gt=0, le=60, description="Frame rate of a generated clip.")
+
+    def camera_config(self, video_path: Path) -> CameraConfig:
+        """The real camera configuration that plays ``video_path``."""
+        return CameraConfig(
+            id=self.id,
+            url=str(video_path),
+            analysis_fps=self.analysis_fps,
+            stall_timeout_s=self.stall_timeout_s,
+            loop=self.loop,
+            realtime=True,
+            backoff=BackoffConfig(initial_s=0.5, max_s=5.0),
+        )
+
+
+__all__ = ["CameraConfig", "SimulatedCameraConfig", "SourceKind", "parse_source", "redact_url"]

@@ -1,0 +1,461 @@
+"""Camera input over OpenCV: RTSP/HTTP URLs, USB cameras and video files, off the event loop.
+
+One capture thread per camera reads frames as fast as the source gives them (a live stream must be
+drained, or its buffer grows and the picture lags), keeps only the newest one that falls due at the
+configured analysis rate, and hands it to the event loop. Nothing queues up: if the consumer is
+slower than ``analysis_fps`` the older frame is replaced (latest frame wins) and counted.
+
+Health: the camera is *online* from its first good frame; *offline* when it cannot be opened, when
+reads fail, when a file ends (unless looped), or when no good frame came for ``stall_timeout_s``
+(a watchdog on the event loop catches a capture stuck inside OpenCV, abandons that thread and starts
+a fresh one). Reconnects use capped, jittered exponential backoff. Frames of the wrong shape or type
+(a broken decoder, a mis-set stream) are counted and dropped (checked on the frames due for
+analysis: the others are only grabbed, never converted to pixels).
+
+Use::
+
+    async with Camera(CameraConfig(id="gate1", url="rtsp://10.0.0.5/stream1")) as cam:
+        async for item in cam.frames():
+            match item:
+                case CameraFrame(): ...
+                case CameraOnline() | CameraOffline(): ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from device_drivers._io.backoff import Backoff
+from device_drivers.camera.config import CameraConfig, SourceKind, parse_source, redact_url
+from device_drivers.errors import CameraError
+from device_drivers.readings import CameraFrame, CameraItem, CameraOffline, CameraOnline, utc_now
+
+log = logging.getLogger(__name__)
+
+
+class CaptureLike(Protocol):
+    """The part of ``cv2.VideoCapture`` the driver uses (lets tests stand in for a physical camera)."""
+
+    def isOpened(self) -> bool: ...
+
+    def grab(self) -> bool: ...
+
+    def retrieve(self) -> tuple[bool, Any]: ...
+
+    def get(self, prop_id: int) -> float: ...
+
+    def release(self) -> None: ...
+
+
+def check_frame(frame: object, expected_shape: tuple[int, ...] | None) -> str | None:
+    """Why ``frame`` is garbage, or None if it is a usable BGR frame (same shape as before, if known)."""
+    if not isinstance(frame, np.ndarray):
+        return f"not an array ({type(frame).__name__})"
+    if frame.dtype != np.uint8:
+        return f"dtype {frame.dtype}, not uint8"
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        return f"shape {frame.shape}, not HxWx3"
+    if frame.shape[0] < 8 or frame.shape[1] < 8:
+        return f"frame {frame.shape[1]}x{frame.shape[0]} too small"
+    if expected_shape is not None and frame.shape != expected_shape:
+        return f"shape {frame.shape} changed from {expected_shape} mid-stream"
+    return None
+
+
+def open_capture(config: CameraConfig) -> CaptureLike:
+    """Open the source with OpenCV; blocking (call from the capture thread)."""
+    kind, target = parse_source(config.url)
+    if kind == "usb":
+        assert isinstance(target, int)
+        return cv2.VideoCapture(target, cv2.CAP_V4L2)
+    assert isinstance(target, str)
+    if kind == "file" and not Path(target).is_file():
+        raise CameraError(f"video file {target} does not exist", device_id=config.id, code="not_found")
+    if kind == "stream" and target.lower().startswith("rtsp"):
+        # FFmpeg takes its RTSP options from the environment, read at open time.
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{config.rtsp_transport}"
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        int(config.open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        int(config.read_timeout_s * 1000),
+    ]
+    return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+
+
+CaptureFactory = Callable[[CameraConfig], CaptureLike]
+
+
+class Camera:
+    """One camera: a capture thread, a watchdog, and ``frames()`` for the event loop.
+
+    ``counters``: ``frames_read`` (from the source), ``frames_delivered`` (due for analysis and
+    handed to the loop), ``frames_replaced`` (a due frame replaced by a newer one before anyone took
+    it, in the thread's hand-over slot or in ``frames()``), ``bad_frames`` (garbage dropped),
+    ``open_failures``, ``read_failures``, ``stalls`` (watchdog fired), ``reconnects``, ``ended`` (file
+    ends).
+
+    ``capture_factory`` replaces :func:`open_capture`; tests use it only to stand in for a physical
+    camera that cannot be attached here.
+    """
+
+    def __init__(self, config: CameraConfig, *, capture_factory: CaptureFactory | None = None) -> None:
+        self.config = config
+        self._interval_ns = int(1e9 / config.analysis_fps)
+        self.device_id = config.id
+        self._factory = capture_factory or open_capture
+        self.counters: dict[str, int] = {}
+        self.online = False
+        self._offline_reported = False
+        self._lock = threading.Lock()
+        self._counter_lock = threading.Lock()
+        # The capture thread's newest frame waiting for the loop: one slot, so a busy loop never
+        # lets frames (or callbacks carrying them) pile up.
+        self._slot: tuple[int, NDArray[np.uint8], datetime, int] | None = None
+        self._generation = 0
+        self._stop = threading.Event()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._events: deque[CameraItem | None] = deque()
+        self._latest: CameraFrame | None = None
+        self._seq = 0
+        self._last_good_ns = 0
+        self._phase = "idle"  # of the current capture thread: opening / reading / waiting (backoff)
+        self._watchdog: asyncio.Task[None] | None = None
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    # lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._watchdog is not None:
+            raise CameraError(
+                f"camera {self.device_id} is already running", device_id=self.device_id, code="busy"
+            )
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stop = threading.Event()
+        self._events.clear()
+        self._latest = None
+        self._slot = None
+        self._phase = "idle"
+        self._closed = False
+        self._offline_reported = False
+        self._last_good_ns = time.monotonic_ns()
+        self._start_thread()
+        self._watchdog = asyncio.create_task(self._watch(), name=f"camera-watchdog:{self.device_id}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        with self._lock:
+            self._generation += 1
+        task, self._watchdog = self._watchdog, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        threads, self._threads = self._threads, []
+        loop = asyncio.get_running_loop()
+        for t in threads:
+            # A thread stuck inside OpenCV is left behind (daemon); it exits when its read returns.
+            await loop.run_in_executor(None, t.join, 2.0)
+        self.online = False
+        self._closed = True
+        self._events.append(None)
+        if self._wake is not None:
+            self._wake.set()
+
+    def set_analysis_fps(self, fps: float | None) -> None:
+        """Hand over frames at ``fps`` from now on (None: the configured rate). The agent lowers it
+        while the scene is still, so an empty room costs little; frames are still read at the source
+        rate, so the stream never lags."""
+        rate = self.config.analysis_fps if fps is None else max(0.01, min(fps, self.config.analysis_fps))
+        self._interval_ns = int(1e9 / rate)
+
+    async def frames(self) -> AsyncIterator[CameraItem]:
+        """Frames and online/offline changes, in order, until the camera is closed."""
+        wake = self._wake
+        if wake is None:
+            raise CameraError(
+                f"camera {self.device_id} is not started", device_id=self.device_id, code="not_started"
+            )
+        while True:
+            while self._events or self._latest is not None:
+                if self._events:
+                    item = self._events.popleft()
+                    if item is None:
+                        return
+                    yield item
+                else:
+                    frame, self._latest = self._latest, None
+                    assert frame is not None
+                    yield frame
+            if self._closed:
+                return
+            wake.clear()
+            await wake.wait()
+
+    async def readings(self) -> AsyncIterator[CameraItem]:
+        """The same as :meth:`frames`, under the name every other driver uses (``driver.readings()``)."""
+        async for item in self.frames():
+            yield item
+
+    # event-loop side (state below is touched on the loop only, via call_soon_threadsafe, except
+    # counters and the frame slot, which have their own locks)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counters[key] = self.counters.get(key, 0) + n
+
+    def _hand_over(self, generation: int, frame: NDArray[np.uint8], at: datetime, received_ns: int) -> None:
+        """Capture thread: put the frame in the slot; wake the loop only if the slot was empty."""
+        with self._lock:
+            pending = self._slot is not None
+            self._slot = (generation, frame, at, received_ns)
+        if pending:
+            self._count("frames_replaced")
+        else:
+            self._post(self._take_slot)
+
+    def _take_slot(self) -> None:
+        with self._lock:
+            slot, self._slot = self._slot, None
+        if slot is not None:
+            self._deliver_frame(*slot)
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed between the check and the call
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _deliver_frame(
+        self, generation: int, frame: NDArray[np.uint8], at: datetime, received_ns: int
+    ) -> None:
+        if generation != self._generation or self._closed:
+            return  # from an abandoned thread
+        self._last_good_ns = received_ns
+        if not self.online:
+            self._set_online("frames arrive")
+        self._seq += 1
+        if self._latest is not None:
+            self._count("frames_replaced")
+        self._latest = CameraFrame(self.device_id, frame, at, self._seq, received_ns)
+        self._count("frames_delivered")
+        self._wake_up()
+
+    def _set_online(self, reason: str) -> None:
+        self.online = True
+        self._offline_reported = False
+        log.info("camera %s online: %s", self.device_id, reason)
+        self._push_event(CameraOnline(self.device_id, reason, utc_now()))
+
+    def _set_offline(self, generation: int, reason: str) -> None:
+        if generation != self._generation or self._closed:
+            return
+        if self.online or not self._offline_reported:
+            self.online = False
+            self._offline_reported = True
+            log.warning("camera %s offline: %s", self.device_id, reason)
+            self._push_event(CameraOffline(self.device_id, reason, utc_now()))
+
+    def _push_event(self, event: CameraItem) -> None:
+        # A frame taken before the change is handed out before it, so the order is kept.
+        if self._latest is not None:
+            self._events.append(self._latest)
+            self._latest = None
+        self._events.append(event)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _set_phase(self, generation: int, phase: str, at_ns: int) -> None:
+        if generation != self._generation:
+            return
+        self._phase = phase
+        if phase in ("opening", "reading"):
+            # "No frames for N s" counts from the moment the thread started to try.
+            self._last_good_ns = max(self._last_good_ns, at_ns)
+
+    def _count_from_thread(self, generation: int, key: str) -> None:
+        if generation == self._generation:  # an abandoned thread's late news is not counted
+            self._count(key)
+
+    async def _watch(self) -> None:
+        period = min(0.25, self.config.stall_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            if self._phase not in ("opening", "reading"):
+                continue  # the capture thread is waiting out a backoff and reports for itself
+            silent_s = (time.monotonic_ns() - self._last_good_ns) / 1e9
+            if silent_s < self.config.stall_timeout_s:
+                continue
+            reason = f"no frames for {silent_s:.1f} s"
+            self._count("stalls")
+            self._set_offline(self._generation, reason)
+            # The capture may be stuck inside OpenCV: abandon it and start over with a fresh thread.
+            with self._lock:
+                self._generation += 1
+            self._last_good_ns = time.monotonic_ns()
+            self._start_thread(initial_delay_s=0.0)
+
+    def _start_thread(self, initial_delay_s: float = 0.0) -> None:
+        generation = self._generation
+        t = threading.Thread(
+            target=self._capture_loop,
+            args=(generation, initial_delay_s),
+            name=f"camera-{self.device_id}-{generation}",
+            daemon=True,
+        )
+        self._threads = [x for x in self._threads if x.is_alive()]
+        self._threads.append(t)
+        t.start()
+
+    # capture thread
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self._stop.is_set()
+
+    def _capture_loop(self, generation: int, initial_delay_s: float) -> None:
+        cfg = self.config
+        backoff = Backoff(cfg.backoff)
+        kind, _ = parse_source(cfg.url)
+        if initial_delay_s:
+            self._stop.wait(initial_delay_s)
+        first = True
+        while self._current(generation):
+            if not first:
+                self._count_from_thread(generation, "reconnects")
+            first = False
+            cap: CaptureLike | None = None
+            self._post(self._set_phase, generation, "opening", time.monotonic_ns())
+            try:
+                cap = self._factory(cfg)
+                if not cap.isOpened():
+                    raise CameraError(
+                        f"cannot open {redact_url(cfg.url)}", device_id=cfg.id, code="open_failed"
+                    )
+            except Exception as err:  # OpenCV and factories raise assorted types
+                log.debug("camera %s: open failed: %r", cfg.id, err)
+                self._count_from_thread(generation, "open_failures")
+                self._post(self._set_offline, generation, f"cannot open camera: {err}")
+                if cap is not None:
+                    with contextlib.suppress(Exception):
+                        cap.release()
+                self._post(self._set_phase, generation, "waiting", time.monotonic_ns())
+                self._stop.wait(backoff.next_delay())
+                continue
+            self._post(self._set_phase, generation, "reading", time.monotonic_ns())
+            try:
+                reason = self._read_frames(generation, cap, kind, backoff)
+            finally:
+                with contextlib.suppress(Exception):
+                    cap.release()
+            if reason is None:
+                return
+            self._post(self._set_offline, generation, reason)
+            self._post(self._set_phase, generation, "waiting", time.monotonic_ns())
+            self._stop.wait(backoff.next_delay())
+
+    def _read_frames(
+        self, generation: int, cap: CaptureLike, kind: SourceKind, backoff: Backoff
+    ) -> str | None:
+        """Read until the source fails (returns why) or the thread is retired (returns None)."""
+        cfg = self.config
+        pace_ns = 0
+        if kind == "file" and cfg.realtime:
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            pace_ns = int(1e9 / fps) if 0 < fps <= 240 else int(1e9 / 25)
+        next_due_ns = 0
+        next_frame_ns = time.monotonic_ns()
+        shape: tuple[int, ...] | None = None
+        consecutive_bad = 0
+        while self._current(generation):
+            if pace_ns:
+                wait_ns = next_frame_ns - time.monotonic_ns()
+                if wait_ns > 0 and self._stop.wait(wait_ns / 1e9):
+                    return None
+                next_frame_ns = max(next_frame_ns + pace_ns, time.monotonic_ns() - pace_ns)
+            try:
+                # grab() takes the frame off the stream without converting it to BGR; only frames
+                # due for analysis pay for retrieve().
+                ok = cap.grab()
+            except Exception as err:  # a broken backend may raise instead of returning False
+                self._count_from_thread(generation, "read_failures")
+                return f"read failed: {err}"
+            if not self._current(generation):
+                return None
+            if not ok:
+                if kind == "file":
+                    self._count_from_thread(generation, "ended")
+                    if cfg.loop and shape is not None:
+                        # Rewinding is cheaper than reopening and keeps the camera online.
+                        if not _rewind(cap):
+                            return "video file ended and cannot rewind"
+                        continue
+                    return "video file ended"
+                self._count_from_thread(generation, "read_failures")
+                return "read failed (stream closed or timed out)"
+            now_ns = time.monotonic_ns()
+            self._count_from_thread(generation, "frames_read")
+            interval_ns = self._interval_ns  # may be lowered while the scene is still
+            # A fifth of an interval early still counts: frame times jitter, and a 10 fps source
+            # analysed at 5 fps should give every second frame, not an irregular pattern.
+            if now_ns < next_due_ns - interval_ns // 5:
+                continue  # not due for analysis: skipped (already taken off the stream, so no lag)
+            try:
+                ok, frame = cap.retrieve()
+            except Exception as err:
+                self._count_from_thread(generation, "read_failures")
+                return f"read failed: {err}"
+            problem = check_frame(frame if ok else None, shape)
+            if problem is not None:
+                consecutive_bad += 1
+                self._count_from_thread(generation, "bad_frames")
+                if consecutive_bad == 1 or consecutive_bad % 100 == 0:
+                    log.warning(
+                        "camera %s: dropped a garbage frame (%s), %d in a row",
+                        cfg.id,
+                        problem,
+                        consecutive_bad,
+                    )
+                continue
+            consecutive_bad = 0
+            if shape is None:
+                shape = frame.shape
+                backoff.reset()
+            behind = now_ns - next_due_ns >= interval_ns
+            next_due_ns = now_ns + interval_ns if behind else next_due_ns + interval_ns
+            self._hand_over(generation, frame, utc_now(), now_ns)
+        return None
+
+
+def _rewind(cap: CaptureLike) -> bool:
+    setter = getattr(cap, "set", None)
+    if setter is None:
+        return False
+    return bool(setter(cv2.CAP_PROP_POS_FRAMES, 0))
+
+
+__all__ = ["Camera", "CaptureFactory", "CaptureLike", "check_frame", "open_capture"]

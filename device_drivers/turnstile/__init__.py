@@ -1,0 +1,5 @@
+"""Turnstiles, speed gates and door controllers on RS-485/RS-232, per firmware profile.
+
+config (leaf) · codec (sans-I/O, where there are bytes) · driver (I/O) · sim (test and demo
+equipment, reached through the registry). Import the module you need; the public names are also
+exported from :mod:`device_drivers`."""

@@ -1,0 +1,54 @@
+"""The gateway's configuration: one YAML file, one root model composed of the components' leaf models.
+
+Each component's settings live in a leaf module that imports no runtime code (``identity``,
+``access``, ``commands``, ``api``, ``cameras`` here; the device families'
+``config`` modules; sync's outbox and MQTT settings), so importing the configuration never closes an
+import cycle. ``loader`` reads the YAML and points every error at its line.
+"""
+
+from edge_agent.config.access import (
+    AntiPassbackConfig,
+    AttendancePointConfig,
+    Direction,
+    GateConfig,
+    GateReaderConfig,
+    SessionConfig,
+)
+from edge_agent.config.api import ApiSettings
+from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig, FaceSettings, SecurityConfig
+from edge_agent.config.commands import CommandSettings, RateLimit
+from edge_agent.config.identity import AgentConfig, GatewayIdentity, SimulatedSourceConfig, check_id
+from edge_agent.config.loader import (
+    ConfigFileError,
+    ConfigIssue,
+    config_json_schema,
+    load_config,
+    parse_config,
+)
+from edge_agent.config.root import GatewayConfig
+
+__all__ = [
+    "AgentConfig",
+    "AntiPassbackConfig",
+    "ApiSettings",
+    "AttendancePointConfig",
+    "CameraSetup",
+    "CommandSettings",
+    "ConfigFileError",
+    "ConfigIssue",
+    "Direction",
+    "FaceAnalysisConfig",
+    "FaceSettings",
+    "GateConfig",
+    "GateReaderConfig",
+    "GatewayConfig",
+    "GatewayIdentity",
+    "RateLimit",
+    "SecurityConfig",
+    "SessionConfig",
+    "SimulatedSourceConfig",
+    "check_id",
+    "config_json_schema",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,232 @@
+"""Settings of the cameras and what the agent does with their frames: one :class:`CameraSetup` per
+camera (the ``cameras:`` list of the YAML), its face analysis and security rules, and the gateway-wide
+:class:`FaceSettings`.
+
+A config leaf: it imports only pydantic, the standard library and other config leaves (vision's
+settings live in :mod:`vision.config`), so the root configuration composes it without loading
+models, OpenCV or the agent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig
+
+# sync has no config leaf for these yet; the root is the one allowed entry meanwhile.
+from edge_agent.config.access import AttendancePointConfig
+from sync.config import WEEKDAYS, Severity, TimeWindow, Weekday
+from vision.config import (
+    TAMPER_KINDS,
+    CameraZones,
+    FacePipelineConfig,
+    FaceTrackerConfig,
+    LineZone,
+    PersonPipelineConfig,
+    PolygonZone,
+    TamperKind,
+)
+
+
+
+class RuleSchedule(BaseModel):
+    """When a rule is armed, in the gateway's local time; no schedule means always."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weekdays: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), description="Days it is armed.")
+    windows: list[TimeWindow] = Field(
+        default_factory=list, description="Times of day it is armed (HH:MM-HH:MM); empty means all day."
+    )
+
+    @field_validator("weekdays")
+    @classmethod
+    def _some_day(cls, days: list[Weekday]) -> list[Weekday]:
+        if not days:
+            raise ValueError("a schedule with no weekdays can never be armed")
+        return days
+
+    def armed(self, local: datetime) -> bool:
+        if WEEKDAYS[local.weekday()] not in self.weekdays:
+            return False
+        hhmm = local.strftime("%H:%M")
+        return not self.windows or any(w.start <= hhmm < w.end for w in self.windows)
+
+
+class RuleBase(BaseModel):
+    """What every rule has: an id, a severity, a cooldown and a schedule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Rule id; named in the alert.")
+    severity: Severity = Field(Severity.WARNING, description="Alert severity.")
+    cooldown_s: float = Field(60.0, ge=0, description="At most one alert of this rule per this period.")
+    schedule: RuleSchedule | None = Field(None, description="When the rule is armed; always if unset.")
+
+
+class IntrusionRule(RuleBase):
+    kind: Literal["intrusion"] = Field(description="Someone enters a zone.")
+    zone: str = Field(description="Zone id.")
+
+
+class LineCrossingRule(RuleBase):
+    kind: Literal["line_crossing"] = Field(description="Someone crosses a line in a direction.")
+    line: str = Field(description="Line id.")
+    direction: Literal["a_to_b", "b_to_a", "both"] = Field("both", description="Which crossings count.")
+
+
+class LoiteringRule(RuleBase):
+    kind: Literal["loitering"] = Field(description="Someone stays in a zone too long.")
+    zone: str = Field(description="Zone id.")
+    dwell_s: float = Field(gt=0, description="How long counts as loitering (short track breaks tolerated).")
+
+
+class CrowdingRule(RuleBase):
+    kind: Literal["crowding"] = Field(description="Too many people in a zone for too long.")
+    zone: str = Field(description="Zone id.")
+    min_people: int = Field(ge=2, description="How many people make a crowd.")
+    for_s: float = Field(0.0, ge=0, description="For how long before it is an alert.")
+
+
+class TamperRule(RuleBase):
+    kind: Literal["tamper"] = Field(description="The camera is covered, defocused, moved or lost.")
+    kinds: list[TamperKind] = Field(default_factory=lambda: list(TAMPER_KINDS), description="Which tampers.")
+
+
+class TailgatingRule(RuleBase):
+    kind: Literal["tailgating"] = Field(description="More people cross the gate line than the gate granted.")
+    line: str = Field(description="Line drawn across the gate passage.")
+    direction: Literal["a_to_b", "b_to_a"] = Field(description="The crossing direction that is an entry.")
+    gate: str = Field(description="Gate id whose grants are counted.")
+    window_s: float = Field(8.0, gt=0, description="Grants and crossings are compared over this window.")
+
+
+Rule = Annotated[
+    IntrusionRule | LineCrossingRule | LoiteringRule | CrowdingRule | TamperRule | TailgatingRule,
+    Field(discriminator="kind"),
+]
+
+
+class SecurityConfig(BaseModel):
+    """Zones, lines and rules of one camera (coordinates as in ``vision.zones``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    zones: list[PolygonZone] = Field(default_factory=list, description="Polygon zones.")
+    lines: list[LineZone] = Field(default_factory=list, description="Directed lines.")
+    reference_size: tuple[int, int] | None = Field(
+        None, description="[width, height] the pixel coordinates were drawn on."
+    )
+    rules: list[Rule] = Field(default_factory=list, description="Alert rules.")
+    pipeline: PersonPipelineConfig = Field(
+        default_factory=PersonPipelineConfig,
+        description="Person detection, tracking, motion and tamper settings.",
+    )
+
+    @model_validator(mode="after")
+    def _references(self) -> SecurityConfig:
+        zones = {z.id for z in self.zones}
+        lines = {line.id for line in self.lines}
+        ids = [r.id for r in self.rules]
+        if len(ids) != len(set(ids)):
+            raise ValueError("rule ids must be unique per camera")
+        for rule in self.rules:
+            zone = getattr(rule, "zone", None)
+            if zone is not None and zone not in zones:
+                raise ValueError(f"rule {rule.id}: unknown zone {zone!r}")
+            line = getattr(rule, "line", None)
+            if line is not None and line not in lines:
+                raise ValueError(f"rule {rule.id}: unknown line {line!r}")
+            if isinstance(rule, TamperRule) and self.pipeline.tamper is None:
+                raise ValueError(f"rule {rule.id}: tamper checks are off in pipeline.tamper")
+        return self
+
+    def camera_zones(self, camera_id: str) -> CameraZones:
+        return CameraZones(
+            camera_id=camera_id, zones=self.zones, lines=self.lines, reference_size=self.reference_size
+        )
+
+
+class FaceAnalysisConfig(BaseModel):
+    """Face recognition on one camera: attendance by timetable, strangers where that matters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    point: str | None = Field(
+        None, description="Attendance point id (a classroom); defaults to the camera id."
+    )
+    attendance: AttendancePointConfig | None = Field(None, description="Timetable for attendance by face.")
+    card_gate: str | None = Field(
+        None,
+        description="A gate whose card grants confirm a face: 'face+card' when both agree within "
+        "card_window_s.",
+    )
+    card_window_s: float = Field(60.0, gt=0, description="How close in time card and face must be.")
+    stranger_alerts: bool = Field(False, description="Raise security.stranger for unknown faces here.")
+    stranger_cooldown_s: float = Field(60.0, ge=0, description="At most one stranger alert per this period.")
+    pipeline: FacePipelineConfig = Field(
+        default_factory=FacePipelineConfig, description="Motion gate, quality gate and per-camera threshold."
+    )
+    tracker: FaceTrackerConfig = Field(
+        default_factory=FaceTrackerConfig, description="Voting over frames before an identity is decided."
+    )
+
+
+class CameraSetup(BaseModel):
+    """One camera and what the agent does with its frames."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Annotated[CameraConfig | SimulatedCameraConfig, Field(discriminator="kind")] = Field(
+        description="The camera (kind 'camera': RTSP/USB/file) or a simulated one (kind 'camera_sim')."
+    )
+    face: FaceAnalysisConfig | None = Field(None, description="Face recognition on this camera.")
+    security: SecurityConfig | None = Field(None, description="Person detection, zones and alert rules.")
+    idle_analysis_fps: float | None = Field(
+        1.0,
+        gt=0,
+        description="Frames/s analysed while the scene is still (no motion, nobody seen); back to the "
+        "camera's analysis_fps at the first motion. Null keeps the full rate always.",
+    )
+    idle_after_s: float = Field(10.0, gt=0, description="How long a still scene lasts before the idle rate.")
+
+    @property
+    def id(self) -> str:
+        return self.device.id
+
+
+class FaceSettings(BaseModel):
+    """Gateway-wide face recognition settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    template_key_credential: str = Field(
+        "face_template_key", description="Credential holding the template encryption key (64 hex digits)."
+    )
+    threshold: float | None = Field(
+        None, gt=0, lt=2, description="Open-set distance threshold; the model's default when unset (0.50)."
+    )
+    duplicate_warning_distance: float = Field(
+        0.5, gt=0, lt=2, description="Enrollment warns when the new face is this close to another person."
+    )
+
+
+__all__ = [
+    "CameraSetup",
+    "CrowdingRule",
+    "FaceAnalysisConfig",
+    "FaceSettings",
+    "IntrusionRule",
+    "LineCrossingRule",
+    "LoiteringRule",
+    "Rule",
+    "RuleBase",
+    "RuleSchedule",
+    "SecurityConfig",
+    "TailgatingRule",
+    "TamperRule",
+]
+

@@ -1,0 +1,186 @@
+"""Master data from the centre: the roster snapshot and delta messages (the contract, not the store).
+
+The central platform publishes a versioned snapshot and numbered deltas on
+``{prefix}/{site}/roster/snapshot`` and ``{prefix}/{site}/roster/delta``. These models validate them;
+``schemas/roster/*.json`` are generated from them (a test keeps the files in step) and the AsyncAPI
+document references those files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sync.config import WEEKDAYS, TimeWindow, Weekday
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Person(_Model):
+    """One person: the single identity every event refers to (``subject``)."""
+
+    id: str = Field(pattern=_ID, description="Person id from the central master data.")
+    name: str = Field(description="Display name.")
+    role: Literal["student", "teacher", "staff", "visitor"] = Field(description="Role on campus.")
+    group: str | None = Field(None, description="Class or group, e.g. '7A'.")
+    valid_from: datetime | None = Field(None, description="Not valid before (UTC).")
+    valid_until: datetime | None = Field(None, description="Not valid after (UTC); visitors, leavers.")
+    blocked: bool = Field(False, description="Blocked: every credential of this person is denied.")
+    access_groups: list[str] = Field(default_factory=list, description="Access group ids.")
+
+
+class Credential(_Model):
+    """A card (or other token) of a person; a person may have several."""
+
+    credential: str = Field(
+        pattern=r"^[0-9A-Za-z:_-]{1,64}$", description="Normalised card number, as the readers report it."
+    )
+    format: str = Field("any", description="Card format label (em4100, H10301, ...) or 'any'.")
+    person_id: str = Field(pattern=_ID, description="Owner.")
+    valid_from: datetime | None = Field(None, description="Not valid before (UTC).")
+    valid_until: datetime | None = Field(None, description="Not valid after (UTC).")
+
+
+class Schedule(_Model):
+    """Weekly time windows (gateway local time) minus holidays."""
+
+    id: str = Field(pattern=_ID, description="Schedule id.")
+    weekly: dict[Weekday, list[TimeWindow]] = Field(
+        description="Windows per weekday; a missing day is closed."
+    )
+    holidays: list[date] = Field(default_factory=list, description="Closed all day.")
+
+
+class AccessGroup(_Model):
+    """Which gates a group may pass, and when."""
+
+    id: str = Field(pattern=_ID, description="Access group id.")
+    gates: list[str] = Field(description="Gate ids (as configured on the gateways); '*' for all.")
+    schedule: str | None = Field(None, description="Schedule id; none means always.")
+
+
+class BlockedCredential(_Model):
+    credential: str = Field(pattern=r"^[0-9A-Za-z:_-]{1,64}$", description="Card number that is refused.")
+    reason: str = Field("", description="Why (lost, stolen, ...).")
+
+
+class FaceTemplate(_Model):
+    """A face template from the centre: an embedding of a named model, or a photo the edge embeds.
+
+    Templates are biometric data of minors: the gateway stores embeddings only, encrypted, and never
+    keeps the photo. An embedding of another model than the gateway runs is never compared with
+    its faces; it is re-embedded from a photo or reported as unusable.
+    """
+
+    id: str = Field(pattern=_ID, description="Template id.")
+    person_id: str = Field(pattern=_ID, description="Owner.")
+    model_id: str = Field(description="Model that produced the embedding, e.g. 'dlib_resnet_v1'.")
+    embedding: list[float] | None = Field(None, description="The embedding vector.")
+    photo_jpeg_b64: str | None = Field(None, description="A JPEG photo (base64) the edge embeds instead.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FaceTemplate:
+        if (self.embedding is None) == (self.photo_jpeg_b64 is None):
+            raise ValueError("give exactly one of embedding or photo_jpeg_b64")
+        if self.embedding is not None and not all(math.isfinite(x) for x in self.embedding):
+            raise ValueError("embedding has non-finite values")
+        return self
+
+
+class RosterContent(_Model):
+    persons: list[Person] = Field(default_factory=list, description="People.")
+    credentials: list[Credential] = Field(default_factory=list, description="Cards.")
+    access_groups: list[AccessGroup] = Field(default_factory=list, description="Access groups.")
+    schedules: list[Schedule] = Field(default_factory=list, description="Schedules.")
+    blocklist: list[BlockedCredential] = Field(default_factory=list, description="Blocked cards.")
+    face_templates: list[FaceTemplate] = Field(default_factory=list, description="Face templates.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> RosterContent:
+        for name, keys in (
+            ("person id", [p.id for p in self.persons]),
+            ("card number", [c.credential for c in self.credentials]),
+            ("access group id", [g.id for g in self.access_groups]),
+            ("schedule id", [s.id for s in self.schedules]),
+            ("blocked card number", [b.credential for b in self.blocklist]),
+            ("face template id", [t.id for t in self.face_templates]),
+        ):
+            dupes = sorted(k for k, n in Counter(keys).items() if n > 1)
+            if dupes:
+                raise ValueError(f"duplicate {name}: {', '.join(dupes[:5])}")
+        return self
+
+
+class RosterSnapshot(RosterContent):
+    """The whole roster at ``version``; replaces what the gateway holds."""
+
+    kind: Literal["snapshot"] = Field(description="Message kind.")
+    version: int = Field(ge=1, description="Roster version.")
+
+
+class RosterDeletes(_Model):
+    persons: list[str] = Field(default_factory=list, description="Person ids (their cards go too).")
+    credentials: list[str] = Field(default_factory=list, description="Card numbers.")
+    access_groups: list[str] = Field(default_factory=list, description="Access group ids.")
+    schedules: list[str] = Field(default_factory=list, description="Schedule ids.")
+    blocklist: list[str] = Field(default_factory=list, description="Card numbers taken off the blocklist.")
+    face_templates: list[str] = Field(default_factory=list, description="Face template ids.")
+
+
+class RosterDelta(_Model):
+    """Changes from ``from_version`` to ``version`` (= from_version + 1)."""
+
+    kind: Literal["delta"] = Field(description="Message kind.")
+    from_version: int = Field(ge=0, description="The version this delta applies to.")
+    version: int = Field(ge=1, description="The version after it.")
+    upsert: RosterContent = Field(default_factory=RosterContent, description="Added or replaced entries.")
+    delete: RosterDeletes = Field(default_factory=RosterDeletes, description="Removed entries.")
+
+    @model_validator(mode="after")
+    def _consecutive(self) -> RosterDelta:
+        if self.version != self.from_version + 1:
+            raise ValueError("a delta moves exactly one version: version must be from_version + 1")
+        return self
+
+
+class RosterReply(_Model):
+    """The gateway's answer to a roster message (on the MQTT 5 response topic or ``roster/reply``)."""
+
+    gateway: str = Field(description="Gateway id.")
+    result: Literal["applied", "ignored", "rejected", "resync_needed"] = Field(description="Outcome.")
+    version: int = Field(ge=0, description="The roster version the gateway holds now.")
+    requested_version: int | None = Field(None, description="Version of the message answered.")
+    reason: str = Field("", description="Why, for anything but 'applied'.")
+
+
+ROSTER_SCHEMAS: dict[str, type[BaseModel]] = {
+    "snapshot": RosterSnapshot,
+    "delta": RosterDelta,
+    "reply": RosterReply,
+}
+
+__all__ = [
+    "ROSTER_SCHEMAS",
+    "WEEKDAYS",
+    "AccessGroup",
+    "BlockedCredential",
+    "Credential",
+    "FaceTemplate",
+    "Person",
+    "RosterContent",
+    "RosterDeletes",
+    "RosterDelta",
+    "RosterReply",
+    "RosterSnapshot",
+    "Schedule",
+    "TimeWindow",
+    "Weekday",
+]

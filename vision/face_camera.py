@@ -1,0 +1,93 @@
+"""One camera's face recognition as a function of (frame, capture time): the face pipeline (motion
+gate, detect, quality, align, embed, match) and the tracker that votes over frames, giving one
+:class:`FaceFrameResult` with every face seen and every identity decided by this frame."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy.typing as npt
+
+from vision.config import FacePipelineConfig, FaceTrackerConfig
+from vision.errors import VisionError
+from vision.face_detect import FaceDetector
+from vision.face_embed import FaceEmbedder
+from vision.face_pipeline import FaceObservation, FacePipeline
+from vision.face_track import FaceTracker, IdentityDecision
+from vision.gallery import Gallery
+
+
+@dataclass(frozen=True, slots=True)
+class FaceFrameResult:
+    """What one frame gave, and all the agent needs to act on it.
+
+    ``at``: the frame's capture time (what the tracker judged it by); ``analysed``: False when the
+    motion gate skipped the frame (``faces`` then means "not looked"); ``moving``: the motion gate
+    saw change; ``faces``: each face with its quality and match; ``decisions``: identities the
+    tracker confirmed with this frame (``person_id`` None = a stranger); ``threshold``: the distance
+    threshold the matches were made with; ``timings``: seconds per stage that ran.
+    """
+
+    camera_id: str
+    at: float
+    analysed: bool
+    moving: bool
+    faces: list[FaceObservation]
+    decisions: list[IdentityDecision]
+    threshold: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class FaceCamera:
+    """Face pipeline + tracker of one camera. Blocking: run :meth:`process` off the event loop, from
+    one thread at a time. ``gallery`` is read at every frame (a callable, or a fixed gallery), so an
+    enrollment or a roster update is matched against from the next frame on."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        gallery: Gallery | Callable[[], Gallery],
+        *,
+        detector: FaceDetector | None = None,
+        embedder: FaceEmbedder | None = None,
+        config: FacePipelineConfig | None = None,
+        tracker: FaceTrackerConfig | None = None,
+    ) -> None:
+        self.camera_id = camera_id
+        self._gallery: Callable[[], Gallery] = gallery if callable(gallery) else (lambda: gallery)
+        self._pipeline = FacePipeline(self._gallery(), detector=detector, embedder=embedder, config=config)
+        self._tracker = FaceTracker(tracker)
+
+    @property
+    def counters(self) -> Counter[str]:
+        """Frames, faces and quality rejections counted by the pipeline (for metrics)."""
+        return self._pipeline.counters
+
+    def process(self, frame_bgr: npt.NDArray[Any], at: float) -> FaceFrameResult:
+        """Analyse one frame captured at ``at`` (seconds, monotonic). Raises a
+        :class:`vision.VisionError` for an unusable frame or a failed model run."""
+        gallery = self._gallery()
+        self._pipeline.gallery = gallery
+        try:
+            analysis = self._pipeline.process(frame_bgr, at)
+        except VisionError as err:
+            err.camera_id = err.camera_id or self.camera_id
+            raise
+        decisions = self._tracker.update(analysis.faces, at)
+        threshold = self._pipeline.config.threshold or gallery.threshold
+        return FaceFrameResult(
+            camera_id=self.camera_id,
+            at=at,
+            analysed=analysis.analysed,
+            moving=analysis.motion is not None and analysis.motion.motion,
+            faces=analysis.faces,
+            decisions=decisions,
+            threshold=threshold,
+            timings=dict(analysis.timings),
+        )
+
+
+__all__ = ["FaceCamera", "FaceFrameResult"]
