@@ -26,7 +26,6 @@ from edge_agent.install import add_install_cli
 from edge_agent.logs import setup_logging
 from edge_agent.secrets import credential_env_name, read_credential
 from sync import parse_broker_url
-from sync.central import add_central_cli
 
 log = logging.getLogger("edge_agent")
 
@@ -297,7 +296,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_doctor_cli(sub)
     add_install_cli(sub)
-    add_central_cli(sub)
 
     status = sub.add_parser("status", help="print the status the running agent writes to its data dir")
     status.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")

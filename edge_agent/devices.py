@@ -18,6 +18,7 @@ from device_drivers import (
     DeviceOffline,
     DeviceOnline,
     DeviceTamper,
+    Driver,
     OsdpBusConfig,
     Reading,
     TurnstileEvent,
@@ -100,6 +101,7 @@ class DeviceComponent:
         self.devices = devices
         self.router = router
         self._stack: AsyncExitStack | None = None
+        self._driver: Driver | None = None
         devices.known(config.id, config.kind)
         if isinstance(config, OsdpBusConfig):
             for reader in config.readers:
@@ -115,11 +117,12 @@ class DeviceComponent:
             self.devices.set_online(self.config.id, False)
             raise
         self._stack = stack
+        self._driver = driver
         self.devices.drivers[self.config.id] = driver
 
     async def run(self) -> None:
-        driver = self.devices.drivers[self.config.id]
-        async for reading in driver.readings():
+        assert self._driver is not None
+        async for reading in self._driver.readings():
             try:
                 await self.router.on_reading(reading)
             except Exception:
@@ -129,6 +132,7 @@ class DeviceComponent:
 
     async def stop(self) -> None:
         self.devices.drivers.pop(self.config.id, None)
+        self._driver = None
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()

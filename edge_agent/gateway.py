@@ -42,12 +42,12 @@ from edge_agent.access import AntiPassback
 from edge_agent.alerts import AlertBook
 from edge_agent.api import serve_api
 from edge_agent.attendance import AttendanceBook
-from edge_agent.config.cameras import CameraSetup
 from edge_agent.cameras import CameraWorker, SecurityWorker
 from edge_agent.clock import Clock, SystemClock
 from edge_agent.commands import CommandProcessor, pending_marker, previous_config
 from edge_agent.components import ComponentSpec, FatalComponentError, OnFailure, Supervisor
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
+from edge_agent.config.cameras import CameraSetup
 from edge_agent.devices import DeviceComponent, ReadingRouter
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService

@@ -25,7 +25,6 @@ from edge_agent.config.cameras import (
     LineCrossingRule,
     LoiteringRule,
     RuleBase,
-    RuleSchedule,
     SecurityConfig,
     TailgatingRule,
     TamperRule,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from device_drivers import Driver
+from device_drivers import Camera, Driver
 from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig
@@ -80,9 +80,9 @@ class Emitter:
 
 @dataclass
 class DeviceDirectory:
-    """Open drivers by device id, and the last known state of every device (kind, online)."""
+    """Open drivers (and cameras) by device id, and the last known state of every device."""
 
-    drivers: dict[str, Driver] = field(default_factory=dict)
+    drivers: dict[str, Driver | Camera] = field(default_factory=dict)
     state: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def kind(self, device_id: str) -> str:

@@ -31,7 +31,6 @@ from vision.config import (
 )
 
 
-
 class RuleSchedule(BaseModel):
     """When a rule is armed, in the gateway's local time; no schedule means always."""
 
@@ -229,4 +228,3 @@ __all__ = [
     "TailgatingRule",
     "TamperRule",
 ]
-

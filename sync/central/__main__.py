@@ -1,4 +1,4 @@
-"""``python -m sync.central ingest|migrate ...``: the central commands without the agent's CLI."""
+"""``python -m sync.central ingest|migrate ...``: the same as the ``edge-central`` command."""
 
 import sys
 

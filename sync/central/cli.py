@@ -1,7 +1,7 @@
-"""``edge-agent central ...``: a thin command line over the ingest library.
+"""``edge-central ...``: a thin command line over the ingest library (its own command: the
+central consumer runs at the centre, never on a gateway).
 
-The agent's CLI hooks it in with :func:`add_central_cli`; ``python -m sync.central`` runs it
-on its own.
+Installed as the ``edge-central`` command; ``python -m sync.central`` is the same.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _config(args: argparse.Namespace) -> IngestConfig | None:
     try:
         return IngestConfig(**{k: v for k, v in fields.items() if v is not None})
     except ValidationError as err:
-        print(f"edge-agent central ingest: {err}", file=sys.stderr)
+        print(f"edge-central ingest: {err}", file=sys.stderr)
         return None
 
 
@@ -64,7 +64,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         consumer.run()
     except CentralError as err:
-        print(f"edge-agent central ingest: {err}", file=sys.stderr)
+        print(f"edge-central ingest: {err}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -79,22 +79,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         with psycopg.connect(args.database, autocommit=True) as conn:
             applied = apply_migrations(conn)
     except (psycopg.Error, CentralError) as err:
-        print(f"edge-agent central migrate: {err}", file=sys.stderr)
+        print(f"edge-central migrate: {err}", file=sys.stderr)
         return EXIT_FAILURE
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return EXIT_OK
 
 
-def add_central_cli(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add ``central ingest`` and ``central migrate`` to a parent parser's sub-commands.
-
-    Each leaf parser sets ``func`` (taking the parsed namespace, returning an exit code), as the
-    agent's own commands do.
-    """
-    central = subparsers.add_parser("central", help="central side: ingest gateway events into PostgreSQL")
-    sub = central.add_subparsers(dest="central_command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """``edge-central ingest`` and ``edge-central migrate``; each leaf parser sets ``func`` (taking
+    the parsed namespace, returning an exit code)."""
+    parser = argparse.ArgumentParser(
+        prog="edge-central", description="Central side: ingest gateway events into PostgreSQL"
+    )
+    sub = parser.add_subparsers(dest="central_command", required=True)
 
     ingest = sub.add_parser(
         "ingest",
@@ -125,14 +122,12 @@ def add_central_cli(
     migrate.add_argument("--database", required=True, help="postgresql://user@host:port/db")
     migrate.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ...")
     migrate.set_defaults(func=cmd_migrate)
-    return central
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sync.central")
-    add_central_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["central", *(argv if argv is not None else sys.argv[1:])])
+    args = build_parser().parse_args(argv)
     return int(args.func(args))
 
 
-__all__ = ["add_central_cli", "cmd_ingest", "cmd_migrate", "main"]
+__all__ = ["build_parser", "cmd_ingest", "cmd_migrate", "main"]

@@ -11,8 +11,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_agent.face_templates import FaceTemplateStore, parse_key
 from edge_agent.config import FaceSettings
+from edge_agent.face_templates import FaceTemplateStore, parse_key
 from edge_agent.faces import FaceService
 from edge_agent.roster import Roster
 from sync import RosterDelta, RosterSnapshot

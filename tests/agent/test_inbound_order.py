@@ -16,6 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.config import CommandSettings
+from sync.contract import validate_event
 from tests.commands.harness import PREFIX, Centre, ed25519_entry, running_agent, wait_subscribed
 from tests.mqtt_helpers import Collector
 from tests.support.agent_harness import running_gate
@@ -166,27 +167,66 @@ def test_a_reply_made_while_the_uplink_is_down_arrives_after_it_is_back(
     centre = Centre(mosquitto.port, v5=True, ed25519=command_key, key_id="centre-ed")
 
     async def scenario() -> None:
-        async with FaultProxy(mosquitto.port) as proxy:
-            async with running_agent(tmp_path, proxy.url, CommandSettings(enabled=True)) as gw:
-                agent = gw.agent
-                await wait_subscribed(centre)
-                proxy.blackhole()
-                proxy.reset()  # the uplink goes dark: connections cut, new ones go nowhere
-                await until(lambda: not agent.link.connected.is_set(), "the link down")
-                # The command arrived just before the link went: it is handled, its reply waits.
-                body = centre.make("diagnostics")
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                props.ResponseTopic = centre.response_topic
-                props.CorrelationData = b"while-offline"
-                assert agent.commands is not None
-                await agent.commands.handle(f"{PREFIX}/cmd/diagnostics", json.dumps(body).encode(), props)
-                assert agent.link.replies_waiting == 1
-                proxy.pass_through()
-                reply = await asyncio.to_thread(centre.wait, lambda r: r.correlation == b"while-offline", 30)
-                assert reply.body["id"] == body["id"] and reply.body["result"] == "ok"
-                await until(lambda: agent.link.replies_waiting == 0, "the reply acknowledged by the broker")
+        async with (
+            FaultProxy(mosquitto.port) as proxy,
+            running_agent(tmp_path, proxy.url, CommandSettings(enabled=True)) as gw,
+        ):
+            agent = gw.agent
+            await wait_subscribed(centre)
+            proxy.blackhole()
+            proxy.reset()  # the uplink goes dark: connections cut, new ones go nowhere
+            await until(lambda: not agent.link.connected.is_set(), "the link down")
+            # The command arrived just before the link went: it is handled, its reply waits.
+            body = centre.make("diagnostics")
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = centre.response_topic
+            props.CorrelationData = b"while-offline"
+            assert agent.commands is not None
+            await agent.commands.handle(f"{PREFIX}/cmd/diagnostics", json.dumps(body).encode(), props)
+            assert agent.link.replies_waiting == 1
+            proxy.pass_through()
+            reply = await asyncio.to_thread(centre.wait, lambda r: r.correlation == b"while-offline", 30)
+            assert reply.body["id"] == body["id"] and reply.body["result"] == "ok"
+            await until(lambda: agent.link.replies_waiting == 0, "the reply acknowledged by the broker")
 
     try:
         run(scenario)
     finally:
         centre.close()
+
+
+def test_a_reply_that_cannot_wait_longer_expires_and_the_expiry_is_audited(
+    tmp_path: Path, mosquitto: MosquittoBroker, command_key: Ed25519PrivateKey
+) -> None:
+    collector = Collector(mosquitto.url, f"{PREFIX}/events/gateway")
+
+    def expiry_audits() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in (m.json() for m in collector.snapshot())
+            if e["type"] == "edu.campus.gateway.audit.v1" and e["data"]["action"] == "reply"
+        ]
+
+    async def scenario() -> None:
+        async with (
+            FaultProxy(mosquitto.port) as proxy,
+            running_agent(tmp_path, proxy.url, CommandSettings(enabled=True)) as gw,
+        ):
+            agent = gw.agent
+            proxy.blackhole()
+            proxy.reset()
+            await until(lambda: not agent.link.connected.is_set(), "the link down")
+            agent.link.send_reply("centre/replies/late", b'{"result": "ok"}', ttl_s=0.2)
+            await until(lambda: agent.counters.get("reply_expired_ttl") == 1, "the reply expired")
+            assert agent.link.replies_waiting == 0
+            proxy.pass_through()
+            # The audit is an event: kept in the outbox and delivered once the link is back.
+            await until(lambda: len(expiry_audits()) == 1, "the expiry audited at the centre")
+
+    try:
+        run(scenario)
+    finally:
+        collector.close()
+    (audit,) = expiry_audits()
+    validate_event(audit)
+    assert audit["data"]["target"] == "centre/replies/late" and audit["data"]["result"] == "failed"

@@ -107,7 +107,7 @@ def test_the_agent_logs_to_journald_under_systemd(tmp_path: Path, journal: socke
         while time.monotonic() < deadline and not any("running" in e.get("MESSAGE", "") for e in entries):
             entries.append(parse_entry(journal.recv(65536)))
         running = next(e for e in entries if "running" in e.get("MESSAGE", ""))
-        assert running["SYSLOG_IDENTIFIER"] == "edge-agent" and running["LOGGER"] == "edge_agent.agent"
+        assert running["SYSLOG_IDENTIFIER"] == "edge-agent" and running["LOGGER"] == "edge_agent.gateway"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

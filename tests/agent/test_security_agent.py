@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 
 from device_drivers import CameraFrame
 from edge_agent.alerts import AlertError
-from edge_agent.config.cameras import CameraSetup
 from edge_agent.cameras import FrameSlot, SecurityWorker
 from edge_agent.config import parse_config
+from edge_agent.config.cameras import CameraSetup
 from edge_agent.metrics import GatewayCollector
 from edge_agent.services import CameraDirectory
 from sync import Event

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.config import ConfigFileError, parse_config
-from edge_agent.config import SecurityConfig
+from edge_agent.config import ConfigFileError, SecurityConfig, parse_config
 from edge_agent.security import Alert, SecurityRules
 from tests.vision.scene_clips import (
     WalkerPath,
