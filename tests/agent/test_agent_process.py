@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from sync.contract import SCHEMA_DIR, validate, validate_event
-from tests.agent.agent_process import AgentProcess, write_config
 from tests.conftest import MosquittoBroker, free_port
 from tests.mqtt_helpers import Collector
+from tests.support.agent_process import AgentProcess, write_config
 
 
 def _events(collector: Collector) -> list[dict]:

@@ -24,7 +24,8 @@ from edge_agent.face_templates import FACES_DB, FaceTemplateStore, parse_key
 from sync.contract import validate_event
 from tests.conftest import MosquittoBroker
 from tests.mqtt_helpers import Collector
-from tests.support.agent_harness import build_agent
+from tests.support.agent_harness import build_gateway
+from tests.support.wait import async_wait_until
 from vision import FaceDetector
 from vision.face_eval import crop_around, realistic_variants, walking_clip
 
@@ -167,7 +168,7 @@ def test_enroll_then_recognise_attendance_and_stranger(
     try:
 
         async def scenario() -> None:
-            agent = build_agent(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
+            agent = build_gateway(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
             task = asyncio.create_task(agent.run())
             try:
                 deadline = time.monotonic() + 120
@@ -179,7 +180,15 @@ def test_enroll_then_recognise_attendance_and_stranger(
                     ):
                         break
                     await asyncio.sleep(0.2)
-                await asyncio.sleep(3)  # the clip loops: nothing more may be recorded for alice
+                # The clip loops: whatever the worker analyses next must record nothing more for
+                # alice (checked after the run). Wait for frames analysed, not for time.
+                worker = agent.cameras.face_workers["cam-7a"]
+                seen = worker.counters["frames_analysed"]
+                await async_wait_until(
+                    lambda: worker.counters["frames_analysed"] >= seen + 30,
+                    60,
+                    what="30 more frames analysed",
+                )
                 faces = agent.cameras.faces
                 assert faces is not None and faces.gallery.template_count == 2
             finally:
@@ -218,7 +227,7 @@ def test_face_recognition_off_without_key_but_gates_and_camera_health_run(
     os.environ.pop("EDGE_AGENT_FACE_TEMPLATE_KEY", None)
 
     async def scenario() -> None:
-        agent = build_agent(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
+        agent = build_gateway(parse_config(config_path.read_text()), data_dir=tmp_path / "data")
         task = asyncio.create_task(agent.run())
         try:
             deadline = time.monotonic() + 30

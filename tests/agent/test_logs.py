@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.logs import JournalHandler
-from tests.agent.agent_process import write_config
+from tests.support.agent_process import write_config
 
 
 def parse_entry(data: bytes) -> dict[str, str]:

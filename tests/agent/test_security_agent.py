@@ -27,7 +27,7 @@ from sync import Event
 from sync.contract import validate_event
 from tests.conftest import MosquittoBroker
 from tests.mqtt_helpers import Collector
-from tests.support.agent_harness import build_agent
+from tests.support.agent_harness import build_gateway
 from tests.support.clock import EPOCH, FakeClock
 from tests.support.wait import async_wait_until
 from tests.vision.scene_clips import (
@@ -75,7 +75,7 @@ def test_intrusion_alert_with_snapshot_kept_locally_and_acknowledged(
     collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
 
     async def scenario() -> None:
-        agent = build_agent(
+        agent = build_gateway(
             parse_config(config_text(tmp_path, mosquitto.url, video)), data_dir=tmp_path / "data"
         )
         task = asyncio.create_task(agent.run())
@@ -185,7 +185,7 @@ cameras:
 """)
 
     async def scenario() -> None:
-        agent = build_agent(config, data_dir=tmp_path / "data")
+        agent = build_gateway(config, data_dir=tmp_path / "data")
         task = asyncio.create_task(agent.run())
         try:
             deadline = time.monotonic() + 30
@@ -198,8 +198,11 @@ cameras:
             assert camera is not None and camera._interval_ns == 1_000_000_000  # type: ignore[union-attr]
             # Someone appears: the next analysed frame has motion and the full rate is back.
             agent.cameras.security_workers["cam-still"].last_activity = time.monotonic()
-            await asyncio.sleep(1.5)
-            assert camera._interval_ns == 200_000_000  # type: ignore[union-attr]
+            await async_wait_until(
+                lambda: camera._interval_ns == 200_000_000,  # type: ignore[union-attr]
+                10,
+                what="the full analysis rate back",
+            )
         finally:
             agent.request_stop("test")
             await asyncio.wait_for(task, 30)

@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_agent.gateway import Gateway
 from sync.envelope import Event
 from sync.event_types import Severity
-from tests.support.agent_harness import Agent, RunningGate, running_gate
+from tests.support.agent_harness import RunningGate, running_gate
 from tests.support.wait import until
 
 __all__ = [
@@ -106,7 +107,7 @@ def jpeg(width: int = 320, height: int = 180) -> bytes:
     return bytes(buf)
 
 
-def raise_test_alert(agent: Agent, reason: str, attachment: bytes | None = None) -> Event:
+def raise_test_alert(agent: Gateway, reason: str, attachment: bytes | None = None) -> Event:
     event = Event(
         "edu.campus.security.test_alert.v1",
         agent.source("cam-1"),

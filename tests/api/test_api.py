@@ -11,13 +11,14 @@ from typing import Any
 
 import httpx
 
+from edge_agent.gateway import Gateway
 from sync.contract import validate_event
 from tests.api.conftest import ApiGate, Tokens, jpeg, raise_test_alert, running_api, until
 from tests.conftest import MosquittoBroker
-from tests.support.agent_harness import Agent, build_agent
+from tests.support.agent_harness import build_gateway
 
 
-def outbox_events(agent: Agent, event_type: str) -> list[dict[str, Any]]:
+def outbox_events(agent: Gateway, event_type: str) -> list[dict[str, Any]]:
     conn = sqlite3.connect(f"file:{agent.outbox.path}?mode=ro", uri=True)
     try:
         rows = conn.execute("SELECT payload FROM events WHERE type=? ORDER BY seq", (event_type,)).fetchall()
@@ -26,7 +27,7 @@ def outbox_events(agent: Agent, event_type: str) -> list[dict[str, Any]]:
     return [json.loads(r[0]) for r in rows]
 
 
-async def wait_outbox(agent: Agent, event_type: str, n: int = 1) -> list[dict[str, Any]]:
+async def wait_outbox(agent: Gateway, event_type: str, n: int = 1) -> list[dict[str, Any]]:
     await until(lambda: len(outbox_events(agent, event_type)) >= n, f"{n} x {event_type} in the outbox")
     return outbox_events(agent, event_type)
 
@@ -291,7 +292,7 @@ def test_not_ready_before_start_and_private_metrics(tmp_path: Path, tokens: Toke
     config = parse_config(
         f"gateway: {{site: s, id: g}}\nagent: {{data_dir: {tmp_path}}}\nmqtt: {{url: 'mqtt://127.0.0.1:9'}}\n"
     )
-    agent = build_agent(config, data_dir=tmp_path)
+    agent = build_gateway(config, data_dir=tmp_path)
 
     async def scenario() -> None:
         # Only the "stores" component of the start table: the services exist, nothing runs.

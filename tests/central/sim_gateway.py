@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import threading
 import time
 from datetime import UTC, date, datetime
 from typing import Any
@@ -181,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         gw.publish(morning_rush(args.site, args.gateway, rng))
     gw.flush()
     print("ready", flush=True)
-    while True:
-        time.sleep(1)
+    threading.Event().wait()  # until the test kills this process
 
 
 if __name__ == "__main__":

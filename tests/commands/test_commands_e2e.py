@@ -38,7 +38,7 @@ from tests.commands.harness import (
 )
 from tests.conftest import MosquittoBroker, free_port
 from tests.mqtt_helpers import Collector
-from tests.support.agent_harness import build_agent
+from tests.support.agent_harness import build_gateway
 
 REQUEST_SCHEMA = SCHEMA_DIR / "commands" / "request.json"
 REPLY_SCHEMA = SCHEMA_DIR / "commands" / "reply.json"
@@ -458,13 +458,13 @@ def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
         await push(f"mqtt://127.0.0.1:{free_port()}", 30)
         # systemd restarts the service: a fresh agent on the installed file.
         config = paths["config"]
-        agent = build_agent(load_config(config), data_dir=tmp_path / "data", config_path=config)
+        agent = build_gateway(load_config(config), data_dir=tmp_path / "data", config_path=config)
         return await asyncio.wait_for(agent.run(), 60)
 
     async def restart_good() -> int:
         await push(mosquitto.url, 40)
         config = paths["config"]
-        agent = build_agent(load_config(config), data_dir=tmp_path / "data", config_path=config)
+        agent = build_gateway(load_config(config), data_dir=tmp_path / "data", config_path=config)
         task = asyncio.create_task(agent.run())
         await until(lambda: not pending_marker(paths["config"]).exists(), "pushed configuration confirmed")
         agent.request_stop("test")

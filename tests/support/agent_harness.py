@@ -33,10 +33,8 @@ from tests.support.broker import free_port, wait_for_port
 from tests.support.wait import async_wait_until
 
 __all__ = [
-    "Agent",
     "Gateway",
     "RunningGate",
-    "build_agent",
     "build_gateway",
     "gate_config_text",
     "gate_simulators",
@@ -45,9 +43,6 @@ __all__ = [
 
 READER_PROFILE = "em4100_id12"
 TURNSTILE_PROFILE = "turnstile_stx_xor"
-
-
-Agent = Gateway  # the name the tests used for it
 
 
 def build_gateway(
@@ -60,9 +55,6 @@ def build_gateway(
 ) -> Gateway:
     """The one place tests construct the gateway."""
     return Gateway(config, data_dir=data_dir, config_path=config_path, notifier=notifier, clock=clock)
-
-
-build_agent = build_gateway
 
 
 def gate_simulators(*, auto_pass: bool = True) -> tuple[CardReaderSimulator, TurnstileSimulator]:
@@ -208,9 +200,9 @@ async def running_gate(
         if from_file:
             path = tmp_path / "gateway.yaml"
             path.write_text(text)
-            agent = build_agent(load_config(path), data_dir=tmp_path / "data", config_path=path)
+            agent = build_gateway(load_config(path), data_dir=tmp_path / "data", config_path=path)
         else:
-            agent = build_agent(parse_config(text), data_dir=tmp_path / "data")
+            agent = build_gateway(parse_config(text), data_dir=tmp_path / "data")
         task = asyncio.create_task(agent.run())
         try:
             await _until_ready(

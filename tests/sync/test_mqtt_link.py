@@ -210,7 +210,8 @@ def test_broker_restart_mid_stream_loses_nothing_and_keeps_lane_order(tmp_path: 
             if i == 8000:
                 await wait_until(lambda: link.stats.acked > 3000, 30, "first part delivered")
                 broker.stop()
-                await asyncio.sleep(1.0)
+                # Down until the link has noticed (a fault, not a guessed wait), then back.
+                await wait_until(lambda: not link.connected.is_set(), 30, "the link saw the broker go")
                 broker.start()
         await wait_until(lambda: outbox.pending_total == 0 and link.connected.is_set(), 120, "full drain")
         assert link.stats.connects >= 2
