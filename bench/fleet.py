@@ -209,7 +209,7 @@ class Consumer:
         self, url: str, dsn: str, group: str, client_id: str, logdir: Path, batch_wait_ms: float
     ) -> None:
         self.argv = [
-            sys.executable, "-m", "edge_agent.central", "ingest", "--mqtt-url", url, "--database", dsn,
+            sys.executable, "-m", "sync.central", "ingest", "--mqtt-url", url, "--database", dsn,
             "--group", group, "--client-id", client_id, "--stats-interval", "3600",
             "--batch-wait-ms", str(batch_wait_ms),
         ]  # fmt: skip
@@ -351,7 +351,7 @@ def run_k(
 ) -> None:
     dsn = pg.create_database(f"fleet_k{k}")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        from edge_agent.central.schema import apply_migrations
+        from sync.central.schema import apply_migrations
 
         apply_migrations(conn)  # before K consumers race to do it
     group = f"bench{uuid.uuid4().hex[:6]}"
@@ -439,7 +439,7 @@ def run_k(
 def run_crash(args: argparse.Namespace, broker: MosquittoBroker, pg: PostgresServer, logdir: Path) -> None:
     dsn = pg.create_database("fleet_crash")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        from edge_agent.central.schema import apply_migrations
+        from sync.central.schema import apply_migrations
 
         apply_migrations(conn)
     group = f"crash{uuid.uuid4().hex[:6]}"

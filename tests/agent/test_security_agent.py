@@ -213,7 +213,7 @@ cameras:
 # -- the security worker on its own: narrow services, a fake clock, capture timestamps ----------
 
 CLIP_FRAMES = 1000
-WALK_EVERY = 100  # a person walks through the restricted zone in the first 40 frames of every 100
+WALK_EVERY = 250  # a person walks through the restricted zone in the first 40 frames of every 250
 WALK_FRAMES = 40
 FRAME_S = 0.1  # 10 fps capture
 COVER_FROM, COVER_TO = 930, 960  # a hand over the lens near the end
