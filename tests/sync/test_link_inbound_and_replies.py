@@ -29,27 +29,12 @@ from sync import (
 )
 from sync.contract import SCHEMA_DIR, validate
 from tests.conftest import MosquittoBroker, free_port
+from tests.support.backoff import QuickBackoff
 
 # Not the gateway of test_mqtt_link.py: our retained statuses must not reach its collectors.
 SITE, GW = "test-site", "gw-inbound"
 SOURCE = f"campus/{SITE}/{GW}/gateway"
 CMD = f"campus/v1/{SITE}/{GW}/cmd"
-
-
-class QuickBackoff:
-    """A fixed short delay, counting how the link uses it (the real one is device_drivers.Backoff)."""
-
-    def __init__(self, delay: float = 0.1) -> None:
-        self.delay = delay
-        self.delays = 0
-        self.resets = 0
-
-    def next_delay(self) -> float:
-        self.delays += 1
-        return self.delay
-
-    def reset(self) -> None:
-        self.resets += 1
 
 
 class FakeMonotonic:

@@ -20,6 +20,7 @@ from sync import EVENT_TYPES, Event, Lane, MqttConfig, MqttLink, Outbox, OutboxC
 from sync.contract import SCHEMA_DIR, validate, validate_event
 from tests.conftest import MosquittoBroker, free_port
 from tests.mqtt_helpers import Collector
+from tests.support.backoff import QuickBackoff
 
 SITE, GW = "test-site", "gw-1"
 SOURCE = f"campus/{SITE}/{GW}/gateway"
@@ -48,22 +49,6 @@ def alert(i: int) -> Event:
         {"device": "cam1", "reason": f"test {i}"},
         severity=Severity.CRITICAL,
     )
-
-
-class QuickBackoff:
-    """A fixed short reconnect delay, counting its calls (the real one is device_drivers.Backoff)."""
-
-    def __init__(self, delay: float = 0.1) -> None:
-        self.delay = delay
-        self.delays = 0
-        self.resets = 0
-
-    def next_delay(self) -> float:
-        self.delays += 1
-        return self.delay
-
-    def reset(self) -> None:
-        self.resets += 1
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
