@@ -173,6 +173,8 @@ def test_a_reply_made_while_the_uplink_is_down_arrives_after_it_is_back(
         ):
             agent = gw.agent
             await wait_subscribed(centre)
+            # wait_subscribed's own probe was answered; its reply must be off the queue first.
+            await until(lambda: agent.link.replies_waiting == 0, "the probe's reply acknowledged")
             proxy.blackhole()
             proxy.reset()  # the uplink goes dark: connections cut, new ones go nowhere
             await until(lambda: not agent.link.connected.is_set(), "the link down")
