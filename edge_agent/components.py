@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -85,7 +84,6 @@ class Supervisor:
         clock: Clock,
         counters: Counters,
         backoff: BackoffConfig | None = None,
-        backoff_factory: Callable[[], Backoff] | None = None,
     ) -> None:
         names = [s.name for s in specs]
         if len(names) != len(set(names)):
@@ -94,7 +92,6 @@ class Supervisor:
         self.clock = clock
         self.counters = counters
         self._backoff_config = backoff or BackoffConfig()
-        self._backoff_factory = backoff_factory
         self.states: dict[str, ComponentState] = {s.name: ComponentState() for s in specs}
         self._fatal: str | None = None
         self._started: list[ComponentSpec] = []
@@ -183,7 +180,7 @@ class Supervisor:
 
     async def _supervise(self, spec: ComponentSpec) -> None:
         state = self.states[spec.name]
-        backoff = self._backoff_factory() if self._backoff_factory else Backoff(self._backoff_config)
+        backoff = Backoff(self._backoff_config)
         while not self._stopping.is_set():
             if state.state == "restarting":
                 await self.clock.sleep(backoff.next_delay())

@@ -2,7 +2,7 @@
 
 Each is one concept with one owner: :class:`Counters` (the agent's own counters), :class:`Emitter`
 (the only way an event leaves a component: the outbox, and the local alert book for alerts),
-:class:`DeviceDirectory` (open drivers and what is known of each device), :class:`GateDirectory`,
+:class:`DeviceDirectory` (open drivers and what is known of each device),
 :class:`CameraDirectory`, :class:`AlertDesk` (the alert book and acknowledgement), :class:`ConfigAccess`
 (the running configuration and reload). The gateway builds them once; :class:`Services` bundles them
 for the two edges that serve people — the local API and remote commands — which need to read most
@@ -95,9 +95,6 @@ class DeviceDirectory:
         self.state.setdefault(device_id, {"kind": "device"})["online"] = online
 
 
-GateDirectory = dict[str, "GateController"]
-
-
 @dataclass
 class CameraDirectory:
     """The face service (when face recognition runs) and the analysis workers of every camera."""
@@ -186,7 +183,6 @@ __all__ = [
     "Counters",
     "DeviceDirectory",
     "Emitter",
-    "GateDirectory",
     "Services",
     "StatusView",
 ]
