@@ -305,9 +305,10 @@ class Gateway:
         self.roster.on_face_templates.append(faces.apply_roster)
         self.roster.on_person_removed.append(faces.person_removed)
 
-    def _roster_sync(self) -> RosterSync:
+    def _roster_sync(self) -> _Subscriber:
         assert self.roster is not None
-        return RosterSync(self.roster, self.link, self.emitter, self.counters, self.config.gateway.id)
+        sync = RosterSync(self.roster, self.link, self.emitter, self.counters, self.config.gateway.id)
+        return _Subscriber(self.link, self.link.topics.roster_filter, sync.on_message)
 
     def _command_processor(self) -> _Subscriber:
         assert self.services is not None

@@ -26,7 +26,8 @@ REPLY_TTL_S = 3600.0
 
 
 class RosterSync:
-    """Subscribes to the roster topics and applies what arrives, in order."""
+    """Applies what arrives on the roster topics, in order (the gateway subscribes
+    :meth:`on_message` to ``link.topics.roster_filter``)."""
 
     def __init__(
         self, roster: Roster, link: MqttLink, emitter: Emitter, counters: Counters, gateway: str
@@ -36,15 +37,6 @@ class RosterSync:
         self.emitter = emitter
         self.counters = counters
         self.gateway = gateway
-
-    async def start(self) -> None:
-        self.link.subscribe(self.link.topics.roster_filter, self.on_message)
-
-    async def run(self) -> None:
-        """Nothing to do between messages: the link calls :meth:`on_message` in order."""
-
-    async def stop(self) -> None:
-        pass
 
     async def on_message(self, topic: str, payload: bytes, props: Properties | None) -> None:
         roster = self.roster
