@@ -4,8 +4,11 @@ The public surface for the agent (LAYOUT.md invariant 4: the agent imports only 
 
 * the envelope and the event catalogue: :class:`Event`, :class:`Severity`, :class:`Lane`,
   :func:`make_source`, :func:`format_time`, :func:`utc_now`;
-* the outbox (``sync.outbox``): :class:`Outbox`, :class:`OutboxConfig`, :class:`OutboxError`, and the
-  SQLite migration runner the agent's own stores use (:data:`Migration`, :func:`apply_migrations`);
+* the outbox (``sync.outbox``): :class:`Outbox`, :class:`OutboxConfig`, :class:`OutboxError`;
+* the rules of every SQLite store (``sync.storage``): durability (:data:`STORES`,
+  :func:`synchronous_of`), integrity-checked opening with corrupt files moved aside
+  (:func:`open_store`, :class:`StoreRecovery`, :class:`StorageError`) and the migration runner
+  (:data:`Migration`, :func:`apply_migrations`);
 * the MQTT link (``sync.mqtt``): :class:`MqttLink`, :class:`MqttConfig`, :class:`TlsConfig`,
   :func:`parse_broker_url`, the MQTT 5 reply helpers, the :class:`ReconnectBackoff` it is handed;
 * the roster wire models (``sync.messages``);
@@ -47,11 +50,21 @@ from sync.mqtt import (
     reply_properties,
     response_properties,
 )
-from sync.outbox import Migration, Outbox, OutboxClosed, OutboxConfig, OutboxError, apply_migrations
+from sync.outbox import Outbox, OutboxClosed, OutboxConfig, OutboxError
+from sync.storage import (
+    STORES,
+    Migration,
+    StorageError,
+    StoreRecovery,
+    apply_migrations,
+    open_store,
+    synchronous_of,
+)
 from sync.topics import Topics
 
 __all__ = [
     "EVENT_TYPES",
+    "STORES",
     "WEEKDAYS",
     "AccessGroup",
     "BlockedCredential",
@@ -83,6 +96,8 @@ __all__ = [
     "RosterSnapshot",
     "Schedule",
     "Severity",
+    "StorageError",
+    "StoreRecovery",
     "Subscription",
     "SyncError",
     "TimeWindow",
@@ -92,9 +107,11 @@ __all__ = [
     "apply_migrations",
     "format_time",
     "make_source",
+    "open_store",
     "parse_broker_url",
     "parse_event",
     "reply_properties",
     "response_properties",
+    "synchronous_of",
     "utc_now",
 ]

@@ -57,9 +57,11 @@ _EVENTS: dict[str, tuple[str, dict[str, Any], str | None, Severity | None]] = {
     "edu.campus.gateway.storage_recovered.v1": (
         "gateway",
         {
+            "store": "outbox",
             "moved_to": "/var/lib/edge-agent/outbox.db.corrupt-20260901T074000",
             "error": "file is not a database",
             "seq_resumed_at": 200001,
+            "salvaged": 412,
         },
         None,
         None,

@@ -2,13 +2,13 @@
 
 ``store`` holds the schema (named migrations), the seq floor and corruption detection; ``writer``
 the :class:`Outbox` itself (group commit on one writer thread, the drop policy, the link's queries);
-``config`` the leaf settings model; ``migrations`` the migration runner the agent's stores share.
+``config`` the leaf settings model. The migration runner and
+the rules every SQLite store follows are in :mod:`sync.storage`.
 """
 
 from __future__ import annotations
 
 from sync.outbox.config import OutboxConfig
-from sync.outbox.migrations import Migration, apply_migrations
 from sync.outbox.writer import (
     Committed,
     LaneBacklog,
@@ -22,12 +22,10 @@ from sync.outbox.writer import (
 __all__ = [
     "Committed",
     "LaneBacklog",
-    "Migration",
     "Outbox",
     "OutboxClosed",
     "OutboxConfig",
     "OutboxError",
     "OutboxStats",
     "PendingRow",
-    "apply_migrations",
 ]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from sync.outbox.migrations import Migration
+from sync.storage import Migration
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from sync.envelope import Event, utc_now
 from sync.errors import SyncError
 from sync.event_types import Lane
 from sync.outbox.config import OutboxConfig
-from sync.outbox.migrations import apply_migrations
 from sync.outbox.store import DB_NAME, MIGRATIONS, SEQ_FLOOR_NAME, SEQ_RESERVE_BLOCK, SeqFloor, is_corruption
+from sync.storage import apply_migrations
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ class Outbox:
                     type="edu.campus.gateway.storage_recovered.v1",
                     source=self.report_source,
                     data={
+                        "store": "outbox",
                         "moved_to": str(self.recovered_from),
                         "error": self._recovery_error,
                         "seq_resumed_at": self._last_seq + 1,
