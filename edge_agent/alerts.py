@@ -11,16 +11,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlite_utils
 
 from edge_agent.errors import AgentError
-from sync import Event, Migration, apply_migrations, format_time, utc_now
+from sync import DamagedRows, Event, Migration, format_time, open_store, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,26 @@ MIGRATIONS: list[Migration] = [("0001_alerts_initial", _migration_1)]
 
 
 class AlertBook:
-    """SQLite-backed list of alerts with live subscribers (one asyncio queue per subscriber)."""
+    """SQLite-backed list of alerts with live subscribers (one asyncio queue per subscriber).
+
+    A corrupt ``alerts.db`` is moved aside at open and the book starts empty (``recovery`` says
+    so); undelivered alerts are still in the outbox. ``damaged`` counts rows that could not be read
+    back (a garbled payload that the integrity check cannot see); they are skipped.
+    """
 
     def __init__(
-        self, data_dir: Path, snapshot_retention_s: float = 86400.0, keep_s: float = 30 * 86400.0
+        self,
+        data_dir: Path,
+        snapshot_retention_s: float = 86400.0,
+        keep_s: float = 30 * 86400.0,
+        *,
+        synchronous: Literal["full", "normal"] = "full",
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(data_dir / ALERTS_DB, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        apply_migrations(self._conn, MIGRATIONS)
+        self._conn, self.recovery = open_store(
+            "alerts", data_dir / ALERTS_DB, MIGRATIONS, synchronous=synchronous, now=now
+        )
+        self.damaged = DamagedRows("alerts")
         self.snapshot_retention_s = snapshot_retention_s
         self.keep_s = keep_s
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
@@ -108,39 +120,46 @@ class AlertBook:
             data=data,
             has_snapshot=bool(snapshot),
         )
-        self._conn.execute(
-            "INSERT OR IGNORE INTO alerts "
-            "(id, type, severity, source, device, time, data, snapshot, created_at, note) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '')",
-            (
-                record.id,
-                record.type,
-                record.severity,
-                record.source,
-                record.device,
-                record.time,
-                json.dumps(data),
-                snapshot,
-                time.time(),
-            ),
-        )
-        self._publish({"kind": "alert", "alert": record.to_dict()})
+        try:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO alerts "
+                "(id, type, severity, source, device, time, data, snapshot, created_at, note) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '')",
+                (
+                    record.id,
+                    record.type,
+                    record.severity,
+                    record.source,
+                    record.device,
+                    record.time,
+                    json.dumps(data),
+                    snapshot,
+                    time.time(),
+                ),
+            )
+        finally:
+            # The guard on duty sees the alert live even when the book cannot keep it (a full
+            # disk): the caller counts and logs the failed insert.
+            self._publish({"kind": "alert", "alert": record.to_dict()})
         return record
 
-    def _row(self, row: tuple[Any, ...]) -> AlertRecord:
+    def _row(self, row: tuple[Any, ...]) -> AlertRecord | None:
+        """The record of a row; None (counted, logged) when the row is damaged."""
         (id_, type_, severity, source, device, at, data, has_snapshot, by, when, note) = row
+        try:
+            texts = (id_, type_, severity, source, device, at, data)
+            if not all(isinstance(t, str) for t in texts) or not all(
+                t is None or isinstance(t, str) for t in (by, when, note)
+            ):
+                raise ValueError("a text column holds bytes that are not UTF-8")
+            payload = json.loads(data)
+            if not isinstance(payload, dict):
+                raise ValueError(f"data is a JSON {type(payload).__name__}, not an object")
+        except ValueError as err:
+            self.damaged.note(repr(id_), err)
+            return None
         return AlertRecord(
-            id_,
-            type_,
-            severity,
-            source,
-            device,
-            at,
-            json.loads(data),
-            bool(has_snapshot),
-            by,
-            when,
-            note or "",
+            id_, type_, severity, source, device, at, payload, bool(has_snapshot), by, when, note or ""
         )
 
     _COLUMNS = (
@@ -170,15 +189,22 @@ class AlertBook:
         if where:
             query += " WHERE " + " AND ".join(where)
         query += " ORDER BY created_at DESC LIMIT ?"
-        return [self._row(r) for r in self._conn.execute(query, (*args, max(1, min(limit, 1000))))]
+        rows = self._conn.execute(query, (*args, max(1, min(limit, 1000))))
+        return [record for record in map(self._row, rows) if record is not None]
 
     def get(self, alert_id: str) -> AlertRecord | None:
+        """The alert, or None when there is none (or its row is damaged)."""
         row = self._conn.execute(f"SELECT {self._COLUMNS} FROM alerts WHERE id=?", (alert_id,)).fetchone()
         return self._row(row) if row else None
 
     def snapshot(self, alert_id: str) -> bytes | None:
         row = self._conn.execute("SELECT snapshot FROM alerts WHERE id=?", (alert_id,)).fetchone()
-        return bytes(row[0]) if row and row[0] is not None else None
+        if not row or row[0] is None:
+            return None
+        if not isinstance(row[0], bytes):  # a JPEG is stored as a blob; anything else is damage
+            self.damaged.note(alert_id, TypeError(f"snapshot is {type(row[0]).__name__}, not bytes"))
+            return None
+        return row[0]
 
     def acknowledge(self, alert_id: str, by: str, note: str = "") -> AlertRecord:
         """Mark an alert acknowledged; raises :class:`AlertError` for an unknown or acknowledged one."""

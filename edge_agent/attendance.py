@@ -8,6 +8,7 @@ the same student twice.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ import sqlite_utils
 
 from edge_agent.config import AttendancePointConfig, SessionConfig
 from edge_agent.roster import person_data
-from sync import WEEKDAYS, Event, Migration, Person, apply_migrations
+from sync import WEEKDAYS, DamagedRows, Event, Migration, Person, open_store, utc_now
 
 ATTENDANCE_DB = "attendance.db"
 
@@ -97,14 +98,25 @@ MIGRATIONS: list[Migration] = [("0001_attendance_initial", _migration_1)]
 
 
 class AttendanceBook:
-    """Records attendance once per (point, session, day, person)."""
+    """Records attendance once per (point, session, day, person).
 
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(data_dir / ATTENDANCE_DB, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        apply_migrations(self._conn, MIGRATIONS)
+    A corrupt ``attendance.db`` is moved aside at open and the book starts empty (``recovery`` says
+    so): a person already recorded today may then be recorded once more, never missed.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        synchronous: Literal["full", "normal"] = "full",
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._conn, self.recovery = open_store(
+            "attendance", data_dir / ATTENDANCE_DB, MIGRATIONS, synchronous=synchronous, now=now
+        )
         self.duplicates = 0
+        self.unrecorded = DamagedRows("attendance")
+        """De-duplication records that could not be written (the attendance was still reported)."""
 
     def record(
         self, point_id: str, point: AttendancePointConfig, person: Person, local_now: datetime
@@ -117,10 +129,16 @@ class AttendanceBook:
         if session.groups and person.group not in session.groups:
             return None
         day = local_now.date()
-        cur = self._conn.execute(
-            "INSERT OR IGNORE INTO recorded (point, session, day, person_id, at) VALUES (?, ?, ?, ?, ?)",
-            (point_id, session.id, day.isoformat(), person.id, local_now.isoformat()),
-        )
+        try:
+            cur = self._conn.execute(
+                "INSERT OR IGNORE INTO recorded (point, session, day, person_id, at) VALUES (?, ?, ?, ?, ?)",
+                (point_id, session.id, day.isoformat(), person.id, local_now.isoformat()),
+            )
+        except sqlite3.Error as err:
+            # The de-duplication record is lost, not the attendance: reporting it (perhaps twice)
+            # is better than a card decision that raises, or a student marked absent.
+            self.unrecorded.note(f"{point_id}/{session.id}/{person.id}", err)
+            return Attendance(session, day, status)  # type: ignore[arg-type]
         if cur.rowcount == 0:
             self.duplicates += 1
             return None

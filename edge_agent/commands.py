@@ -31,7 +31,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -386,36 +386,101 @@ class NonceCache:
     captured before a restart cannot be replayed after it within its validity window. Expiry times
     are wall-clock Unix seconds (they outlive the process); ``wall`` tells which stored ones have
     already passed when the file is loaded.
+
+    A file that cannot be read back (corrupt, or missing when ``expect_file`` says one was written
+    before) would reopen every still-valid command to replay. Then the cache starts empty with
+    ``lost_at`` set to now: commands issued before it are refused (:meth:`issued_before_loss`), a
+    corrupt file is moved aside (``moved_to``), and ``lost_at`` is kept in the file until the next loss.
     """
 
-    def __init__(self, size: int, path: Path | None = None, *, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        size: int,
+        path: Path | None = None,
+        *,
+        wall: Callable[[], float] = time.time,
+        expect_file: bool = False,
+    ) -> None:
         self.size = size
         self.path = path
         self._wall = wall
         self._until: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
+        self.lost_at: float | None = None
+        """Wall time from which on the cache is complete again (None: it always was)."""
+        self.lost_error = ""
+        self.moved_to: Path | None = None
         if path is not None:
-            self._load(path)
+            self._load(path, expect_file)
 
     @staticmethod
     def _key(key_id: str, nonce: str) -> str:
         return f"{key_id} {nonce}"
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path, expect_file: bool) -> None:
         try:
-            stored = json.loads(path.read_text())
+            stored = json.loads(path.read_bytes())
+            nonces, lost_at = self._parse(stored)
         except FileNotFoundError:
+            if expect_file:
+                self._lost(f"{path.name} is missing, though the agent ran before")
+            self.save()  # from now on a missing file means it was lost
             return
-        except (OSError, ValueError) as err:
-            log.warning("command nonce file %s unreadable, starting empty: %s", path, err)
+        except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            self.moved_to = self._move_aside(path)
+            self._lost(f"{path.name} is unreadable: {err}")
+            self.save()
             return
-        if not isinstance(stored, dict):
-            return
+        self.lost_at = lost_at
         now = self._wall()
-        for key, until in stored.items():
-            if isinstance(key, str) and isinstance(until, int | float) and until > now:
-                self._until[key] = float(until)
-                heapq.heappush(self._heap, (float(until), key))
+        for key, until in nonces.items():
+            if until > now:
+                self._until[key] = until
+                heapq.heappush(self._heap, (until, key))
+
+    @staticmethod
+    def _parse(stored: object) -> tuple[dict[str, float], float | None]:
+        """``{"lost_at": ..., "nonces": {...}}``, or the flat ``{key: until}`` of older versions."""
+        if not isinstance(stored, dict):
+            raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+        if "nonces" in stored:
+            nonces, lost_at = stored["nonces"], stored.get("lost_at")
+        else:  # written before the file carried lost_at
+            nonces, lost_at = stored, None
+        if not isinstance(nonces, dict) or not (lost_at is None or isinstance(lost_at, int | float)):
+            raise ValueError("not a nonce file")
+        for key, until in nonces.items():
+            if not isinstance(key, str) or isinstance(until, bool) or not isinstance(until, int | float):
+                raise ValueError(f"bad entry {key!r}")
+        return {k: float(v) for k, v in nonces.items()}, None if lost_at is None else float(lost_at)
+
+    def _move_aside(self, path: Path) -> Path | None:
+        stamp = datetime.fromtimestamp(self._wall(), UTC).strftime("%Y%m%dT%H%M%S")
+        target = path.with_name(f"{path.name}.corrupt-{stamp}")
+        try:
+            os.replace(path, target)
+        except OSError as err:
+            log.error("command nonce file %s cannot be moved aside: %s", path, err)
+            return None
+        return target
+
+    def _lost(self, reason: str) -> None:
+        self.lost_at = self._wall()
+        self.lost_error = reason
+        log.error(
+            "%s; commands issued before %s are refused as replay_unverifiable, later ones are "
+            "accepted as usual%s",
+            reason,
+            format_time(datetime.fromtimestamp(self.lost_at, UTC)),
+            f" (the file is kept at {self.moved_to})" if self.moved_to else "",
+        )
+
+    def issued_before_loss(self, issued_at: float, skew_s: float) -> bool:
+        """Whether a command issued at ``issued_at`` may have been run before the nonces were lost.
+
+        A command run just before the loss may carry an ``issued_at`` up to ``skew_s`` past it (the
+        centre's clock ahead of ours), so those are refused too."""
+        return self.lost_at is not None and issued_at < self.lost_at + skew_s
 
     def _expire(self, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:
@@ -439,13 +504,13 @@ class NonceCache:
         return len(self._until)
 
     def save(self) -> None:
-        """Write the live nonces (no fsync: a power cut loses at most the last few, each of which
-        is still bounded by its expiry)."""
+        """Write the live nonces atomically (a temporary file, then rename; no fsync: a power cut
+        loses at most the last few, each of which is still bounded by its expiry)."""
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(self._until))
+            tmp.write_text(json.dumps({"lost_at": self.lost_at, "nonces": self._until}))
             os.replace(tmp, self.path)
         except OSError as err:
             log.warning("command nonces not saved to %s: %s", self.path, err)
@@ -497,7 +562,11 @@ class CommandProcessor:
     """Verifies, executes, answers and audits commands. Subscribe :meth:`handle` to
     ``services.link.topics.command_filter``."""
 
-    def __init__(self, services: Services, settings: CommandSettings) -> None:
+    def __init__(
+        self, services: Services, settings: CommandSettings, *, nonce_file_expected: bool = False
+    ) -> None:
+        """``nonce_file_expected``: the agent ran on this data directory before, so a missing nonce
+        file was lost (see :class:`NonceCache`)."""
         self.services = services
         self.settings = settings
         self.stats = CommandStats()
@@ -509,6 +578,7 @@ class CommandProcessor:
             settings.nonce_cache_size,
             services.data_dir / NONCE_FILE,
             wall=lambda: clock.now().timestamp(),
+            expect_file=nonce_file_expected,
         )
         self.open_limit = SlidingWindow(settings.open_rate_limit)
         self.reload_keys()
@@ -620,6 +690,12 @@ class CommandProcessor:
             raise Refused("expired", f"expired at {request.expires_at}; now {format_time(now)}")
         if issued_at > now + skew:
             raise Refused("not_yet_valid", f"issued at {request.issued_at}, ahead of {format_time(now)}")
+        if self.nonces.issued_before_loss(issued_at.timestamp(), settings.clock_skew_s):
+            raise Refused(
+                "replay_unverifiable",
+                f"issued at {request.issued_at}, before the gateway lost its record of used nonces; "
+                "re-issue the command",
+            )
         until = (expires_at + skew).timestamp()
         code = self.nonces.check_and_add(key.id, request.nonce, until, now.timestamp())
         if code == "replayed":

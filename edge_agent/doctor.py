@@ -52,13 +52,13 @@ from device_drivers import (
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.secrets import read_credential
-from sync import TlsConfig, parse_broker_url
+from sync import STORES, OutboxConfig, TlsConfig, parse_broker_url
 from vision import MANIFEST_PATH, ManifestError, load_manifest
 
 DEFAULT_CREDENTIALS_DIR = Path("/etc/edge-agent/credentials")
 DEFAULT_DATA_DIR = "/var/lib/edge-agent"
 # Every SQLite file the agent keeps in its data dir; each is checked when present.
-DATABASES = ("outbox.db", "roster.db", "attendance.db", "faces.db")
+DATABASES = tuple(spec.file for spec in STORES.values())
 STATUS_FILE = "status.json"
 # The agent rewrites status.json every 2 s; older than this and it is not running (or stuck).
 STATUS_STALE_S = 10.0
@@ -138,17 +138,17 @@ def apply_overrides(config: GatewayConfig, data_dir: str | None, mqtt_url: str |
 # -- data directory --------------------------------------------------------------------------------
 
 
-def check_data_dir(data_dir: Path, min_free_bytes: int) -> CheckResult:
+def check_data_dir(data_dir: Path, outbox: OutboxConfig) -> CheckResult:
     """The data dir exists and is writable (a real file is created and removed), and its file
-    system has more free space than the outbox's ``min_free_bytes`` floor."""
+    system has more free space than the outbox's free-space floor on that file system."""
     try:
-        return _check_data_dir(data_dir, min_free_bytes)
+        return _check_data_dir(data_dir, outbox)
     except OSError as err:
         # e.g. a parent directory the user cannot traverse
         return _fail("data dir", f"{data_dir}: {err.strerror or err}")
 
 
-def _check_data_dir(data_dir: Path, min_free_bytes: int) -> CheckResult:
+def _check_data_dir(data_dir: Path, outbox: OutboxConfig) -> CheckResult:
     name = "data dir"
     probe_dir = data_dir
     if not data_dir.exists():
@@ -166,12 +166,15 @@ def _check_data_dir(data_dir: Path, min_free_bytes: int) -> CheckResult:
                 os.fsync(f.fileno())
         except OSError as err:
             return _fail(name, f"{data_dir} is not writable: {err.strerror or err}")
-    free = shutil.disk_usage(probe_dir).free
+    usage = shutil.disk_usage(probe_dir)
+    free = usage.free
+    # The floor the outbox will enforce here: relative to this file system's size (OutboxConfig).
+    min_free_bytes = outbox.limits(usage.total).min_free_bytes
     where = f"{data_dir}" if probe_dir == data_dir else f"{data_dir} (not created yet)"
     if free < min_free_bytes:
         return _fail(
             name,
-            f"{where}: {_size(free)} free, below outbox.min_free_bytes {_size(min_free_bytes)}; "
+            f"{where}: {_size(free)} free, below the outbox's free-space floor {_size(min_free_bytes)}; "
             "the outbox starts dropping old rows",
         )
     if free < 2 * min_free_bytes:
@@ -652,6 +655,46 @@ def check_agent_status(data_dir: Path, now: float | None = None) -> CheckResult:
     return _ok(name, f"pid {status.get('pid', '?')}, broker {broker}, backlog {backlog}")
 
 
+OPEN_FILES_FIXED = 56
+"""Descriptors an agent holds whatever its devices: the process, its loop, MQTT and the API's listener
+(16), the SQLite stores (32), short-lived ones (8). docs/OPERATIONS.md, "API connection limits and open
+files", has the count; a serial device takes up to 5 (pyserial's port and pipes), a camera up to 4."""
+SELECT_LIMIT = 1024
+"""pyserial waits on its ports with select(), which fails for descriptor numbers from here on."""
+
+
+def open_files_needed(config: GatewayConfig) -> int:
+    """The most descriptors the agent can hold with ``config``: the API at its cap plus an accept burst."""
+    from edge_agent.api.server import LISTEN_BACKLOG  # the API server is heavy; only this check needs it
+
+    devices = 5 * len(config.devices) + 4 * len(config.cameras)
+    return OPEN_FILES_FIXED + devices + config.api.max_connections + 4 * LISTEN_BACKLOG
+
+
+def check_open_files(config: GatewayConfig, data_dir: Path) -> CheckResult:
+    """The running agent's open files and their limit (``LimitNOFILE``) against what ``config`` needs."""
+    name = "open files"
+    needed = open_files_needed(config)
+    try:
+        pid = int(json.loads((data_dir / STATUS_FILE).read_text())["pid"])
+        if b"edge" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            raise ProcessLookupError(f"pid {pid} is not the agent")
+        held = len(os.listdir(f"/proc/{pid}/fd"))
+        limits = Path(f"/proc/{pid}/limits").read_text().splitlines()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return _warn(name, f"cannot see a running agent ({err}); this configuration needs up to {needed}")
+    soft = next(line.split()[3] for line in limits if line.startswith("Max open files"))
+    limit = SELECT_LIMIT + 1 if soft == "unlimited" else int(soft)
+    detail = f"pid {pid} holds {held} of its limit {soft}; this configuration needs up to {needed}"
+    if limit < needed:
+        return _fail(name, f"{detail}: raise LimitNOFILE or lower api.max_connections")
+    if limit > SELECT_LIMIT:
+        return _warn(name, f"{detail}: above {SELECT_LIMIT}, pyserial's select() fails on a port opened late")
+    if held > limit // 2:
+        return _warn(name, f"{detail}: more than half in use")
+    return _ok(name, detail)
+
+
 # -- all of them -----------------------------------------------------------------------------------
 
 
@@ -674,9 +717,10 @@ def run_doctor(
             config = None
     if config is not None:
         directory = Path(config.agent.data_dir)
-        results.append(check_data_dir(directory, config.outbox.min_free_bytes))
+        results.append(check_data_dir(directory, config.outbox))
         results.extend(check_databases(directory))
         results.append(check_agent_status(directory))
+        results.append(check_open_files(config, directory))
         results.extend(check_devices(config))
         results.extend(check_osdp_keys(config, credentials_dir))
         results.extend(check_cameras(config))
@@ -743,6 +787,7 @@ __all__ = [
     "check_device_node",
     "check_devices",
     "check_models",
+    "check_open_files",
     "check_osdp_keys",
     "check_serial_port",
     "cmd_doctor",

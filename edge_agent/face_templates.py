@@ -12,10 +12,10 @@ import base64
 import binascii
 import logging
 import os
-import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ulid import ULID
 
 from edge_agent.errors import ConfigError
-from sync import Migration, apply_migrations
+from sync import DamagedRows, Migration, open_store, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +92,38 @@ MIGRATIONS: list[Migration] = [("0001_faces_initial", _migration_1)]
 
 
 class FaceTemplateStore:
-    """Encrypted template rows in ``faces.db``; ``undecryptable`` counts rows the key cannot open."""
+    """Encrypted template rows in ``faces.db``; ``undecryptable`` counts rows the key cannot open.
 
-    def __init__(self, data_dir: Path, key: bytes) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+    A corrupt ``faces.db`` is moved aside at open and the store starts empty (``recovery`` says so);
+    the centre's templates come back with the next roster snapshot, enrolled ones must be enrolled
+    again. The file moved aside still holds only ciphertext.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        key: bytes,
+        *,
+        synchronous: Literal["full", "normal"] = "full",
+        now: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.path = data_dir / FACES_DB
         self._aead = AESGCM(key)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        # Deleted templates are overwritten on disk, not just unlinked from the b-tree.
-        self._conn.execute("PRAGMA secure_delete=ON")
-        apply_migrations(self._conn, MIGRATIONS)
-        self.undecryptable = 0
+        self._conn, self.recovery = open_store(
+            "faces",
+            self.path,
+            MIGRATIONS,
+            synchronous=synchronous,
+            now=now,
+            # Deleted templates are overwritten on disk, not just unlinked from the b-tree.
+            pragmas=("secure_delete=ON",),
+        )
+        self.damaged = DamagedRows("faces")
+        """Rows the key cannot open (wrong key, tampered or damaged on disk): counted and skipped."""
+
+    @property
+    def undecryptable(self) -> int:
+        return self.damaged.count
 
     def close(self) -> None:
         self._conn.close()
@@ -156,13 +175,14 @@ class FaceTemplateStore:
             args = (model_id,)
         out = []
         for tid, person, model, source, nonce, ciphertext in self._conn.execute(query, args):
+            # A row garbled on disk fails here like a tampered one: the tag binds nonce, row and key.
             try:
                 plain = self._aead.decrypt(nonce, ciphertext, self._aad(tid, person, model))
             except InvalidTag:
-                self.undecryptable += 1
-                log.error(
-                    "face template %s cannot be decrypted with this key (wrong key or tampered row)", tid
-                )
+                self.damaged.note(str(tid), ValueError("not decryptable: wrong key, or a tampered row"))
+                continue
+            except (TypeError, ValueError) as err:  # a nonce or ciphertext of the wrong type or size
+                self.damaged.note(str(tid), err)
                 continue
             out.append(
                 StoredTemplate(tid, person, model, source, np.frombuffer(plain, dtype=np.float32).copy())

@@ -53,12 +53,16 @@ from sync.mqtt import (
 from sync.outbox import Outbox, OutboxClosed, OutboxConfig, OutboxError
 from sync.storage import (
     STORES,
+    DamagedRows,
     Migration,
     StorageError,
     StoreRecovery,
     apply_migrations,
+    check_integrity,
+    move_aside,
     open_store,
     synchronous_of,
+    text_or_bytes,
 )
 from sync.topics import Topics
 
@@ -70,6 +74,7 @@ __all__ = [
     "BlockedCredential",
     "BrokerRefused",
     "Credential",
+    "DamagedRows",
     "EnvelopeError",
     "Event",
     "EventType",
@@ -105,13 +110,16 @@ __all__ = [
     "Topics",
     "Weekday",
     "apply_migrations",
+    "check_integrity",
     "format_time",
     "make_source",
+    "move_aside",
     "open_store",
     "parse_broker_url",
     "parse_event",
     "reply_properties",
     "response_properties",
     "synchronous_of",
+    "text_or_bytes",
     "utc_now",
 ]

@@ -13,6 +13,10 @@ One place for the rules every store follows: named, transactional schema migrati
   :class:`StoreRecovery` to log, report as ``edu.campus.gateway.storage_recovered.v1`` and act on
   (the roster restores its last-known-good copy; the outbox salvages undelivered rows first).
 
+* **Damage inside a row** (which ``quick_check`` does not see) never fails a whole query: TEXT that
+  is not UTF-8 comes back as bytes (:func:`text_or_bytes`, set on every store connection) for the
+  row's reader to reject, and :class:`DamagedRows` counts such rows and logs them rate-limited.
+
 Errors that are not corruption (permissions, I/O errors, a full disk) are raised as
 :class:`StorageError`: moving a healthy file aside because the disk is full would lose it.
 """
@@ -123,6 +127,51 @@ class StoreRecovery:
         return {"store": self.store, "moved_to": str(self.moved_to), "error": self.error}
 
 
+def text_or_bytes(raw: bytes) -> str | bytes:
+    """A ``text_factory`` for store connections: TEXT that is not UTF-8 (damage inside a row) comes
+    back as its bytes for the row's reader to reject, instead of failing the whole query."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
+class DamagedRows:
+    """Rows of a store that could not be read back (garbled inside, which ``quick_check`` does not
+    see) or written: counted, and logged at most once per ``log_interval_s`` with the count since,
+    so a store full of damage costs one line a minute, not one per row."""
+
+    def __init__(
+        self,
+        store: str,
+        log_interval_s: float = 60.0,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.count = 0
+        self._interval = log_interval_s
+        self._monotonic = monotonic
+        self._logged_at: float | None = None
+        self._unlogged = 0
+
+    def note(self, key: str, err: Exception) -> None:
+        self.count += 1
+        self._unlogged += 1
+        now = self._monotonic()
+        if self._logged_at is not None and now - self._logged_at < self._interval:
+            return
+        log.error(
+            "%s store: %d row(s) damaged or not written (latest %s: %s: %s); the agent goes on without them",
+            self.store,
+            self._unlogged,
+            key,
+            type(err).__name__,
+            err,
+        )
+        self._logged_at, self._unlogged = now, 0
+
+
 def is_corruption(err: sqlite3.DatabaseError) -> bool:
     """Whether SQLite's error means the file's content is damaged (not e.g. locked or unwritable)."""
     text = str(err).lower()
@@ -156,6 +205,7 @@ def _connect_checked(
 ) -> sqlite3.Connection:
     existed_empty = path.exists() and path.stat().st_size == 0
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.text_factory = text_or_bytes
     try:
         conn.execute("PRAGMA busy_timeout=30000")
         for pragma in pragmas:  # before WAL: some (auto_vacuum) must precede the first table
@@ -221,6 +271,7 @@ def open_store(
 
 __all__ = [
     "STORES",
+    "DamagedRows",
     "Migration",
     "StorageError",
     "StoreName",
@@ -233,4 +284,5 @@ __all__ = [
     "move_aside",
     "open_store",
     "synchronous_of",
+    "text_or_bytes",
 ]

@@ -118,18 +118,23 @@ def test_config_errors_point_at_yaml_lines(tmp_path: Path) -> None:
 # -- data dir --------------------------------------------------------------------------------------
 
 
+def floor_at(n: int) -> OutboxConfig:
+    """An outbox whose free-space floor is ``n`` bytes on any file system larger than ``n``."""
+    return OutboxConfig(min_free_bytes=n, min_free_percent=100, min_free_min_bytes=0)
+
+
 def test_data_dir_ok_warn_and_fail_against_real_free_space(tmp_path: Path) -> None:
     free = shutil.disk_usage(tmp_path).free
-    assert check_data_dir(tmp_path, 1 << 20).status is Status.OK
+    assert check_data_dir(tmp_path, floor_at(1 << 20)).status is Status.OK
     assert not list(tmp_path.iterdir()), "the write probe must not leave files behind"
     # The floor between half and all of the free space: still above it, but close.
-    assert check_data_dir(tmp_path, int(free * 0.7)).status is Status.WARN
-    low = check_data_dir(tmp_path, free * 4)
-    assert low.failed and "min_free_bytes" in low.detail
-    not_yet = check_data_dir(tmp_path / "state" / "edge-agent", 1 << 20)
+    assert check_data_dir(tmp_path, floor_at(int(free * 0.7))).status is Status.WARN
+    low = check_data_dir(tmp_path, floor_at(free * 4))
+    assert low.failed and "free-space floor" in low.detail
+    not_yet = check_data_dir(tmp_path / "state" / "edge-agent", floor_at(1 << 20))
     assert not_yet.status is Status.OK and "not created yet" in not_yet.detail
     (tmp_path / "file").write_text("x")
-    assert check_data_dir(tmp_path / "file", 0).failed
+    assert check_data_dir(tmp_path / "file", floor_at(0)).failed
 
 
 @needs_root
@@ -142,10 +147,10 @@ def test_data_dir_not_writable_for_the_service_user() -> None:
     open_dir = top / "open"
     open_dir.mkdir(mode=0o777)
     open_dir.chmod(0o777)
-    result = as_nobody(check_data_dir, locked, 0)
+    result = as_nobody(check_data_dir, locked, floor_at(0))
     assert result.failed and "not writable" in result.detail
     try:
-        assert as_nobody(check_data_dir, open_dir, 0).status is Status.OK  # the probe itself works
+        assert as_nobody(check_data_dir, open_dir, floor_at(0)).status is Status.OK  # the probe itself works
     finally:
         shutil.rmtree(top)
 

@@ -226,7 +226,7 @@ def test_installed_tree_passes_the_doctor_checks_that_need_no_hardware(tmp_path:
     install_service(root, config=site)
     result, config = check_config(root / "etc/edge-agent/gateway.yaml")
     assert result.status is Status.OK and config is not None
-    assert check_data_dir(root / "var/lib/edge-agent", config.outbox.min_free_bytes).status is not Status.FAIL
+    assert check_data_dir(root / "var/lib/edge-agent", config.outbox).status is not Status.FAIL
     password = credential_value(config.mqtt.password_credential, root / "etc/edge-agent/credentials")
     assert password == ""
     flagged = check_broker_auth(config, password)
