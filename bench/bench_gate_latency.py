@@ -26,7 +26,7 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from common import percentile, start_broker
+from common import free_port, percentile, start_broker
 
 from device_drivers import TurnstileMessage, load_profile, resolve_profile
 from device_drivers._io.sim import PtyEndpoint
@@ -70,9 +70,23 @@ class TimedTurnstile(TurnstileSimulator):
         super()._command(command)
 
 
+def flood_yaml(workdir: Path, floor: bool) -> str:
+    """Telemetry from 10 simulated sources (~5,000 events/s) and, with ``floor``, a disk floor 4 MiB
+    below the free space now, so the outbox soon runs its drop policy on every write-path check."""
+    sims = "".join(f"  - {{id: flood-{i}, interval_s: 0.002}}\n" for i in range(10))
+    outbox = ""
+    if floor:
+        free = shutil.disk_usage(workdir).free
+        outbox = (
+            f"outbox: {{min_free_bytes: {free - (4 << 20)}, min_free_percent: 100, "
+            f"min_free_min_bytes: 0, reserve_bytes: 0}}\n"
+        )
+    return f"simulated:\n{sims}{outbox}"
+
+
 async def agent_latencies(
-    workdir: Path, swipes: int, persons: int, broker_port: int
-) -> tuple[list[float], bytes, bytes]:
+    workdir: Path, swipes: int, persons: int, broker_port: int, extra: str = ""
+) -> tuple[list[float], bytes, bytes, dict[str, Any]]:
     seed = workdir / "roster.json"
     seed.write_text(json.dumps(roster(persons)))
     reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
@@ -91,7 +105,7 @@ devices:
   - {{kind: turnstile, id: turnstile, profile: turnstile_stx_xor, port: "{turnstile.url}"}}
 gates:
   - {{id: gate-1, readers: [{{device: reader}}], turnstile: turnstile}}
-""")
+{extra}""")
         agent = Gateway(config, data_dir=workdir / "data")
         task = asyncio.create_task(agent.run())
         while not (
@@ -123,10 +137,15 @@ gates:
         while agent.gates["gate-1"].stats.granted < swipes - lost and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         granted = agent.gates["gate-1"].stats.granted
+        outbox = {
+            "appended": agent.outbox.stats.appended,
+            "dropped": sum(agent.outbox.stats.dropped_undelivered.values()),
+            "inline_drops": agent.outbox.stats.inline_drops,
+        }
         agent.request_stop("bench")
         await task
         print(f"swipes: {swipes:,}; granted {granted:,}; never opened the gate: {lost}")
-    return latencies, card_frame, open_frame
+    return latencies, card_frame, open_frame, outbox
 
 
 def wire_latencies(n: int, frames: list[bytes]) -> list[float]:
@@ -170,12 +189,21 @@ def main() -> None:
     )
     parser.add_argument("--swipes", type=int, default=10_000)
     parser.add_argument("--persons", type=int, default=10_000)
+    parser.add_argument(
+        "--disk-floor",
+        action="store_true",
+        help="instead: the broker down and a telemetry flood, without and then with the disk floor "
+        "policy dropping (same-run baseline: the flood without the floor)",
+    )
     args = parser.parse_args()
+    if args.disk_floor:
+        disk_floor_case(args.swipes, args.persons)
+        return
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-gate-"))
     broker, port = start_broker(workdir)
     try:
-        latencies, card_frame, open_frame = asyncio.run(
+        latencies, card_frame, open_frame, _ = asyncio.run(
             agent_latencies(workdir, args.swipes, args.persons, port)
         )
         wire = wire_latencies(min(args.swipes, 2000), [card_frame, open_frame])
@@ -195,6 +223,31 @@ def main() -> None:
         f"excluding the wire (its median): p50 {p50 - w50:.2f} ms, p99 {p99 - w50:.2f} ms "
         f"(ratio to wire p50 {p50 / w50:.1f}x); bar p99 < 10 ms"
     )
+
+
+def disk_floor_case(swipes: int, persons: int) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gate-floor-"))
+    dead = free_port()  # the broker is down: the telemetry stays undelivered, so it is what drops
+    try:
+        results = {}
+        for name, floor in (("flood", False), ("flood + floor dropping", True)):
+            run_dir = workdir / ("floor" if floor else "base")
+            run_dir.mkdir()
+            lat, _, _, outbox = asyncio.run(
+                agent_latencies(run_dir, swipes, persons, dead, flood_yaml(run_dir, floor))
+            )
+            results[name] = (percentile(lat, 0.5), percentile(lat, 0.99), max(lat), outbox)
+            shutil.rmtree(run_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    for name, (p50, p99, worst, outbox) in results.items():
+        print(
+            f"{name}: swipe -> open p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms; outbox "
+            f"appended {outbox['appended']:,}, dropped {outbox['dropped']:,} in {outbox['inline_drops']} "
+            "write-path passes"
+        )
+    (b50, b99, _, _), (d50, d99, _, _) = results.values()
+    print(f"ratio while dropping / baseline: p50 {d50 / b50:.2f}, p99 {d99 / b99:.2f}; bar p99 < 10 ms")
 
 
 if __name__ == "__main__":

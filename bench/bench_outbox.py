@@ -89,6 +89,30 @@ async def outbox_append_rate(workdir: Path, evs: list[Event]) -> tuple[float, fl
     return len(evs) / elapsed, len(evs) / built, commits
 
 
+async def append_rate_while_dropping(workdir: Path, n: int) -> tuple[float, float, int, int]:
+    """Appends while the disk floor policy drops: a floor 16 MiB below the free space now, so once the
+    outbox has grown by that much each write-path check drops the oldest telemetry. Returns the
+    plain rate (same run, same events) and the rate while dropping, with what was dropped."""
+    rates = []
+    dropped = passes = 0
+    for floor in (False, True):
+        extra: dict[str, object] = {}
+        if floor:
+            free = shutil.disk_usage(workdir).free
+            extra = {"min_free_bytes": free - (16 << 20), "min_free_percent": 100, "min_free_min_bytes": 0}
+        config = OutboxConfig(synchronous="full", reserve_bytes=0, **extra)  # type: ignore[arg-type]
+        async with Outbox(workdir / ("floor" if floor else "plain"), config, SOURCE) as ob:
+            batch = events(n)
+            start = time.perf_counter()
+            for e in batch:
+                ob.submit(e)
+            await ob.flush()
+            rates.append(n / (time.perf_counter() - start))
+            dropped = sum(ob.stats.dropped_undelivered.values())
+            passes = ob.stats.inline_drops
+    return rates[0], rates[1], dropped, passes
+
+
 # -- 2. drain --------------------------------------------------------------------------------
 
 
@@ -202,6 +226,9 @@ def main() -> None:
     parser.add_argument("--drain-events", type=int, default=50_000, help="events for the drain benchmark")
     parser.add_argument("--window", type=int, default=100, help="QoS 1 in-flight window")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="backlog for the memory benchmark")
+    parser.add_argument(
+        "--disk-floor-only", action="store_true", help="only the append rate while the disk floor drops"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-outbox-"))
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
@@ -217,6 +244,13 @@ def main() -> None:
             f"append: raw batched inserts {raw:,.0f}/s; outbox {append:,.0f}/s (ratio {append / raw:.2f}, "
             f"{commits} commits for {args.events:,} events); building events too {built:,.0f}/s; bar 50,000/s"
         )
+        plain, dropping, dropped, passes = asyncio.run(append_rate_while_dropping(workdir, args.events))
+        print(
+            f"append while the disk floor policy drops: {dropping:,.0f}/s vs {plain:,.0f}/s without "
+            f"(ratio {dropping / plain:.2f}); {dropped:,} dropped in {passes} write-path passes; bar 50,000/s"
+        )
+        if args.disk_floor_only:
+            return
 
         broker, port = start_broker(workdir)
         try:

@@ -51,6 +51,8 @@ _LINK_COUNTERS = {
     "republished_after_reconnect": "In-flight messages published again after a reconnect.",
     "received": "Messages received (roster, commands).",
     "handler_errors": "Received messages whose handler failed.",
+    "drain_throttle_waits": "Times the backlog replay waited for the drain rate limit.",
+    "drain_throttled_s": "Seconds the backlog replay spent waiting for the drain rate limit.",
 }
 
 
@@ -134,6 +136,34 @@ class GatewayCollector(Collector):
         for event_type, count in sorted(stats.dropped_undelivered.items()):
             dropped.add_metric([event_type], count)
         yield dropped
+        never = CounterMetricFamily(
+            "edge_outbox_never_committed",
+            "Events lost before they got a seq (full disk, memory queue overflow), by type.",
+            labels=["type"],
+        )
+        for event_type, count in sorted(stats.never_committed.items()):
+            never.add_metric([event_type], count)
+        yield never
+        yield _counter(
+            "edge_outbox_space_failures", "Outbox commits that failed for space.", stats.space_failures
+        )
+        storage = outbox.storage
+        state = GaugeMetricFamily(
+            "edge_outbox_storage_state", "Outbox disk state (1 for the current one).", labels=["state"]
+        )
+        for name in ("ok", "reserve", "critical"):
+            state.add_metric([name], 1.0 if storage.state == name else 0.0)
+        yield state
+        yield GaugeMetricFamily(
+            "edge_outbox_memory_queue",
+            "Events held in memory while the disk is full.",
+            value=storage.memory_queue,
+        )
+        yield GaugeMetricFamily(
+            "edge_outbox_free_bytes",
+            "Free bytes of the data directory's file system.",
+            value=storage.free_bytes,
+        )
         yield GaugeMetricFamily("edge_outbox_last_seq", "Highest seq committed.", value=outbox.last_seq)
 
     def _link(self) -> Iterable[Metric]:
@@ -150,6 +180,16 @@ class GatewayCollector(Collector):
         )
         for field, doc in _LINK_COUNTERS.items():
             yield _counter(f"edge_mqtt_{field}", doc, getattr(link.stats, field, 0))
+        yield GaugeMetricFamily(
+            "edge_mqtt_drain_throttled",
+            "1 while the drain rate limit holds the backlog replay back (new alerts bypass it).",
+            value=float(link.stats.drain_throttled),
+        )
+        yield GaugeMetricFamily(
+            "edge_mqtt_inflight_window",
+            "Unacknowledged publishes allowed on this connection (ours or the broker's Receive Maximum).",
+            value=link.stats.window,
+        )
 
     def _devices(self) -> Iterable[Metric]:
         devices = self.services.devices

@@ -74,8 +74,10 @@ class Emitter:
             try:
                 self.alerts.record(event, attachment)
             except sqlite3.Error as err:
+                # The outbox still carries it; on a full disk this fails for every alert, so the
+                # book's damage log (one line a minute) says it, not a line per alert.
                 self.counters.count("alert_book_failed")
-                log.error("alert %s not kept in the local alert book: %s", event.id, err)
+                self.alerts.damaged.note(event.id, err)
 
 
 @dataclass

@@ -46,6 +46,8 @@ _TYPES = [
     # Drop and storage reports ride the access lane so they are never themselves dropped.
     EventType("edu.campus.gateway.events_dropped.v1", Lane.ACCESS),
     EventType("edu.campus.gateway.storage_recovered.v1", Lane.ACCESS),
+    # The disk is full even for alerts and access (they wait in memory): an alert of its own.
+    EventType("edu.campus.gateway.storage_critical.v1", Lane.ALERT, alert=True),
     # Every mutating call on the local API or a remote command: who did what, and the outcome.
     EventType("edu.campus.gateway.audit.v1", Lane.ACCESS),
     EventType("edu.campus.gateway.roster_applied.v1", Lane.ACCESS),

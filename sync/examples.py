@@ -41,7 +41,7 @@ _EVENTS: dict[str, tuple[str, dict[str, Any], str | None, Severity | None]] = {
     "edu.campus.gateway.events_dropped.v1": (
         "gateway",
         {
-            "reason": "size_cap",
+            "reason": "disk_full",
             "delivered_purged": 120000,
             "undelivered_dropped": 5000,
             "first_seq": 1001,
@@ -49,7 +49,11 @@ _EVENTS: dict[str, tuple[str, dict[str, Any], str | None, Severity | None]] = {
             "types": {"edu.campus.device.heartbeat.v1": 5000},
             "used_bytes": 1073000000,
             "limit_bytes": 1073741824,
-            "free_bytes": 20000000000,
+            "free_bytes": 0,
+            "never_committed": 12,
+            "never_committed_types": {"edu.campus.device.heartbeat.v1": 12},
+            "never_committed_from": "2026-09-01T07:40:00.125Z",
+            "never_committed_to": "2026-09-01T07:40:00.380Z",
         },
         None,
         None,
@@ -65,6 +69,17 @@ _EVENTS: dict[str, tuple[str, dict[str, Any], str | None, Severity | None]] = {
         },
         None,
         None,
+    ),
+    "edu.campus.gateway.storage_critical.v1": (
+        "gateway",
+        {
+            "path": "/var/lib/edge-agent",
+            "free_bytes": 0,
+            "memory_queue_max": 10000,
+            "error": "database or disk is full",
+        },
+        None,
+        Severity.CRITICAL,
     ),
     "edu.campus.gateway.audit.v1": (
         "gateway",

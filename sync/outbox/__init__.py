@@ -1,14 +1,15 @@
 """The outbox: every event is committed to SQLite before it is published (store-and-forward).
 
-``store`` holds the schema (named migrations), the seq floor and corruption detection; ``writer``
-the :class:`Outbox` itself (group commit on one writer thread, the drop policy, the link's queries);
-``config`` the leaf settings model. The migration runner and
+``store`` holds the schema (named migrations), the seq floor, the space reserve and the salvage of
+a corrupt file; ``writer`` the :class:`Outbox` itself (group commit on one writer thread, the drop
+policy and the full-disk path, the link's queries); ``config`` the leaf settings model and the
+limits it gives on a file system of a given size. The migration runner and
 the rules every SQLite store follows are in :mod:`sync.storage`.
 """
 
 from __future__ import annotations
 
-from sync.outbox.config import OutboxConfig
+from sync.outbox.config import OutboxConfig, SpaceLimits
 from sync.outbox.writer import (
     Committed,
     LaneBacklog,
@@ -17,6 +18,8 @@ from sync.outbox.writer import (
     OutboxError,
     OutboxStats,
     PendingRow,
+    StorageState,
+    StorageStatus,
 )
 
 __all__ = [
@@ -28,4 +31,7 @@ __all__ = [
     "OutboxError",
     "OutboxStats",
     "PendingRow",
+    "SpaceLimits",
+    "StorageState",
+    "StorageStatus",
 ]

@@ -23,6 +23,9 @@ def readiness(ctx: ApiContext) -> Readiness:
     checks = {
         "config": True,  # services exist only over a validated configuration
         "outbox": outbox_open,
+        # Critical: protected events wait in memory for disk space (the gate still decides, but a
+        # restart now would lose them; docs/OPERATIONS.md "Full disk").
+        "storage": services.outbox.storage.state != "critical",
         "roster": True,  # and only once the local stores (roster, alert book) are open
         # Start-up got past the devices: each is in the directory (online or not), every gate built.
         "devices": all(dev in services.devices.state for dev in configured)
