@@ -29,7 +29,8 @@ class MalformedFrame(DeviceError):
     """The bytes at the start of the buffer are not a valid frame.
 
     ``consumed`` (always at least 1) is how many bytes to drop before decoding again, so a decode loop
-    always makes progress; ``raw`` holds those bytes for the log. ``code`` is one of ``garbage``,
+    always makes progress; ``raw`` holds the first of those bytes (64 at most: a drop can span a
+    megabyte of noise) for the log. ``code`` is one of ``garbage``,
     ``bad_checksum``, ``bad_length``, ``bad_framing``, ``bad_data``, ``parity``, ``unknown_code``,
     ``unknown_layout``.
     """

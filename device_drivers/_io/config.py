@@ -7,7 +7,7 @@ checked by the registry, which may read profile files (:data:`device_drivers.reg
 
 from __future__ import annotations
 
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,17 @@ class BackoffConfig(BaseModel):
         ge=0,
         le=1,
         description="Fraction of each delay that is random (0: none, 1: full jitter).",
+    )
+
+
+def noise_log_interval() -> Any:
+    """The ``noise_log_interval_s`` field every device with an input line has (one definition)."""
+    return Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="What the device's line drops (garbage bytes, bad frames, lost reads) is logged as "
+        "one summary line per this many seconds at most; the counters keep every drop.",
     )
 
 
@@ -48,6 +59,7 @@ class SerialDeviceConfig(BaseModel):
         default=False, description="Run the device's simulator on a pty and connect the driver to it (demo)."
     )
     backoff: BackoffConfig = Field(default=BackoffConfig(), description="Reconnect delays.")
+    noise_log_interval_s: float = noise_log_interval()
 
     families: ClassVar[tuple[str, ...]] = ()
     """The profile families this device accepts; the registry checks ``profile`` against them."""
@@ -59,4 +71,4 @@ class SerialDeviceConfig(BaseModel):
         return self
 
 
-__all__ = ["BackoffConfig", "SerialDeviceConfig"]
+__all__ = ["BackoffConfig", "SerialDeviceConfig", "noise_log_interval"]

@@ -4,7 +4,10 @@ through ``async for``. :class:`PolledPort` serves protocol stacks that poll the 
 
 Any pyserial URL works: ``/dev/ttyUSB0``, a pty path, ``socket://host:port``, ``loop://``.
 Blocking pyserial calls never run on the event loop: reads happen in a thread per port, writes and
-opens in a one-thread executor per driver, so a slow or noisy port cannot stall other devices.
+opens in a one-thread executor per driver, so a slow or noisy port cannot stall other devices. A
+flooding port cannot hog the loop either: its driver decodes at most ``_TURN_BYTES`` per turn of
+the loop, and its reader thread stops reading while ``_MAX_PENDING`` chunks wait, so the flood
+backs up in the kernel's buffer (where a real UART drops it) instead of in memory.
 """
 
 from __future__ import annotations
@@ -25,15 +28,21 @@ import serial
 
 from device_drivers._io.backoff import Backoff, BackoffParameters, BackoffPolicy
 from device_drivers._io.source import AttachedSimulator, ReadingSource
-from device_drivers.errors import DeviceError, MalformedFrame
+from device_drivers._io.stream import FrameStream
+from device_drivers.errors import DeviceError
 from device_drivers.profiles.config import Transport
-from device_drivers.profiles.framing import Codec, drain
+from device_drivers.profiles.framing import Codec
 from device_drivers.readings import utc_now
 
 logger = logging.getLogger(__name__)
 
 _READ_TIMEOUT_S = 0.1
 _MAX_CHUNK = 4096
+_MAX_PENDING = 16
+# Bytes decoded per turn of the event loop. The most expensive input is a stream of short valid
+# frames (up to ~2 us a byte on a busy 2-core box; noise costs less, bench/bench_serial_flood.py),
+# so a flooded port's turn stays within a few ms.
+_TURN_BYTES = 1024
 
 
 def open_serial(
@@ -138,8 +147,10 @@ class SerialDriver(ReadingSource):
                 ...
 
     ``counters`` counts frames, bytes, every dropped frame by its code (``bad_checksum``,
-    ``parity``, ``garbage``...), ``truncated`` frames cut by silence, ``reconnects`` and readings
-    dropped because nobody consumed them (``dropped_readings``).
+    ``parity``, ``garbage``...), ``truncated`` frames cut by silence, all of them as ``bad_frames``
+    and ``dropped_bytes``, ``reconnects``, readings dropped because nobody consumed them
+    (``dropped_readings``), and ``throttled``: times the reader waited for the decoder to catch up.
+    Drops are logged as one summary line per ``noise_log_interval_s``.
     """
 
     def __init__(
@@ -152,15 +163,21 @@ class SerialDriver(ReadingSource):
         backoff: BackoffParameters | None = None,
         inter_byte_timeout_s: float | None = None,
         queue_size: int = 1000,
+        noise_log_interval_s: float = 10.0,
         simulator: AttachedSimulator | None = None,
     ) -> None:
-        super().__init__(device_id, queue_size)
+        super().__init__(device_id, queue_size, noise_log_interval_s)
         self.simulator = simulator
         self.url = url
         self.transport = transport
         self.codec = codec
         self.backoff: BackoffPolicy = Backoff(backoff)
-        self.inter_byte_timeout_ns = None if inter_byte_timeout_s is None else int(inter_byte_timeout_s * 1e9)
+        self.stream = FrameStream(
+            codec,
+            count=self._count,
+            drops=self.drops,
+            inter_byte_timeout_ns=None if inter_byte_timeout_s is None else int(inter_byte_timeout_s * 1e9),
+        )
         self._port: serial.SerialBase | None = None
         self._io: ThreadPoolExecutor | None = None
         self._stop_reader = threading.Event()
@@ -235,82 +252,49 @@ class SerialDriver(ReadingSource):
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[bytes, int, datetime] | BaseException] = asyncio.Queue()
         self._stop_reader = stop = threading.Event()
+        # Free slots for chunks read and not yet decoded: the reader waits for one before it reads.
+        slots = threading.Semaphore(_MAX_PENDING)
 
         def reader() -> None:
             try:
                 while not stop.is_set():
+                    if not slots.acquire(blocking=False):
+                        loop.call_soon_threadsafe(self._count, "throttled")
+                        while not slots.acquire(timeout=_READ_TIMEOUT_S):
+                            if stop.is_set():
+                                return
                     data = port.read(min(max(port.in_waiting, 1), _MAX_CHUNK))
                     if data:
                         loop.call_soon_threadsafe(chunks.put_nowait, (data, time.monotonic_ns(), utc_now()))
+                    else:
+                        slots.release()
             except Exception as err:  # pyserial raises more than SerialException: hand all to the loop
                 if not stop.is_set():
                     loop.call_soon_threadsafe(chunks.put_nowait, err)
 
         thread = threading.Thread(target=reader, name=f"read-{self.device_id}", daemon=True)
         thread.start()
-        buffer = bytearray()
-        last_ns = 0
+        self.stream.reset()
         try:
             while True:
                 item = await chunks.get()
                 if isinstance(item, BaseException):
                     return f"read failed: {item}"
                 data, received_ns, at = item
-                self._count("bytes", len(data))
-                if (
-                    buffer
-                    and self.inter_byte_timeout_ns
-                    and received_ns - last_ns > self.inter_byte_timeout_ns
-                    and not self._continues(buffer, data)
-                ):
-                    self._bad(
-                        MalformedFrame(
-                            "frame cut by silence", code="truncated", consumed=len(buffer), raw=bytes(buffer)
-                        )
-                    )
-                    buffer.clear()
-                last_ns = received_ns
-                buffer += data
-                for value in drain(self.codec, buffer):
-                    if isinstance(value, MalformedFrame):
-                        self._bad(value)
-                    else:
-                        self._count("frames")
+                # A flooded port has chunks ready at once, and get() would not yield: decode a
+                # bounded slice per turn of the loop, so the other devices keep their latency.
+                for offset in range(0, len(data), _TURN_BYTES):
+                    for value in self.stream.feed(data[offset : offset + _TURN_BYTES], received_ns):
                         self._on_value(value, at, received_ns)
-                # A flooded port has chunks ready at once, and get() would not yield: let others run.
-                await asyncio.sleep(0)
+                    await asyncio.sleep(0)
+                slots.release()
         finally:
             stop.set()
-
-    def _continues(self, buffer: bytearray, data: bytes) -> bool:
-        """Whether ``data``, read after a gap, is the rest of the frame in ``buffer``.
-
-        The gap is measured when the reader thread got the bytes, not when they crossed the wire: on
-        a busy box the thread can be descheduled in the middle of a frame that arrived whole. So the
-        bytes decide: they continue the frame if, with it, they make a frame the codec accepts, or
-        if they cannot be the start of a frame of their own.
-        """
-        with_buffer = next(iter(drain(self.codec, bytearray(buffer + data))), None)
-        if with_buffer is not None and not isinstance(with_buffer, MalformedFrame):
-            return True
-        alone = next(iter(drain(self.codec, bytearray(data))), None)
-        return isinstance(alone, MalformedFrame)
 
     # -- helpers for subclasses ------------------------------------------------------------------
 
     def _on_value(self, value: Any, at: datetime, received_ns: int) -> None:
         raise NotImplementedError
-
-    def _bad(self, err: MalformedFrame) -> None:
-        self._count(err.code)
-        logger.warning(
-            "device %s: dropped %d bytes (%s): %s raw=%s",
-            self.device_id,
-            err.consumed,
-            err.code,
-            err,
-            err.raw.hex(),
-        )
 
     async def write(self, data: bytes) -> None:
         """Write ``data`` to the port without blocking the event loop; :class:`DeviceError`

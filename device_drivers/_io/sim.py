@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -31,6 +32,10 @@ class SimEndpoint:
         raise NotImplementedError
 
     def send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    async def send_all(self, data: bytes) -> None:
+        """Send all of ``data`` as fast as the far end reads it, losing nothing."""
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -91,6 +96,22 @@ class PtyEndpoint(SimEndpoint):
             # Nobody drains the slave and the pty buffer is full: like a real line, bytes are lost.
             self.dropped += len(data) - written
 
+    async def send_all(self, data: bytes) -> None:
+        if self._master < 0:
+            raise DeviceError("simulator is not running", code="offline")
+        loop = asyncio.get_running_loop()
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._master, view) :]
+            except BlockingIOError:
+                writable = loop.create_future()
+                loop.add_writer(self._master, writable.set_result, None)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(self._master)
+
     async def close(self) -> None:
         if self._master >= 0:
             asyncio.get_running_loop().remove_reader(self._master)
@@ -136,6 +157,11 @@ class TcpEndpoint(SimEndpoint):
         for writer in list(self._writers):
             writer.write(data)
 
+    async def send_all(self, data: bytes) -> None:
+        for writer in list(self._writers):
+            writer.write(data)
+            await writer.drain()
+
     def drop_clients(self) -> None:
         """Close every client connection (a cable pulled), keep listening."""
         for writer in list(self._writers):
@@ -176,6 +202,11 @@ class Simulator:
         """Send raw bytes (line noise, a cut frame)."""
         self.endpoint.send(data)
 
+    async def flood(self, data: bytes) -> None:
+        """Send raw bytes at the speed the driver reads them, losing none (a burst of line noise
+        larger than any kernel buffer)."""
+        await self.endpoint.send_all(data)
+
     def _send(self, frame: bytes) -> bytes:
         self.endpoint.send(frame)
         self.sent += 1
@@ -183,6 +214,32 @@ class Simulator:
 
     def _on_bytes(self, data: bytes) -> None:
         """Bytes from the driver; readers ignore them."""
+
+
+def line_noise(size: int, frames: Sequence[bytes], rng: random.Random, *, start: bytes = b"") -> bytes:
+    """About ``size`` bytes of what a bad line delivers: random bytes, and ``frames`` cut short, with
+    a byte changed (a bad checksum or a broken frame), or between runs of their ``start`` marker
+    repeated (a floating line reads as a stream of one byte). Test and demo equipment."""
+    out = bytearray()
+    marker = start or b"\x00"
+    while len(out) < size:
+        frame = rng.choice(frames)
+        kind = rng.randrange(5)
+        if kind == 0:
+            out += rng.randbytes(rng.randrange(1, 512))
+        elif kind == 1:
+            out += frame[: rng.randrange(1, len(frame))]
+        elif kind == 2:
+            # Not in the start marker (after a run of it, the rest would be the frame again), and not
+            # bit 5, which turns an ASCII hex letter into the same digit in the other case.
+            bad = bytearray(frame)
+            bad[rng.randrange(len(start), len(bad))] ^= 1 << rng.choice((0, 1, 2, 3, 4, 6, 7))
+            out += bad
+        elif kind == 3:
+            out += marker * rng.randrange(1, 256)
+        else:
+            out += marker * rng.randrange(1, 8) + frame[: rng.randrange(1, len(frame))]
+    return bytes(out)
 
 
 def parse_listen(address: str) -> SimEndpoint:
@@ -199,4 +256,4 @@ def parse_listen(address: str) -> SimEndpoint:
     return TcpEndpoint(host or "127.0.0.1", int(port))
 
 
-__all__ = ["PtyEndpoint", "SimEndpoint", "Simulator", "TcpEndpoint", "parse_listen"]
+__all__ = ["PtyEndpoint", "SimEndpoint", "Simulator", "TcpEndpoint", "line_noise", "parse_listen"]

@@ -1,6 +1,7 @@
 """What every driver shares: the readings queue behind ``async for reading in driver.readings()``,
-the ``counters`` the agent exports, online/offline reporting, and the slot for a simulator the
-registry attaches to a ``simulated`` device."""
+the ``counters`` the agent exports, the summary of what the device dropped (one log line per
+interval, :class:`~device_drivers._io.stream.DropSummary`), online/offline reporting, and the slot
+for a simulator the registry attaches to a ``simulated`` device."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Coroutine
 from types import TracebackType
 from typing import Any, Protocol, cast
 
+from device_drivers._io.stream import DropSummary
 from device_drivers.readings import DeviceOffline, DeviceOnline, Reading, utc_now
 
 logger = logging.getLogger(__name__)
@@ -34,16 +36,17 @@ class AttachedSimulator(Protocol):
 
 
 class ReadingSource:
-    """Readings out through a bounded queue (newest kept, drops counted), counters, and
-    online/offline transitions reported once each.
+    """Readings out through a bounded queue (newest kept, drops counted), counters, drops logged
+    at most once per ``noise_log_interval_s``, and online/offline transitions reported once each.
 
     Subclasses call :meth:`_open_readings` when entered, :meth:`_close_readings` when left.
     """
 
-    def __init__(self, device_id: str, queue_size: int = 1000) -> None:
+    def __init__(self, device_id: str, queue_size: int = 1000, noise_log_interval_s: float = 10.0) -> None:
         self.device_id = device_id
         self.queue_size = queue_size
         self.counters: dict[str, int] = {}
+        self.drops = DropSummary(device_id, noise_log_interval_s)
         self.online = False
         self._readings: asyncio.Queue[object] = asyncio.Queue(queue_size)
         self._offline_reported = False
@@ -79,6 +82,7 @@ class ReadingSource:
 
     def _close_readings(self) -> None:
         self.online = False
+        self.drops.close()
         self._put(_CLOSED)
 
     def _emit(self, reading: Reading) -> None:
@@ -93,7 +97,7 @@ class ReadingSource:
                 # Nobody reads: keep the newest, count and log what goes.
                 dropped = self._readings.get_nowait()
                 self._count("dropped_readings")
-                logger.warning("device %s: reading queue full, dropped %s", self.device_id, dropped)
+                self.drops.dropped("dropped_readings", 0, f"reading queue full, dropped {dropped}")
 
     def _count(self, key: str, n: int = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n

@@ -56,14 +56,14 @@ class CardCodec:
         self.frames = FrameCodec(profile.framing)
         self._layouts = {layout.bits: layout for layout in profile.wiegand.layouts} if profile.wiegand else {}
 
-    def decode(self, buffer: bytes | bytearray | memoryview) -> tuple[CardData, int]:
-        """The first card in ``buffer`` and the bytes it took (see :meth:`FrameCodec.decode`)."""
-        frame, consumed = self.frames.decode(buffer)
+    def decode(self, buffer: bytes | bytearray | memoryview, start: int = 0) -> tuple[CardData, int]:
+        """The first card in ``buffer[start:]`` and the bytes it took (see :meth:`FrameCodec.decode`)."""
+        frame, consumed = self.frames.decode(buffer, start)
         try:
             card = self._wiegand(frame.data) if self.profile.wiegand else self._plain(frame.data)
         except _PayloadError as err:
             raise MalformedFrame(
-                str(err), code=err.code, consumed=consumed, raw=bytes(buffer[:consumed])
+                str(err), code=err.code, consumed=consumed, raw=bytes(buffer[start : start + consumed])
             ) from None
         return card, consumed
 

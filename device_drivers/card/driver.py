@@ -32,6 +32,7 @@ class CardReaderDriver(SerialDriver):
         *,
         debounce_s: float = 1.0,
         backoff: BackoffParameters | None = None,
+        noise_log_interval_s: float = 10.0,
         simulator: AttachedSimulator | None = None,
     ) -> None:
         if url is None and simulator is None:
@@ -43,6 +44,7 @@ class CardReaderDriver(SerialDriver):
             CardCodec(profile),
             backoff=backoff,
             inter_byte_timeout_s=profile.timing.inter_byte_timeout_ms / 1000,
+            noise_log_interval_s=noise_log_interval_s,
             simulator=simulator,
         )
         self.profile = profile
@@ -60,6 +62,7 @@ class CardReaderDriver(SerialDriver):
             load_profile(resolve_profile(config.profile)),
             debounce_s=config.debounce_s,
             backoff=config.backoff,
+            noise_log_interval_s=config.noise_log_interval_s,
             simulator=simulator,
         )
 

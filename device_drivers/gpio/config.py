@@ -1,10 +1,13 @@
-"""Configuration of Wiegand readers wired to GPIO lines. A leaf: pydantic only."""
+"""Configuration of Wiegand readers wired to GPIO lines. A leaf: pydantic and the shared device
+config only."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from device_drivers._io.config import noise_log_interval
 
 
 class GpioWiegandConfig(BaseModel):
@@ -23,6 +26,7 @@ class GpioWiegandConfig(BaseModel):
         default="wiegand_serial_converter", description="Profile whose Wiegand layouts decode the frames."
     )
     frame_gap_ms: float = Field(default=25.0, gt=0, description="Silence that ends a frame.")
+    noise_log_interval_s: float = noise_log_interval()
 
 
 __all__ = ["GpioWiegandConfig"]

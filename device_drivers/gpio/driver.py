@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -25,8 +24,6 @@ from device_drivers.gpio.config import GpioWiegandConfig
 from device_drivers.profiles import wiegand
 from device_drivers.profiles.loader import load_profile, resolve_profile
 from device_drivers.readings import utc_now
-
-logger = logging.getLogger(__name__)
 
 
 class EdgeSource(Protocol):
@@ -84,9 +81,15 @@ class GpioWiegandReader(ReadingSource):
     """Reads Wiegand frames from an :class:`EdgeSource`; a reusable async context manager."""
 
     def __init__(
-        self, device_id: str, edges: EdgeSource, codec: CardCodec, *, frame_gap_s: float = 0.025
+        self,
+        device_id: str,
+        edges: EdgeSource,
+        codec: CardCodec,
+        *,
+        frame_gap_s: float = 0.025,
+        noise_log_interval_s: float = 10.0,
     ) -> None:
-        super().__init__(device_id)
+        super().__init__(device_id, noise_log_interval_s=noise_log_interval_s)
         self.source = edges
         self.codec = codec
         self.frame_gap_s = frame_gap_s
@@ -95,7 +98,13 @@ class GpioWiegandReader(ReadingSource):
     def from_config(cls, config: GpioWiegandConfig) -> GpioWiegandReader:
         codec = CardCodec(load_profile(resolve_profile(config.wiegand_profile)))
         edges = LibgpiodEdges(config.chip, config.d0_line, config.d1_line, consumer=f"edge-agent:{config.id}")
-        return cls(config.id, edges, codec, frame_gap_s=config.frame_gap_ms / 1000)
+        return cls(
+            config.id,
+            edges,
+            codec,
+            frame_gap_s=config.frame_gap_ms / 1000,
+            noise_log_interval_s=config.noise_log_interval_s,
+        )
 
     async def __aenter__(self) -> Self:
         self._start(self._run())
@@ -143,8 +152,9 @@ class GpioWiegandReader(ReadingSource):
         try:
             card = self.codec.card_from_bits(bits, packed)
         except DeviceError as err:
+            # Noise on D0/D1 makes bad frames at the rate of the noise: counted, summarised in the log.
             self._count(err.code)
-            logger.warning("device %s: Wiegand frame dropped (%s): %s", self.device_id, err.code, err)
+            self.drops.dropped(err.code, 0, f"Wiegand frame ({err.code}): {err}")
             return
         self._count("cards")
         self._emit(card.to_read(self.device_id, utc_now(), time.monotonic_ns()))

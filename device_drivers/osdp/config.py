@@ -1,4 +1,4 @@
-"""Configuration of OSDP v2 buses and their readers. A leaf: pydantic and the shared backoff config
+"""Configuration of OSDP v2 buses and their readers. A leaf: pydantic and the shared device config
 only."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from device_drivers._io.config import BackoffConfig
+from device_drivers._io.config import BackoffConfig, noise_log_interval
 
 
 class OsdpReaderConfig(BaseModel):
@@ -54,6 +54,7 @@ class OsdpBusConfig(BaseModel):
         description="Time a reader's handshake (probe, capabilities, secure channel) gets before the reader "
         "is tried again; retries of a silent reader are never closer together than this.",
     )
+    noise_log_interval_s: float = noise_log_interval()
 
     @model_validator(mode="after")
     def _check(self) -> Self:

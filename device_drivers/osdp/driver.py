@@ -104,13 +104,14 @@ class OsdpControlPanel(ReadingSource):
         led_s: float = 1.0,
         backoff: BackoffParameters | None = None,
         handshake_s: float = 2.0,
+        noise_log_interval_s: float = 10.0,
         simulator: AttachedSimulator | None = None,
     ) -> None:
         if secure_channel and any(keys.get(r.id) is None for r in readers):
             raise DeviceError(f"osdp bus {bus_id}: secure channel needs a key per reader", code="no_key")
         if url is None and simulator is None:
             raise ValueError("a port URL is needed unless simulated")
-        super().__init__(bus_id)
+        super().__init__(bus_id, noise_log_interval_s=noise_log_interval_s)
         self.bus_id = bus_id
         self.url = url or ""
         self.readers = readers
@@ -152,6 +153,7 @@ class OsdpControlPanel(ReadingSource):
             led_s=config.led_s,
             backoff=config.backoff,
             handshake_s=config.handshake_s,
+            noise_log_interval_s=config.noise_log_interval_s,
             simulator=simulator,
         )
 
@@ -278,9 +280,8 @@ class OsdpControlPanel(ReadingSource):
                 card = self._card(event)
             except DeviceError as err:
                 self._count(err.code)
-                logger.warning(
-                    "device %s: card data rejected (%s): %s event=%s", reader.id, err.code, err, event
-                )
+                detail = f"reader {reader.id}: card data ({err.code}): {err} event={event}"
+                self.drops.dropped(err.code, 0, detail)
                 return
             self._count("cards")
             self._emit(card.to_read(reader.id, at, received_ns))

@@ -3,15 +3,23 @@
 It knows only the frame envelope (start, address, length, code, payload, checksum, end); what the
 payload means is for the family codecs built on it. No I/O and no asyncio here.
 
-Resynchronisation: when the bytes at the start of the buffer are not a valid frame, decode raises
-:class:`MalformedFrame` whose ``consumed`` reaches the next place a frame may start (the next start
-marker, the byte after the next end marker of a line protocol, or the next known code byte of a
-protocol without markers), and is always at least 1, so a decode loop cannot spin.
+Resynchronisation is done in bulk, so a megabyte of line noise costs milliseconds (up to a hundred
+for a framing without a start marker), not a decode step per byte: the framing is compiled into a
+regular expression of a frame's shape (markers, sizes, hex digits where the payload is ASCII hex),
+and when the bytes at ``start`` are not a valid frame, decode raises :class:`MalformedFrame` whose
+``consumed`` reaches the next place the shape matches (a frame that may be valid), or else the
+last ``max_frame`` bytes, where a frame may still be arriving. Without a start marker, noise has
+that shape every few dozen bytes, so there the checksum is checked too before a place counts; and
+a run of one byte value (a stuck line) is skipped at once. A line protocol resynchronises on its
+end marker instead: a bad line is dropped whole. ``consumed`` is always at least 1, so a decode
+loop cannot spin; what is left undecoded is always shorter than ``max_frame``, so a line without
+any frame boundary cannot grow a buffer.
 """
 
 from __future__ import annotations
 
 import binascii
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +27,57 @@ from typing import Any, Protocol
 from device_drivers.errors import IncompleteFrame, MalformedFrame
 from device_drivers.profiles.checksums import CHECKSUMS
 from device_drivers.profiles.config import Framing
+
+_RAW_SAMPLE = 64
+"""At most this many dropped bytes ride in a :class:`MalformedFrame` (for the log)."""
+_HEX = rb"[0-9A-Fa-f]"
+_ANY = rb"."  # compiled with DOTALL: any byte
+
+
+def _times(unit: bytes, count: int) -> bytes:
+    return b"%s{%d}" % (unit, count) if count else b""
+
+
+def _frame_shape(framing: Framing, code_sizes: Mapping[int, int], checksum_width: int) -> re.Pattern[bytes]:
+    """A pattern that matches exactly the byte strings laid out as a frame of ``framing`` (every
+    size and marker right, hex digits where ASCII hex is sent), whatever their checksum says: the
+    places where decoding may find a frame."""
+    f = framing
+    hex_data = f.data.encoding == "ascii_hex"
+    sum_chars = checksum_width * (2 if f.checksum and f.checksum.encoding == "ascii_hex" else 1)
+    head = re.escape(f.start or b"") + (_ANY if f.address else b"")
+    tail = _times(_HEX if f.checksum and f.checksum.encoding == "ascii_hex" else _ANY, sum_chars)
+    tail += re.escape(f.end or b"")
+    length_size = f.length.size if f.length else 0
+    markers = len(f.start or b"") + len(f.end or b"")
+    room = f.max_frame - markers - f.address - length_size - f.code - sum_chars
+    per_byte = 2 if hex_data else 1
+
+    def data(size: int) -> bytes:
+        return _times(_HEX if hex_data else _ANY, size * per_byte)
+
+    allowed = [n for n in range(room // per_byte + 1) if f.data.sizes is None or n in f.data.sizes]
+    code = _ANY if f.code else b""
+    if f.size_from == "fixed":
+        assert f.data.size is not None
+        bodies = [code + data(f.data.size)]
+    elif f.size_from == "length":
+        assert f.length is not None
+        bodies = []
+        extra = sum(1 for p in ("address", "code") if p in f.length.counts)
+        extra += checksum_width if "checksum" in f.length.counts else 0
+        for size in allowed:
+            value = size + extra + f.length.adjust
+            if 0 <= value < 256**f.length.size:
+                field = value.to_bytes(f.length.size, f.length.byteorder)
+                bodies.append(re.escape(field) + code + data(size))
+    elif f.size_from == "code":
+        bodies = [re.escape(bytes([c])) + data(n) for c, n in sorted(code_sizes.items()) if n in allowed]
+    else:
+        bodies = [data(n) for n in allowed]
+    # No body at all (a profile whose codes cannot fit max_frame): a pattern that never matches.
+    body = b"(?:" + b"|".join(bodies) + b")" if bodies else rb"(?!)"
+    return re.compile(head + body + tail, re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,86 +118,140 @@ class FrameCodec:
         # Without a start marker, the end marker delimits lines: a bad line is dropped whole.
         self._line_mode = not self._start and bool(self._end)
         self._checksum = CHECKSUMS[framing.checksum.algorithm] if framing.checksum else None
+        self._shape = _frame_shape(framing, self.code_sizes, self._checksum.width if self._checksum else 0)
+        self._code_at = 1 if framing.address else 0
+        self._runs: dict[int, re.Pattern[bytes]] = {}  # byte value -> a pattern of a run of it
+        # Without a start marker, noise holds a place of frame shape every few dozen bytes, where
+        # the marker of a framing with one would be rare. Where the checksum covers one contiguous
+        # run of binary bytes, resynchronising checks it at once and skips the places it fails.
+        present = ["address"] * framing.address + ["length"] * (framing.length is not None)
+        present += ["code"] * framing.code + ["data"]
+        self._check_on_resync = (
+            not self._start
+            and framing.checksum is not None
+            and framing.checksum.encoding == "binary"
+            and framing.data.encoding == "binary"
+            and list(framing.checksum.covers) == present
+        )
 
     # -- decoding ---------------------------------------------------------------------------------
 
-    def decode(self, buffer: bytes | bytearray | memoryview) -> tuple[Frame, int]:
-        """The first frame in ``buffer`` and how many bytes it took.
+    def decode(self, buffer: bytes | bytearray | memoryview, start: int = 0) -> tuple[Frame, int]:
+        """The first frame in ``buffer[start:]`` and how many bytes it took.
 
         Raises :class:`IncompleteFrame` when more bytes are needed, :class:`MalformedFrame` (with
-        ``consumed`` >= 1) when the leading bytes must be dropped.
+        ``consumed`` >= 1) when the leading bytes must be dropped. ``start`` lets a decode loop walk
+        a large buffer without copying or deleting per frame.
         """
-        buf = bytes(buffer)
-        if not buf:
+        buf = buffer.tobytes() if isinstance(buffer, memoryview) else buffer
+        size = len(buf) - start
+        if size <= 0:
             raise IncompleteFrame()
+        if self._line_mode:
+            return self._decode_line(buf, start)
         if self._start:
-            index = buf.find(self._start)
+            index = buf.find(self._start, start)
             if index < 0:
-                drop = len(buf) - self._partial_suffix(buf, self._start)
+                drop = size - self._partial_suffix(buf, self._start)
                 if drop == 0:
                     raise IncompleteFrame()
-                raise MalformedFrame(
-                    f"{drop} bytes before any start marker", code="garbage", consumed=drop, raw=buf[:drop]
-                )
-            if index > 0:
-                raise MalformedFrame(
-                    f"{index} bytes before the start marker", code="garbage", consumed=index, raw=buf[:index]
-                )
-        elif self._line_mode:
-            # Line protocol: the line is the frame, whatever is wrong inside it.
-            index = buf.find(self._end)
-            if index < 0:
-                if len(buf) >= self.framing.max_frame:
-                    raise MalformedFrame(
-                        f"no end marker within {len(buf)} bytes",
-                        code="bad_length",
-                        consumed=len(buf),
-                        raw=buf,
-                    )
-                raise IncompleteFrame()
-            buf = buf[: index + len(self._end)]
+                raise self._malformed(buf, start, drop, "garbage", f"{drop} bytes before any start marker")
+            if index > start:
+                drop = index - start
+                raise self._malformed(buf, start, drop, "garbage", f"{drop} bytes before the start marker")
         try:
-            return self._parse(buf)
+            # No frame is longer than max_frame: parse a copy of that much, never of the buffer.
+            return self._parse(bytes(buf[start : start + self.framing.max_frame]))
         except _More:
-            if self._line_mode:
-                raise MalformedFrame(
-                    "line shorter than a frame", code="bad_length", consumed=len(buf), raw=buf
-                ) from None
-            if len(buf) >= self.framing.max_frame:
-                consumed = self._resync(buf)
-                raise MalformedFrame(
-                    f"no complete frame within {len(buf)} bytes",
-                    code="bad_length",
-                    consumed=consumed,
-                    raw=buf[:consumed],
-                ) from None
-            raise IncompleteFrame() from None
+            if size < self.framing.max_frame:
+                raise IncompleteFrame() from None
+            consumed = self._next_frame(buf, self._past_run(buf, start)) - start
+            raise self._malformed(
+                buf, start, consumed, "bad_length", f"no complete frame within {size} bytes"
+            ) from None
         except _Bad as bad:
             # Even a frame whose markers line up may be a false start (a cut frame followed by the
-            # next one): resynchronise on the next possible start rather than trust its extent.
-            consumed = len(buf) if self._line_mode else self._resync(buf)
-            raise MalformedFrame(str(bad), code=bad.code, consumed=consumed, raw=buf[:consumed]) from None
+            # next one): resynchronise on the next possible frame rather than trust its extent.
+            consumed = self._next_frame(buf, self._past_run(buf, start)) - start
+            raise self._malformed(buf, start, consumed, bad.code, str(bad)) from None
+
+    def _decode_line(self, buf: bytes | bytearray, start: int) -> tuple[Frame, int]:
+        """Line protocol: the line is the frame, whatever is wrong inside it."""
+        index = buf.find(self._end, start)
+        if index < 0:
+            size = len(buf) - start
+            if size < self.framing.max_frame:
+                raise IncompleteFrame()
+            # Too long for a frame: drop it, but keep what may be the first bytes of the end marker.
+            drop = max(1, size - self._partial_suffix(buf, self._end))
+            raise self._malformed(buf, start, drop, "bad_length", f"no end marker within {size} bytes")
+        line_size = index + len(self._end) - start
+        if line_size > self.framing.max_frame:
+            raise self._malformed(buf, start, line_size, "bad_length", f"line of {line_size} bytes")
+        line = bytes(buf[start : start + line_size])
+        try:
+            return self._parse(line)
+        except _More:
+            raise self._malformed(buf, start, line_size, "bad_length", "line shorter than a frame") from None
+        except _Bad as bad:
+            raise self._malformed(buf, start, line_size, bad.code, str(bad)) from None
 
     @staticmethod
-    def _partial_suffix(buf: bytes, marker: bytes) -> int:
+    def _malformed(
+        buf: bytes | bytearray, start: int, consumed: int, code: str, message: str
+    ) -> MalformedFrame:
+        raw = bytes(buf[start : start + min(consumed, _RAW_SAMPLE)])
+        return MalformedFrame(message, code=code, consumed=consumed, raw=raw)
+
+    @staticmethod
+    def _partial_suffix(buf: bytes | bytearray, marker: bytes) -> int:
         """Length of the longest tail of ``buf`` that is a proper prefix of ``marker``."""
         for size in range(min(len(marker) - 1, len(buf)), 0, -1):
             if marker.startswith(buf[-size:]):
                 return size
         return 0
 
-    def _resync(self, buf: bytes) -> int:
-        """Offset (>= 1) of the next place a frame may start."""
+    def _past_run(self, buf: bytes | bytearray, start: int) -> int:
+        """The first offset after ``start`` that can hold a frame other than the bad one at
+        ``start``. A stuck line (floating, shorted, in break) reads as a run of one byte value, and
+        every offset whose ``max_frame`` bytes lie inside the run holds the same bytes, so the same
+        bad frame: a protocol without a start marker would otherwise try each of them in turn."""
+        if start + 1 >= len(buf) or buf[start + 1] != buf[start]:
+            return start + 1
+        run = self._runs.get(buf[start])
+        if run is None:
+            run = self._runs[buf[start]] = re.compile(re.escape(bytes([buf[start]])) + b"+")
+        match = run.match(buf, start)
+        assert match is not None
+        return max(start + 1, match.end() - self.framing.max_frame + 1)
+
+    def _next_frame(self, buf: bytes | bytearray, offset: int) -> int:
+        """The first place at or after ``offset`` where a frame may start: where the frame shape
+        matches, or else where a frame cut off by the end of ``buf`` may begin."""
+        position = offset
+        while (match := self._shape.search(buf, position)) is not None:
+            if not self._check_on_resync or self._checksum_holds(buf, match):
+                return match.start()
+            position = self._past_run(buf, match.start())
+        # No complete frame: only the last max_frame - 1 bytes can hold the start of one.
+        low = max(offset, len(buf) - self.framing.max_frame + 1)
         if self._start:
-            index = buf.find(self._start, 1)
-            if index > 0:
-                return index
-            return max(1, len(buf) - self._partial_suffix(buf, self._start))
-        code_at = 1 if self.framing.address else 0
-        for offset in range(1, len(buf)):
-            if offset + code_at >= len(buf) or buf[offset + code_at] in self.code_sizes:
-                return offset
+            index = buf.find(self._start, low)
+            return index if index >= 0 else max(low, len(buf) - self._partial_suffix(buf, self._start))
+        for candidate in range(low, len(buf)):
+            at = candidate + self._code_at
+            if at >= len(buf) or buf[at] in self.code_sizes:
+                return candidate
         return len(buf)
+
+    def _checksum_holds(self, buf: bytes | bytearray, match: re.Match[bytes]) -> bool:
+        """Whether the frame-shaped bytes of ``match`` carry the right checksum (binary parts, one
+        contiguous run covered: see ``_check_on_resync``)."""
+        assert self._checksum is not None and self.framing.checksum is not None
+        end = match.end() - len(self._end)
+        width = self._checksum.width
+        received = int.from_bytes(buf[end - width : end], self.framing.checksum.byteorder)
+        return self._checksum.function(bytes(buf[match.start() : end - width])) == received
 
     @staticmethod
     def _take(buf: bytes, pos: int, size: int) -> bytes:
@@ -290,31 +403,38 @@ class FrameCodec:
 
 
 class Codec(Protocol):
-    """What every codec offers: ``decode(buffer) -> (value, consumed)`` and ``encode(value) -> bytes``."""
+    """What every codec offers: ``decode(buffer, start=0) -> (value, consumed)`` (the value at
+    ``buffer[start:]``) and ``encode(value) -> bytes``."""
 
-    def decode(self, buffer: bytes | bytearray | memoryview) -> tuple[Any, int]: ...
+    def decode(self, buffer: bytes | bytearray | memoryview, start: int = 0) -> tuple[Any, int]: ...
 
     def encode(self, value: Any) -> bytes: ...
 
 
 def drain(codec: Codec, buffer: bytearray) -> Iterator[Any]:
-    """Decode every complete frame in ``buffer``, deleting the bytes consumed as it goes.
+    """Decode every complete frame in ``buffer``; the bytes consumed are deleted from it when the
+    loop ends (or is left), in one step, so a large buffer costs no copy per frame.
 
     Yields decoded values and, for bytes that had to be dropped, the :class:`MalformedFrame` itself
-    (not raised), so a caller can log and count it and go on. Stops at an incomplete frame, whose
-    bytes stay in ``buffer``. Each step consumes at least one byte, so this always ends.
+    (not raised), so a caller can count it and go on. Stops at an incomplete frame, whose bytes stay
+    in ``buffer``. Each step consumes at least one byte, so this always ends. ``buffer`` must not be
+    changed by the caller while the loop runs.
     """
-    while buffer:
-        try:
-            value, consumed = codec.decode(buffer)
-        except IncompleteFrame:
-            return
-        except MalformedFrame as err:
-            del buffer[: err.consumed]
-            yield err
-            continue
-        del buffer[:consumed]
-        yield value
+    pos = 0
+    try:
+        while pos < len(buffer):
+            try:
+                value, consumed = codec.decode(buffer, pos)
+            except IncompleteFrame:
+                return
+            except MalformedFrame as err:
+                pos += err.consumed
+                yield err
+                continue
+            pos += consumed
+            yield value
+    finally:
+        del buffer[:pos]
 
 
 __all__ = ["Codec", "Frame", "FrameCodec", "drain"]

@@ -52,9 +52,9 @@ class TurnstileCodec:
                 self._by_code.setdefault(spec.code, []).append((kind, spec))  # type: ignore[arg-type]
         self._direction_of = {byte: name for name, byte in self.spec.directions.items()}
 
-    def decode(self, buffer: bytes | bytearray | memoryview) -> tuple[TurnstileMessage, int]:
-        """The first message in ``buffer`` and the bytes it took (see :meth:`FrameCodec.decode`)."""
-        frame, consumed = self.frames.decode(buffer)
+    def decode(self, buffer: bytes | bytearray | memoryview, start: int = 0) -> tuple[TurnstileMessage, int]:
+        """The first message in ``buffer[start:]`` and the bytes it took (see :meth:`FrameCodec.decode`)."""
+        frame, consumed = self.frames.decode(buffer, start)
         assert frame.code is not None
         candidates = self._by_code.get(frame.code)
         if not candidates:
@@ -62,7 +62,7 @@ class TurnstileCodec:
                 f"unknown code 0x{frame.code:02X}",
                 code="unknown_code",
                 consumed=consumed,
-                raw=bytes(buffer[:consumed]),
+                raw=bytes(buffer[start : start + consumed]),
             )
         for kind, spec in candidates:
             message = self._match(kind, spec, frame)
@@ -72,7 +72,7 @@ class TurnstileCodec:
             f"code 0x{frame.code:02X}: payload {frame.data.hex()} fits no template",
             code="bad_data",
             consumed=consumed,
-            raw=bytes(buffer[:consumed]),
+            raw=bytes(buffer[start : start + consumed]),
         )
 
     def _match(

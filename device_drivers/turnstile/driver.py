@@ -36,6 +36,7 @@ class TurnstileDriver(SerialDriver):
         *,
         address: int | None = None,
         backoff: BackoffParameters | None = None,
+        noise_log_interval_s: float = 10.0,
         simulator: AttachedSimulator | None = None,
         retries: int = 1,
     ) -> None:
@@ -49,6 +50,7 @@ class TurnstileDriver(SerialDriver):
             self.turnstile,
             backoff=backoff,
             inter_byte_timeout_s=profile.timing.inter_byte_timeout_ms / 1000,
+            noise_log_interval_s=noise_log_interval_s,
             simulator=simulator,
         )
         self.profile = profile
@@ -67,6 +69,7 @@ class TurnstileDriver(SerialDriver):
             load_profile(resolve_profile(config.profile)),
             address=config.address,
             backoff=config.backoff,
+            noise_log_interval_s=config.noise_log_interval_s,
             simulator=simulator,
             retries=config.retries,
         )

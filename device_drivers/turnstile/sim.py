@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from types import TracebackType
 from typing import Literal
 
@@ -45,6 +46,7 @@ class TurnstileSimulator(Simulator):
         self.ack = True
         self.refuse: set[str] = set()
         self.commands: list[TurnstileMessage] = []
+        self.command_ns: list[int] = []  # when each of ``commands`` arrived (monotonic ns)
         self.counters: dict[str, int] = {}
         self.state: Literal["locked", "normal", "open", "held_open"] = "normal"
         self._buffer = bytearray()
@@ -75,6 +77,7 @@ class TurnstileSimulator(Simulator):
 
     def _command(self, command: TurnstileMessage) -> None:
         self.commands.append(command)
+        self.command_ns.append(time.monotonic_ns())
         self.command_received.set()
         code = self.codec.spec_for("command", command.name, command.direction).code
         if command.name in self.refuse:

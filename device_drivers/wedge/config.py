@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from device_drivers._io.config import BackoffConfig
+from device_drivers._io.config import BackoffConfig, noise_log_interval
 
 
 class KeyboardWedgeConfig(BaseModel):
@@ -29,6 +29,7 @@ class KeyboardWedgeConfig(BaseModel):
     backoff: BackoffConfig = Field(
         default=BackoffConfig(), description="Delays between reopening the device."
     )
+    noise_log_interval_s: float = noise_log_interval()
 
 
 __all__ = ["KeyboardWedgeConfig"]

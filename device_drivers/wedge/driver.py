@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -25,8 +24,6 @@ from device_drivers.errors import DeviceError
 from device_drivers.readings import utc_now
 from device_drivers.wedge.codec import KeyEvent, KeystrokeDecoder
 from device_drivers.wedge.config import KeyboardWedgeConfig
-
-logger = logging.getLogger(__name__)
 
 
 class InputDevice(Protocol):
@@ -61,8 +58,9 @@ class KeyboardWedgeReader(ReadingSource):
         grab: bool = True,
         backoff: BackoffParameters | None = None,
         opener: Callable[[str], InputDevice] = open_evdev,
+        noise_log_interval_s: float = 10.0,
     ) -> None:
-        super().__init__(device_id)
+        super().__init__(device_id, noise_log_interval_s=noise_log_interval_s)
         self.path = path
         self.decoder = decoder
         self.grab = grab
@@ -78,7 +76,14 @@ class KeyboardWedgeReader(ReadingSource):
             max_length=config.max_length,
             key_gap_s=config.key_gap_ms / 1000,
         )
-        return cls(config.id, config.device, decoder, grab=config.grab, backoff=config.backoff)
+        return cls(
+            config.id,
+            config.device,
+            decoder,
+            grab=config.grab,
+            backoff=config.backoff,
+            noise_log_interval_s=config.noise_log_interval_s,
+        )
 
     async def __aenter__(self) -> Self:
         self._start(self._run())
@@ -124,8 +129,9 @@ class KeyboardWedgeReader(ReadingSource):
         if result is None:
             return
         if isinstance(result, DeviceError):
+            # A stuck key or a reader typing garbage: counted, and summarised in the log.
             self._count(result.code)
-            logger.warning("device %s: dropped keyboard input (%s): %s", self.device_id, result.code, result)
+            self.drops.dropped(result.code, 0, f"keyboard input ({result.code}): {result}")
             return
         credential = result.upper()
         number = int(credential, 16 if self.decoder.alphabet == "hex" else 10)

@@ -109,7 +109,7 @@ def test_em4100_reader_reads_cards_and_survives_bad_frames(
     with caplog.at_level(logging.WARNING, logger="device_drivers._io.serial"):
         run(scenario())
     assert any(
-        "device reader-1: dropped" in r.getMessage() and "(bad_checksum)" in r.getMessage()
+        "device reader-1: line noise" in r.getMessage() and "bad_checksum=1" in r.getMessage()
         for r in caplog.records
     )
 
