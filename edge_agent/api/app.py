@@ -18,12 +18,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import ProcessCollector
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_agent import __version__
 from edge_agent.api.auth import TokenTable
+from edge_agent.api.connections import ConnectionGuard
 from edge_agent.api.deps import ApiContext, ApiError, ApiMetrics
 from edge_agent.api.models import ErrorBody
 from edge_agent.api.routers import alerts, config, enrollments, events, health, roster, session, status
@@ -206,7 +208,9 @@ class Throttle:
 
 def create_app(services: Services, settings: ApiSettings, *, tokens: TokenTable | None = None) -> FastAPI:
     """The API over ``services``. ``tokens`` defaults to the ``settings.tokens_credential`` credential
-    (raises :class:`~edge_agent.api.auth.TokenFileError` when it is malformed)."""
+    (raises :class:`~edge_agent.api.auth.TokenFileError` when it is malformed). The server's
+    connection bounds are kept on ``app.state.connections`` (a :class:`ConnectionGuard`), so that
+    /metrics shows them."""
     app = FastAPI(
         title="Campus edge gateway: local API",
         version=__version__,
@@ -225,6 +229,11 @@ def create_app(services: Services, settings: ApiSettings, *, tokens: TokenTable 
         metrics=ApiMetrics(registry),
     )
     app.state.ctx = ctx
+    connections = ConnectionGuard(settings, services.counters, services.clock)
+    app.state.connections = connections
+    registry.register(connections)
+    # process_open_fds next to process_max_fds (LimitNOFILE): what every API connection draws on.
+    ProcessCollector(registry=registry)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:

@@ -11,12 +11,20 @@ from collections.abc import Iterator
 import uvicorn
 
 from edge_agent.api.app import create_app
+from edge_agent.api.connections import ConnectionGuard, GuardedH11Protocol
 from edge_agent.api.deps import ApiContext
 from edge_agent.config import ApiSettings
 from edge_agent.errors import AgentError
 from edge_agent.services import Services
 
 log = logging.getLogger(__name__)
+
+LISTEN_BACKLOG = 64
+"""Connections the kernel queues for the API before accepting them. Queued ones cost the agent no
+descriptor, but asyncio accepts up to this many per wake-up, and an accepted connection lives about
+three loop iterations before one over the cap is closed: a burst holds up to ~4 x this many
+descriptors beyond the cap (docs/OPERATIONS.md). Shorter, and a burst of clients waits out SYN
+retries (1 s, 3 s, ...) in the kernel, the console's included."""
 
 
 class ApiStartError(AgentError):
@@ -57,6 +65,7 @@ async def serve_api(services: Services, settings: ApiSettings) -> None:
     The socket is bound here first, so a port in use raises :class:`ApiStartError` (uvicorn would
     call ``sys.exit``). On cancellation open live streams are ended and the server is given
     ``settings.shutdown_grace_s`` to finish. Returns at once when ``settings.enabled`` is false.
+    Connections are capped and held to deadlines (:mod:`edge_agent.api.connections`).
     Tokens are read once here: systemd hands credentials over at service start, so a changed token
     file takes a restart either way.
     """
@@ -65,9 +74,14 @@ async def serve_api(services: Services, settings: ApiSettings) -> None:
         return
     app = create_app(services, settings)
     ctx: ApiContext = app.state.ctx
+    connections: ConnectionGuard = app.state.connections
     sock = _bind(settings.host, settings.port)
     config = uvicorn.Config(
         app,
+        # Always h11 (httptools is not installed, and its protocol would need the same guard).
+        http=GuardedH11Protocol.for_guard(connections),
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        backlog=LISTEN_BACKLOG,
         log_config=None,  # the gateway's logging (journald) is already set up
         access_log=False,
         lifespan="off",
@@ -93,6 +107,7 @@ async def serve_api(services: Services, settings: ApiSettings) -> None:
                 await task
         raise
     finally:
+        connections.cancel_report()
         sock.close()
 
 

@@ -46,6 +46,34 @@ class ApiSettings(BaseModel):
         "turn. The gates decide on the same event loop, so this bounds how long a card read can queue "
         "behind API work.",
     )
+    max_connections: int = Field(
+        64,
+        ge=1,
+        le=512,
+        description="Open connections the API keeps at once; one more is closed as soon as it is "
+        "accepted (counted as api_connections_refused). Each holds a file descriptor, and the agent's "
+        "serial ports, SQLite files and MQTT link share the process's limit (LimitNOFILE in the unit).",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="A connection that has not sent a complete request line and headers this long "
+        "after it opened (or after it started its next request) is closed.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="A request whose body has not fully arrived this long after its headers is closed. "
+        "30 s takes the largest body (max_body_bytes) at about 170 kB/s.",
+    )
+    keep_alive_timeout_s: int = Field(
+        5,
+        ge=1,
+        le=300,
+        description="An idle connection between requests is closed after this many seconds.",
+    )
     shutdown_grace_s: float = Field(
         2.0, gt=0, le=30, description="How long open connections (live alert streams) get at shutdown."
     )

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_agent.config import AgentConfig
+from edge_agent.api.server import LISTEN_BACKLOG
+from edge_agent.config import AgentConfig, ApiSettings
+from edge_agent.doctor import OPEN_FILES_FIXED, SELECT_LIMIT
 from tests.conftest import MosquittoBroker
 from tests.ops.unit_file import EXEC_BINARY, REPO_ROOT, UNIT, exposure, parse_unit, systemd_analyze, verify
 from tests.support.wait import wait_until
@@ -106,6 +108,12 @@ def test_unit_settings_match_the_agent() -> None:
     assert "mqtt_password" in credentials
     assert set(unit["Service"]["DeviceAllow"]) >= {"char-ttyUSB rw", "char-ttyACM rw", "char-gpiochip rw"}
     assert service["DevicePolicy"] == "closed"
+    # docs/OPERATIONS.md "API connection limits and open files": the large box there (16 serial
+    # devices, 8 cameras) with the API at the largest cap the config allows; and no more than
+    # pyserial's select() can take.
+    api_cap = max(m.le for m in ApiSettings.model_fields["max_connections"].metadata if hasattr(m, "le"))
+    large_box = OPEN_FILES_FIXED + 5 * 16 + 4 * 8 + api_cap + 4 * LISTEN_BACKLOG
+    assert large_box <= int(service["LimitNOFILE"]) <= SELECT_LIMIT
 
 
 @needs_systemd_analyze
