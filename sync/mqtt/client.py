@@ -29,8 +29,15 @@ checks the granted QoS before it says ``connected``.
 
 The tasks (per-subscription consumers, the reply sender, and per connection the drain, the status
 refresh and the keep-alive) all belong to :meth:`MqttLink.run`'s task groups; nothing is started per
-message. Time is read only through the injected ``monotonic`` (reply ages) and ``now`` (status
-stamps); waiting itself uses the event loop's timers.
+message. Time comes from the injected ``monotonic`` (reply ages, the drain's rate limit), ``now``
+(status stamps) and ``sleep`` (reconnect delays, the status refresh, the rate limit's pauses); only
+the socket-level waits (CONNACK, SUBACK and PUBACK timeouts, paho's 1 s keep-alive tick) use the
+event loop's own timers, because they measure the network, not the gateway's time.
+
+After a loss, the first reconnect already waits a ``backoff`` delay: with the jittered backoff the
+agent hands in (``reconnect_jitter``), a fleet that lost the broker together comes back spread
+over the delay's ceiling instead of all at once. The backoff starts over only once a connection
+has lived a keep-alive, so a broker that drops every connection at once sees the delays grow.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -56,6 +63,7 @@ from sync.errors import BrokerRefused, NotConnected, PublishFailed, ReplyQueueFu
 from sync.mqtt.backoff import ReconnectBackoff
 from sync.mqtt.config import MqttConfig, parse_broker_url
 from sync.mqtt.drain import Drain
+from sync.mqtt.ratelimit import DrainLimit
 from sync.mqtt.session import Session
 from sync.mqtt.stats import LinkStats
 from sync.outbox import Outbox
@@ -104,6 +112,8 @@ class Subscription:
     handled: int = 0
     errors: int = 0
     queue: collections.deque[tuple[str, bytes, Properties | None]] = field(default_factory=collections.deque)
+    queued_bytes: int = 0
+    """Payload bytes in :attr:`queue`."""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
@@ -146,6 +156,7 @@ class MqttLink:
         on_reply_expired: ReplyExpired | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Coroutine[Any, Any, None]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self.outbox = outbox
@@ -162,13 +173,22 @@ class MqttLink:
         self.on_reply_expired = on_reply_expired
         self._monotonic = monotonic
         self._now = now
+        self._sleep = sleep
         self.stats = LinkStats()
         self.state: LinkState = "starting"
         self.connected = asyncio.Event()
         """Set while a session is up, subscribed (SUBACKs checked) and serving."""
         self.subscriptions: list[Subscription] = []
         self._session: Session | None = None
-        self._drain = Drain(outbox, self.topics, self.stats, config.inflight_window)
+        self._drain = Drain(
+            outbox,
+            self.topics,
+            self.stats,
+            config.inflight_window,
+            limit=DrainLimit(config.drain_rate_events_s, config.drain_rate_bytes_s, monotonic()),
+            monotonic=monotonic,
+            sleep=sleep,
+        )
         self._waiters: dict[int, asyncio.Future[int]] = {}
         self._subacks: dict[int, asyncio.Future[Any]] = {}
         self._full: set[Subscription] = set()
@@ -322,6 +342,12 @@ class MqttLink:
                 for lane, b in self.outbox.backlog().items()
             }
             status["mqtt_protocol"] = self.stats.protocol
+            if self._drain.limit.enabled:
+                status["drain"] = {
+                    "throttled": self.stats.drain_throttled,
+                    "rate_events_s": self.config.drain_rate_events_s or None,
+                    "rate_bytes_s": self.config.drain_rate_bytes_s or None,
+                }
             refused = [s.topic_filter for s in self.subscriptions if s.state == "refused"]
             if refused:
                 status["subscriptions_refused"] = refused
@@ -423,8 +449,8 @@ class MqttLink:
                 log.warning("broker %s unreachable (%s); retrying in %.1fs", self.config.url, err, delay)
                 await self._sleep_unless_stopping(delay)
                 continue
-            self.backoff.reset()
             self._v311_probe = False
+            connected_at = self._monotonic()
             try:
                 await self._serve(session)
             finally:
@@ -435,10 +461,18 @@ class MqttLink:
                 self.stats.connected_since = None
             if not self._stopping:
                 self.state = "disconnected"
+                # Start the backoff over only after a connection that lived a keep-alive: a broker
+                # that accepts and drops at once (overloaded after an outage) must not see every
+                # gateway of a district back after reconnect_min_s, again and again.
+                if self._monotonic() - connected_at >= self.config.keepalive_s:
+                    self.backoff.reset()
+                delay = self.backoff.next_delay()
                 log.warning(
-                    "lost the broker connection; %d publishes were in flight", self._drain.inflight_rows
+                    "lost the broker connection (%d publishes in flight); reconnecting in %.1fs",
+                    self._drain.inflight_rows,
+                    delay,
                 )
-                await self._sleep_unless_stopping(self.backoff.next_delay())
+                await self._sleep_unless_stopping(delay)
 
     async def _connect(self, session: Session) -> None:
         await session.open()
@@ -483,7 +517,7 @@ class MqttLink:
         self.stats.connected_since = self._now().timestamp()
         self.stats.protocol = "5" if session.mqtt5 else "3.1.1"
         log.info("connected to %s (MQTT %s)", self.config.url, self.stats.protocol)
-        self._drain.new_session()
+        self._drain.new_session(session.window)
         try:
             await self._subscribe_all(session)
         except TimeoutError as err:
@@ -570,11 +604,16 @@ class MqttLink:
             except SyncError as err:
                 log.warning("status not published: %s", err)
             reason = "periodic"
-            await asyncio.sleep(self.config.status_interval_s)
+            await self._sleep(self.config.status_interval_s)
 
     async def _sleep_unless_stopping(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+        sleeper = asyncio.ensure_future(self._sleep(delay))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait([sleeper, woken], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            woken.cancel()
 
     def _fail_waiters(self) -> None:
         for mid, fut in list(self._waiters.items()):
@@ -603,22 +642,35 @@ class MqttLink:
         if fut is not None and not fut.done():
             fut.set_result(codes)
 
+    def _queue_full(self, sub: Subscription) -> bool:
+        # By count, and by bytes: a burst of big messages (a roster snapshot in parts) is read from
+        # the broker as the handler takes it, not all at once on the gates' event loop.
+        return (
+            len(sub.queue) >= self.config.inbound_queue_max
+            or sub.queued_bytes >= self.config.inbound_queue_max_bytes
+        )
+
     def _on_message(self, topic: str, payload: bytes, props: Properties | None) -> None:
         self.stats.received += 1
         matched = False
-        limit = self.config.inbound_queue_max
         for sub in self.subscriptions:
             if paho.topic_matches_sub(sub.topic_filter, topic):
                 matched = True
                 sub.queue.append((topic, payload, props))
+                sub.queued_bytes += len(payload)
                 sub.ready.set()
-                if len(sub.queue) >= limit and sub not in self._full:
+                if sub not in self._full and self._queue_full(sub):
                     self._full.add(sub)
                     self.stats.inbound_paused += 1
-                    log.warning(
-                        "handler of %s is %d messages behind; pausing reads from the broker",
+                    # Behind by count is news; pausing for bytes is routine flow control for big
+                    # messages (every part of a large snapshot).
+                    behind = len(sub.queue) >= self.config.inbound_queue_max
+                    log.log(
+                        logging.WARNING if behind else logging.DEBUG,
+                        "handler of %s is %d messages (%d bytes) behind; pausing reads from the broker",
                         sub.topic_filter,
-                        limit,
+                        len(sub.queue),
+                        sub.queued_bytes,
                     )
                     session = self._session
                     if session is not None and self.connected.is_set():
@@ -649,7 +701,6 @@ class MqttLink:
                 task.cancel()
 
     async def _consume(self, sub: Subscription) -> None:
-        limit = self.config.inbound_queue_max
         while not self._closing:
             while not sub.queue and not self._closing:
                 sub.ready.clear()
@@ -657,11 +708,12 @@ class MqttLink:
             if self._closing:
                 return
             topic, payload, props = sub.queue.popleft()
-            if sub in self._full and len(sub.queue) < limit:
+            sub.queued_bytes -= len(payload)
+            if sub in self._full and not self._queue_full(sub):
                 self._full.discard(sub)
                 session = self._session
                 if not self._full and session is not None:
-                    log.info("handlers caught up; reading from the broker again")
+                    log.debug("handlers caught up; reading from the broker again")
                     session.resume_reading()
             try:
                 await sub.handler(topic, payload, props)

@@ -46,7 +46,16 @@ class MqttConfig(BaseModel):
     )
     tls: TlsConfig | None = Field(None, description="TLS settings; mqtts:// without this uses system CAs.")
     topic_prefix: str = Field("campus/v1", description="Prefix of every topic.")
-    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval.")
+    keepalive_s: int = Field(
+        15,
+        ge=5,
+        le=3600,
+        description="MQTT keep-alive interval. A link that goes silent (a dead 4G link, a blackholed "
+        "route) is given up between keepalive_s and 2 x keepalive_s + 1 s after it went silent: paho "
+        "sends a PINGREQ at the latest keepalive_s after its last one and drops the connection when "
+        "the PINGRESP has not come keepalive_s later (the link ticks paho once a second). The broker "
+        "sets the gateway offline (its Last Will) after 1.5 x keepalive_s of silence.",
+    )
     session_expiry_s: int = Field(
         3600,
         ge=0,
@@ -57,18 +66,56 @@ class MqttConfig(BaseModel):
         "while away is lost to this gateway and the roster resyncs).",
     )
     inflight_window: int = Field(
-        100, ge=1, le=65535, description="Most QoS 1 publishes awaiting PUBACK at once."
+        400,
+        ge=1,
+        le=65535,
+        description="Most QoS 1 publishes awaiting PUBACK at once (fewer if the broker's MQTT 5 Receive "
+        "Maximum says so). The drain cannot beat inflight_window / round-trip time (400: 1,300-4,000 "
+        "events/s over 300-100 ms; measured 0.75-0.85 of it); more makes a new alert wait behind "
+        "more bytes on a thin link and resends more after a reconnect (docs/DISTRICT.md).",
     )
     reconnect_min_s: float = Field(
-        0.5, gt=0, description="First reconnect delay (for the backoff the agent hands the link)."
+        1.0,
+        gt=0,
+        description="Ceiling of the first reconnect delay after a loss (for the backoff the agent hands "
+        "the link); each failed attempt doubles the ceiling up to reconnect_max_s.",
     )
     reconnect_max_s: float = Field(60.0, gt=0, description="Reconnect delays never exceed this.")
+    reconnect_jitter: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Fraction of each reconnect delay that is random. 1 (full jitter: uniform between 0 "
+        "and the ceiling) spreads a fleet that lost the broker together over the whole ceiling, so "
+        "hundreds of gateways do not reconnect and replay in lockstep; 0 only for tests.",
+    )
+    drain_rate_events_s: float | None = Field(
+        None,
+        ge=0,
+        description="Most backlog events per second the drain publishes (token bucket, one second of "
+        "burst). New alerts bypass it. None or 0: no limit. Off by default: one campus drains at "
+        "full speed; a district sizes it from what its broker and consumers take (docs/DISTRICT.md).",
+    )
+    drain_rate_bytes_s: float | None = Field(
+        None,
+        ge=0,
+        description="Most backlog bytes per second the drain publishes (payloads and snapshots; token "
+        "bucket, one second of burst). New alerts bypass it. None or 0: no limit.",
+    )
     inbound_queue_max: int = Field(
         1000,
         ge=1,
         le=1_000_000,
         description="Messages queued per subscription for its handler; when full the link stops reading "
         "from the broker until the handler catches up (backpressure, nothing dropped).",
+    )
+    inbound_queue_max_bytes: int = Field(
+        1 << 20,
+        ge=1,
+        description="Payload bytes queued per subscription for its handler; past it the link stops "
+        "reading from the broker until the handler catches up. A message larger than this is still "
+        "taken, alone. Keeps a burst of big messages (a roster snapshot in parts) from being read "
+        "all at once on the event loop the gates decide on.",
     )
     reply_queue_max: int = Field(
         1000,

@@ -5,6 +5,9 @@ event on each of its topics, and its snapshot); a new alert goes out ahead of an
 lane rows go out in ``seq`` order; after a reconnect whatever was in flight is published again, in
 order, with its original id. Built on paho's own publish (no future per message): this path moves
 tens of thousands of events a second.
+
+An optional :class:`~sync.mqtt.ratelimit.DrainLimit` paces the access/attendance and telemetry lanes
+(the backlog a gateway replays after an outage); the alert lane is never held back by it.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from paho.mqtt.enums import MQTTErrorCode
 
 from sync.event_types import Lane
+from sync.mqtt.ratelimit import DrainLimit
 from sync.mqtt.session import Session
 from sync.mqtt.stats import LinkStats
 from sync.outbox import Outbox, PendingRow
@@ -32,11 +37,26 @@ class _InFlight:
 
 
 class Drain:
-    def __init__(self, outbox: Outbox, topics: Topics, stats: LinkStats, window: int) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        topics: Topics,
+        stats: LinkStats,
+        window: int,
+        *,
+        limit: DrainLimit,
+        monotonic: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
         self.outbox = outbox
         self.topics = topics
         self.stats = stats
         self.window = window
+        self.limit = limit
+        self._monotonic = monotonic
+        self._sleep = sleep
+        # Seconds until the rate limit lets the next backlog row go; 0 while it does not hold us.
+        self._throttle_wait = 0.0
         self._inflight: dict[int, _InFlight] = {}
         self.inflight_rows = 0
         self._cursors = dict.fromkeys(Lane, 0)
@@ -52,8 +72,11 @@ class Drain:
         """Publishes of rows are waiting for their PUBACK."""
         return bool(self._inflight)
 
-    def new_session(self) -> None:
-        """Forget the last connection's window: its rows are read again from the outbox."""
+    def new_session(self, window: int) -> None:
+        """Forget the last connection's window: its rows are read again from the outbox. ``window``:
+        the new connection's (ours, or less if the broker said so)."""
+        self.window = window
+        self.stats.window = window
         self.stats.republished_after_reconnect += self.inflight_rows
         self._inflight.clear()
         self.inflight_rows = 0
@@ -63,13 +86,32 @@ class Drain:
 
     async def run(self, session: Session) -> None:
         outbox = self.outbox
-        window = self.window
         while True:
             session.acks_ready.clear()
             self._flush_acks()
-            room = window - self.inflight_rows
+            # The window counts messages (a row is one per topic, plus its snapshot), as the broker's
+            # Receive Maximum does.
+            room = self.window - len(self._inflight)
+            self._throttle_wait = 0.0
             sent = self._fill(session, room) if room > 0 else 0
-            if sent == 0:
+            self.stats.drain_throttled = self._throttle_wait > 0
+            if self._throttle_wait > 0:
+                # Held by the rate limit: wake when it lets the next row go, or for a new alert
+                # (which bypasses it), or an ack; not for every commit of the backlog lanes.
+                self.stats.drain_throttle_waits += 1
+                held_at = self._monotonic()
+                waiters = [
+                    asyncio.ensure_future(session.acks_ready.wait()),
+                    asyncio.ensure_future(outbox.alert_committed.wait()),
+                    asyncio.ensure_future(self._sleep(self._throttle_wait)),
+                ]
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waiters:
+                        w.cancel()
+                    self.stats.drain_throttled_s += self._monotonic() - held_at
+            elif sent == 0:
                 # Nothing to send or no room: wait for an ack or a commit. A short timeout covers
                 # rows committed while we were between checking and waiting.
                 outbox.committed.clear()
@@ -97,10 +139,11 @@ class Drain:
             if buffer is None:
                 break
             row = buffer.popleft()
-            if not self._publish_row(session, row):
+            published = self._publish_row(session, row)
+            if not published:
                 buffer.appendleft(row)
                 break
-            sent += 1
+            sent += published
         return sent
 
     def _next_buffer(self) -> collections.deque[PendingRow] | None:
@@ -119,23 +162,30 @@ class Drain:
             self._buffers[lane].extend(rows)
         return bool(rows)
 
-    def _publish_row(self, session: Session, row: PendingRow) -> bool:
+    def _publish_row(self, session: Session, row: PendingRow) -> int:
+        """How many messages the row took; 0 when it was not published (connection going away, or
+        held by the rate limit: then ``_throttle_wait`` says for how long)."""
         messages = [(topic, row.payload) for topic in self.topics.for_event(row.type, row.severity)]
         if row.attachment is not None:
             messages.append((self.topics.snapshot(row.event_id), row.attachment))
+        if self.limit.enabled and row.lane is not Lane.ALERT:
+            wait = self.limit.acquire(sum(len(payload) for _, payload in messages), self._monotonic())
+            if wait > 0:
+                self._throttle_wait = wait
+                return 0
         mids = []
         for topic, payload in messages:
             info = session.client.publish(topic, payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 # The connection is going away; the row stays pending and is sent again.
-                return False
+                return 0
             mids.append(info.mid)
         tracker = _InFlight(row.seq, len(mids))
         for mid in mids:
             self._inflight[mid] = tracker
         self.inflight_rows += 1
         self.stats.published += 1
-        return True
+        return len(mids)
 
     def on_ack(self, mid: int, code: int) -> bool:
         """Account a PUBACK; False if ``mid`` is not one of the drain's publishes."""

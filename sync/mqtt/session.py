@@ -71,6 +71,9 @@ class Session:
             reconnect_on_failure=False,
             clean_session=None if protocol == MQTTProtocolVersion.MQTTv5 else config.session_expiry_s == 0,
         )
+        self.window = config.inflight_window
+        """Most unacknowledged QoS 1 publishes on this connection: ours, or the broker's Receive
+        Maximum if that is smaller."""
         self.client.max_inflight_messages_set(config.inflight_window)
         self.client.max_queued_messages_set(0)
         if config.username is not None:
@@ -98,6 +101,16 @@ class Session:
     # paho callbacks: on the event loop thread once connected.
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        # MQTT 5: the broker may accept fewer unacknowledged QoS 1 publishes than our window (a
+        # cluster that acknowledges only once a message is replicated); paho does not apply it
+        # itself, and a broker may drop a client that exceeds it.
+        receive_maximum = getattr(props, "ReceiveMaximum", None)
+        if isinstance(receive_maximum, int) and 0 < receive_maximum < self.window:
+            self.window = receive_maximum
+            # paho's setter refuses a change on an open connection; its limit is a plain counter
+            # checked at each publish (paho 2.2), so lowering it before the first one is safe.
+            # Publishes beyond it wait in paho's queue, so replies and status keep within it too.
+            self.client._max_inflight_messages = receive_maximum
         if not self.connack.done():
             self.connack.set_result((_code(reason), str(reason)))
 

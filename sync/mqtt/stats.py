@@ -15,6 +15,15 @@ class LinkStats:
     acked: int = 0
     refused_publishes: int = 0
     republished_after_reconnect: int = 0
+    window: int = 0
+    """The connection's in-flight window: ``inflight_window``, or the broker's smaller MQTT 5
+    Receive Maximum."""
+    drain_throttled: bool = False
+    """The drain is holding backlog rows back for its rate limit right now (alerts still go)."""
+    drain_throttle_waits: int = 0
+    """Times the drain waited for its rate limit."""
+    drain_throttled_s: float = 0.0
+    """Seconds the drain spent held by its rate limit."""
     received: int = 0
     unmatched: int = 0
     """Messages that matched no subscription's filter."""

@@ -30,6 +30,7 @@ from sync import (
 from sync.contract import SCHEMA_DIR, validate
 from tests.conftest import MosquittoBroker, free_port
 from tests.support.backoff import QuickBackoff
+from tests.support.proxy import ProxyThread
 
 # Not the gateway of test_mqtt_link.py: our retained statuses must not reach its collectors.
 SITE, GW = "test-site", "gw-inbound"
@@ -432,12 +433,34 @@ def test_reconnects_are_spaced_by_the_backoff_it_is_handed(tmp_path: Path) -> No
         assert backoff.delays >= 3 and backoff.resets == 0
         await asyncio.to_thread(broker.start)
         await asyncio.wait_for(link.connected.wait(), 10)
-        assert backoff.resets == 1
+        assert backoff.resets == 0, "connecting alone does not start the backoff over"
 
     try:
         run_link(tmp_path / "run", config(f"mqtt://127.0.0.1:{port}"), scenario, backoff=backoff)
     finally:
         broker.stop()
+
+
+def test_the_backoff_starts_over_only_after_a_connection_that_lived_a_keepalive(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """A broker that accepts and drops at once (overloaded after an outage) must see the delays
+    grow; a connection that lived a keep-alive was healthy, and the next loss starts over."""
+    backoff = QuickBackoff(0.05)
+    clock = [1000.0]
+
+    async def scenario(link: MqttLink) -> None:
+        await asyncio.wait_for(link.connected.wait(), 10)
+        proxy.reset()  # dropped at once: no reset, the next delay grows
+        await wait_until(lambda: link.stats.connects >= 2 and link.connected.is_set(), 10, "reconnected")
+        assert backoff.resets == 0 and backoff.delays == 1
+        clock[0] += link.config.keepalive_s  # this connection lived a keep-alive
+        proxy.reset()
+        await wait_until(lambda: link.stats.connects >= 3 and link.connected.is_set(), 10, "reconnected")
+        assert backoff.resets == 1 and backoff.delays == 2
+
+    with ProxyThread(mosquitto.port) as proxy:
+        run_link(tmp_path, config(proxy.url), scenario, backoff=backoff, monotonic=lambda: clock[0])
 
 
 # -- replies ------------------------------------------------------------------------------------

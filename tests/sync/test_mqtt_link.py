@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -26,26 +27,26 @@ SITE, GW = "test-site", "gw-1"
 SOURCE = f"campus/{SITE}/{GW}/gateway"
 
 
-def heartbeat(i: int) -> Event:
+def heartbeat(i: int, gw: str = GW) -> Event:
     return Event(
         "edu.campus.device.heartbeat.v1",
-        f"campus/{SITE}/{GW}/r1",
+        f"campus/{SITE}/{gw}/r1",
         {"device": "r1", "kind": "sim", "uptime_s": float(i), "counter": i},
     )
 
 
-def lifecycle(i: int) -> Event:
+def lifecycle(i: int, gw: str = GW) -> Event:
     return Event(
         "edu.campus.gateway.started.v1",
-        SOURCE,
+        f"campus/{SITE}/{gw}/gateway",
         {"version": "t", "hostname": "h", "outbox_backlog": i, "previous_shutdown": "clean"},
     )
 
 
-def alert(i: int) -> Event:
+def alert(i: int, gw: str = GW) -> Event:
     return Event(
         "edu.campus.security.test_alert.v1",
-        f"campus/{SITE}/{GW}/cam1",
+        f"campus/{SITE}/{gw}/cam1",
         {"device": "cam1", "reason": f"test {i}"},
         severity=Severity.CRITICAL,
     )
@@ -88,8 +89,8 @@ def with_link(
     asyncio.run(main())
 
 
-def fast(url: str, **kw: object) -> MqttConfig:
-    return MqttConfig(url=url, reconnect_min_s=0.1, reconnect_max_s=0.5, connect_timeout_s=3, **kw)  # type: ignore[arg-type]
+def fast(url: str, **kw: Any) -> MqttConfig:
+    return MqttConfig(url=url, reconnect_min_s=0.1, reconnect_max_s=0.5, connect_timeout_s=3, **kw)
 
 
 def test_drain_publishes_every_event_valid_with_status(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
@@ -172,14 +173,15 @@ def test_broker_restart_mid_stream_loses_nothing_and_keeps_lane_order(tmp_path: 
     broker.start()
     # A persistent subscriber session, so the broker keeps what arrives while it is down.
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     received: list[tuple[str, bytes]] = []
     sub = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id="restart-sub", clean_session=False, protocol=mqtt.MQTTv311
+        CallbackAPIVersion.VERSION2, client_id="restart-sub", clean_session=False, protocol=mqtt.MQTTv311
     )
     sub.on_message = lambda c, u, m: received.append((m.topic, bytes(m.payload)))
     sub.on_connect = lambda c, *a: c.subscribe(f"campus/v1/{SITE}/{GW}/events/#", qos=1)
-    sub.reconnect_delay_set(0.1, 0.5)
+    sub.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]  # paho's hint says int; it takes seconds
     sub.connect("127.0.0.1", broker.port)
     sub.loop_start()
     time.sleep(0.3)
@@ -457,3 +459,35 @@ def test_alert_snapshot_is_published_beside_its_event(tmp_path: Path, mosquitto:
     assert snap.topic == f"campus/v1/{SITE}/{GW}/snapshots/{event.id}"
     assert snap.payload == jpeg.tobytes()
     assert any(m.topic.endswith("/alerts/critical") and m.json()["id"] == event.id for m in msgs)
+
+
+def test_drain_limit_paces_events_and_bytes_and_lets_a_big_row_through() -> None:
+    from sync.mqtt.ratelimit import DrainLimit
+
+    off = DrainLimit(None, 0, now=0.0)
+    assert not off.enabled and off.acquire(10**9, 0.0) == 0.0
+    limit = DrainLimit(100, 10_000, now=0.0)
+    # One second of burst, then one event per 1/100 s.
+    assert all(limit.acquire(50, 0.0) == 0.0 for _ in range(100))
+    assert limit.acquire(50, 0.0) == pytest.approx(0.01)
+    assert limit.acquire(50, 0.01) == 0.0
+    # Bytes bind too: 10,000 B/s, and a row larger than the whole bucket waits for a full bucket,
+    # then goes (into debt) rather than never.
+    limit = DrainLimit(None, 10_000, now=0.0)
+    assert limit.acquire(25_000, 0.0) == 0.0
+    assert limit.acquire(1_000, 0.0) == pytest.approx(1.6)
+    assert limit.acquire(1_000, 1.6) == 0.0
+
+
+def test_window_follows_the_brokers_receive_maximum(tmp_path: Path) -> None:
+    # A broker that takes fewer unacknowledged publishes than our window says so in its MQTT 5
+    # CONNACK; the link keeps to it (paho does not on its own) and still delivers everything.
+    with MosquittoBroker(tmp_path, extra_conf="max_inflight_messages 20") as broker:
+
+        async def scenario(outbox: Outbox, link: MqttLink) -> None:
+            await asyncio.gather(*[outbox.append_nowait(heartbeat(i)) for i in range(500)])
+            await wait_until(lambda: outbox.pending_total == 0, 30, "drain")
+            assert link.stats.window == 20
+            assert link.stats.connects == 1
+
+        with_link(tmp_path, fast(broker.url, inflight_window=100), scenario)
