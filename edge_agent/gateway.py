@@ -14,11 +14,13 @@ without a restart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -68,7 +70,7 @@ from edge_agent.services import (
     StatusView,
 )
 from edge_agent.simulated import SimulatedDevice
-from sync import Event, MqttLink, Outbox, OutboxError, SyncError, format_time
+from sync import Event, MqttLink, Outbox, OutboxError, SyncError, format_time, synchronous_of
 from vision import PersonDetector, VisionError
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ STATE_FILE = "agent.state"
 STATUS_FILE = "status.json"
 GATE_TIMER_S = 0.5
 STATUS_FILE_INTERVAL_S = 2.0
+STORAGE_ALARM_INTERVAL_S = 0.5
 
 
 class _Task:
@@ -140,10 +143,15 @@ class Gateway:
             if mqtt.tls and mqtt.tls.key_credential
             else None,
             status_extra=self.status_extra,
-            backoff=Backoff(BackoffConfig(initial_s=mqtt.reconnect_min_s, max_s=mqtt.reconnect_max_s)),
+            backoff=Backoff(
+                BackoffConfig(
+                    initial_s=mqtt.reconnect_min_s, max_s=mqtt.reconnect_max_s, jitter=mqtt.reconnect_jitter
+                )
+            ),
             on_reply_expired=self._reply_expired,
             monotonic=self.clock.monotonic,
             now=self.clock.now,
+            sleep=self.clock.sleep,
         )
         self.devices = DeviceDirectory()
         self.gates: dict[str, GateController] = {}
@@ -155,6 +163,8 @@ class Gateway:
         self.roster: Roster | None = None
         self.attendance: AttendanceBook | None = None
         self.alert_book: AlertBook | None = None
+        self.store_recoveries: list[dict[str, object]] = []
+        """Stores found corrupt at this start (storage_recovered payloads), for the status."""
         self.services: Services | None = None
         self.commands: CommandProcessor | None = None
         self._person_detector: PersonDetector | None = None
@@ -184,6 +194,7 @@ class Gateway:
             ComponentSpec(
                 "link", _Link(self), restart, stop_timeout_s=cfg.agent.shutdown_timeout_s, stop_first=True
             ),
+            ComponentSpec("storage-alarm", _StorageAlarm(self), restart),
             ComponentSpec("lifecycle", _Lifecycle(self), leave_off),
             ComponentSpec("gates", _Task(self._gate_timers, self._build_gates), restart),
             ComponentSpec("simulated", self.simulated, restart),
@@ -294,7 +305,15 @@ class Gateway:
             key = parse_key(
                 read_credential(settings.template_key_credential), settings.template_key_credential
             )
-            store = await asyncio.to_thread(FaceTemplateStore, self.data_dir, key)
+            store = await asyncio.to_thread(
+                FaceTemplateStore,
+                self.data_dir,
+                key,
+                synchronous=synchronous_of("faces", self.config.outbox.synchronous),
+                now=self.clock.now,
+            )
+            if store.recovery is not None:
+                _report_recovery(self, store.recovery.event_data())
             faces = await asyncio.to_thread(FaceService, store, settings)
         except (TemplateKeyError, VisionError) as err:
             self.cameras.face_error = str(err)
@@ -305,15 +324,39 @@ class Gateway:
         self.roster.on_face_templates.append(faces.apply_roster)
         self.roster.on_person_removed.append(faces.person_removed)
 
-    def _roster_sync(self) -> _Subscriber:
+    def _roster_sync(self) -> RosterSync:
         assert self.roster is not None
-        sync = RosterSync(self.roster, self.link, self.emitter, self.counters, self.config.gateway.id)
-        return _Subscriber(self.link, self.link.topics.roster_filter, sync.on_message)
+        sync = RosterSync(
+            self.roster,
+            self.link,
+            self.emitter,
+            self.counters,
+            self.config.gateway.id,
+            clock=self.clock,
+            max_message_bytes=self.config.agent.roster_max_message_bytes,
+            # The faces component started first: a recovered faces.db lost the templates.
+            refill_faces=self.cameras.faces is not None and self.cameras.faces.store.recovery is not None,
+        )
+        recovered = sync.request_resync()
+        if recovered is not None:
+            _report_recovery(self, recovered)
+        return sync
 
     def _command_processor(self) -> _Subscriber:
         assert self.services is not None
-        self.commands = CommandProcessor(self.services, self.config.commands)
+        self.commands = CommandProcessor(
+            self.services,
+            self.config.commands,
+            nonce_file_expected=self._previous_shutdown != "first_start",
+        )
         self.services.commands = self.commands
+        nonces = self.commands.nonces
+        if nonces.moved_to is not None:
+            _report_recovery(
+                self, {"store": "nonces", "moved_to": str(nonces.moved_to), "error": nonces.lost_error}
+            )
+        elif nonces.lost_error:  # missing: guarded and logged the same way, but nothing was moved
+            self.counters.count("store_lost_nonces")
         return _Subscriber(self.link, self.link.topics.command_filter, self.commands.handle)
 
     async def _build_gates(self) -> None:
@@ -459,7 +502,10 @@ class Gateway:
     # -- health ------------------------------------------------------------------------------
 
     def healthy(self) -> bool:
-        """True while no component has failed for good; gates the systemd watchdog."""
+        """True while no component has failed for good; gates the systemd watchdog.
+
+        A full disk (outbox storage ``critical``) does not make the gateway unhealthy: a restart would
+        lose the events held in memory and free no space; it shows in the status and as an alert."""
         return self.supervisor.healthy() and self.outbox.writer_alive()
 
     async def _watchdog(self) -> None:
@@ -588,7 +634,11 @@ class Gateway:
                 "dropped_undelivered": self.outbox.stats.dropped_undelivered,
                 "commit_failures": self.outbox.stats.commit_failures,
                 "recovered_from": str(self.outbox.recovered_from) if self.outbox.recovered_from else None,
+                "never_committed": self.outbox.stats.never_committed,
+                # "critical": alerts and access wait in memory (docs/OPERATIONS.md, "Full disk").
+                "storage": dataclasses.asdict(self.outbox.storage),
             },
+            "stores": _stores_status(self),
             **self.status_extra(),
         }
 
@@ -726,8 +776,29 @@ class _SimulatedDevices:
         pass
 
 
+def _report_recovery(gw: Gateway, data: dict[str, object]) -> None:
+    """A store was found corrupt and replaced (the store itself logged how): tell the centre, count
+    it, and keep it for the status. The outbox is open by then, so the event is kept until sent."""
+    gw.counters.count(f"store_recovered_{data['store']}")
+    gw.store_recoveries.append(data)
+    gw.emitter.emit(Event("edu.campus.gateway.storage_recovered.v1", gw.emitter.source("gateway"), data))
+
+
+def _stores_status(gw: Gateway) -> dict[str, Any]:
+    """What ``edge-agent status`` shows of the local stores: recoveries at this start, damaged rows."""
+    damaged: dict[str, int] = {}
+    if gw.alert_book is not None:
+        damaged["alerts"] = gw.alert_book.damaged.count
+    if gw.attendance is not None:
+        damaged["attendance_unrecorded"] = gw.attendance.unrecorded.count
+    if gw.cameras.faces is not None:
+        damaged["faces"] = gw.cameras.faces.store.damaged.count
+    return {"recovered": list(gw.store_recoveries), "damaged_rows": damaged}
+
+
 class _Stores:
-    """The local SQLite stores other than the outbox: roster, attendance, alert book."""
+    """The local SQLite stores other than the outbox: roster, attendance, alert book. Each checks its
+    file at open; a corrupt one is moved aside, replaced, and reported here (sync.storage)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -735,12 +806,26 @@ class _Stores:
     async def start(self) -> None:
         gw = self.gateway
         cfg = gw.config.agent
-        gw.roster = await asyncio.to_thread(Roster, gw.data_dir)
+        outbox_sync = gw.config.outbox.synchronous
+        gw.roster = await asyncio.to_thread(Roster, gw.data_dir, now=gw.clock.now)
         await seed_roster(gw.roster, cfg.roster_seed, gw.config_path)
-        gw.attendance = await asyncio.to_thread(AttendanceBook, gw.data_dir)
-        gw.alert_book = await asyncio.to_thread(
-            AlertBook, gw.data_dir, cfg.alert_snapshot_retention_s, cfg.alert_retention_s
+        gw.attendance = await asyncio.to_thread(
+            AttendanceBook,
+            gw.data_dir,
+            synchronous=synchronous_of("attendance", outbox_sync),
+            now=gw.clock.now,
         )
+        gw.alert_book = await asyncio.to_thread(
+            AlertBook,
+            gw.data_dir,
+            cfg.alert_snapshot_retention_s,
+            cfg.alert_retention_s,
+            synchronous=synchronous_of("alerts", outbox_sync),
+            now=gw.clock.now,
+        )
+        for store in (gw.attendance, gw.alert_book):
+            if store.recovery is not None:
+                _report_recovery(gw, store.recovery.event_data())
         gw.emitter.alerts = gw.alert_book
         gw.services = gw.build_services()
 
@@ -750,7 +835,10 @@ class _Stores:
     async def stop(self) -> None:
         gw = self.gateway
         gw.emitter.alerts = None
-        for store in (gw.roster, gw.attendance, gw.alert_book):
+        # The face store too (opened by the faces component, which has stopped by now): closing
+        # checkpoints the WAL into faces.db, so a stopped agent leaves every store whole in its file.
+        faces = gw.cameras.faces.store if gw.cameras.faces is not None else None
+        for store in (gw.roster, gw.attendance, gw.alert_book, faces):
             if store is not None:
                 store.close()
 
@@ -774,6 +862,50 @@ class _Link:
         while gw.link.connected.is_set() and gw.outbox.pending_total > 0 and clock.monotonic() < deadline - 1:
             await clock.sleep(0.05)
         await gw.link.shutdown(drain_timeout_s=max(0.1, min(2.0, deadline - clock.monotonic())))
+
+
+class _StorageAlarm:
+    """The outbox's ``storage_critical`` alert cannot wait in the full outbox. While it lasts, this
+    publishes it straight to the broker (with the id and seq the outbox commits it with once space
+    returns, so the centre de-duplicates the later copy) and puts it in the local alert book for the
+    console (when the book's own file can still take it)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def start(self) -> None:
+        pass
+
+    async def run(self) -> None:
+        gw = self.gateway
+        published = booked = failed = ""
+        while True:
+            critical = gw.outbox.critical_alert
+            if critical is not None:
+                event, seq = critical
+                if booked != event.id and gw.alert_book is not None:
+                    # Once per alert: live console subscribers get it even when the book's insert
+                    # fails (same full disk); a retry would only repeat it to them.
+                    booked = event.id
+                    try:
+                        gw.alert_book.record(event)
+                    except sqlite3.Error:
+                        gw.counters.count("storage_alert_not_in_book")
+                if published != event.id and gw.link.connected.is_set():
+                    severity = event.severity.value if event.severity else None
+                    try:
+                        for topic in gw.link.topics.for_event(event.type, severity):
+                            await gw.link.publish(topic, event.to_json(seq))
+                        published = event.id
+                        log.warning("storage critical alert %s published directly (seq %d)", event.id, seq)
+                    except SyncError as err:
+                        if failed != event.id:  # once per alert, not every retry
+                            failed = event.id
+                            log.warning("storage critical alert not published yet (retrying): %s", err)
+            await gw.clock.sleep(STORAGE_ALARM_INTERVAL_S)
+
+    async def stop(self) -> None:
+        pass
 
 
 class _Lifecycle:

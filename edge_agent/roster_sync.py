@@ -2,52 +2,188 @@
 
 The link hands this component the messages of ``campus/v1/{site}/roster/#`` in arrival order and
 waits for each to be handled before the next (a delta N+1 must never be applied before delta N).
-Parsing and applying run in a worker thread, so the gates keep deciding meanwhile. Every message
-gets a reply (applied, ignored or rejected) through the link's reply queue, which delivers it when
-the link is up — also when it was down at the time — or expires it with a logged, counted reason.
+Parsing and applying run in a worker thread, and a message larger than
+:data:`~edge_agent.roster.ISOLATED_PARSE_BYTES` is parsed in a child process, so the gates keep
+deciding meanwhile; a message over ``agent.roster_max_message_bytes`` is refused unread. Every
+message gets a reply (applied, ignored or rejected) through the link's reply queue, which delivers
+it when the link is up — also when it was down at the time — or expires it with a logged, counted
+reason. A snapshot sent in parts is staged part by part and gets one reply, for its last part (or
+the first it refuses); see :meth:`RosterSync._take_part`.
+
+The component also keeps ``roster.db.last-good``: a copy after applied versions (a burst of deltas
+is copied once, :data:`LAST_GOOD_SETTLE_S` after it), and one at stop if a version is not copied
+yet. After a start that found ``roster.db`` (or ``faces.db``) corrupt, it asks the centre for the
+snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 from paho.mqtt.properties import Properties
 
-from edge_agent.roster import ApplyResult, Roster, RosterError, parse_roster_message
+from edge_agent.clock import Clock
+from edge_agent.roster import (
+    ISOLATED_PARSE_BYTES,
+    ApplyResult,
+    Encoded,
+    IsolatedParser,
+    Roster,
+    RosterError,
+    SnapshotStaging,
+    collector_paused,
+    parse_roster_message,
+)
 from edge_agent.services import Counters, Emitter
-from sync import Event, MqttLink, RosterReply, reply_properties, response_properties
+from sync import (
+    Event,
+    MqttLink,
+    ReplyQueueFull,
+    RosterDelta,
+    RosterReply,
+    RosterSnapshot,
+    reply_properties,
+    response_properties,
+)
 
 log = logging.getLogger(__name__)
 
 REPLY_TTL_S = 3600.0
 """How long a roster reply waits for the link: the centre resends after a resync anyway."""
+RESYNC_TTL_S = 7 * 86400.0
+"""How long a resync request after a recovery waits for the link: until the centre hears it, the
+gateway decides from the restored (or an empty) roster, so it outlives any ordinary outage."""
+LAST_GOOD_SETTLE_S = 1.0
+"""After an applied version, how long to wait for more before copying the roster (one copy of a
+30 MB roster per burst of deltas, not one per delta: SD cards wear)."""
+REJECT_LOG_INTERVAL_S = 60.0
+"""At most one log line per this many seconds for refused roster messages (each is counted)."""
 
 
 class RosterSync:
-    """Applies what arrives on the roster topics, in order (the gateway subscribes
-    :meth:`on_message` to ``link.topics.roster_filter``)."""
+    """Applies what arrives on the roster topics, in order, and keeps the last-known-good copy.
+
+    A component: ``start()`` subscribes :meth:`on_message` to ``link.topics.roster_filter``,
+    ``run()`` copies applied versions to ``roster.db.last-good``, ``stop()`` copies one not yet
+    copied.
+    """
 
     def __init__(
-        self, roster: Roster, link: MqttLink, emitter: Emitter, counters: Counters, gateway: str
+        self,
+        roster: Roster,
+        link: MqttLink,
+        emitter: Emitter,
+        counters: Counters,
+        gateway: str,
+        *,
+        clock: Clock,
+        max_message_bytes: int,
+        refill_faces: bool = False,
     ) -> None:
         self.roster = roster
         self.link = link
         self.emitter = emitter
         self.counters = counters
         self.gateway = gateway
+        self.clock = clock
+        self.max_message_bytes = max_message_bytes
+        self._parser = IsolatedParser()
+        self._to_copy = asyncio.Event()
+        self._reject_logged_at: float | None = None
+        self._rejects_unlogged = 0
+        self._staging: SnapshotStaging | None = None
+        self._ended: tuple[str, bool] | None = None
+        """The last snapshot in parts that ended: its part id, and whether it ended complete."""
+        self._refill_faces = refill_faces
+        """faces.db was found corrupt: the face templates are gone, and only a snapshot brings them
+        (the roster does not keep them), so one at the version held is taken once more."""
+
+    # -- component ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.link.subscribe(self.link.topics.roster_filter, self.on_message)
+        held = self.roster.version
+        if held > 0 and await asyncio.to_thread(self.roster.last_good_version) != held:
+            self._to_copy.set()  # first start with a roster (seed, upgrade), or a copy that lags
+
+    async def run(self) -> None:
+        while True:
+            await self._to_copy.wait()
+            await self.clock.sleep(LAST_GOOD_SETTLE_S)
+            self._to_copy.clear()
+            await self._save_last_good()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._parser.close)  # up between the parts of a snapshot
+        if self._to_copy.is_set():
+            self._to_copy.clear()
+            await self._save_last_good()
+
+    async def _save_last_good(self) -> None:
+        try:
+            await asyncio.to_thread(self.roster.save_last_good)
+        except (OSError, sqlite3.Error) as err:
+            # The gate keeps deciding from memory and roster.db; only the fallback copy is stale.
+            self.counters.count("roster_last_good_failed")
+            log.error("the roster's last-known-good copy was not updated: %s", err)
+            self._to_copy.set()
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def request_resync(self) -> dict[str, object] | None:
+        """After a start that found ``roster.db`` (or ``faces.db``) corrupt: ask the centre for its
+        snapshot; returns the roster's ``storage_recovered`` payload to report (None when the roster
+        was not recovered).
+
+        The request is the roster reply the centre already acts on, ``resync_needed``, sent
+        unprompted (``requested_version`` null) on ``roster/reply`` (docs/INTEGRATORS.md).
+        """
+        recovery = self.roster.recovery
+        held = self.roster.version
+        if recovery is None:
+            if self._refill_faces and held > 0:
+                self._send_resync(f"faces.db was corrupt and the face templates of version {held} are gone")
+            return None
+        if recovery.restored_version is None:
+            reason = f"roster.db was corrupt and {recovery.last_good_error}; the roster is empty"
+        else:
+            reason = f"roster.db was corrupt; version {held} was restored from the last-known-good copy"
+        return recovery.event_data(resync_requested=self._send_resync(reason))
+
+    def _send_resync(self, reason: str) -> bool:
+        reply = RosterReply(
+            gateway=self.gateway,
+            result="resync_needed",
+            version=self.roster.version,
+            requested_version=None,
+            reason=f"{reason}: please resend the current snapshot",
+        )
+        try:
+            self.link.send_reply(
+                self.link.topics.roster_reply, reply.model_dump_json().encode(), ttl_s=RESYNC_TTL_S
+            )
+        except ReplyQueueFull:
+            log.error("the roster resync request could not be queued; the centre learns it from the status")
+            return False
+        return True
+
+    # -- messages ------------------------------------------------------------------------------
 
     async def on_message(self, topic: str, payload: bytes, props: Properties | None) -> None:
         roster = self.roster
         requested: int | None = None
         kind = "unknown"
         try:
-            result = await asyncio.to_thread(self._apply, payload)
+            result = await self._take(topic, payload)
+            if result is None:
+                return  # a part taken in (or one sent twice): the snapshot's answer comes with its last
         except RosterError as err:
             kind, requested = err.kind or kind, err.requested_version
             self.counters.count(f"roster_{err.code}")
-            log.warning("roster message on %s not applied: %s", topic, err)
+            self._log_refused(topic, err)
             reply = RosterReply(
                 gateway=self.gateway,
                 result=err.result,
@@ -69,6 +205,7 @@ class RosterSync:
                 )
             )
         else:
+            self._to_copy.set()
             reply = RosterReply(
                 gateway=self.gateway,
                 result="applied",
@@ -96,28 +233,187 @@ class RosterSync:
             ttl_s=REPLY_TTL_S,
         )
 
-    def _apply(self, payload: bytes) -> ApplyResult:
-        """Parse and apply one message (in a worker thread)."""
-        message = parse_roster_message(payload)
+    async def _take(self, topic: str, payload: bytes) -> ApplyResult | None:
+        try:
+            return await self._take_message(topic, payload)
+        except RosterError as err:
+            if err.requested_version is None and self._staging is not None and topic.endswith("/snapshot"):
+                # Unreadable, or too big to read, on the snapshot topic: a part of the snapshot
+                # being staged, as far as anyone can tell. This is its answer; the rest is dropped.
+                self._end(self._staging.part_id, complete=False)
+            raise
+
+    async def _take_message(self, topic: str, payload: bytes) -> ApplyResult | None:
+        if len(payload) > self.max_message_bytes:
+            err = RosterError(
+                f"roster message of {len(payload):,} bytes is over the limit of "
+                f"{self.max_message_bytes:,} bytes (agent.roster_max_message_bytes); not read",
+                result="rejected",
+                code="too_large",
+            )
+            named = topic.rsplit("/", 1)[-1]
+            err.kind = named if named in ("snapshot", "delta") else None
+            raise err
+        try:
+            return await asyncio.to_thread(self._apply, payload)
+        except asyncio.CancelledError:
+            self._parser.kill()  # the agent stops: a parse under way must not hold the exit
+            raise
+
+    def _apply(self, payload: bytes) -> ApplyResult | None:
+        """Parse and apply one message (in a worker thread); None for a part of a snapshot that is
+        not complete yet (or one ignored)."""
+        try:
+            if len(payload) <= ISOLATED_PARSE_BYTES:
+                message = parse_roster_message(payload)
+                if message.kind == "delta" or message.part is None:
+                    return self._apply_message(message)
+                with collector_paused():  # the staged entries are frozen out of the collector's passes
+                    return self._take_part(message, None, len(payload))
+            with collector_paused():
+                message, encoded = self._parser.parse(payload)
+                if message.kind == "snapshot" and message.part is not None:
+                    return self._take_part(message, encoded, len(payload))
+                return self._apply_message(message, encoded)
+        finally:
+            if self._staging is None:
+                self._parser.close()  # kept only between the parts of a snapshot
+
+    def _apply_message(
+        self, message: RosterSnapshot | RosterDelta, encoded: Encoded | None = None
+    ) -> ApplyResult:
         try:
             if message.kind == "snapshot":
-                held = self.roster.version
-                if message.version <= held:
-                    raise RosterError(
-                        f"snapshot version {message.version} is not newer than {held}",
-                        result="ignored",
-                        code="stale_snapshot",
-                    )
-                return self.roster.apply_snapshot(message)
-            return self.roster.apply_delta(message)
+                if self._staging is not None:
+                    self._abandon(f"a whole snapshot (version {message.version}) came instead")
+                self._check_newer(message.version)
+                return self._applied_snapshot(self.roster.apply_snapshot(message, encoded=encoded))
+            # A delta between the parts of a snapshot is taken against the roster held now, as if no
+            # snapshot were coming: a card withdrawn is withdrawn at once, not after the last part.
+            return self.roster.apply_delta(message, encoded=encoded)
         except RosterError as err:
             err.kind, err.requested_version = message.kind, message.version
             raise
 
+    def _check_newer(self, version: int) -> None:
+        held = self.roster.version
+        if version > held or (version == held and self._refill_faces):
+            return
+        raise RosterError(
+            f"snapshot version {version} is not newer than {held}", result="ignored", code="stale_snapshot"
+        )
+
+    def _applied_snapshot(self, result: ApplyResult) -> ApplyResult:
+        self._refill_faces = False  # the templates came with it
+        return result
+
+    # -- snapshots in parts ----------------------------------------------------------------------
+
+    def _take_part(self, message: RosterSnapshot, encoded: Encoded | None, size: int) -> ApplyResult | None:
+        """Stage one part; on the last, apply the whole like a snapshot in one message.
+
+        Parts must come in order (the link delivers in order). A part sent again (QoS 1 may
+        redeliver) is ignored; index 0 starts the snapshot afresh (superseding one unfinished);
+        any other break — an index skipped, another id or count or version mid-way — drops what was
+        staged and asks for the snapshot again (``resync_needed``). After a snapshot in parts ended,
+        its later parts are ignored: it got its one answer.
+        """
+        assert message.part is not None
+        part, staging = message.part, self._staging
+        try:
+            if staging is not None and part.id == staging.part_id and part.index < staging.next_index:
+                self.counters.count("roster_snapshot_part_duplicate")
+                return None
+            if staging is None and part.index > 0 and self._ended is not None and self._ended[0] == part.id:
+                self.counters.count(
+                    "roster_snapshot_part_duplicate" if self._ended[1] else "roster_snapshot_part_dropped"
+                )
+                return None
+            if part.index == 0:
+                if staging is not None:
+                    self._abandon(f"snapshot {part.id!r} started")
+                staging = self._staging = SnapshotStaging(
+                    part.id, message.version, part.count, max_bytes=self.max_message_bytes
+                )
+            elif staging is None or (part.id, part.index, part.count, message.version) != (
+                staging.part_id,
+                staging.next_index,
+                staging.count,
+                staging.version,
+            ):
+                self._end(part.id, complete=False)
+                self._check_newer(message.version)  # a part of one not newer (a retained last part)
+                raise RosterError(
+                    f"snapshot part gap: got part {part.index + 1} of {part.count} of snapshot {part.id!r} "
+                    f"(version {message.version}), "
+                    + (
+                        "with no snapshot in parts under way"
+                        if staging is None
+                        else f"expected part {staging.next_index + 1} of {staging.count} of snapshot "
+                        f"{staging.part_id!r} (version {staging.version})"
+                    )
+                    + "; what was staged is dropped",
+                    result="resync_needed",
+                    code="snapshot_part_gap",
+                )
+            held = self.roster.version
+            if message.version > held or (message.version == held and self._refill_faces):
+                staging.add(message, encoded, size)
+            else:
+                staging.next_index += 1  # not newer: nothing to stage, its answer comes with the last
+            if not staging.complete:
+                return None
+            self._end(part.id, complete=True)
+            self._check_newer(message.version)
+            return self._applied_snapshot(self.roster.apply_staged(staging))
+        except RosterError as err:
+            self._end(part.id, complete=False)
+            err.kind, err.requested_version = "snapshot", message.version
+            raise
+
+    def _end(self, part_id: str, *, complete: bool) -> None:
+        self._staging = None
+        self._ended = (part_id, complete)
+
+    def _abandon(self, why: str) -> None:
+        """Drop an unfinished snapshot in parts that a newer one replaces (no answer is due for it:
+        the centre sent the newer one)."""
+        staging = self._staging
+        assert staging is not None
+        self._staging = None
+        self._ended = (staging.part_id, False)
+        self.counters.count("roster_snapshot_part_superseded")
+        self._warn(
+            f"roster snapshot {staging.part_id!r} (version {staging.version}) dropped after "
+            f"{staging.next_index} of {staging.count} parts: {why}"
+        )
+
+    def _log_refused(self, topic: str, err: RosterError) -> None:
+        self._warn(f"roster message on {topic} not applied: {err}")
+
+    def _warn(self, text: str) -> None:
+        """A WARNING about refused or dropped roster messages, at most one a :data:`REJECT_LOG_INTERVAL_S`."""
+        now = self.clock.monotonic()
+        self._rejects_unlogged += 1
+        if self._reject_logged_at is not None and now - self._reject_logged_at < REJECT_LOG_INTERVAL_S:
+            return
+        more = self._rejects_unlogged - 1
+        log.warning(
+            "%s%s", text, f" (and {more} more refused or dropped since the last line)" if more else ""
+        )
+        self._reject_logged_at, self._rejects_unlogged = now, 0
+
 
 async def seed_roster(roster: Roster, seed: str | None, config_path: Path | None) -> None:
-    """Apply the configured seed snapshot once, while the local roster is empty (first install, demo)."""
+    """Apply the configured seed snapshot once, while the local roster is empty (first install, demo).
+
+    Not after a recovery that left the roster empty: a seed is old master data, and a card it would
+    grant may have been withdrawn since; the centre's snapshot is requested instead.
+    """
     if seed is None or roster.version > 0:
+        return
+    if roster.recovery is not None:
+        log.warning("roster seed %s not applied: the roster is waiting for the centre after a recovery", seed)
         return
     path = Path(seed)
     if not path.is_absolute() and config_path is not None:
@@ -131,4 +427,4 @@ async def seed_roster(roster: Roster, seed: str | None, config_path: Path | None
         log.error("roster seed %s not applied: %s", seed, err)
 
 
-__all__ = ["RosterSync", "seed_roster"]
+__all__ = ["LAST_GOOD_SETTLE_S", "RosterSync", "seed_roster"]

@@ -78,6 +78,14 @@ class AgentConfig(BaseModel):
         description="A roster snapshot (JSON file, the format the centre publishes) applied at start when "
         "the local roster is empty: first install, demo. A relative path is relative to the config file.",
     )
+    roster_max_message_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest roster message (snapshot or delta) the agent reads, and the most all parts "
+        "of one snapshot sent in parts may add up to; a larger one is refused "
+        "with a 'rejected' reply and counted. The default fits a big campus: a 30 MB snapshot holds "
+        "~166,000 people with one card each; face embeddings add ~10 kB per template.",
+    )
 
 
 class SimulatedSourceConfig(BaseModel):

@@ -13,6 +13,7 @@ from collections import Counter
 from datetime import date, datetime
 from typing import Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sync.config import WEEKDAYS, TimeWindow, Weekday
@@ -119,11 +120,32 @@ class RosterContent(_Model):
         return self
 
 
+class SnapshotPart(_Model):
+    """Where a message stands in a snapshot sent in parts (:func:`split_snapshot`)."""
+
+    id: str = Field(pattern=_ID, description="Snapshot id: the same in every part of one snapshot.")
+    index: int = Field(ge=0, description="This part's place, 0 to count - 1; parts are sent in order.")
+    count: int = Field(ge=1, description="How many parts the snapshot has.")
+
+    @model_validator(mode="after")
+    def _within(self) -> SnapshotPart:
+        if self.index >= self.count:
+            raise ValueError("part index must be below its count")
+        return self
+
+
 class RosterSnapshot(RosterContent):
-    """The whole roster at ``version``; replaces what the gateway holds."""
+    """The whole roster at ``version``; replaces what the gateway holds. With ``part``, one of the
+    messages a snapshot is sent in: each carries some of the entries, and the gateway applies the
+    whole once the last has arrived."""
 
     kind: Literal["snapshot"] = Field(description="Message kind.")
     version: int = Field(ge=1, description="Roster version.")
+    part: SnapshotPart | None = Field(
+        None,
+        description="Set when the snapshot is sent in parts: every part has the same version and "
+        "part id; entries are split between the parts, each entry in exactly one.",
+    )
 
 
 class RosterDeletes(_Model):
@@ -152,13 +174,79 @@ class RosterDelta(_Model):
 
 
 class RosterReply(_Model):
-    """The gateway's answer to a roster message (on the MQTT 5 response topic or ``roster/reply``)."""
+    """The gateway's answer to a roster message (on the MQTT 5 response topic or ``roster/reply``).
+
+    Also sent unprompted on ``roster/reply``, with ``result`` ``resync_needed`` and no
+    ``requested_version``, when the gateway lost roster versions (a corrupt store restored from its
+    last-known-good copy, or none usable): the centre answers it like any ``resync_needed``, by
+    republishing the current snapshot.
+    """
 
     gateway: str = Field(description="Gateway id.")
     result: Literal["applied", "ignored", "rejected", "resync_needed"] = Field(description="Outcome.")
     version: int = Field(ge=0, description="The roster version the gateway holds now.")
-    requested_version: int | None = Field(None, description="Version of the message answered.")
+    requested_version: int | None = Field(
+        None, description="Version of the message answered; null for an unprompted resync request."
+    )
     reason: str = Field("", description="Why, for anything but 'applied'.")
+
+
+_SECTIONS = ("persons", "credentials", "access_groups", "schedules", "blocklist", "face_templates")
+_COUNT_DIGITS = 9
+"""Room reserved in each part's header for its index and count (a snapshot of up to 10^9 parts)."""
+
+
+def split_snapshot(
+    snapshot: RosterSnapshot, *, part_id: str, max_part_bytes: int = 512 * 1024
+) -> list[bytes]:
+    """The JSON messages that send ``snapshot`` in parts of at most ``max_part_bytes`` each, split
+    between entries; publish them in order on ``roster/snapshot``. Brokers cap message size
+    (EMQX's default is 1 MB, AWS IoT Core's 128 KB), and a gateway takes a big snapshot in with
+    less work per message in parts. Raises ValueError when one entry alone does not fit in a part.
+    """
+    SnapshotPart(id=part_id, index=0, count=1)  # the id's pattern, before any work
+    head_room = len(
+        orjson.dumps(
+            {
+                "kind": "snapshot",
+                "version": snapshot.version,
+                "part": {"id": part_id, "index": 10**_COUNT_DIGITS, "count": 10**_COUNT_DIGITS},
+            }
+        )
+    )
+    parts: list[dict[str, list[bytes]]] = [{}]
+    size = head_room
+    for name in _SECTIONS:
+        overhead = len(name) + 6  # ,"name":[ and ]
+        for item in getattr(snapshot, name):
+            encoded = item.model_dump_json(exclude_defaults=True).encode()
+            grow = len(encoded) + 1 + (overhead if name not in parts[-1] else 0)
+            if size + grow > max_part_bytes:
+                if head_room + overhead + len(encoded) + 1 > max_part_bytes:
+                    raise ValueError(
+                        f"a {name} entry of {len(encoded):,} bytes does not fit in a part of "
+                        f"{max_part_bytes:,} bytes"
+                    )
+                parts.append({})
+                size = head_room
+                grow = len(encoded) + 1 + overhead
+            parts[-1].setdefault(name, []).append(encoded)
+            size += grow
+    count = len(parts)
+    messages = []
+    for index, sections in enumerate(parts):
+        head = orjson.dumps(
+            {
+                "kind": "snapshot",
+                "version": snapshot.version,
+                "part": {"id": part_id, "index": index, "count": count},
+            }
+        )
+        body = b"".join(
+            b',"' + name.encode() + b'":[' + b",".join(items) + b"]" for name, items in sections.items()
+        )
+        messages.append(head[:-1] + body + b"}")
+    return messages
 
 
 ROSTER_SCHEMAS: dict[str, type[BaseModel]] = {
@@ -181,6 +269,8 @@ __all__ = [
     "RosterReply",
     "RosterSnapshot",
     "Schedule",
+    "SnapshotPart",
     "TimeWindow",
     "Weekday",
+    "split_snapshot",
 ]

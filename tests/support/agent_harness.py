@@ -192,7 +192,11 @@ async def running_gate(
         if settings is not None:
             # The agent serves the API itself, from the `api:` section, as in production.
             api_yaml = f"api: {json.dumps(settings.model_dump(mode='json'))}\n"
-            config["extra"] = config.get("extra", "") + api_yaml
+        else:
+            # Without an api section the agent would serve on the default port, which parallel
+            # tests share (the second one's API would fail to bind).
+            api_yaml = "api: {enabled: false}\n"
+        config["extra"] = config.get("extra", "") + api_yaml
         text = gate_config_text(
             tmp_path, mqtt_url, reader.url, turnstile.url, site=site, gateway=gateway, **config
         )
