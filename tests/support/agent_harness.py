@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -88,7 +89,9 @@ def gate_config_text(
 ) -> str:
     """The YAML of one gate (``gate-1``: ``reader-in`` at the entry, ``turnstile-1``), roster
     version 1 seeded from ``tests/agent/roster_data.py``. ``agent_extra`` goes inside the
-    ``agent:`` mapping (``", telemetry_interval_s: 0.5"``); ``extra`` is appended as top-level YAML."""
+    ``agent:`` mapping (``", telemetry_interval_s: 0.5"``); ``extra`` is appended as top-level YAML.
+    Without an ``api:`` section in ``extra`` the API is off: the default port is shared by tests
+    running in parallel, and a second agent's API would fail to bind."""
     seed = tmp_path / "roster.json"
     seed.write_text(json.dumps(snapshot(1)))
     user = f", username: {username}" if username else ""
@@ -98,6 +101,7 @@ def gate_config_text(
         commands_yaml = f"commands: {json.dumps(dict(commands))}\n"
     else:
         commands_yaml = ""
+    api_yaml = "" if re.search(r"^api:", extra, re.MULTILINE) else "api: {enabled: false}\n"
     return f"""
 gateway: {{site: {site}, id: {gateway}, timezone: Asia/Shanghai}}
 agent: {{data_dir: {tmp_path / "data"}, roster_seed: {seed}, shutdown_timeout_s: 3,
@@ -111,7 +115,7 @@ devices:
     readers: [{{device: reader-in, direction: entry}}]
     turnstile: turnstile-1
     passage_timeout_s: 1.5
-{commands_yaml}{extra}"""
+{commands_yaml}{extra}{api_yaml}"""
 
 
 class HasHeaders(Protocol):
@@ -192,11 +196,7 @@ async def running_gate(
         if settings is not None:
             # The agent serves the API itself, from the `api:` section, as in production.
             api_yaml = f"api: {json.dumps(settings.model_dump(mode='json'))}\n"
-        else:
-            # Without an api section the agent would serve on the default port, which parallel
-            # tests share (the second one's API would fail to bind).
-            api_yaml = "api: {enabled: false}\n"
-        config["extra"] = config.get("extra", "") + api_yaml
+            config["extra"] = config.get("extra", "") + api_yaml
         text = gate_config_text(
             tmp_path, mqtt_url, reader.url, turnstile.url, site=site, gateway=gateway, **config
         )

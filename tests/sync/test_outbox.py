@@ -109,7 +109,8 @@ def test_fetch_pending_by_lane_and_mark_delivered(tmp_path: Path) -> None:
             ob.mark_delivered([1, 4])
             # Acknowledged rows disappear from the pending view at once, before the mark commits.
             assert [r.seq for r in ob.fetch_pending(Lane.TELEMETRY, 0, 10)] == [2, 3]
-            await ob.append(heartbeat(9))  # flushes the marks with it
+            await ob.append(heartbeat(9))
+            await ob.flush()  # marks commit after the appends of their batch, in their own transaction
             backlog = ob.backlog()
             assert backlog[Lane.ALERT].pending == 0
             assert backlog[Lane.TELEMETRY].pending == 3
