@@ -223,7 +223,6 @@ def test_full_disk_at_rate_keeps_every_protected_event_and_reports_every_loss(
                     return ob.storage.state == "critical"
 
                 await async_wait_until(squeeze, 30, interval=0.02, what="storage critical")
-                assert ob.storage.memory_queue > 0
                 alert_row = ob.critical_alert
                 assert alert_row is not None
                 await async_wait_until(lambda: ob.storage.memory_queue > 20, 10, what="events held in memory")
@@ -261,7 +260,10 @@ def test_full_disk_at_rate_keeps_every_protected_event_and_reports_every_loss(
 def test_delivery_marks_survive_a_failing_append(small_fs: Path) -> None:
     async def scenario() -> None:
         hog = Hog(small_fs)
-        async with Outbox(small_fs / "data", OutboxConfig(min_free_bytes=0), SOURCE) as ob:
+        # The memory queue holds every later alert whatever the timing: this test is about the
+        # marks; its overflow has its own test below.
+        config = OutboxConfig(min_free_bytes=0, memory_queue_max=20_000)
+        async with Outbox(small_fs / "data", config, SOURCE) as ob:
             first = await asyncio.gather(*[ob.append_nowait(alert(i)) for i in range(6000)])
             acked = {c.seq for c in first[:1000]}
             hog.fill()
