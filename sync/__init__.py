@@ -11,7 +11,8 @@ The public surface for the agent (LAYOUT.md invariant 4: the agent imports only 
   (:data:`Migration`, :func:`apply_migrations`);
 * the MQTT link (``sync.mqtt``): :class:`MqttLink`, :class:`MqttConfig`, :class:`TlsConfig`,
   :func:`parse_broker_url`, the MQTT 5 reply helpers, the :class:`ReconnectBackoff` it is handed;
-* the roster wire models (``sync.messages``);
+* the roster wire models (``sync.messages``), with :func:`split_snapshot` for a centre sending a big
+  snapshot in parts;
 * the errors, all under :class:`SyncError`.
 
 ``sync.central`` (the reference consumer in PostgreSQL) is not part of it: it is not gateway runtime.
@@ -35,8 +36,10 @@ from sync.messages import (
     RosterReply,
     RosterSnapshot,
     Schedule,
+    SnapshotPart,
     TimeWindow,
     Weekday,
+    split_snapshot,
 )
 from sync.mqtt import (
     LinkStats,
@@ -101,6 +104,7 @@ __all__ = [
     "RosterSnapshot",
     "Schedule",
     "Severity",
+    "SnapshotPart",
     "StorageError",
     "StoreRecovery",
     "Subscription",
@@ -119,6 +123,7 @@ __all__ = [
     "parse_event",
     "reply_properties",
     "response_properties",
+    "split_snapshot",
     "synchronous_of",
     "text_or_bytes",
     "utc_now",

@@ -17,8 +17,10 @@ from sync.messages.roster import (
     RosterReply,
     RosterSnapshot,
     Schedule,
+    SnapshotPart,
     TimeWindow,
     Weekday,
+    split_snapshot,
 )
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "RosterReply",
     "RosterSnapshot",
     "Schedule",
+    "SnapshotPart",
     "TimeWindow",
     "Weekday",
+    "split_snapshot",
 ]
