@@ -334,6 +334,7 @@ class Gateway:
             self.config.gateway.id,
             clock=self.clock,
             max_message_bytes=self.config.agent.roster_max_message_bytes,
+            part_timeout_s=self.config.agent.roster_part_timeout_s,
             # The faces component started first: a recovered faces.db lost the templates.
             refill_faces=self.cameras.faces is not None and self.cameras.faces.store.recovery is not None,
         )

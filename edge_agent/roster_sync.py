@@ -81,6 +81,7 @@ class RosterSync:
         *,
         clock: Clock,
         max_message_bytes: int,
+        part_timeout_s: float = 300.0,
         refill_faces: bool = False,
     ) -> None:
         self.roster = roster
@@ -90,6 +91,10 @@ class RosterSync:
         self.gateway = gateway
         self.clock = clock
         self.max_message_bytes = max_message_bytes
+        self.part_timeout_s = part_timeout_s
+        self._handling = asyncio.Lock()
+        """Held while a message is handled, so the part timeout never drops a staging in use."""
+        self._staged_at = 0.0
         self._parser = IsolatedParser()
         self._to_copy = asyncio.Event()
         self._reject_logged_at: float | None = None
@@ -110,11 +115,32 @@ class RosterSync:
             self._to_copy.set()  # first start with a roster (seed, upgrade), or a copy that lags
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._keep_last_good(), name="roster-last-good")
+            tasks.create_task(self._expire_parts(), name="roster-part-timeout")
+
+    async def _keep_last_good(self) -> None:
         while True:
             await self._to_copy.wait()
             await self.clock.sleep(LAST_GOOD_SETTLE_S)
             self._to_copy.clear()
             await self._save_last_good()
+
+    async def _expire_parts(self) -> None:
+        """Drop a snapshot in parts whose next part does not come (the centre crashed mid-way, or
+        a part was lost): its staged entries would hold their memory until the next roster message."""
+        while True:
+            await self.clock.sleep(max(0.1, self.part_timeout_s / 10))
+            async with self._handling:
+                staging = self._staging
+                if staging is None or self.clock.monotonic() - self._staged_at < self.part_timeout_s:
+                    continue
+                got = f"after {staging.next_index} of {staging.count} parts"
+                self._abandon(
+                    f"no next part for {self.part_timeout_s:.0f} s", counter="roster_snapshot_part_timeout"
+                )
+                await asyncio.to_thread(self._parser.close)
+                self._send_resync(f"snapshot {staging.part_id!r} (version {staging.version}) timed out {got}")
 
     async def stop(self) -> None:
         await asyncio.to_thread(self._parser.close)  # up between the parts of a snapshot
@@ -173,6 +199,12 @@ class RosterSync:
     # -- messages ------------------------------------------------------------------------------
 
     async def on_message(self, topic: str, payload: bytes, props: Properties | None) -> None:
+        async with self._handling:
+            await self._handle(topic, payload, props)
+            if self._staging is not None:
+                self._staged_at = self.clock.monotonic()
+
+    async def _handle(self, topic: str, payload: bytes, props: Properties | None) -> None:
         roster = self.roster
         requested: int | None = None
         kind = "unknown"
@@ -375,14 +407,14 @@ class RosterSync:
         self._staging = None
         self._ended = (part_id, complete)
 
-    def _abandon(self, why: str) -> None:
+    def _abandon(self, why: str, *, counter: str = "roster_snapshot_part_superseded") -> None:
         """Drop an unfinished snapshot in parts that a newer one replaces (no answer is due for it:
-        the centre sent the newer one)."""
+        the centre sent the newer one) or whose next part did not come in time."""
         staging = self._staging
         assert staging is not None
         self._staging = None
         self._ended = (staging.part_id, False)
-        self.counters.count("roster_snapshot_part_superseded")
+        self.counters.count(counter)
         self._warn(
             f"roster snapshot {staging.part_id!r} (version {staging.version}) dropped after "
             f"{staging.next_index} of {staging.count} parts: {why}"

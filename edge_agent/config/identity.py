@@ -86,6 +86,12 @@ class AgentConfig(BaseModel):
         "with a 'rejected' reply and counted. The default fits a big campus: a 30 MB snapshot holds "
         "~166,000 people with one card each; face embeddings add ~10 kB per template.",
     )
+    roster_part_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A roster snapshot sent in parts that gets no next part for this long is dropped "
+        "(its staged entries can hold hundreds of MB) and a resync is requested from the centre.",
+    )
 
 
 class SimulatedSourceConfig(BaseModel):

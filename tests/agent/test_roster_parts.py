@@ -84,8 +84,11 @@ def delta(from_version: int, card: str) -> bytes:
     ).encode()
 
 
-def scenario(tmp_path: Path, broker: MosquittoBroker, site: str, body: Any) -> list[dict[str, Any]]:
-    """Run ``body(gate, centre, replies)`` against a running gate; returns every roster reply."""
+def scenario(
+    tmp_path: Path, broker: MosquittoBroker, site: str, body: Any, **config: Any
+) -> list[dict[str, Any]]:
+    """Run ``body(gate, centre, replies)`` against a running gate (``config``: more
+    ``running_gate`` settings); returns every roster reply."""
     collector = Collector(broker.url, f"campus/v1/{site}/+/roster/reply")
     centre = Centre(broker.port, site)
 
@@ -93,7 +96,7 @@ def scenario(tmp_path: Path, broker: MosquittoBroker, site: str, body: Any) -> l
         return [m.json() for m in collector.snapshot("/roster/reply")]
 
     async def run() -> None:
-        async with running_gate(tmp_path, broker.url, site=site, gateway="gw-parts") as gate:
+        async with running_gate(tmp_path, broker.url, site=site, gateway="gw-parts", **config) as gate:
             await body(gate, centre, replies)
 
     try:
@@ -208,6 +211,30 @@ def test_a_gap_drops_the_staging_asks_for_a_resync_and_the_old_roster_decides(
     assert got[0]["reason"].startswith("snapshot part gap: got part 3 of")
     assert "expected part 2 of" in got[0]["reason"] and got[0]["requested_version"] == 2
     assert "of snapshot 'v2-gap'" in got[1]["reason"] and "expected part 2" in got[1]["reason"]
+
+
+def test_a_snapshot_whose_next_part_never_comes_times_out_and_asks_for_a_resync(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    parts = parts_of(2, "v2-stalled")
+    resent = parts_of(2, "v2-resent")
+    assert len(parts) >= 3
+
+    async def body(gate: RunningGate, centre: Centre, replies: Any) -> None:
+        roster = roster_of(gate)
+        centre.publish("snapshot", *parts[:2])  # the centre stops after two parts
+        await until(lambda: replies() != [], "the resync request of the timeout", 30)
+        assert roster.version == 1
+        assert roster_counts(gate) == {"roster_snapshot_part_timeout": 1}
+        assert parser_children() == [], "the parser child outlived the dropped snapshot"
+        assert await granted(gate, KNOWN_CARD) and not await granted(gate, NEW_CARD)
+        centre.publish("snapshot", *resent)
+        await until(lambda: roster.version == 2, "version 2 resent")
+        assert await granted(gate, NEW_CARD)
+
+    got = scenario(tmp_path, mosquitto, "parts-timeout", body, agent_extra=", roster_part_timeout_s: 1")
+    assert [(r["result"], r["version"]) for r in got] == [("resync_needed", 1), ("applied", 2)]
+    assert "'v2-stalled' (version 2) timed out after 2 of" in got[0]["reason"]
 
 
 def test_an_unreadable_part_is_the_snapshots_one_answer(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
