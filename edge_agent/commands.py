@@ -56,7 +56,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
 from edge_agent.secrets import read_credential
 from edge_agent.services import Services
-from sync import Event, ReplyQueueFull, format_time, reply_properties, response_properties
+from sync import Event, ReplyQueueFull, format_time, move_aside, reply_properties, response_properties
 
 log = logging.getLogger(__name__)
 
@@ -455,14 +455,11 @@ class NonceCache:
         return {k: float(v) for k, v in nonces.items()}, None if lost_at is None else float(lost_at)
 
     def _move_aside(self, path: Path) -> Path | None:
-        stamp = datetime.fromtimestamp(self._wall(), UTC).strftime("%Y%m%dT%H%M%S")
-        target = path.with_name(f"{path.name}.corrupt-{stamp}")
         try:
-            os.replace(path, target)
+            return move_aside(path, datetime.fromtimestamp(self._wall(), UTC))
         except OSError as err:
             log.error("command nonce file %s cannot be moved aside: %s", path, err)
             return None
-        return target
 
     def _lost(self, reason: str) -> None:
         self.lost_at = self._wall()
