@@ -89,6 +89,14 @@ def is_event(m: Received, name: str) -> bool:
     return "/events/" in m.topic and m.json()["type"] == f"edu.campus.{name}"
 
 
+def recovery_report(collector: Collector) -> dict[str, Any]:
+    """The ``storage_recovered`` event the agent published (waited for), checked against its schema."""
+    messages = collector.wait_for(lambda m: any(is_event(x, "gateway.storage_recovered.v1") for x in m))
+    report: dict[str, Any] = next(x.json() for x in messages if is_event(x, "gateway.storage_recovered.v1"))
+    validate_event(report)
+    return report
+
+
 def opens(turnstile: Any) -> int:
     return sum(c.name == "open" for c in turnstile.commands)
 
@@ -142,11 +150,9 @@ def test_corrupt_roster_comes_back_from_the_last_good_copy_and_resyncs(
 
     try:
         asyncio.run(scenario())
-        messages = collector.wait_for(lambda m: any(is_event(x, "gateway.storage_recovered.v1") for x in m))
+        report = recovery_report(collector)
     finally:
         collector.close()
-    report = next(x.json() for x in messages if is_event(x, "gateway.storage_recovered.v1"))
-    validate_event(report)
     assert report["data"]["store"] == "roster"
     assert report["data"]["restored_version"] == 1 and report["data"]["resync_requested"] is True
     moved = Path(report["data"]["moved_to"])
@@ -237,11 +243,9 @@ def test_without_a_usable_copy_the_agent_starts_empty_denies_and_asks_for_the_sn
 
     try:
         asyncio.run(scenario())
-        messages = collector.wait_for(lambda m: any(is_event(x, "gateway.storage_recovered.v1") for x in m))
+        report = recovery_report(collector)
     finally:
         collector.close()
-    report = next(x.json() for x in messages if is_event(x, "gateway.storage_recovered.v1"))
-    validate_event(report)
     assert report["data"]["restored_version"] is None and report["data"]["resync_requested"] is True
     output = started[0].output()
     assert "EMPTY" in output and "Traceback" not in output
