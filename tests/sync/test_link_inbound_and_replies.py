@@ -452,11 +452,15 @@ def test_the_backoff_starts_over_only_after_a_connection_that_lived_a_keepalive(
     async def scenario(link: MqttLink) -> None:
         await asyncio.wait_for(link.connected.wait(), 10)
         proxy.reset()  # dropped at once: no reset, the next delay grows
-        await wait_until(lambda: link.stats.connects >= 2 and link.connected.is_set(), 30, "reconnected")
+        await wait_until(
+            lambda: link.stats.connects >= 2 and link.connected.is_set(), 30, "reconnected", link
+        )
         assert backoff.resets == 0 and backoff.delays == 1
         skipped[0] += link.config.keepalive_s  # this connection lived a keep-alive
         proxy.reset()
-        await wait_until(lambda: link.stats.connects >= 3 and link.connected.is_set(), 30, "reconnected")
+        await wait_until(
+            lambda: link.stats.connects >= 3 and link.connected.is_set(), 30, "reconnected", link
+        )
         assert backoff.resets == 1 and backoff.delays == 2
 
     with ProxyThread(mosquitto.port) as proxy:
