@@ -449,15 +449,24 @@ def test_the_backoff_starts_over_only_after_a_connection_that_lived_a_keepalive(
     backoff = QuickBackoff(0.05)
     skipped = [0.0]  # the link's clock runs with real time, plus what the test skips ahead
 
+    async def drop(link: MqttLink) -> None:
+        # A reset that lands before the proxy holds the new connection misses it (seen under load:
+        # the link stayed connected): reset until the link has seen the loss.
+        start, deadline = link.stats.connects, time.monotonic() + 20
+        while link.connected.is_set() and link.stats.connects == start:
+            assert time.monotonic() < deadline, "the proxy never dropped the link"
+            proxy.reset()
+            await asyncio.sleep(0.2)
+
     async def scenario(link: MqttLink) -> None:
         await asyncio.wait_for(link.connected.wait(), 10)
-        proxy.reset()  # dropped at once: no reset, the next delay grows
+        await drop(link)  # dropped at once: no reset, the next delay grows
         await wait_until(
             lambda: link.stats.connects >= 2 and link.connected.is_set(), 30, "reconnected", link
         )
         assert backoff.resets == 0 and backoff.delays == 1
         skipped[0] += link.config.keepalive_s  # this connection lived a keep-alive
-        proxy.reset()
+        await drop(link)
         await wait_until(
             lambda: link.stats.connects >= 3 and link.connected.is_set(), 30, "reconnected", link
         )
