@@ -265,7 +265,11 @@ class MqttLink:
         self._waiters[info.mid] = fut
         timeout = self.config.connect_timeout_s if timeout_s is None else timeout_s
         try:
-            code = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the result when the
+            # PUBACK lands in the same turn as a cancel, swallowing the cancel. The status loop then
+            # slept its whole interval with the connection gone and the link stuck in "connected".
+            async with asyncio.timeout(timeout):
+                code = await asyncio.shield(fut)
         except TimeoutError:
             self.stats.publish_failures += 1
             raise PublishFailed(
@@ -598,7 +602,7 @@ class MqttLink:
 
     async def _status_loop(self) -> None:
         reason = "connected"
-        while True:
+        while self.connected.is_set():
             try:
                 await self.publish(self.topics.status, self.status_payload("online", reason), retain=True)
             except SyncError as err:

@@ -30,6 +30,7 @@ from sync import (
 from sync.contract import SCHEMA_DIR, validate
 from tests.conftest import MosquittoBroker, free_port
 from tests.support.backoff import QuickBackoff
+from tests.support.proxy import ProxyThread
 
 # Not the gateway of test_mqtt_link.py: our retained statuses must not reach its collectors.
 SITE, GW = "test-site", "gw-inbound"
@@ -438,6 +439,49 @@ def test_reconnects_are_spaced_by_the_backoff_it_is_handed(tmp_path: Path) -> No
         run_link(tmp_path / "run", config(f"mqtt://127.0.0.1:{port}"), scenario, backoff=backoff)
     finally:
         broker.stop()
+
+
+def test_the_backoff_starts_over_only_after_a_connection_that_lived_a_keepalive(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """A broker that accepts and drops at once (overloaded after an outage) must see the delays
+    grow; a connection that lived a keep-alive was healthy, and the next loss starts over."""
+    backoff = QuickBackoff(0.05)
+    skipped = [0.0]  # the link's clock runs with real time, plus what the test skips ahead
+
+    async def drop(link: MqttLink) -> None:
+        # A reset that lands before the proxy holds the new connection misses it (seen under load:
+        # the link stayed connected): reset until the link has seen the loss.
+        start, deadline = link.stats.connects, time.monotonic() + 20
+        while link.connected.is_set() and link.stats.connects == start:
+            assert time.monotonic() < deadline, "the proxy never dropped the link"
+            proxy.reset()
+            await asyncio.sleep(0.2)
+
+    async def scenario(link: MqttLink) -> None:
+        await asyncio.wait_for(link.connected.wait(), 10)
+        await drop(link)  # dropped at once: no reset, the next delay grows
+        await wait_until(
+            lambda: link.stats.connects >= 2 and link.connected.is_set(), 30, "reconnected", link
+        )
+        assert backoff.resets == 0 and backoff.delays == 1
+        skipped[0] += link.config.keepalive_s  # this connection lived a keep-alive
+        await drop(link)
+        await wait_until(
+            lambda: link.stats.connects >= 3 and link.connected.is_set(), 30, "reconnected", link
+        )
+        assert backoff.resets == 1 and backoff.delays == 2
+
+    with ProxyThread(mosquitto.port) as proxy:
+        run_link(
+            tmp_path,
+            # A short keep-alive: should a reset go unseen on a loaded machine, the loss is still
+            # found within the waits above (2 x keepalive + 1 s).
+            config(proxy.url, keepalive_s=5),
+            scenario,
+            backoff=backoff,
+            monotonic=lambda: time.monotonic() + skipped[0],
+        )
 
 
 # -- replies ------------------------------------------------------------------------------------

@@ -491,3 +491,31 @@ def test_window_follows_the_brokers_receive_maximum(tmp_path: Path) -> None:
             assert link.stats.connects == 1
 
         with_link(tmp_path, fast(broker.url, inflight_window=100), scenario)
+
+
+def test_a_publish_cancelled_as_its_puback_lands_stays_cancelled(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """The PUBACK and the cancel in the same loop turn: the cancel wins.
+
+    When the connection drops, the link cancels its status loop, which is usually waiting for the
+    PUBACK of its last status. On Python 3.11, ``asyncio.wait_for`` returns the result instead when
+    the future completed in the same turn; the status loop then slept its 30 s interval with the
+    connection gone, and the link stayed "connected" with its connected event cleared.
+    """
+
+    async def scenario(outbox: Outbox, link: MqttLink) -> None:
+        await asyncio.wait_for(link.connected.wait(), 10)
+        # The status published at connect has its PUBACK first, so that ours is the only waiter.
+        await wait_until(lambda: not link._waiters, 5, "the connect status's PUBACK")
+        task = asyncio.create_task(link.publish(f"campus/v1/{SITE}/{GW}/telemetry/race", b"x"))
+        await asyncio.sleep(0)  # the publish runs up to its wait for the PUBACK
+        [fut] = link._waiters.values()
+        # The PUBACK and the cancel in the same turn (the broker's own PUBACK comes later and finds
+        # the waiter done).
+        fut.set_result(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with_link(tmp_path, fast(mosquitto.url), scenario)
