@@ -739,7 +739,8 @@ class MqttLink:
                 continue
             if not self.connected.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.connected.wait(), _REPLY_POLL_S)
+                    async with asyncio.timeout(_REPLY_POLL_S):  # not wait_for: see publish()
+                        await self.connected.wait()
                 continue
             head = self._replies[0]
             head.sending = True
@@ -755,7 +756,8 @@ class MqttLink:
                 self.stats.replies_retried += 1
                 log.info("reply to %s not acknowledged (%s); retrying", head.topic, err.code)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._until_disconnected(), _REPLY_POLL_S)
+                    async with asyncio.timeout(_REPLY_POLL_S):
+                        await self._until_disconnected()
                 continue
             except NotConnected:
                 head.sending = False
