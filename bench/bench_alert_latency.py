@@ -1,15 +1,15 @@
 """Alert latency: from the camera frame that completes a rule to the MQTT PUBLISH at a subscriber.
 
 The real agent watches a simulated camera (a looping clip of a person walking into a restricted zone,
-built from the shared photos) at 5 frames/s analysis; an intrusion rule with no cooldown alerts on
-every walk-in. Latency is the subscriber's receive time minus the event's ``time`` (the capture time
-of the frame that completed the rule). It covers that frame's analysis (detection, tracking, zones,
-rules), the snapshot, the outbox commit and the broker hop; the zone's inertia (the earlier frames
-that had to agree) belongs to the rule, not to the latency.
+built from the scene photos the project ships, ``vision.scenes``) at 5 frames/s analysis; an intrusion
+rule with no cooldown alerts on every walk-in. Latency is the subscriber's receive time minus the
+event's ``time`` (the capture time of the frame that completed the rule). It covers that frame's
+analysis (detection, tracking, zones, rules), the snapshot, the outbox commit and the broker hop; the
+zone's inertia (the earlier frames that had to agree) belongs to the rule, not to the latency.
 Baseline in the same run: a bare paho publish → receive through the same broker.
 Bar (issue 5): p95 < 1 s.
 
-Run: ``.venv/bin/python bench/bench_alert_latency.py [--alerts N]`` (needs ../shared beside the repo).
+Run: ``.venv/bin/python bench/bench_alert_latency.py [--alerts N]``.
 """
 
 from __future__ import annotations
@@ -26,15 +26,12 @@ from pathlib import Path
 
 import orjson
 import paho.mqtt.client as mqtt
+from common import percentile, start_broker
+from paho.mqtt.enums import CallbackAPIVersion
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from common import percentile, start_broker  # noqa: E402
-
-from edge_agent.config import parse_config  # noqa: E402
-from edge_agent.gateway import Gateway  # noqa: E402
-from tests.vision.scene_clips import (  # noqa: E402
+from edge_agent.config import parse_config
+from edge_agent.gateway import Gateway
+from vision.scenes import (
     WalkerPath,
     corridor_background,
     linear_path,
@@ -48,7 +45,7 @@ class Receiver:
     def __init__(self, port: int, topic: str) -> None:
         self.latencies: list[float] = []
         self.lock = threading.Lock()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(topic, qos=1)
@@ -73,7 +70,7 @@ class Receiver:
 
 def bare_latencies(port: int, n: int) -> list[float]:
     receiver = Receiver(port, "bench/bare")
-    sender = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     sender.connect("127.0.0.1", port)
     sender.loop_start()
     for _ in range(n):
@@ -117,14 +114,11 @@ def main() -> None:
     parser.add_argument("--alerts", type=int, default=20)
     args = parser.parse_args()
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    shared = REPO.parent / "shared"
     workdir = Path(tempfile.mkdtemp(prefix="bench-alert-"))
     broker, port = start_broker(workdir)
     try:
         walk = linear_path((120, 600), (1100, 600), 12)
-        frames = walk_clip(
-            corridor_background(), [WalkerPath(person_sprite(shared, "figure"), walk, 250.0)], 15
-        )
+        frames = walk_clip(corridor_background(), [WalkerPath(person_sprite("figure"), walk, 250.0)], 15)
         video = write_video([f.frame for f in frames], workdir / "clip.avi", fps=5.0)
         bare = bare_latencies(port, 200)
         latencies = asyncio.run(agent_latencies(workdir, port, video, args.alerts))

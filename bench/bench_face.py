@@ -1,10 +1,11 @@
 """Face pipeline throughput per core, per stage, next to bare onnxruntime; gallery matching; motion gating.
 
-    taskset -c 0 /tmp/venv/bin/python bench/bench_face.py [--shared ../shared] [--repeats 15]
+    taskset -c 0 .venv/bin/python bench/bench_face.py [--repeats 15] [--clip-frames 300]
 
 Everything runs with one onnxruntime intra-op thread (the RuntimeConfig default), pinned to one core by
 taskset, so frames/s are per core. Absolute times drift on a shared machine, so each figure comes with
-a baseline measured in the same run:
+a baseline measured in the same run. The faces and the room come from the scene photos the project
+ships (``vision.scenes``):
 
 - stages: ``FacePipeline.analyse`` split into detect / quality / align / embed / match, next to
   ``InferenceSession.run`` on the same tensors (no pre/post-processing): overhead = pipeline / bare;
@@ -20,18 +21,20 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import cv2
 import numpy as np
 
 from vision.align import align_faces
+from vision.config import FacePipelineConfig
 from vision.face_detect import FaceDetector, preprocess
 from vision.face_embed import FaceEmbedder
 from vision.face_eval import composite, crop_around
-from vision.face_pipeline import FacePipeline, FacePipelineConfig
+from vision.face_pipeline import FacePipeline
 from vision.gallery import Gallery
+from vision.scenes import load_photo
 
 MODEL = "dlib_resnet_v1"
 
@@ -46,11 +49,16 @@ def _median_s(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def _patches(scenes: Path, detector: FaceDetector) -> list[np.ndarray]:
+def _nearest_plain(embeddings: np.ndarray, query: np.ndarray) -> int:
+    """The baseline for ``Gallery.match``: plain numpy nearest neighbour."""
+    return int(np.argmin(np.linalg.norm(embeddings - query, axis=1)))
+
+
+def _patches(detector: FaceDetector) -> list[np.ndarray]:
     """Head-and-shoulders crops of five different people, faces about 110 px tall at 720p."""
     out = []
     for name in ("sample6.jpg", "sample3.jpg", "sample4.jpg", "sample2.jpg", "sample5.jpg"):
-        img = np.asarray(cv2.imread(str(scenes / name)), np.uint8)
+        img = load_photo(name)
         face = max(detector.detect(img), key=lambda f: f.score)
         crop = crop_around(img, face.box, 0.6)
         scale = 110 / face.height
@@ -125,9 +133,9 @@ def bench_gallery(repeats: int) -> None:
         g = _bulk_gallery(emb)
         q1 = emb[rng.integers(n)][None] + 0.01
         q5 = emb[rng.integers(n, size=5)] + 0.01
-        t1 = _median_s(lambda q=q1, g=g: g.match(q), repeats * 4)
-        t5 = _median_s(lambda q=q5, g=g: g.match(q), repeats * 4)
-        base = _median_s(lambda q=q1[0], e=emb: int(np.argmin(np.linalg.norm(e - q, axis=1))), repeats * 4)
+        t1 = _median_s(partial(g.match, q1), repeats * 4)
+        t5 = _median_s(partial(g.match, q5), repeats * 4)
+        base = _median_s(partial(_nearest_plain, emb, q1[0]), repeats * 4)
         print(f"| {n:,} | {t1 * 1e3:.3f} | {t5 * 1e3:.3f} | {base * 1e3:.3f} | {t1 / base:.2f} |")
 
 
@@ -179,14 +187,12 @@ def bench_motion(pipeline: FacePipeline, room: np.ndarray, patches: list[np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--clip-frames", type=int, default=300)
     args = parser.parse_args()
-    scenes = args.shared / "testdata" / "scenes"
     detector, embedder = FaceDetector(), FaceEmbedder()
-    patches = _patches(scenes, detector)
-    room = np.asarray(cv2.imread(str(scenes / "sample1.jpg")), np.uint8)[760:, :]  # no faces in it
+    patches = _patches(detector)
+    room = load_photo("sample1.jpg")[760:, :]  # no faces in it
     gallery = _bulk_gallery(np.random.default_rng(2).normal(size=(1000, 128)).astype(np.float32) * 0.08)
     pipeline = FacePipeline(
         gallery, detector=detector, embedder=embedder, config=FacePipelineConfig(motion_gate=False)
@@ -196,7 +202,7 @@ def main() -> None:
         for n in (0, 1, 5):
             frames[f"{label} {n} faces"] = _frame(room, patches, n, size)
     print(
-        "command: taskset -c 0 /tmp/venv/bin/python bench/bench_face.py "
+        "command: taskset -c 0 .venv/bin/python bench/bench_face.py "
         f"--repeats {args.repeats} --clip-frames {args.clip_frames}"
     )
     print(f"onnxruntime intra-op threads: {detector.model.config.intra_op_threads}; gallery: 1,000 people\n")

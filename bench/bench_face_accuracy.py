@@ -1,6 +1,10 @@
-"""Genuine / impostor distance distributions of the face pipeline on the shared scene photos.
+"""Genuine / impostor distance distributions of the face pipeline on the scene photos the project ships.
 
-    /tmp/venv/bin/python bench/bench_face_accuracy.py [--shared ../shared]
+    .venv/bin/python bench/bench_face_accuracy.py [--scenes DIR]
+
+The photos are by default those the project ships in ``vision/scenes/`` (``vision.scenes.SCENES_DIR``,
+licence in its NOTICE.md); ``--scenes`` points at a folder of a site's own consented photos (*.jpg)
+instead, to re-check the threshold on its population before going live.
 
 Genuine pairs: each usable face, enrolled from a head-and-shoulders crop of its photo, against
 (a) itself inside the full scene and (b) realistic variants of the crop (scale, blur, JPEG, exposure,
@@ -20,17 +24,26 @@ import cv2
 import numpy as np
 
 from vision.align import align_faces
+from vision.config import FacePipelineConfig
 from vision.face_detect import FaceDetector
 from vision.face_embed import FaceEmbedder
 from vision.face_eval import crop_around, distance_summary, realistic_variants
-from vision.face_pipeline import EnrollmentError, FacePipeline, FacePipelineConfig, embed_enrollment_photo
+from vision.face_pipeline import EnrollmentError, FacePipeline, embed_enrollment_photo
 from vision.gallery import DEFAULT_THRESHOLDS, Gallery
+from vision.scenes import SCENES_DIR
 
 MODEL = "dlib_resnet_v1"
 POSSIBLY_SAME = frozenset({"sample1.jpg#2", "sample3.jpg#1"})
 # The collage's faces are covered by a demo's annotation text and it repeats some people in
 # thumbnails: its faces serve as negatives against the portraits, not as certain pairs among themselves.
 COLLAGE = "human_samples.jpg"
+
+
+def _read_photo(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise SystemExit(f"{path} is not a readable image")
+    return np.asarray(img, np.uint8)
 
 
 def _row(name: str, values: list[float]) -> str:
@@ -43,15 +56,18 @@ def _row(name: str, values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
+    parser.add_argument(
+        "--scenes", type=Path, default=SCENES_DIR, help="folder of *.jpg photos (default: %(default)s)"
+    )
     args = parser.parse_args()
-    scenes_dir = args.shared / "testdata" / "scenes"
     detector, embedder = FaceDetector(), FaceEmbedder()
     pipeline = FacePipeline(
         Gallery(MODEL), detector=detector, embedder=embedder, config=FacePipelineConfig(motion_gate=False)
     )
 
-    photos = {p.name: np.asarray(cv2.imread(str(p)), np.uint8) for p in sorted(scenes_dir.glob("*.jpg"))}
+    photos = {p.name: _read_photo(p) for p in sorted(args.scenes.glob("*.jpg"))}
+    if not photos:
+        raise SystemExit(f"no *.jpg photos in {args.scenes}")
     scene_emb: dict[
         str, np.ndarray
     ] = {}  # label -> embedding of the face in its scene (if it passed quality)

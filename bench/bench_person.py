@@ -1,14 +1,15 @@
 """Person detection throughput per core next to bare onnxruntime; tracker, zone and tamper cost per frame.
 
-    taskset -c 0 /tmp/venv/bin/python bench/bench_person.py [--shared ../shared] [--repeats 30]
+    taskset -c 0 .venv/bin/python bench/bench_person.py [--repeats 30]
 
 NanoDet runs with one onnxruntime intra-op thread (the RuntimeConfig default) and taskset pins the
 process to one core, so frames/s are per core. Absolute times drift on a shared machine, so every
 figure has a baseline measured in the same run:
 
 - detection: ``PersonDetector.detect`` on 720p and 1080p scenes with 0, 1 and 3 people (photo crops
-  composited on a corridor, as in the tests), split into pre-processing / model / post-processing,
-  next to ``InferenceSession.run`` on the same tensor (no pre/post): overhead = detect / bare;
+  composited on a corridor by ``vision.scenes``, as in the tests), split into pre-processing / model /
+  post-processing, next to ``InferenceSession.run`` on the same tensor (no pre/post):
+  overhead = detect / bare;
 - tracker, zones and tamper: cost per frame with 5 and 20 people, as a fraction of the bare model time;
 - the whole per-camera ``PersonPipeline`` (motion gate, detector, tracker, zones, tamper) on a 720p
   clip where people walk in, stand a while and leave, with and without motion gating.
@@ -19,19 +20,26 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "vision"))  # the scenario builders the tests use
-
-from scene_clips import (  # noqa: E402
+from vision.config import PersonPipelineConfig
+from vision.person import (
+    Letterbox,
+    PersonDetection,
+    PersonDetector,
+    PersonPipeline,
+    postprocess,
+    preprocess,
+    split_outputs,
+)
+from vision.scenes import (
     SPRITE_HEIGHT,
     WalkerPath,
     corridor_background,
@@ -41,18 +49,9 @@ from scene_clips import (  # noqa: E402
     stand_path,
     walk_clip,
 )
-
-from vision.person import (  # noqa: E402
-    PersonDetector,
-    PersonPipeline,
-    PersonPipelineConfig,
-    postprocess,
-    preprocess,
-    split_outputs,
-)
-from vision.tamper import TamperDetector  # noqa: E402
-from vision.tracking import Tracker  # noqa: E402
-from vision.zones import CameraZones, LineZone, PolygonZone, ZoneJudge  # noqa: E402
+from vision.tamper import TamperDetector
+from vision.tracking import Tracker
+from vision.zones import CameraZones, LineZone, PolygonZone, ZoneJudge
 
 
 def _median_s(fn: Callable[[], Any], repeats: int) -> float:
@@ -65,14 +64,19 @@ def _median_s(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(samples)
 
 
-def scene(shared: Path, size: tuple[int, int], people: int) -> np.ndarray:
+def scene(size: tuple[int, int], people: int) -> np.ndarray:
     w, h = size
-    frame = np.ascontiguousarray(cv2.resize(corridor_background(), (w, h)))
+    frame = np.ascontiguousarray(cv2.resize(corridor_background(), (w, h)), dtype=np.uint8)
     who = ["figure", "diner", "figure"]
     for i in range(people):
-        sprite = person_sprite(shared, who[i])
+        sprite = person_sprite(who[i])
         paste_person(frame, sprite, (w * (0.2 + 0.3 * i), h * 0.9), SPRITE_HEIGHT[who[i]] * h / 720)
     return frame
+
+
+def _decode(outputs: list[NDArray[np.float32]], lb: Letterbox) -> list[PersonDetection]:
+    """The post-processing stage as ``PersonDetector.detect`` runs it (threshold 0.6, NMS 0.5)."""
+    return postprocess(split_outputs(outputs), lb, 0.6, 0.5)
 
 
 class _Det:
@@ -81,7 +85,7 @@ class _Det:
         self.score = 0.8
 
 
-def bench_detection(detector: PersonDetector, shared: Path, repeats: int) -> float:
+def bench_detection(detector: PersonDetector, repeats: int) -> float:
     session = detector.model.session
     name = detector.model.input_names[0]
     print(
@@ -92,12 +96,12 @@ def bench_detection(detector: PersonDetector, shared: Path, repeats: int) -> flo
     bare_all = []
     for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080))):
         for people in (0, 1, 3):
-            frame = scene(shared, size, people)
+            frame = scene(size, people)
             x, lb = preprocess(frame)
             outputs = detector.model.run({name: x})
-            pre = _median_s(lambda f=frame: preprocess(f), repeats)
-            model = _median_s(lambda x=x: detector.model.run({name: x}), repeats)
-            post = _median_s(lambda o=outputs, lb=lb: postprocess(split_outputs(o), lb, 0.6, 0.5), repeats)
+            pre = _median_s(partial(preprocess, frame), repeats)
+            model = _median_s(partial(detector.model.run, {name: x}), repeats)
+            post = _median_s(partial(_decode, outputs, lb), repeats)
             # Interleaved, so the load of a shared machine hits both sides of the ratio alike.
             full_s, bare_s = [], []
             for _ in range(repeats):
@@ -184,14 +188,14 @@ def bench_per_frame_costs(bare_s: float, repeats: int) -> None:
     print(f"| tamper checks (720p) | - | {tm * 1e3:.2f} | {tm / bare_s:.1%} |")
 
 
-def bench_pipeline(detector: PersonDetector, shared: Path, bare_s: float) -> None:
+def bench_pipeline(detector: PersonDetector, bare_s: float) -> None:
     arrive = linear_path((200.0, 600.0), (1000.0, 600.0), 15)
     stand = stand_path((1000.0, 600.0), 50, sway_px=0.0)
     leave = linear_path((1000.0, 600.0), (200.0, 600.0), 15)
     other = linear_path((1200.0, 560.0), (150.0, 560.0), 30)
     walkers = [
-        WalkerPath(person_sprite(shared, "figure"), arrive + stand + leave, SPRITE_HEIGHT["figure"]),
-        WalkerPath(person_sprite(shared, "diner"), other, SPRITE_HEIGHT["diner"]),
+        WalkerPath(person_sprite("figure"), arrive + stand + leave, SPRITE_HEIGHT["figure"]),
+        WalkerPath(person_sprite("diner"), other, SPRITE_HEIGHT["diner"]),
     ]
     frames = [cf.frame for cf in walk_clip(corridor_background(), walkers, 80)]
     print()
@@ -217,16 +221,15 @@ def bench_pipeline(detector: PersonDetector, shared: Path, bare_s: float) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     cv2.setNumThreads(1)  # per-core figures: OpenCV's resize must not borrow other cores either
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     print(f"# bench_person: cores allowed {affinity}, onnxruntime intra-op threads 1, repeats {args.repeats}")
     detector = PersonDetector()
-    bare = bench_detection(detector, args.shared, args.repeats)
+    bare = bench_detection(detector, args.repeats)
     bench_per_frame_costs(bare, args.repeats)
-    bench_pipeline(detector, args.shared, bare)
+    bench_pipeline(detector, bare)
 
 
 if __name__ == "__main__":

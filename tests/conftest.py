@@ -15,10 +15,9 @@ import pytest
 from tests.support import static_checks
 from tests.support.broker import MosquittoBroker, free_port, wait_for_port
 
-__all__ = ["ARTIFACT_DIR", "REPO_ROOT", "SHARED_DIR", "MosquittoBroker", "free_port", "wait_for_port"]
+__all__ = ["ARTIFACT_DIR", "REPO_ROOT", "MosquittoBroker", "free_port", "wait_for_port"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DIR = REPO_ROOT.parent / "shared"
 ARTIFACT_DIR = REPO_ROOT / "test-artifacts"
 
 
@@ -48,13 +47,6 @@ def private_mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     """A broker for one test alone: for tests that kill it or reconfigure it."""
     with MosquittoBroker(tmp_path) as broker:
         yield broker
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED_DIR.is_dir():
-        pytest.fail(f"shared/ is expected beside the project at {SHARED_DIR}")
-    return SHARED_DIR
 
 
 @pytest.fixture(scope="session")

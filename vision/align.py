@@ -1,6 +1,6 @@
 """5-point face alignment to dlib's 150x150 face-chip template (similarity transform).
 
-The template comes from ``shared/models/MODELS.md``: it was fitted so that CenterFace landmarks warped
+The template comes from ``docs/MODELS.md``: it was fitted so that CenterFace landmarks warped
 onto it reproduce dlib's own ``get_face_chip`` crops, which is what ``dlib_resnet_v1`` was trained on.
 """
 

@@ -1,6 +1,6 @@
 """Face detection with CenterFace: pure-numpy pre/post-processing around an :class:`OnnxModel`.
 
-Pre/post-processing follows ``shared/models/MODELS.md`` exactly: RGB 0..255 input with sides rounded up
+Pre/post-processing follows ``docs/MODELS.md`` exactly: RGB 0..255 input with sides rounded up
 to multiples of 32; outputs at 1/4 resolution decoded per heatmap cell, then NMS and scaling back.
 """
 

@@ -1,5 +1,5 @@
 """Face templates from the centre: embeddings of our model, photos embedded here, other models kept
-apart; all encrypted; gone with their person. Real models on the shared photos, real SQLite."""
+apart; all encrypted; gone with their person. Real models on the shipped scene photos, real SQLite."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from edge_agent.faces import FaceService
 from edge_agent.roster import Roster
 from sync import RosterDelta, RosterSnapshot
 from vision.face_eval import crop_around
+from vision.scenes import load_photo
 
 
-def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path, shared_dir: Path) -> None:
-    scenes = shared_dir / "testdata" / "scenes"
+def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path) -> None:
     store = FaceTemplateStore(tmp_path, parse_key(secrets.token_hex(32), "k"))
     service = FaceService(store, FaceSettings())
-    alice_img = cv2.imread(str(scenes / "sample6.jpg"))
-    carol_img = cv2.imread(str(scenes / "sample3.jpg"))
+    alice_img = load_photo("sample6.jpg")
+    carol_img = load_photo("sample3.jpg")
     alice_box = sorted(service.detector.detect(alice_img), key=lambda f: f.box[0])[3].box
     carol_box = sorted(service.detector.detect(carol_img), key=lambda f: f.box[0])[0].box
     alice_crop = crop_around(alice_img, alice_box)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,14 +31,13 @@ from tests.mqtt_helpers import Collector
 from tests.support.agent_harness import build_gateway
 from tests.support.clock import EPOCH, FakeClock
 from tests.support.wait import async_wait_until
-from tests.vision.scene_clips import (
+from tests.vision.scene_clips import cover, shared_person_detector
+from vision.scenes import (
     WalkerPath,
     corridor_background,
-    cover,
     linear_path,
     paste_person,
     person_sprite,
-    shared_person_detector,
     walk_clip,
     write_video,
 )
@@ -45,11 +45,9 @@ from tests.vision.scene_clips import (
 SITE, GW = "sec-site", "gw-sec"
 
 
-def intrusion_clip(shared_dir: Path, path: Path) -> Path:
+def intrusion_clip(path: Path) -> Path:
     walk = linear_path((120, 600), (1100, 600), 20)
-    frames = walk_clip(
-        corridor_background(), [WalkerPath(person_sprite(shared_dir, "figure"), walk, 250.0)], 25
-    )
+    frames = walk_clip(corridor_background(), [WalkerPath(person_sprite("figure"), walk, 250.0)], 25)
     return write_video([f.frame for f in frames], path, fps=5.0)
 
 
@@ -69,9 +67,9 @@ cameras:
 
 
 def test_intrusion_alert_with_snapshot_kept_locally_and_acknowledged(
-    tmp_path: Path, shared_dir: Path, mosquitto: MosquittoBroker
+    tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
-    video = intrusion_clip(shared_dir, tmp_path / "corridor.avi")
+    video = intrusion_clip(tmp_path / "corridor.avi")
     collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
 
     async def scenario() -> None:
@@ -166,7 +164,7 @@ def test_alert_book_keeps_snapshots_only_for_their_retention(tmp_path: Path) -> 
 
 
 def test_a_still_empty_scene_goes_to_the_idle_rate_and_motion_brings_it_back(
-    tmp_path: Path, shared_dir: Path, mosquitto: MosquittoBroker
+    tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
     still = np.full((720, 1280, 3), 110, np.uint8)
     still_clip = write_video([still] * 20, tmp_path / "still.avi", fps=5.0)
@@ -238,9 +236,9 @@ def worker_setup() -> CameraSetup:
 class ClipFrames:
     """The 1,000 frames, composited when asked for (1,000 720p frames would take 2.7 GB)."""
 
-    def __init__(self, shared_dir: Path) -> None:
+    def __init__(self) -> None:
         self.background = corridor_background()
-        self.sprite = person_sprite(shared_dir, "figure")
+        self.sprite = person_sprite("figure")
         self.walk = linear_path((120, 600), (1100, 600), WALK_FRAMES)
 
     def __getitem__(self, k: int) -> npt.NDArray[np.uint8]:
@@ -251,13 +249,13 @@ class ClipFrames:
         return cover(frame, seed=k) if COVER_FROM <= k < COVER_TO else frame
 
 
-def test_a_periodic_check_beside_1000_frames_refuses_none_for_time_order(shared_dir: Path) -> None:
+def test_a_periodic_check_beside_1000_frames_refuses_none_for_time_order() -> None:
     # The defect: a periodic check moved the tamper clock to "now", past frames captured earlier
     # but not yet analysed ("time went backwards"), and those frames were lost. Here every frame is
     # submitted only after a check ran at a later time than its capture.
     clock = FakeClock()
     emitted: list[tuple[Event, bytes | None]] = []
-    clip = ClipFrames(shared_dir)
+    clip = ClipFrames()
     setup = worker_setup()
     worker = SecurityWorker(
         setup,
@@ -279,6 +277,10 @@ def test_a_periodic_check_beside_1000_frames_refuses_none_for_time_order(shared_
     def person_errors() -> float | None:
         return registry.get_sample_value("edge_person_analysis_errors_total", {"camera": "cam-tamper"})
 
+    def frames_done(count: int) -> Callable[[], bool]:
+        # Frames analysed or refused: each submitted frame ends as one or the other.
+        return lambda: worker.counters["frames_analysed"] + worker.errors >= count
+
     async def scenario() -> None:
         run = asyncio.create_task(worker.run())
         try:
@@ -292,7 +294,7 @@ def test_a_periodic_check_beside_1000_frames_refuses_none_for_time_order(shared_
                 await clock.advance_and_settle(FRAME_S)
                 worker.submit(frame)
                 await async_wait_until(
-                    lambda k=k: worker.counters["frames_analysed"] + worker.errors >= k + 1,
+                    frames_done(k + 1),
                     timeout=30,
                     interval=0.002,
                     what=f"frame {k + 1} analysed",

@@ -1,29 +1,27 @@
-"""Security rules on scenario clips: people composited from the shared photos walk, stand and crowd
+"""Security rules on scenario clips: people composited from the shipped scene photos walk, stand and crowd
 over a corridor; the real NanoDet, tracker and zones feed the rules. Each rule fires when it should
 and stays silent when it should not."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_agent.config import ConfigFileError, SecurityConfig, parse_config
 from edge_agent.security import Alert, SecurityRules
-from tests.vision.scene_clips import (
+from tests.vision.scene_clips import cover, shared_person_detector
+from vision import PersonFrameResult, PersonPipeline, TamperChange
+from vision.scenes import (
     WalkerPath,
     corridor_background,
-    cover,
     linear_path,
     person_sprite,
-    shared_person_detector,
     stand_path,
     walk_clip,
     with_gap,
 )
-from vision import PersonFrameResult, PersonPipeline, TamperChange
 
 FPS = 5.0
 SPRITE_HEIGHT = {"figure": 250.0, "diner": 200.0}
@@ -38,8 +36,8 @@ BASE: dict[str, Any] = {
 AFTER_HOURS = {"windows": [{"start": "18:00", "end": "24:00"}, {"start": "00:00", "end": "07:00"}]}
 
 
-def walker(shared_dir: Path, who: str, path: list[Any]) -> WalkerPath:
-    return WalkerPath(person_sprite(shared_dir, who), path, SPRITE_HEIGHT[who])
+def walker(who: str, path: list[Any]) -> WalkerPath:
+    return WalkerPath(person_sprite(who), path, SPRITE_HEIGHT[who])
 
 
 def run_rules(
@@ -63,10 +61,8 @@ def run_rules(
     return alerts
 
 
-def test_intrusion_after_hours_only_and_only_inside(shared_dir: Path) -> None:
-    into = walk_clip(
-        corridor_background(), [walker(shared_dir, "figure", linear_path((120, 600), (1100, 600), 25))], 25
-    )
+def test_intrusion_after_hours_only_and_only_inside() -> None:
+    into = walk_clip(corridor_background(), [walker("figure", linear_path((120, 600), (1100, 600), 25))], 25)
     rule = {
         "kind": "intrusion",
         "id": "night-intrusion",
@@ -80,14 +76,14 @@ def test_intrusion_after_hours_only_and_only_inside(shared_dir: Path) -> None:
     assert alerts[0].data["track_ids"] == list(alerts[0].track_ids) and alerts[0].data["count"] == 1
     assert run_rules(into, [rule], local=SCHOOL_HOURS) == []  # disarmed during school hours
     outside = walk_clip(
-        corridor_background(), [walker(shared_dir, "figure", linear_path((120, 600), (600, 600), 25))], 25
+        corridor_background(), [walker("figure", linear_path((120, 600), (600, 600), 25))], 25
     )
     assert run_rules(outside, [rule]) == []
 
 
-def test_line_crossing_with_direction(shared_dir: Path) -> None:
+def test_line_crossing_with_direction() -> None:
     there = linear_path((300, 620), (1000, 620), 15)
-    frames = walk_clip(corridor_background(), [walker(shared_dir, "figure", there + there[::-1])], 30)
+    frames = walk_clip(corridor_background(), [walker("figure", there + there[::-1])], 30)
     both = run_rules(frames, [{"kind": "line_crossing", "id": "door-any", "line": "door", "cooldown_s": 0}])
     assert [a.data["label"] for a in both] == ["out", "in"]  # left→right is B→A on this line
     inward = run_rules(
@@ -97,9 +93,9 @@ def test_line_crossing_with_direction(shared_dir: Path) -> None:
     assert [a.data["direction"] for a in inward] == ["a_to_b"]
 
 
-def test_loitering_tolerates_a_short_break_and_respects_dwell(shared_dir: Path) -> None:
+def test_loitering_tolerates_a_short_break_and_respects_dwell() -> None:
     stay = with_gap(stand_path((1000.0, 640.0), 30), 15, 2)  # hidden for 0.4 s in the middle
-    frames = walk_clip(corridor_background(), [walker(shared_dir, "figure", stay)], 30)
+    frames = walk_clip(corridor_background(), [walker("figure", stay)], 30)
     alerts = run_rules(frames, [{"kind": "loitering", "id": "loiter", "zone": "restricted", "dwell_s": 3.0}])
     assert len(alerts) == 1 and alerts[0].data["dwell_s"] >= 3.0
     assert (
@@ -108,12 +104,12 @@ def test_loitering_tolerates_a_short_break_and_respects_dwell(shared_dir: Path) 
     )
 
 
-def test_crowding_needs_the_count_for_the_time(shared_dir: Path) -> None:
+def test_crowding_needs_the_count_for_the_time() -> None:
     spots = [(850.0, 560.0), (1000.0, 640.0), (1150.0, 700.0)]
     who = ["figure", "diner", "figure"]
     frames = walk_clip(
         corridor_background(),
-        [walker(shared_dir, w, stand_path(p, 15)) for w, p in zip(who, spots, strict=True)],
+        [walker(w, stand_path(p, 15)) for w, p in zip(who, spots, strict=True)],
         15,
     )
     alerts = run_rules(
@@ -125,7 +121,7 @@ def test_crowding_needs_the_count_for_the_time(shared_dir: Path) -> None:
     )
 
 
-def test_camera_covered_is_a_tamper_alert(shared_dir: Path) -> None:
+def test_camera_covered_is_a_tamper_alert() -> None:
     background = corridor_background()
     frames = [background] * 15 + [cover(background)] * 15
     alerts = run_rules(frames, [{"kind": "tamper", "id": "tamper", "severity": "critical"}], tamper=True)
@@ -133,12 +129,10 @@ def test_camera_covered_is_a_tamper_alert(shared_dir: Path) -> None:
     assert run_rules([background] * 30, [{"kind": "tamper", "id": "tamper"}], tamper=True) == []
 
 
-def test_video_tailgating_compares_crossings_with_grants(shared_dir: Path) -> None:
+def test_video_tailgating_compares_crossings_with_grants() -> None:
     first = linear_path((300, 620), (1000, 620), 20)
     second = [None] * 3 + linear_path((250, 690), (950, 690), 17)
-    frames = walk_clip(
-        corridor_background(), [walker(shared_dir, "figure", first), walker(shared_dir, "diner", second)], 20
-    )
+    frames = walk_clip(corridor_background(), [walker("figure", first), walker("diner", second)], 20)
     rule = {"kind": "tailgating", "id": "tailgate", "line": "door", "direction": "b_to_a", "gate": "gate-1"}
     alerts = run_rules(frames, [rule], grants=1)
     assert [a.type for a in alerts] == ["edu.campus.access.tailgating.v1"]

@@ -1,5 +1,5 @@
 """Enrollment through the API with real photos and the real face models: one face cropped from a
-shared scene is stored (encrypted); a group photo is refused with several_faces."""
+shipped scene photo is stored (encrypted); a group photo is refused with several_faces."""
 
 from __future__ import annotations
 
@@ -16,22 +16,21 @@ from tests.api.test_api import outbox_events
 from tests.conftest import MosquittoBroker
 from vision.face_detect import FaceDetector
 from vision.face_eval import crop_around
+from vision.scenes import SCENES_DIR, load_photo
 
 
-def _photos(shared_dir: Path) -> tuple[bytes, bytes]:
-    scenes = shared_dir / "testdata" / "scenes"
-    image = cv2.imread(str(scenes / "sample6.jpg"))
-    assert image is not None
+def _photos() -> tuple[bytes, bytes]:
+    image = load_photo("sample6.jpg")
     box = sorted(FaceDetector().detect(image), key=lambda f: f.box[0])[3].box
     ok, single = cv2.imencode(".jpg", crop_around(image, box))
     assert ok
-    return bytes(single), (scenes / "sample1.jpg").read_bytes()
+    return bytes(single), (SCENES_DIR / "sample1.jpg").read_bytes()
 
 
 def test_enroll_one_face_and_refuse_a_group_photo(
-    tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens, face_key: str, shared_dir: Path
+    tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens, face_key: str
 ) -> None:
-    single, group = _photos(shared_dir)
+    single, group = _photos()
 
     async def scenario() -> None:
         async with running_api(tmp_path, mosquitto.url, extra_config=FACE_CAMERA) as gate:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from vision import scenes
 from vision.runtime import OnnxModel
 
 
@@ -27,20 +27,14 @@ def onnx_model() -> Callable[[str], OnnxModel]:
 
 
 @pytest.fixture(scope="session")
-def scene_paths(shared_dir: Path) -> list[Path]:
-    """The shared scene photos (several people and faces each)."""
-    paths = sorted((shared_dir / "testdata" / "scenes").glob("*.jpg"))
-    assert paths, "no scene photos in shared/testdata/scenes"
+def scene_paths() -> list[Path]:
+    """The scene photos the project ships (several people and faces each), see :mod:`vision.scenes`."""
+    paths = scenes.scene_paths()
+    assert paths, f"no scene photos in {scenes.SCENES_DIR}"
     return paths
 
 
 @pytest.fixture(scope="session")
-def load_scene(shared_dir: Path) -> Callable[[str], npt.NDArray[np.uint8]]:
-    """``load_scene("sample1.jpg")``: a scene photo as a BGR uint8 array."""
-
-    def load(name: str) -> npt.NDArray[np.uint8]:
-        img = cv2.imread(str(shared_dir / "testdata" / "scenes" / name), cv2.IMREAD_COLOR)
-        assert img is not None, name
-        return np.asarray(img, dtype=np.uint8)
-
-    return load
+def load_scene() -> Callable[[str], npt.NDArray[np.uint8]]:
+    """``load_scene("sample1.jpg")``: a shipped scene photo as a BGR uint8 array."""
+    return scenes.load_photo

@@ -1,8 +1,11 @@
-"""Scenario clips for vision and rule tests: the clip composition of :mod:`vision.scenes` (the
-photos the project ships), plus tamper effects (cover, darken, defocus, shift) applied to whole frames
-and one shared person detector.
+"""Test-only scenario helpers: tamper effects (cover, darken, defocus, shift, JPEG noise) applied to
+whole frames, and one person detector shared by the session.
 
-Import with ``from scene_clips import ...`` (pytest puts ``tests/vision`` on ``sys.path``).
+The photos and the clip composition (sprites, paths, walkers, ``write_video``) are in
+:mod:`vision.scenes`, which the demo uses too; import them from there.
+
+Import with ``from scene_clips import ...`` (pytest puts ``tests/vision`` on ``sys.path``) or
+``from tests.vision.scene_clips import ...``.
 """
 
 from __future__ import annotations
@@ -11,26 +14,7 @@ import cv2
 import numpy as np
 
 from vision.person import PersonDetector
-from vision.scenes import (  # noqa: F401  (re-exported for the tests)
-    PERSON_CROPS,
-    SCENES_DIR,
-    SPRITE_HEIGHT,
-    Box,
-    ClipFrame,
-    Frame,
-    Point,
-    WalkerPath,
-    corridor_background,
-    linear_path,
-    load_photo,
-    paste_person,
-    person_sprite,
-    scene_paths,
-    stand_path,
-    walk_clip,
-    with_gap,
-    write_video,
-)
+from vision.scenes import Frame
 
 # Tamper effects. Each returns a new frame.
 

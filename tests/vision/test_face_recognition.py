@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from vision.config import FacePipelineConfig
 from vision.errors import VisionError
 from vision.face_detect import FaceDetection, FaceDetector
 from vision.face_embed import FaceEmbedder
@@ -23,13 +24,13 @@ from vision.face_eval import crop_around, realistic_variants
 from vision.face_pipeline import (
     EnrollmentError,
     FacePipeline,
-    FacePipelineConfig,
     declared_size,
     embed_enrollment_photo,
 )
 from vision.gallery import Gallery
 from vision.quality import pose_from_landmarks
 from vision.runtime import OnnxModel
+from vision.scenes import SCENES_DIR
 
 Image = npt.NDArray[np.uint8]
 MODEL = "dlib_resnet_v1"
@@ -167,9 +168,7 @@ def _jpeg(img: npt.NDArray[Any], quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
-def test_enrollment_rejections(
-    scenes: Scenes, detector: FaceDetector, embedder: FaceEmbedder, shared_dir: Path
-) -> None:
+def test_enrollment_rejections(scenes: Scenes, detector: FaceDetector, embedder: FaceEmbedder) -> None:
     def code_of(image: bytes | Image) -> str:
         with pytest.raises(EnrollmentError) as info:
             embed_enrollment_photo(image, detector=detector, embedder=embedder)
@@ -189,7 +188,7 @@ def test_enrollment_rejections(
     assert code_of(bytes(bomb)) == "image_too_large"
     assert code_of(np.zeros((64, 64, 3), np.float32)) == "not_an_image"
     assert code_of(_jpeg(scenes.photos["sample1.jpg"][800:, :])) == "no_face"
-    crowd = (shared_dir / "testdata" / "scenes" / "human_samples.jpg").read_bytes()
+    crowd = (SCENES_DIR / "human_samples.jpg").read_bytes()
     assert code_of(crowd) == "several_faces"  # a poster-size crowd
     assert code_of(_jpeg(scenes.photos["sample5.jpg"])) == "several_faces"
     tiny = cv2.resize(crop, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from scene_clips import (
-    SPRITE_HEIGHT,
-    corridor_background,
-    defocus,
-    load_photo,
-    paste_person,
-    person_sprite,
-    shared_person_detector,
-)
+from scene_clips import defocus, shared_person_detector
 
+from vision.config import PersonDetectorConfig
 from vision.person import (
     INPUT_SIZE,
     MEAN_BGR,
@@ -23,7 +14,6 @@ from vision.person import (
     STD_BGR,
     Letterbox,
     PersonDetector,
-    PersonDetectorConfig,
     PersonDetectorError,
     decode_level,
     letterbox,
@@ -34,6 +24,7 @@ from vision.person import (
 )
 from vision.render import draw_boxes
 from vision.runtime import InvalidImageError
+from vision.scenes import SPRITE_HEIGHT, corridor_background, load_photo, paste_person, person_sprite
 
 
 def test_letterbox_keeps_aspect_and_centres() -> None:
@@ -148,8 +139,8 @@ def detector() -> PersonDetector:
 
 
 @pytest.mark.parametrize("photo", ["human_samples.jpg", "sample1.jpg", "sample3.jpg", "sample5.jpg"])
-def test_photos_with_people_give_person_boxes(detector: PersonDetector, shared_dir: Path, photo: str) -> None:
-    frame = load_photo(shared_dir, photo)
+def test_photos_with_people_give_person_boxes(detector: PersonDetector, photo: str) -> None:
+    frame = load_photo(photo)
     dets = detector.detect(frame)
     assert dets, f"no person found in {photo}"
     h, w = frame.shape[:2]
@@ -161,11 +152,9 @@ def test_photos_with_people_give_person_boxes(detector: PersonDetector, shared_d
 
 
 @pytest.mark.parametrize("who", ["figure", "diner"])
-def test_composited_person_is_found_where_it_was_pasted(
-    detector: PersonDetector, shared_dir: Path, who: str
-) -> None:
+def test_composited_person_is_found_where_it_was_pasted(detector: PersonDetector, who: str) -> None:
     frame = corridor_background()
-    truth = paste_person(frame, person_sprite(shared_dir, who), (640.0, 650.0), SPRITE_HEIGHT[who])
+    truth = paste_person(frame, person_sprite(who), (640.0, 650.0), SPRITE_HEIGHT[who])
     assert truth is not None
     dets = detector.detect(frame)
     assert len(dets) == 1
@@ -176,18 +165,18 @@ def test_composited_person_is_found_where_it_was_pasted(
     assert x1 >= truth[0] - 20 and x2 <= truth[2] + 20 and y2 <= truth[3] + 20
 
 
-def test_frames_without_people_give_none(detector: PersonDetector, shared_dir: Path) -> None:
+def test_frames_without_people_give_none(detector: PersonDetector) -> None:
     assert detector.detect(corridor_background(seed=3)) == []
     assert detector.detect(np.full((720, 1280, 3), 128, np.uint8)) == []
     assert detector.detect(np.zeros((480, 640, 3), np.uint8)) == []
     # The lamps and ceiling of the group photo, without the people below them, heavily blurred.
-    ceiling = load_photo(shared_dir, "human_samples.jpg")[200:330, 200:1280]
+    ceiling = load_photo("human_samples.jpg")[200:330, 200:1280]
     assert detector.detect(defocus(np.ascontiguousarray(ceiling), 8.0)) == []
 
 
-def test_grayscale_frame_is_accepted(detector: PersonDetector, shared_dir: Path) -> None:
+def test_grayscale_frame_is_accepted(detector: PersonDetector) -> None:
     frame = corridor_background()
-    paste_person(frame, person_sprite(shared_dir, "diner"), (640.0, 650.0), 400.0)
+    paste_person(frame, person_sprite("diner"), (640.0, 650.0), 400.0)
     gray = np.ascontiguousarray(frame.mean(axis=2).astype(np.uint8))
     assert isinstance(detector.detect(gray), list)
 
@@ -210,10 +199,10 @@ def test_bad_frames_are_specific_counted_errors(detector: PersonDetector, frame:
     assert detector.bad_frames == before + 1
 
 
-def test_threshold_is_configurable(shared_dir: Path) -> None:
+def test_threshold_is_configurable() -> None:
     base = shared_person_detector()
     strict = PersonDetector(PersonDetectorConfig(score_threshold=0.99), model=base.model)
-    frame = load_photo(shared_dir, "sample5.jpg")
+    frame = load_photo("sample5.jpg")
     assert base.detect(frame) and strict.detect(frame) == []
 
 

@@ -9,23 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from scene_clips import (
+from scene_clips import cover, shared_person_detector
+
+from device_drivers import Camera, CameraConfig, CameraFrame, CameraOffline
+from vision.config import PersonPipelineConfig, TamperConfig
+from vision.person import PersonPipeline
+from vision.runtime import InvalidImageError
+from vision.scenes import (
     SPRITE_HEIGHT,
     WalkerPath,
     corridor_background,
-    cover,
     linear_path,
     person_sprite,
-    shared_person_detector,
     stand_path,
     walk_clip,
     write_video,
 )
-
-from device_drivers import Camera, CameraConfig, CameraFrame, CameraOffline
-from vision.person import PersonPipeline, PersonPipelineConfig
-from vision.runtime import InvalidImageError
-from vision.tamper import StreamWatch, TamperConfig
+from vision.tamper import StreamWatch
 from vision.zones import CameraZones, PolygonZone, ZoneEntered, ZoneLeft
 
 FPS = 5.0
@@ -38,12 +38,12 @@ ZONES = CameraZones(
 )
 
 
-def clip(shared_dir: Path) -> list[np.ndarray]:
+def clip() -> list[np.ndarray]:
     # Walks into the zone, stands perfectly still for 6 s, walks out again.
     arrive = linear_path((200.0, 600.0), (1000.0, 600.0), 12)
     leave = linear_path((1000.0, 600.0), (300.0, 600.0), 12)
     path = arrive + stand_path((1000.0, 600.0), 30, sway_px=0.0) + leave
-    walker = WalkerPath(person_sprite(shared_dir, "figure"), path, SPRITE_HEIGHT["figure"])
+    walker = WalkerPath(person_sprite("figure"), path, SPRITE_HEIGHT["figure"])
     return [cf.frame for cf in walk_clip(corridor_background(), [walker], len(path))]
 
 
@@ -59,8 +59,8 @@ def run(pipeline: PersonPipeline, frames: list[np.ndarray]) -> list[object]:
     return out
 
 
-def test_motion_gating_skips_the_detector_but_keeps_a_still_person_tracked(shared_dir: Path) -> None:
-    frames = clip(shared_dir)
+def test_motion_gating_skips_the_detector_but_keeps_a_still_person_tracked() -> None:
+    frames = clip()
     no_tamper = PersonPipelineConfig(tamper=None)
     gated = PersonPipeline("cam1", ZONES, no_tamper, detector=shared_person_detector())
     gated_obs = run(gated, frames)
@@ -86,7 +86,7 @@ def test_motion_gating_skips_the_detector_but_keeps_a_still_person_tracked(share
     assert entered.point[0] >= 0.6 * 1280
 
 
-def test_bad_frame_is_counted_and_changes_nothing(shared_dir: Path) -> None:
+def test_bad_frame_is_counted_and_changes_nothing() -> None:
     pipeline = PersonPipeline(
         "cam1", ZONES, PersonPipelineConfig(tamper=None), detector=shared_person_detector()
     )
@@ -98,7 +98,7 @@ def test_bad_frame_is_counted_and_changes_nothing(shared_dir: Path) -> None:
     assert pipeline.process(corridor_background(), 0.4).tracks == []
 
 
-def test_normalized_zones_follow_the_frame_size_and_tamper_reports(shared_dir: Path) -> None:
+def test_normalized_zones_follow_the_frame_size_and_tamper_reports() -> None:
     cfg = PersonPipelineConfig(tamper=TamperConfig(reference_frames=2, trigger_frames=3, clear_frames=3))
     pipeline = PersonPipeline("cam1", ZONES, cfg, detector=shared_person_detector())
     small = np.ascontiguousarray(corridor_background(640, 360))
@@ -121,14 +121,12 @@ def results_active(pipeline: PersonPipeline, frame: NDArray[np.uint8], at: float
     return set(pipeline.process(frame, at).tamper_active)
 
 
-def test_resolution_change_ends_tracks_and_zones_follow(shared_dir: Path) -> None:
+def test_resolution_change_ends_tracks_and_zones_follow() -> None:
     pipeline = PersonPipeline(
         "cam1", ZONES, PersonPipelineConfig(tamper=None), detector=shared_person_detector()
     )
     big = corridor_background()
-    paste = WalkerPath(
-        person_sprite(shared_dir, "figure"), stand_path((1000.0, 600.0), 6), SPRITE_HEIGHT["figure"]
-    )
+    paste = WalkerPath(person_sprite("figure"), stand_path((1000.0, 600.0), 6), SPRITE_HEIGHT["figure"])
     frames = [cf.frame for cf in walk_clip(big, [paste], 6)]
     results = [pipeline.process(f, k / FPS) for k, f in enumerate(frames)]
     (tid,) = {t.track_id for t in results[-1].tracks}
@@ -143,10 +141,10 @@ def test_resolution_change_ends_tracks_and_zones_follow(shared_dir: Path) -> Non
     assert any(isinstance(o, ZoneEntered) for r in later for o in r.zones)  # the zone scaled with the picture
 
 
-def test_camera_file_through_the_pipeline_off_the_event_loop(shared_dir: Path, tmp_path: Path) -> None:
+def test_camera_file_through_the_pipeline_off_the_event_loop(tmp_path: Path) -> None:
     # The wiring the agent does: camera frames on the loop, analysis in a worker thread.
     path = linear_path((200.0, 600.0), (1100.0, 600.0), 40)
-    walker = WalkerPath(person_sprite(shared_dir, "figure"), path, SPRITE_HEIGHT["figure"])
+    walker = WalkerPath(person_sprite("figure"), path, SPRITE_HEIGHT["figure"])
     video = write_video(
         (cf.frame for cf in walk_clip(corridor_background(), [walker], 40)), tmp_path / "walk.avi"
     )
@@ -182,12 +180,12 @@ def test_camera_file_through_the_pipeline_off_the_event_loop(shared_dir: Path, t
     assert ticks > 100  # the loop kept running while frames were analysed (4 s of video)
 
 
-def test_each_result_carries_the_zone_state_rules_need(shared_dir: Path) -> None:
+def test_each_result_carries_the_zone_state_rules_need() -> None:
     # Rules read occupants and dwell from the result, never from the pipeline's judge.
     pipeline = PersonPipeline(
         "cam1", ZONES, PersonPipelineConfig(tamper=None), detector=shared_person_detector()
     )
-    frames = clip(shared_dir)
+    frames = clip()
     inside_from: float | None = None
     for k, f in enumerate(frames):
         res = pipeline.process(f, k / FPS)

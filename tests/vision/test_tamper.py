@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from scene_clips import (
-    Frame,
-    corridor_background,
-    cover,
-    darken,
-    defocus,
-    jpeg_noise,
-    load_photo,
-    paste_person,
-    person_sprite,
-    shift_view,
-)
+from scene_clips import cover, darken, defocus, jpeg_noise, shift_view
 
+from vision.config import TamperConfig
+from vision.scenes import Frame, corridor_background, load_photo, paste_person, person_sprite
 from vision.tamper import (
     StreamWatch,
     TamperChange,
-    TamperConfig,
     TamperDetector,
     TamperError,
     edge_map,
@@ -37,10 +26,10 @@ CFG = TamperConfig(reference_frames=3, trigger_frames=4, clear_frames=3, stream_
 VIEWS = ["sample2.jpg", "sample6.jpg", "corridor"]
 
 
-def view(shared_dir: Path, name: str) -> Frame:
+def view(name: str) -> Frame:
     if name == "corridor":
         return corridor_background()
-    photo = load_photo(shared_dir, name)
+    photo = load_photo(name)
     return np.asarray(cv2.resize(photo, (1280, 800), interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
 
@@ -63,16 +52,16 @@ def feed(det: TamperDetector, frames: list[Frame], t0: float) -> tuple[list[tupl
     return out, t
 
 
-def test_sharpness_ignores_brightness_but_not_blur(shared_dir: Path) -> None:
-    gray = np.asarray(cv2.cvtColor(view(shared_dir, "sample2.jpg"), cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+def test_sharpness_ignores_brightness_but_not_blur() -> None:
+    gray = np.asarray(cv2.cvtColor(view("sample2.jpg"), cv2.COLOR_BGR2GRAY), dtype=np.uint8)
     s = sharpness(gray)
     dim = (gray * 0.5).astype(np.uint8)
     assert sharpness(dim) == pytest.approx(s, rel=0.1)
     assert sharpness(np.asarray(cv2.GaussianBlur(gray, (0, 0), 3), dtype=np.uint8)) < 0.5 * s
 
 
-def test_edge_overlap_identity_and_shift(shared_dir: Path) -> None:
-    gray = np.asarray(cv2.cvtColor(view(shared_dir, "sample6.jpg"), cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+def test_edge_overlap_identity_and_shift() -> None:
+    gray = np.asarray(cv2.cvtColor(view("sample6.jpg"), cv2.COLOR_BGR2GRAY), dtype=np.uint8)
     edges = edge_map(gray)
     assert edge_overlap(edges, edges) == 1.0
     shifted = np.roll(edges, 12, axis=1)
@@ -81,9 +70,9 @@ def test_edge_overlap_identity_and_shift(shared_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", VIEWS)
-def test_ordinary_changes_raise_nothing(shared_dir: Path, name: str) -> None:
+def test_ordinary_changes_raise_nothing(name: str) -> None:
     # JPEG noise, lights dimmed and brightened, people walking through (one big, close to the camera).
-    base = view(shared_dir, name)
+    base = view(name)
     det, t = learned(base)
     h, w = base.shape[:2]
     frames = []
@@ -91,9 +80,9 @@ def test_ordinary_changes_raise_nothing(shared_dir: Path, name: str) -> None:
         f = jpeg_noise(base, 60 + k % 30)
         gain = [1.0, 0.6, 1.3][k // 10]
         f = np.clip(f.astype(np.float32) * gain, 0, 255).astype(np.uint8)
-        paste_person(f, person_sprite(shared_dir, "figure"), (w * (0.1 + 0.03 * k), h - 20), h * 0.35)
+        paste_person(f, person_sprite("figure"), (w * (0.1 + 0.03 * k), h - 20), h * 0.35)
         if 10 <= k < 20:
-            paste_person(f, person_sprite(shared_dir, "diner"), (w * 0.6, h - 10), h * 0.6)
+            paste_person(f, person_sprite("diner"), (w * 0.6, h - 10), h * 0.6)
         frames.append(f)
     changes, _ = feed(det, frames, t)
     assert changes == [], det.last_metrics
@@ -113,8 +102,8 @@ EFFECTS: dict[str, tuple[Callable[[Frame], Frame], str]] = {
 
 @pytest.mark.parametrize("name", VIEWS)
 @pytest.mark.parametrize("effect", sorted(EFFECTS))
-def test_effect_turns_on_after_n_frames_and_off_after_m(shared_dir: Path, name: str, effect: str) -> None:
-    base = view(shared_dir, name)
+def test_effect_turns_on_after_n_frames_and_off_after_m(name: str, effect: str) -> None:
+    base = view(name)
     det, t = learned(base)
     apply, kind = EFFECTS[effect]
     tampered = [jpeg_noise(apply(base), 70 + k) for k in range(CFG.trigger_frames + 3)]
@@ -131,14 +120,14 @@ def test_effect_turns_on_after_n_frames_and_off_after_m(shared_dir: Path, name: 
     assert det.active == {}
 
 
-def test_a_different_view_counts_as_moved(shared_dir: Path) -> None:
-    det, t = learned(view(shared_dir, "sample2.jpg"))
-    changes, _ = feed(det, [view(shared_dir, "sample3.jpg")] * CFG.trigger_frames, t)
+def test_a_different_view_counts_as_moved() -> None:
+    det, t = learned(view("sample2.jpg"))
+    changes, _ = feed(det, [view("sample3.jpg")] * CFG.trigger_frames, t)
     assert [(c.kind, c.active) for _, c in changes] == [("moved", True)]
 
 
-def test_single_odd_frames_change_nothing(shared_dir: Path) -> None:
-    base = view(shared_dir, "sample6.jpg")
+def test_single_odd_frames_change_nothing() -> None:
+    base = view("sample6.jpg")
     det, t = learned(base)
     frames = []
     for k in range(24):
@@ -148,8 +137,8 @@ def test_single_odd_frames_change_nothing(shared_dir: Path) -> None:
     assert changes == []
 
 
-def test_moved_then_relearn_accepts_the_new_view(shared_dir: Path) -> None:
-    base = view(shared_dir, "sample2.jpg")
+def test_moved_then_relearn_accepts_the_new_view() -> None:
+    base = view("sample2.jpg")
     det, t = learned(base)
     moved = shift_view(base, 100)
     changes, t = feed(det, [moved] * CFG.trigger_frames, t)
@@ -203,8 +192,8 @@ def test_bad_frames_are_counted_not_raised() -> None:
     assert err.value.camera_id == "cam1"  # structured: which camera, not only the message
 
 
-def test_resolution_change_relearns_without_alarm(shared_dir: Path) -> None:
-    base = view(shared_dir, "sample6.jpg")
+def test_resolution_change_relearns_without_alarm() -> None:
+    base = view("sample6.jpg")
     det, t = learned(base)
     smaller = np.asarray(cv2.resize(base, (640, 480)), dtype=np.uint8)
     changes, _ = feed(det, [jpeg_noise(smaller, 80)] * 10, t)

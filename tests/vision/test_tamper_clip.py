@@ -7,14 +7,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scene_clips import cover, defocus, jpeg_noise, load_photo, shift_view, write_video
+from scene_clips import cover, defocus, jpeg_noise, shift_view
 
 from device_drivers import Camera, CameraConfig, CameraFrame, CameraOffline
-from vision.tamper import StreamWatch, TamperChange, TamperConfig, TamperDetector
+from vision.config import TamperConfig
+from vision.scenes import load_photo, write_video
+from vision.tamper import StreamWatch, TamperChange, TamperDetector
 
 
-def test_covered_then_defocused_then_moved_clip(shared_dir: Path, tmp_path: Path) -> None:
-    base = np.asarray(cv2.resize(load_photo(shared_dir, "sample2.jpg"), (640, 400)), dtype=np.uint8)
+def test_covered_then_defocused_then_moved_clip(tmp_path: Path) -> None:
+    base = np.asarray(cv2.resize(load_photo("sample2.jpg"), (640, 400)), dtype=np.uint8)
     segments = [
         ("clean", [jpeg_noise(base, 70 + k) for k in range(10)]),
         ("covered", [cover(base, seed=k) for k in range(10)]),

@@ -9,22 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from scene_clips import (
+from scene_clips import shared_person_detector
+
+from vision.config import TrackerConfig
+from vision.scenes import (
     SPRITE_HEIGHT,
     ClipFrame,
     WalkerPath,
     corridor_background,
     linear_path,
     person_sprite,
-    shared_person_detector,
     stand_path,
     walk_clip,
     with_gap,
 )
-
-from vision.tracking import Tracker, TrackerConfig
+from vision.tracking import Tracker
 from vision.zones import (
     CameraZones,
     LineCrossing,
@@ -71,13 +71,13 @@ def run_pipeline(frames: list[ClipFrame]) -> Run:
     return run
 
 
-def walker(shared_dir: Path, who: str, path: Sequence[tuple[float, float] | None]) -> WalkerPath:
-    return WalkerPath(person_sprite(shared_dir, who), path, SPRITE_HEIGHT[who])
+def walker(who: str, path: Sequence[tuple[float, float] | None]) -> WalkerPath:
+    return WalkerPath(person_sprite(who), path, SPRITE_HEIGHT[who])
 
 
-def test_person_walking_into_the_zone_is_one_track_that_enters_it(shared_dir: Path) -> None:
+def test_person_walking_into_the_zone_is_one_track_that_enters_it() -> None:
     path = linear_path((120.0, 600.0), (1100.0, 600.0), 30)
-    frames = walk_clip(corridor_background(), [walker(shared_dir, "figure", path)], 30)
+    frames = walk_clip(corridor_background(), [walker("figure", path)], 30)
     run = run_pipeline(frames)
     ids = set().union(*run.ids_per_frame)
     assert len(ids) == 1, f"track ids {ids}"
@@ -92,10 +92,10 @@ def test_person_walking_into_the_zone_is_one_track_that_enters_it(shared_dir: Pa
     assert entered[0].point[0] > RESTRICTED.points[0][0]
 
 
-def test_walking_across_the_line_gives_one_crossing_each_way(shared_dir: Path) -> None:
+def test_walking_across_the_line_gives_one_crossing_each_way() -> None:
     there = linear_path((150.0, 600.0), (1150.0, 600.0), 25)
     back = list(reversed(there))
-    frames = walk_clip(corridor_background(), [walker(shared_dir, "figure", there + back)], 50)
+    frames = walk_clip(corridor_background(), [walker("figure", there + back)], 50)
     run = run_pipeline(frames)
     crossings = [o for o in run.observations if isinstance(o, LineCrossing)]
     assert [(c.line_id, c.direction, c.label) for c in crossings] == [("door", -1, "out"), ("door", 1, "in")]
@@ -105,13 +105,13 @@ def test_walking_across_the_line_gives_one_crossing_each_way(shared_dir: Path) -
     assert frames[k].feet[0][0] > DOOR.start[0]
 
 
-def test_people_who_stay_outside_give_nothing(shared_dir: Path) -> None:
+def test_people_who_stay_outside_give_nothing() -> None:
     # One loiters on the left, one walks up to the line and turns back before it.
     wander = [(200.0 + 40 * (k % 6), 600.0) for k in range(25)]
     approach = linear_path((300.0, 680.0), (560.0, 680.0), 12)
     frames = walk_clip(
         corridor_background(),
-        [walker(shared_dir, "figure", wander), walker(shared_dir, "diner", approach + approach[::-1][1:])],
+        [walker("figure", wander), walker("diner", approach + approach[::-1][1:])],
         25,
     )
     run = run_pipeline(frames)
@@ -121,12 +121,10 @@ def test_people_who_stay_outside_give_nothing(shared_dir: Path) -> None:
     ] == []  # ...nothing fired
 
 
-def test_two_people_crossing_keep_their_ids_and_directions(shared_dir: Path) -> None:
+def test_two_people_crossing_keep_their_ids_and_directions() -> None:
     right = linear_path((150.0, 560.0), (1150.0, 560.0), 30)
     left = linear_path((1150.0, 690.0), (150.0, 690.0), 30)
-    frames = walk_clip(
-        corridor_background(), [walker(shared_dir, "figure", right), walker(shared_dir, "diner", left)], 30
-    )
+    frames = walk_clip(corridor_background(), [walker("figure", right), walker("diner", left)], 30)
     run = run_pipeline(frames)
     crossings = [o for o in run.observations if isinstance(o, LineCrossing)]
     by_track = {c.track_id: c.direction for c in crossings}
@@ -140,11 +138,11 @@ def test_two_people_crossing_keep_their_ids_and_directions(shared_dir: Path) -> 
     assert rows == {True, False}
 
 
-def test_loiterer_keeps_one_id_through_a_short_occlusion(shared_dir: Path) -> None:
+def test_loiterer_keeps_one_id_through_a_short_occlusion() -> None:
     # Walks into the restricted area and stands there; hidden for 3 frames (0.6 s) meanwhile.
     arrive = linear_path((500.0, 600.0), (950.0, 600.0), 10)
     path = with_gap(arrive + stand_path((950.0, 600.0), 30), start=20, length=3)
-    frames = walk_clip(corridor_background(), [walker(shared_dir, "figure", path)], len(path))
+    frames = walk_clip(corridor_background(), [walker("figure", path)], len(path))
     run = run_pipeline(frames)
     assert len(set().union(*run.ids_per_frame)) == 1
     assert run.ids_per_frame[21] == set()  # really hidden in the gap
@@ -155,10 +153,10 @@ def test_loiterer_keeps_one_id_through_a_short_occlusion(shared_dir: Path) -> No
     assert (len(path) - 1) / FPS - entered[0].at > 4.0
 
 
-def test_three_people_in_the_zone_are_counted(shared_dir: Path) -> None:
+def test_three_people_in_the_zone_are_counted() -> None:
     spots = [(850.0, 560.0), (1000.0, 640.0), (1150.0, 700.0)]
     who = ["figure", "diner", "figure"]
-    walkers = [walker(shared_dir, w, stand_path(p, 12)) for w, p in zip(who, spots, strict=True)]
+    walkers = [walker(w, stand_path(p, 12)) for w, p in zip(who, spots, strict=True)]
     frames = walk_clip(corridor_background(), walkers, 12)
     detector = shared_person_detector()
     tracker = Tracker()
