@@ -2,7 +2,7 @@
 
 Pre- and post-processing are pure numpy functions (tested with synthetic arrays); the model runs
 through :class:`vision.runtime.OnnxModel` (sha256-checked, warmed up). The exact processing is the
-one verified in ``shared/models/MODELS.md``:
+one verified in ``docs/MODELS.md``:
 
 * input ``[1, 3, 416, 416]`` float32, BGR, ``(x - mean) / std`` with the mean/std below, the frame
   letterboxed (aspect kept, padded with the mean colour so padding is zero after normalisation);
