@@ -2,10 +2,16 @@
 
 Creates the ``edge-agent`` system user and the device groups the unit names, the directories
 (``/etc/edge-agent``, its root-only ``credentials/``, the state and log directories), installs
-the unit file and a validated configuration, and prints what is left for a person to do (the
-broker password, ``systemctl enable --now``). Running it again changes nothing that is already
-right: it never overwrites a credential, and keeps an existing configuration unless a new one is
-given (the old one is kept beside it).
+the unit file and a validated configuration, and prints what is left for a person to do (each
+credential the configuration needs, ``systemctl enable --now``). Running it again changes nothing
+that is already right: it never overwrites a credential, and keeps an existing configuration unless
+a new one is given (the old one is kept beside it).
+
+It works from wherever the agent is installed (a wheel in a virtualenv, an editable checkout): the
+unit file, the demo configuration and the install notes come from :func:`edge_agent.resources.project_file`,
+and the unit's ``ExecStart=`` is set to the ``edge-agent`` of the environment the command runs from
+(``--agent-binary`` overrides it), so ``/opt/edge-agent/venv/bin/edge-agent install-service`` installs
+a unit that runs that same virtualenv.
 
 ``--prefix DIR`` installs into a directory tree instead of ``/`` (images, tests). Users and groups
 are then written into ``DIR/etc/passwd`` and ``DIR/etc/group`` with ``useradd --prefix`` when those
@@ -20,26 +26,33 @@ import functools
 import grp
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from edge_agent.config import ConfigFileError, load_config
+from device_drivers import OsdpBusConfig
+from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
+from edge_agent.resources import project_file
 
 SERVICE_USER = "edge-agent"
 UNIT_NAME = "edge-agent.service"
-CREDENTIALS = ("mqtt_password", "mqtt_client_key", "face_template_key", "command_keys", "api_tokens")
-SOURCE_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_UNIT = SOURCE_ROOT / "systemd" / UNIT_NAME
-DEFAULT_DEMO_CONFIG = SOURCE_ROOT / "config" / "demo.yaml"
-DEFAULT_DOC = SOURCE_ROOT / "docs" / "OPERATIONS.md"
-VENV_BINARY = Path("opt/edge-agent/.venv/bin/edge-agent")
+DEFAULT_UNIT = project_file("systemd", UNIT_NAME)
+DEFAULT_DEMO_CONFIG = project_file("config", "demo.yaml")
+DEFAULT_DOC = project_file("docs", "OPERATIONS.md")
+CREDENTIALS_DIR = "/etc/edge-agent/credentials"
+# What a path in ExecStart= must not hold to be used as it is: whitespace and quotes (word
+# splitting), a backslash (escapes), % (specifiers) and $ (variable expansion).
+_UNIT_UNSAFE = re.compile(r"[\s\"'\\%$;]")
+# Under these the service cannot see the binary: the unit has ProtectHome=yes and PrivateTmp=yes.
+_HIDDEN_FROM_SERVICE = ("/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/")
 
 
 class InstallError(ConfigError):
@@ -56,6 +69,121 @@ class InstallReport:
     actions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     next_steps: list[str] = field(default_factory=list)
+
+
+def agent_binary() -> Path:
+    """The ``edge-agent`` script of the environment this code runs from (its virtualenv's ``bin/``).
+
+    Falls back to the one on ``PATH``, then to the scripts directory even when the file is missing
+    (the next steps then say so)."""
+    scripts = Path(sysconfig.get_path("scripts")) / "edge-agent"
+    if scripts.is_file():
+        return scripts
+    found = shutil.which("edge-agent")
+    return Path(found) if found else scripts
+
+
+def unit_exec_start(unit_text: str, binary: Path) -> str:
+    """``unit_text`` with the program of its ``ExecStart=`` line replaced by ``binary``."""
+    text, replaced = re.subn(r"^(ExecStart=)(\S+)", lambda m: m.group(1) + str(binary), unit_text, flags=re.M)
+    if replaced != 1:
+        raise InstallError(f"the unit file has {replaced} ExecStart= lines, expected one", code="no_unit")
+    return text
+
+
+def unit_credentials(unit_text: str) -> dict[str, str]:
+    """The unit's ``LoadCredential=name:path`` lines as name → path, in order."""
+    credentials: dict[str, str] = {}
+    for raw in unit_text.splitlines():
+        key, _, value = raw.strip().partition("=")
+        if key == "LoadCredential":
+            name, _, path = value.strip().partition(":")
+            credentials[name] = path
+    return credentials
+
+
+@dataclass(frozen=True)
+class CredentialNeed:
+    """A credential the configuration needs: its name, why, and how to put it in place."""
+
+    name: str
+    why: str
+    how: str
+
+
+def needed_credentials(config: GatewayConfig) -> list[CredentialNeed]:
+    """Every credential ``config`` uses, with the command that fills it, in the order of the file.
+
+    ``how`` is a shell command (run as root) writing ``/etc/edge-agent/credentials/<name>``; the file
+    already exists (install-service leaves it empty, 0600), so ``>`` keeps its mode."""
+
+    def path(name: str) -> str:
+        return f"{CREDENTIALS_DIR}/{name}"
+
+    needs: list[CredentialNeed] = []
+    mqtt = config.mqtt
+    if mqtt.username:
+        needs.append(
+            CredentialNeed(
+                mqtt.password_credential,
+                f"the broker password of mqtt.username {mqtt.username!r}",
+                f"sudo install -m 0600 /dev/stdin {path(mqtt.password_credential)}   (type it, then Ctrl-D)",
+            )
+        )
+    if mqtt.tls is not None and mqtt.tls.key_credential:
+        name = mqtt.tls.key_credential
+        needs.append(
+            CredentialNeed(
+                name,
+                "the client's private key (PEM) for mutual TLS with the broker",
+                f"sudo install -m 0600 client.key {path(name)}",
+            )
+        )
+    if any(camera.face for camera in config.cameras):
+        name = config.faces.template_key_credential
+        needs.append(
+            CredentialNeed(
+                name,
+                "the key that encrypts face templates (32 random bytes as 64 hex digits); without it "
+                "face recognition stays off. Keep a copy offline: templates cannot be read without it",
+                f"sudo sh -c 'openssl rand -hex 32 > {path(name)}'",
+            )
+        )
+    if config.api.enabled:
+        name = config.api.tokens_credential
+        needs.append(
+            CredentialNeed(
+                name,
+                "the local API and console tokens, one 'role:token[:name]' per line (roles viewer, "
+                "operator, admin; tokens of 16 characters or more); without it only /health, /ready "
+                "and /metrics answer",
+                f"sudo sh -c 'echo \"admin:$(openssl rand -hex 24):it-office\" >> {path(name)}'",
+            )
+        )
+    if config.commands.enabled:
+        name = config.commands.keys_credential
+        needs.append(
+            CredentialNeed(
+                name,
+                "the keys trusted for signed remote commands (JSON, see COMMANDS.md); without them every "
+                "command is refused",
+                f"sudo install -m 0600 command_keys.json {path(name)}",
+            )
+        )
+    for bus in config.devices:
+        if not isinstance(bus, OsdpBusConfig) or bus.simulated or not bus.secure_channel:
+            continue
+        for reader in bus.readers:
+            secret = reader.scbk_secret
+            if secret:
+                needs.append(
+                    CredentialNeed(
+                        secret,
+                        f"the secure-channel key (SCBK, 32 hex digits) of OSDP reader {reader.id}",
+                        f"sudo install -m 0600 /dev/stdin {path(secret)}   (type it, then Ctrl-D)",
+                    )
+                )
+    return needs
 
 
 def unit_groups(unit_text: str) -> list[str]:
@@ -126,12 +254,14 @@ class Installer:
         *,
         config: Path | None = None,
         unit: Path = DEFAULT_UNIT,
+        binary: Path | None = None,
         dry_run: bool = False,
         out: TextIO | None = None,
     ) -> None:
         self.prefix = prefix
         self.config = config
         self.unit = unit
+        self.binary = agent_binary() if binary is None else binary
         self.dry_run = dry_run
         self.out = out
         self.report = InstallReport()
@@ -162,12 +292,20 @@ class Installer:
     # -- steps -------------------------------------------------------------------------------------
 
     def check_sources(self) -> str:
+        """The unit's text with ``ExecStart=`` running :attr:`binary`, once everything given is usable."""
         try:
             unit_text = self.unit.read_text()
         except OSError as err:
             raise InstallError(
                 f"cannot read the unit file {self.unit}: {err.strerror}; pass --unit FILE", code="no_unit"
             ) from err
+        if not self.binary.is_absolute() or _UNIT_UNSAFE.search(str(self.binary)):
+            raise InstallError(
+                f"the unit cannot run {str(self.binary)!r}: ExecStart= needs an absolute path without "
+                "spaces, quotes, '\\', '%', '$' or ';'; install the agent in such a place (e.g. "
+                "/opt/edge-agent/venv) or pass --agent-binary PATH",
+                code="bad_agent_binary",
+            )
         if self.config is not None:
             try:
                 load_config(self.config)
@@ -177,7 +315,7 @@ class Installer:
                 ) from err
         if not self.dry_run and self.prefix == Path("/") and os.geteuid() != 0:
             raise InstallError("installing into / needs root: run it with sudo (or try --dry-run)")
-        return unit_text
+        return unit_exec_start(unit_text, self.binary)
 
     def users_and_groups(self, groups: list[str]) -> None:
         accounts = self.accounts
@@ -259,15 +397,19 @@ class Installer:
 
     def file(self, source: Path, absolute: str, mode: int, group: int | None = None) -> bool:
         """Install ``source`` at ``absolute`` if it differs; True when the file was (or would be) written."""
+        return self.content(source.read_bytes(), absolute, mode, group)
+
+    def content(self, data: bytes, absolute: str, mode: int, group: int | None = None) -> bool:
+        """Write ``data`` at ``absolute`` if it differs; True when the file was (or would be) written."""
         target = self.path(absolute)
-        if target.is_file() and filecmp.cmp(source, target, shallow=False):
+        if target.is_file() and target.read_bytes() == data:
             self._say(f"unchanged: {absolute}")
             return False
 
         def copy() -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(source, tmp)
+            tmp.write_bytes(data)
             tmp.chmod(mode)
             if os.geteuid() == 0 and group is not None:
                 os.chown(tmp, 0, group)
@@ -276,9 +418,9 @@ class Installer:
         self._act(f"{'update' if target.exists() else 'install'} {absolute}", copy)
         return True
 
-    def credentials(self) -> None:
-        for name in CREDENTIALS:
-            absolute = f"/etc/edge-agent/credentials/{name}"
+    def credentials(self, unit_text: str) -> None:
+        """An empty file for each ``LoadCredential=`` of the unit that is not there yet."""
+        for absolute in unit_credentials(unit_text).values():
             target = self.path(absolute)
             if target.exists():
                 self._say(f"kept: {absolute}")
@@ -340,34 +482,77 @@ class Installer:
         groups = unit_groups(unit_text)
         self.users_and_groups(groups)
         self.directory("/etc/edge-agent", 0o750, 0, self.gid)
-        self.directory("/etc/edge-agent/credentials", 0o700, 0, 0)
+        self.directory(CREDENTIALS_DIR, 0o700, 0, 0)
         self.directory("/var/lib/edge-agent", 0o750, self.uid, self.gid)
         self.directory("/var/log/edge-agent", 0o750, self.uid, self.gid)
-        self.credentials()
+        self.credentials(unit_text)
         self.configuration()
-        unit_changed = self.file(self.unit, f"/etc/systemd/system/{UNIT_NAME}", 0o644)
+        unit_changed = self.content(unit_text.encode(), f"/etc/systemd/system/{UNIT_NAME}", 0o644)
         if DEFAULT_DOC.is_file():
             self.file(DEFAULT_DOC, "/usr/local/share/doc/edge-agent/OPERATIONS.md", 0o644)
-        self._next_steps(unit_changed)
+        else:
+            self.report.notes.append(f"the install notes were not found at {DEFAULT_DOC}; not installed")
+        self._next_steps(unit_text, unit_changed)
         return self.report
 
-    def _next_steps(self, unit_changed: bool) -> None:
+    def _installed_config(self) -> GatewayConfig | None:
+        """The configuration the service will read (None when it is not there or not valid: a note
+        says so already)."""
+        target = self.path("/etc/edge-agent/gateway.yaml")
+        source = target if target.is_file() else (self.config or DEFAULT_DEMO_CONFIG)  # a dry run
+        try:
+            return load_config(source)
+        except (ConfigFileError, OSError):
+            return None
+
+    def _binary_steps(self) -> list[str]:
+        binary = str(self.binary)
+        if not self.path(binary).is_file():
+            where = "" if self.prefix == Path("/") else f" inside {self.prefix}"
+            return [
+                f"install the agent where the unit runs it: {binary}{where} (python3 -m venv "
+                "/opt/edge-agent/venv, then pip install the wheel there; see OPERATIONS.md), or run "
+                "install-service again with --agent-binary PATH"
+            ]
+        if binary.startswith(_HIDDEN_FROM_SERVICE):
+            return [
+                f"the unit runs {binary}, which the service cannot see (ProtectHome=yes, PrivateTmp=yes): "
+                "install the wheel into /opt/edge-agent/venv and run its edge-agent install-service"
+            ]
+        return []
+
+    def _credential_steps(self, unit_text: str) -> list[str]:
+        config = self._installed_config()
+        if config is None:
+            return []
+        loaded = unit_credentials(unit_text)
+        steps = []
+        for need in needed_credentials(config):
+            absolute = f"{CREDENTIALS_DIR}/{need.name}"
+            target = self.path(absolute)
+            if target.is_file() and target.stat().st_size > 0:
+                continue
+            step = f"fill the credential {need.name} ({need.why}): {need.how}"
+            if need.name not in loaded:
+                # Only files named in a LoadCredential= line reach the service.
+                step += (
+                    f"; and give it to the service: sudo systemctl edit edge-agent, then add [Service] "
+                    f"LoadCredential={need.name}:{absolute}"
+                )
+            steps.append(step)
+        if not config.mqtt.username:
+            steps.append(
+                "the configuration connects to the broker anonymously (no mqtt.username); if the broker "
+                f"needs a password, set mqtt.username and put the password in {CREDENTIALS_DIR}/"
+                f"{config.mqtt.password_credential}"
+            )
+        return steps
+
+    def _next_steps(self, unit_text: str, unit_changed: bool) -> None:
         steps = self.report.next_steps
-        if not self.path(str(VENV_BINARY)).exists():
-            steps.append(
-                f"install the agent where the unit runs it: /{VENV_BINARY} (a virtualenv under "
-                "/opt/edge-agent/releases/<version>, linked as /opt/edge-agent/.venv; see OPERATIONS.md)"
-            )
-        password = self.path("/etc/edge-agent/credentials/mqtt_password")
-        if not password.exists() or password.stat().st_size == 0:
-            steps.append(
-                "if the broker needs a password: sudo install -m 0600 /dev/stdin "
-                "/etc/edge-agent/credentials/mqtt_password   (type it, then Ctrl-D)"
-            )
-        steps.append(
-            "check the box: sudo -u edge-agent /opt/edge-agent/.venv/bin/edge-agent doctor "
-            "--data-dir /var/lib/edge-agent"
-        )
+        steps.extend(self._binary_steps())
+        steps.extend(self._credential_steps(unit_text))
+        steps.append(f"check the box: sudo -u edge-agent {self.binary} doctor --data-dir /var/lib/edge-agent")
         steps.append(
             "start it: sudo systemctl daemon-reload && sudo systemctl enable --now edge-agent"
             if unit_changed
@@ -381,11 +566,14 @@ def install_service(
     *,
     config: Path | None = None,
     unit: Path = DEFAULT_UNIT,
+    binary: Path | None = None,
     dry_run: bool = False,
     out: TextIO | None = None,
 ) -> InstallReport:
-    """Install the service into ``prefix`` (see the module docstring); raises :class:`InstallError`."""
-    return Installer(prefix, config=config, unit=unit, dry_run=dry_run, out=out).run()
+    """Install the service into ``prefix`` (see the module docstring); raises :class:`InstallError`.
+
+    ``binary`` is the ``edge-agent`` the unit runs; default: :func:`agent_binary`."""
+    return Installer(prefix, config=config, unit=unit, binary=binary, dry_run=dry_run, out=out).run()
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
@@ -394,6 +582,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
             Path(args.prefix),
             config=Path(args.config) if args.config else None,
             unit=Path(args.unit) if args.unit else DEFAULT_UNIT,
+            binary=Path(args.agent_binary) if args.agent_binary else None,
             dry_run=args.dry_run,
             out=sys.stdout,
         )
@@ -423,8 +612,24 @@ def add_install_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="configuration to install (validated first); default: keep the installed one, or the demo",
     )
     install.add_argument("--unit", help=f"unit file to install (default: {DEFAULT_UNIT})")
+    install.add_argument(
+        "--agent-binary",
+        help=f"the edge-agent the unit's ExecStart= runs (default: this one, {agent_binary()})",
+    )
     install.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
     install.set_defaults(func=cmd_install_service)
 
 
-__all__ = ["InstallError", "InstallReport", "Installer", "add_install_cli", "install_service", "unit_groups"]
+__all__ = [
+    "CredentialNeed",
+    "InstallError",
+    "InstallReport",
+    "Installer",
+    "add_install_cli",
+    "agent_binary",
+    "install_service",
+    "needed_credentials",
+    "unit_credentials",
+    "unit_exec_start",
+    "unit_groups",
+]

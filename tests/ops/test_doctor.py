@@ -11,8 +11,10 @@ systemd as PID 1 (build machines, containers) it cannot answer at all.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -38,6 +40,7 @@ from edge_agent.doctor import (
     check_camera,
     check_clock,
     check_config,
+    check_credentials,
     check_data_dir,
     check_database,
     check_device_node,
@@ -575,3 +578,163 @@ def test_doctor_command_one_line_per_check_and_exit_code(tmp_path: Path, mosquit
     assert invalid.returncode == 1
     assert invalid.stdout.splitlines()[0].startswith("FAIL  config")
     assert "gateway.id" in invalid.stdout
+
+
+# -- credentials -------------------------------------------------------------------------------------
+
+NEEDS_EVERY_CREDENTIAL = {
+    "mqtt": {"username": "gw"},
+    "commands": {"enabled": True},
+    "cameras": [{"device": {"kind": "camera_sim", "id": "cam-7a"}, "face": {}}],
+}
+
+
+def _by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
+    return {r.name.removeprefix("credential "): r for r in results if r.name.startswith("credential ")}
+
+
+def _hmac_keys(key_id: str) -> str:
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    return json.dumps({"keys": [{"id": key_id, "algorithm": "hmac-sha256", "secret": secret}]})
+
+
+def test_credentials_missing_say_what_they_are_for_and_where_they_go(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path / "g.yaml", **NEEDS_EVERY_CREDENTIAL))
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "face_template_key").write_text("")  # install-service leaves the files empty
+    found = _by_name(check_credentials(config, creds))
+    assert set(found) == {"mqtt_password", "face_template_key", "api_tokens", "command_keys"}
+    # The API without tokens still runs the gates: a warning; the others cannot work: failures.
+    assert {name: r.status for name, r in found.items()} == {
+        "mqtt_password": Status.FAIL,
+        "face_template_key": Status.FAIL,
+        "api_tokens": Status.WARN,
+        "command_keys": Status.FAIL,
+    }
+    assert found["face_template_key"].detail.startswith("empty: the key that encrypts face templates")
+    assert found["mqtt_password"].detail.startswith("missing: the broker password of mqtt.username 'gw'")
+    for name, result in found.items():
+        assert f"/etc/edge-agent/credentials/{name} (the service loads it" in result.detail
+        assert f"$CREDENTIALS_DIRECTORY/{name}" in result.detail
+        assert f"the environment variable EDGE_AGENT_{name.upper()}" in result.detail
+    assert "openssl rand -hex 32 > /etc/edge-agent/credentials/face_template_key" in (
+        found["face_template_key"].detail
+    )
+    assert "only /health, /ready and /metrics answer" in found["api_tokens"].detail
+
+
+def test_credentials_present_but_unusable_fail_with_the_reason(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path / "g.yaml", **NEEDS_EVERY_CREDENTIAL))
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("s3cret\n")
+    (creds / "face_template_key").write_text("not-a-key\n")
+    (creds / "api_tokens").write_text("viewer:short\n")
+    (creds / "command_keys").write_text('{"keys": [{"id": "k1"}]}')
+    found = _by_name(check_credentials(config, creds))
+    assert found["mqtt_password"].status is Status.OK
+    for name, reason in {
+        "face_template_key": "neither hex nor base64",
+        "api_tokens": "tokens line 1: token shorter than",
+        "command_keys": "the command keys credential is invalid",
+    }.items():
+        assert found[name].status is Status.FAIL, found[name]
+        assert found[name].detail.startswith("present but unusable:"), found[name]
+        assert reason in found[name].detail, found[name]
+    (creds / "face_template_key").write_text(secrets.token_hex(31))  # a digit pair short
+    (creds / "api_tokens").write_text("# nobody yet\n")
+    (creds / "command_keys").write_text('{"keys": []}')
+    found = _by_name(check_credentials(config, creds))
+    assert "62 hex digits; the key is 64 (32 bytes)" in found["face_template_key"].detail
+    (creds / "face_template_key").write_text(base64.b64encode(secrets.token_bytes(31)).decode())
+    assert (
+        "must be 32 bytes, not 31" in _by_name(check_credentials(config, creds))["face_template_key"].detail
+    )
+    assert "no 'role:token' line" in found["api_tokens"].detail
+    assert "every command would be refused" in found["command_keys"].detail
+
+
+def test_credentials_good_ones_pass_from_the_dir_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(write_config(tmp_path / "g.yaml", **NEEDS_EVERY_CREDENTIAL))
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("s3cret\n")
+    (creds / "face_template_key").write_text(secrets.token_hex(32) + "\n")
+    (creds / "api_tokens").write_text(
+        f"admin:{secrets.token_hex(24)}:it-office\nviewer:{secrets.token_hex(16)}\n"
+    )
+    (creds / "command_keys").write_text(_hmac_keys("centre-1"))
+    found = _by_name(check_credentials(config, creds))
+    assert all(r.status is Status.OK for r in found.values()), found
+    assert found["api_tokens"].detail == "2 API token(s)"
+    assert found["command_keys"].detail == "1 trusted key(s): centre-1"
+
+    # As the agent reads them: $CREDENTIALS_DIRECTORY first, then EDGE_AGENT_<NAME>.
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    for name in found:
+        monkeypatch.setenv(f"EDGE_AGENT_{name.upper()}", (creds / name).read_text())
+    from_env = _by_name(check_credentials(config))
+    assert all(r.status is Status.OK for r in from_env.values()), from_env
+    monkeypatch.setenv("EDGE_AGENT_FACE_TEMPLATE_KEY", "")
+    assert _by_name(check_credentials(config))["face_template_key"].status is Status.FAIL
+
+
+def test_credentials_only_those_the_config_needs(tmp_path: Path) -> None:
+    plain = load_config(write_config(tmp_path / "plain.yaml"))
+    assert list(_by_name(check_credentials(plain, tmp_path))) == ["api_tokens"]
+    no_api = load_config(write_config(tmp_path / "no-api.yaml", api={"enabled": False}))
+    assert _by_name(check_credentials(no_api, tmp_path)) == {}
+
+
+def test_credentials_tls_client_key_must_be_a_pem_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(
+        write_config(
+            tmp_path / "g.yaml",
+            mqtt={"url": "mqtts://broker.example:8883", "tls": {"key_credential": "mqtt_client_key"}},
+            api={"enabled": False},
+        )
+    )
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    # A TLS library reads the key from a file: the environment is no place for it.
+    monkeypatch.setenv("EDGE_AGENT_MQTT_CLIENT_KEY", "-----BEGIN PRIVATE KEY-----")
+    missing = _by_name(check_credentials(config, creds))["mqtt_client_key"]
+    assert missing.status is Status.FAIL and "EDGE_AGENT_MQTT_CLIENT_KEY" not in missing.detail
+    (creds / "mqtt_client_key").write_text("hello\n")
+    assert "not a PEM private key" in _by_name(check_credentials(config, creds))["mqtt_client_key"].detail
+    with tempfile.TemporaryDirectory() as tls_dir:
+        files = _make_tls(Path(tls_dir))
+        shutil.copy(files["client_key"], creds / "mqtt_client_key")
+        good = _by_name(check_credentials(config, creds))["mqtt_client_key"]
+    assert good.status is Status.OK and good.detail == "a PEM private key"
+
+
+def test_credentials_with_another_name_need_a_drop_in(tmp_path: Path) -> None:
+    config = load_config(
+        write_config(
+            tmp_path / "g.yaml",
+            cameras=NEEDS_EVERY_CREDENTIAL["cameras"],
+            faces={"template_key_credential": "faces_key_2027"},
+        )
+    )
+    found = _by_name(check_credentials(config, tmp_path))["faces_key_2027"]
+    assert "LoadCredential=faces_key_2027:/etc/edge-agent/credentials/faces_key_2027" in found.detail
+    assert "which the shipped unit does not have" in found.detail
+
+
+def test_doctor_command_names_the_missing_face_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "g.yaml", **NEEDS_EVERY_CREDENTIAL)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    out = _doctor(
+        "--config", str(config), "--data-dir", str(tmp_path / "data"), "--credentials-dir", str(creds)
+    )
+    lines = [line for line in out.stdout.splitlines() if "credential face_template_key" in line]
+    assert len(lines) == 1 and lines[0].startswith("FAIL"), out.stdout
+    assert "/etc/edge-agent/credentials/face_template_key" in lines[0]
+    assert out.returncode == 1

@@ -14,9 +14,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge_agent.api.auth import TokenTable
 from edge_agent.config import load_config
-from edge_agent.install import DEFAULT_UNIT, InstallError, install_service, unit_groups
-from tests.ops.unit_file import REPO_ROOT
+from edge_agent.face_templates import parse_key
+from edge_agent.install import (
+    DEFAULT_UNIT,
+    InstallError,
+    agent_binary,
+    install_service,
+    needed_credentials,
+    unit_credentials,
+    unit_exec_start,
+    unit_groups,
+)
+from tests.ops.unit_file import REPO_ROOT, parse_unit
 
 CHANGING = ("install ", "update ", "create ", "set up ", "add ", "keep the previous")
 
@@ -60,7 +71,9 @@ def test_install_into_a_bare_prefix_then_again_changes_nothing(tmp_path: Path) -
     assert any("skip users and groups" in a for a in first.actions)
     assert any("useradd --system" in n for n in first.notes), "the skipped steps are spelled out"
     etc = root / "etc/edge-agent"
-    assert (root / "etc/systemd/system/edge-agent.service").read_text() == DEFAULT_UNIT.read_text()
+    # The shipped unit, running the edge-agent of the environment install-service ran from.
+    installed_unit = (root / "etc/systemd/system/edge-agent.service").read_text()
+    assert installed_unit == unit_exec_start(DEFAULT_UNIT.read_text(), agent_binary())
     assert mode(etc) == 0o750 and mode(etc / "credentials") == 0o700
     for name in ("mqtt_password", "mqtt_client_key"):
         credential = etc / "credentials" / name
@@ -231,3 +244,137 @@ def test_installed_tree_passes_the_doctor_checks_that_need_no_hardware(tmp_path:
     assert password == ""
     flagged = check_broker_auth(config, password)
     assert flagged.failed and "missing or empty" in flagged.detail
+
+
+def _exec_start(root: Path) -> list[str]:
+    return parse_unit((root / "etc/systemd/system/edge-agent.service").read_text())["Service"]["ExecStart"]
+
+
+def test_the_unit_runs_the_edge_agent_of_the_environment_install_service_runs_from(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    report = install_service(root)
+    binary = Path(sys.executable).parent / "edge-agent"
+    assert binary.is_file(), "the test environment has its console script"
+    assert _exec_start(root) == [f"{binary} run --config /etc/edge-agent/gateway.yaml"]
+    assert any(f"sudo -u edge-agent {binary} doctor" in s for s in report.next_steps), report.next_steps
+    # Only ExecStart= differs from the shipped unit.
+    shipped = DEFAULT_UNIT.read_text().splitlines()
+    installed = (root / "etc/systemd/system/edge-agent.service").read_text().splitlines()
+    assert [(a, b) for a, b in zip(shipped, installed, strict=True) if a != b] == [
+        (
+            "ExecStart=/opt/edge-agent/venv/bin/edge-agent run --config /etc/edge-agent/gateway.yaml",
+            f"ExecStart={binary} run --config /etc/edge-agent/gateway.yaml",
+        )
+    ]
+
+
+def test_an_agent_binary_the_service_cannot_run_is_named_in_the_next_steps(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    missing = install_service(root, binary=Path("/opt/edge-agent/venv/bin/edge-agent"))
+    assert _exec_start(root)[0].startswith("/opt/edge-agent/venv/bin/edge-agent run ")
+    assert any(
+        s.startswith("install the agent where the unit runs it: /opt/edge-agent/venv/bin/edge-agent inside")
+        for s in missing.next_steps
+    ), missing.next_steps
+
+    # A binary under /tmp (as here) or /home is hidden from the sandboxed service.
+    under_tmp = tmp_path / "venv/bin/edge-agent"
+    under_tmp.parent.mkdir(parents=True)
+    under_tmp.write_text("#!/bin/sh\n")
+    (root / under_tmp.relative_to("/")).parent.mkdir(parents=True)
+    (root / under_tmp.relative_to("/")).write_text("#!/bin/sh\n")
+    hidden = install_service(root, binary=under_tmp)
+    assert any("cannot see (ProtectHome=yes, PrivateTmp=yes)" in s for s in hidden.next_steps), (
+        hidden.next_steps
+    )
+
+
+@pytest.mark.parametrize(
+    "binary", ["relative/edge-agent", "/opt/edge agent/venv/bin/edge-agent", "/opt/%n/edge-agent"]
+)
+def test_an_agent_binary_exec_start_cannot_hold_is_refused(tmp_path: Path, binary: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(InstallError) as refused:
+        install_service(root, binary=Path(binary))
+    assert refused.value.code == "bad_agent_binary" and "--agent-binary" in str(refused.value)
+    assert list(root.iterdir()) == [], "nothing is installed"
+
+
+def test_the_empty_credential_files_are_the_units_load_credential_lines(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    install_service(root)
+    loaded = unit_credentials(DEFAULT_UNIT.read_text())
+    assert {"mqtt_password", "face_template_key", "api_tokens"} <= set(loaded)
+    made = {f"/{p.relative_to(root)}" for p in (root / "etc/edge-agent/credentials").iterdir()}
+    assert made == set(loaded.values())
+
+
+SITE_WITH_EVERY_CREDENTIAL = """
+gateway: {site: north, id: gw-7}
+mqtt: {url: "mqtts://broker.example:8883", username: gw-7, tls: {key_credential: mqtt_client_key}}
+commands: {enabled: true}
+faces: {template_key_credential: faces_key}
+cameras:
+  - device: {kind: camera_sim, id: cam-7a, video: classroom.mp4, loop: true}
+    face: {point: room-7a}
+"""
+
+
+def test_next_steps_name_each_credential_the_config_needs_with_a_command_that_fills_it(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE_WITH_EVERY_CREDENTIAL)
+    needs = {need.name: need for need in needed_credentials(load_config(site))}
+    assert set(needs) == {"mqtt_password", "mqtt_client_key", "faces_key", "api_tokens", "command_keys"}
+
+    report = install_service(root, config=site)
+    credentials = root / "etc/edge-agent/credentials"
+    for name in needs:
+        steps = [s for s in report.next_steps if s.startswith(f"fill the credential {name} ")]
+        assert len(steps) == 1, (name, report.next_steps)
+        assert f"/etc/edge-agent/credentials/{name}" in steps[0]
+    # A name the unit does not load needs a drop-in line, and the step says which.
+    (face_step,) = [s for s in report.next_steps if s.startswith("fill the credential faces_key ")]
+    assert "LoadCredential=faces_key:/etc/edge-agent/credentials/faces_key" in face_step
+    (token_step,) = [s for s in report.next_steps if s.startswith("fill the credential api_tokens ")]
+    assert "role:token[:name]" in token_step and "LoadCredential=" not in token_step
+
+    # The generated key and token lines are what the agent accepts. The commands are run as
+    # printed, minus sudo, with the prefix's credentials directory for /etc/edge-agent/credentials.
+    (credentials / "faces_key").touch(mode=0o600)
+    for name in ("faces_key", "api_tokens"):
+        command = (
+            needs[name].how.removeprefix("sudo ").replace("/etc/edge-agent/credentials", str(credentials))
+        )
+        subprocess.run(command, shell=True, check=True, timeout=30)
+    assert len(parse_key((credentials / "faces_key").read_text(), "faces_key")) == 32
+    assert len(TokenTable.parse((credentials / "api_tokens").read_text())) == 1
+    assert mode(credentials / "api_tokens") == 0o600, "filling keeps the file private"
+
+    # Filled credentials leave the next steps; the others stay.
+    again = install_service(root, config=site)
+    filled = [
+        s
+        for s in again.next_steps
+        if s.startswith(("fill the credential faces_key", "fill the credential api_tokens"))
+    ]
+    assert filled == []
+    assert any(s.startswith("fill the credential mqtt_password ") for s in again.next_steps)
+
+
+def test_a_config_without_faces_api_or_broker_user_asks_for_no_credential(tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text("gateway: {site: north, id: gw-7}\napi: {enabled: false}\n")
+    assert needed_credentials(load_config(site)) == []
+    root = tmp_path / "root"
+    root.mkdir()
+    report = install_service(root, config=site)
+    assert not any(s.startswith("fill the credential") for s in report.next_steps), report.next_steps
+    assert any("connects to the broker anonymously" in s for s in report.next_steps)

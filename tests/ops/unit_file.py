@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UNIT = REPO_ROOT / "systemd" / "edge-agent.service"
-EXEC_BINARY = "/opt/edge-agent/.venv/bin/edge-agent"
+EXEC_BINARY = "/opt/edge-agent/venv/bin/edge-agent"
 
 
 def systemd_analyze() -> str | None:
