@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
+from typing import Annotated, Any, Generic, Literal, TextIO, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, Field
 
@@ -324,6 +326,26 @@ async def serve_simulator(
                     logger.warning("simulator %s: cannot do %r: %s", sim.url, text, err)
 
 
+def stdin_ends_the_run(stdin: TextIO | None = None) -> bool:
+    """Whether end of input on ``stdin`` stops ``edge-agent simulate``.
+
+    A terminal (Ctrl-D) or a pipe (a script feeding cards) ends the session when it ends. Anything
+    else - ``/dev/null`` (systemd, ``nohup``, ``&`` in a script), a regular file of cards, a closed
+    or unreadable descriptor - is not someone talking to the simulator: its cards are read, and the
+    simulator keeps running until SIGTERM or SIGINT.
+    """
+    stream = sys.stdin if stdin is None else stdin
+    if stream is None or stream.closed:
+        return False
+    try:
+        if stream.isatty():
+            return True
+        mode = os.fstat(stream.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 def run_simulator(
     kind: SimulatorKind,
     profile: str,
@@ -337,23 +359,43 @@ def run_simulator(
     Prints the URL to configure the driver with. Each line on standard input is a card to present
     (card readers: hex, or ``FC:NUMBER[/BITS]`` for Wiegand and OSDP) or an event to raise
     (turnstiles: ``forced entry``, ``fire_alarm``...; OSDP: ``tamper``, ``untamper``). Stops on
-    Ctrl-C or end of input.
+    SIGTERM or SIGINT (Ctrl-C), and on end of input when :func:`stdin_ends_the_run` says so; either
+    way the simulator is closed (its pty symlink removed) before it returns.
     """
+    stdin = sys.stdin
+    ends_with_input = stdin_ends_the_run(stdin)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str] = asyncio.Queue()
-        done = asyncio.Event()
+        stop = asyncio.Event()
+
+        def on_signal(signum: signal.Signals) -> None:
+            logger.info("simulator: %s, stopping", signum.name)
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Only the main thread gets signals; run from another one, the caller stops it.
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.add_signal_handler(signum, on_signal, signum)
 
         def read_stdin() -> None:
-            for line in sys.stdin:
-                loop.call_soon_threadsafe(lines.put_nowait, line)
-            loop.call_soon_threadsafe(done.set)
+            assert stdin is not None
+            try:
+                for line in stdin:
+                    loop.call_soon_threadsafe(lines.put_nowait, line)
+            except (OSError, ValueError) as err:
+                # nohup hands over a descriptor opened write-only: nothing to read, not a failure.
+                logger.info("simulator: standard input is not readable (%s); cards only from --card", err)
+            if ends_with_input:
+                loop.call_soon_threadsafe(stop.set)
+            else:
+                logger.info("simulator: end of standard input; running until SIGTERM or Ctrl-C")
 
         def ready(url: str) -> None:
             print(f"{kind} simulator for {profile}: open {url}", flush=True)
-            if sys.stdin is not None and not sys.stdin.closed:
-                threading.Thread(target=read_stdin, daemon=True).start()
+            if stdin is not None and not stdin.closed:
+                threading.Thread(target=read_stdin, name="simulator-stdin", daemon=True).start()
 
         serving = asyncio.create_task(
             serve_simulator(
@@ -366,19 +408,20 @@ def run_simulator(
                 lines=lines,
             )
         )
-        waiting = asyncio.create_task(done.wait())
-        finished, _ = await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        if serving in finished:
-            serving.result()
-        # Give the last presented card a moment to be read.
-        await asyncio.sleep(0.2)
-        serving.cancel()
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+        waiting = asyncio.create_task(stop.wait())
+        try:
+            finished, _ = await asyncio.wait({serving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if serving in finished:
+                serving.result()
+            # Give the last presented card a moment to be read.
+            await asyncio.sleep(0.2)
+        finally:
+            serving.cancel()
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    asyncio.run(main())
 
 
 __all__ = [
@@ -396,4 +439,5 @@ __all__ = [
     "parse_listen",
     "run_simulator",
     "serve_simulator",
+    "stdin_ends_the_run",
 ]

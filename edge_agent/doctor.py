@@ -19,6 +19,7 @@ import socket
 import sqlite3
 import ssl
 import stat
+import string
 import subprocess
 import sys
 import tempfile
@@ -49,9 +50,12 @@ from device_drivers import (
     redact_url,
     resolve_profile,
 )
+from edge_agent.commands import parse_trusted_keys
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.secrets import read_credential
+from edge_agent.face_templates import parse_key
+from edge_agent.install import DEFAULT_UNIT, needed_credentials, unit_credentials
+from edge_agent.secrets import credential_env_name, read_credential
 from sync import STORES, OutboxConfig, TlsConfig, parse_broker_url
 from vision import MANIFEST_PATH, ManifestError, load_manifest
 
@@ -297,6 +301,101 @@ def check_cameras(config: GatewayConfig) -> list[CheckResult]:
             results.append(check_camera(device.id, device.url))
         else:
             results.append(CheckResult(f"camera {device.id}", Status.OK, "simulated; nothing to open"))
+    return results
+
+
+# -- credentials -----------------------------------------------------------------------------------
+
+
+def where_to_put(name: str, *, file_only: bool = False) -> str:
+    """Where the agent looks for credential ``name``, for a message that says how to provide it."""
+    places = [f"{DEFAULT_CREDENTIALS_DIR}/{name} (the service loads it with LoadCredential=)"]
+    try:
+        loaded = unit_credentials(DEFAULT_UNIT.read_text())
+    except OSError:
+        loaded = {}
+    if loaded and name not in loaded:
+        places[0] = (
+            f"{DEFAULT_CREDENTIALS_DIR}/{name} plus a drop-in line (systemctl edit edge-agent) "
+            f"LoadCredential={name}:{DEFAULT_CREDENTIALS_DIR}/{name}, which the shipped unit does not have"
+        )
+    places.append(f"$CREDENTIALS_DIRECTORY/{name}")
+    if not file_only:
+        places.append(f"the environment variable {credential_env_name(name)}")
+    return "Put it in " + ", or ".join(places)
+
+
+def _validate_credential(config: GatewayConfig, name: str, text: str) -> str:
+    """What a present credential holds, in a few words; raises ConfigError when the agent cannot use it."""
+    if name == config.faces.template_key_credential and any(c.face for c in config.cameras):
+        digits = text.strip()
+        if len(digits) != 64 and all(c in string.hexdigits for c in digits):
+            # parse_key would read it as base64 and call it neither; say what is actually wrong.
+            raise ConfigError(f"{len(digits)} hex digits; the key is 64 (32 bytes)", code="template_key_bad")
+        parse_key(text, name)
+        return "a 32-byte template key"
+    if name == config.api.tokens_credential and config.api.enabled:
+        from edge_agent.api.auth import TokenTable  # loads the API package, heavy; only this check needs it
+
+        tokens = TokenTable.parse(text)
+        if not len(tokens):
+            raise ConfigError("no 'role:token' line in it: the API would refuse every request", code="empty")
+        return f"{len(tokens)} API token(s)"
+    if name == config.commands.keys_credential and config.commands.enabled:
+        keys = parse_trusted_keys(text)
+        if not keys:
+            raise ConfigError("its key list is empty: every command would be refused", code="empty")
+        return f"{len(keys)} trusted key(s): {', '.join(sorted(keys))}"
+    if config.mqtt.tls is not None and name == config.mqtt.tls.key_credential:
+        if "PRIVATE KEY-----" not in text:
+            raise ConfigError("not a PEM private key (no '-----BEGIN ... PRIVATE KEY-----')", code="bad_pem")
+        return "a PEM private key"
+    return f"{len(text)} characters"
+
+
+def check_credentials(config: GatewayConfig, credentials_dir: Path | None = None) -> list[CheckResult]:
+    """Every credential ``config`` needs (install's :func:`needed_credentials`): present, and in
+    the form the agent reads (a valid template key, token lines, trusted keys, a PEM key).
+
+    A missing one is a failure that says what it is for, where to put it and how to make it; the
+    API tokens alone are a warning, because an agent without them still runs its gates (the API
+    then answers only /health, /ready and /metrics). OSDP reader keys are :func:`check_osdp_keys`.
+    """
+    osdp_secrets = {
+        reader.scbk_secret
+        for bus in config.devices
+        if isinstance(bus, OsdpBusConfig)
+        for reader in bus.readers
+        if reader.scbk_secret
+    }
+    tls_key = config.mqtt.tls.key_credential if config.mqtt.tls is not None else None
+    results: list[CheckResult] = []
+    for need in needed_credentials(config):
+        if need.name in osdp_secrets:
+            continue
+        name = f"credential {need.name}"
+        file_only = need.name == tls_key  # the TLS library reads the key from a file
+        if file_only:
+            path = credential_file(need.name, credentials_dir)
+            text = Path(path).read_text() if path is not None else None
+        else:
+            text = credential_value(need.name, credentials_dir)
+        if not text or not text.strip():
+            state = "missing" if text is None else "empty"
+            missing = _warn if need.name == config.api.tokens_credential else _fail
+            results.append(
+                missing(
+                    name,
+                    f"{state}: {need.why}. {where_to_put(need.name, file_only=file_only)}; e.g. {need.how}",
+                )
+            )
+            continue
+        try:
+            what = _validate_credential(config, need.name, text)
+        except ConfigError as err:
+            results.append(_fail(name, f"present but unusable: {err}. Fix it: {need.how}"))
+            continue
+        results.append(_ok(name, what))
     return results
 
 
@@ -723,6 +822,7 @@ def run_doctor(
         results.append(check_open_files(config, directory))
         results.extend(check_devices(config))
         results.extend(check_osdp_keys(config, credentials_dir))
+        results.extend(check_credentials(config, credentials_dir))
         results.extend(check_cameras(config))
         results.extend(check_broker(config, credentials_dir))
     results.extend(check_models())
@@ -781,6 +881,7 @@ __all__ = [
     "check_camera",
     "check_clock",
     "check_config",
+    "check_credentials",
     "check_data_dir",
     "check_database",
     "check_databases",
@@ -792,4 +893,5 @@ __all__ = [
     "check_serial_port",
     "cmd_doctor",
     "run_doctor",
+    "where_to_put",
 ]

@@ -51,9 +51,11 @@ from edge_agent.components import ComponentSpec, FatalComponentError, OnFailure,
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.config.cameras import CameraSetup
 from edge_agent.devices import DeviceComponent, ReadingRouter
+from edge_agent.doctor import where_to_put
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService
 from edge_agent.gates import Feedback, GateController, GrantLog
+from edge_agent.install import needed_credentials
 from edge_agent.logs import setup_logging
 from edge_agent.roster import Roster
 from edge_agent.roster_sync import RosterSync, seed_roster
@@ -316,9 +318,11 @@ class Gateway:
                 _report_recovery(self, store.recovery.event_data())
             faces = await asyncio.to_thread(FaceService, store, settings)
         except (TemplateKeyError, VisionError) as err:
-            self.cameras.face_error = str(err)
+            self.cameras.face_error = (
+                _face_key_help(self.config, err) if isinstance(err, TemplateKeyError) else str(err)
+            )
             self.counters.count(f"faces_disabled_{err.code}")
-            log.error("face recognition is off: %s", err)
+            log.error("face recognition is off: %s", self.cameras.face_error)
             raise
         self.cameras.faces = faces
         self.roster.on_face_templates.append(faces.apply_roster)
@@ -644,9 +648,13 @@ class Gateway:
         }
 
     def one_line_status(self) -> str:
-        return (
+        line = (
             f"broker {self.link.state}; backlog {self.outbox.pending_total}; last seq {self.outbox.last_seq}"
         )
+        if self.cameras.face_error:
+            # systemctl status shows this line: a day-one key mistake must be seen without the journal.
+            line += "; face recognition off (edge-agent status says why)"
+        return line
 
     async def _status_file_loop(self) -> None:
         while True:
@@ -783,6 +791,16 @@ def _report_recovery(gw: Gateway, data: dict[str, object]) -> None:
     gw.counters.count(f"store_recovered_{data['store']}")
     gw.store_recoveries.append(data)
     gw.emitter.emit(Event("edu.campus.gateway.storage_recovered.v1", gw.emitter.source("gateway"), data))
+
+
+def _face_key_help(config: GatewayConfig, err: TemplateKeyError) -> str:
+    """What is wrong with the face template key, where the agent looks for it and how to make one."""
+    name = config.faces.template_key_credential
+    need = next((need for need in needed_credentials(config) if need.name == name), None)
+    what = f"credential {name!r} is missing" if err.code == "template_key_missing" else str(err)
+    if need is None:
+        return f"{what}. {where_to_put(name)}"
+    return f"{what}: {need.why}. {where_to_put(name)}; e.g. {need.how}; then restart the agent"
 
 
 def _stores_status(gw: Gateway) -> dict[str, Any]:

@@ -64,8 +64,9 @@ class AttendancePointConfig(BaseModel):
     @classmethod
     def _unique(cls, sessions: list[SessionConfig]) -> list[SessionConfig]:
         ids = [s.id for s in sessions]
-        if len(ids) != len(set(ids)):
-            raise ValueError("session ids must be unique within a point")
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"session ids must be unique within a point; used twice: {', '.join(dupes)}")
         return sessions
 
 

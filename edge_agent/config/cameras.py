@@ -12,12 +12,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig
 
 # sync has no config leaf for these yet; the root is the one allowed entry meanwhile.
 from edge_agent.config.access import AttendancePointConfig
+from edge_agent.config.references import ReferenceProblem, duplicates, raise_unless_deferred, unknown
 from sync.config import WEEKDAYS, Severity, TimeWindow, Weekday
 from vision.config import (
     TAMPER_KINDS,
@@ -126,22 +127,45 @@ class SecurityConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _references(self) -> SecurityConfig:
+    def _references(self, info: ValidationInfo) -> SecurityConfig:
+        raise_unless_deferred(self.reference_problems(), info)
+        return self
+
+    def reference_problems(self) -> list[ReferenceProblem]:
+        """Rule ids used twice, zone and line ids used twice, rules naming a zone or line this
+        camera does not have, tamper rules with the tamper checks off; paths relative to here."""
         zones = {z.id for z in self.zones}
         lines = {line.id for line in self.lines}
-        ids = [r.id for r in self.rules]
-        if len(ids) != len(set(ids)):
-            raise ValueError("rule ids must be unique per camera")
-        for rule in self.rules:
+        problems = duplicates([(r.id, ("rules", i, "id")) for i, r in enumerate(self.rules)], "rule ids")
+        problems += duplicates(
+            [(z.id, ("zones", i, "id")) for i, z in enumerate(self.zones)]
+            + [(line.id, ("lines", i, "id")) for i, line in enumerate(self.lines)],
+            "zone and line ids",
+        )
+        for i, rule in enumerate(self.rules):
             zone = getattr(rule, "zone", None)
             if zone is not None and zone not in zones:
-                raise ValueError(f"rule {rule.id}: unknown zone {zone!r}")
+                message = (
+                    f"{zone!r} is a line, not a zone"
+                    if zone in lines
+                    else unknown("zone", zone, zones, "this camera")
+                )
+                problems.append(ReferenceProblem(("rules", i, "zone"), f"rule {rule.id}: {message}"))
             line = getattr(rule, "line", None)
             if line is not None and line not in lines:
-                raise ValueError(f"rule {rule.id}: unknown line {line!r}")
+                message = (
+                    f"{line!r} is a zone, not a line"
+                    if line in zones
+                    else unknown("line", line, lines, "this camera")
+                )
+                problems.append(ReferenceProblem(("rules", i, "line"), f"rule {rule.id}: {message}"))
             if isinstance(rule, TamperRule) and self.pipeline.tamper is None:
-                raise ValueError(f"rule {rule.id}: tamper checks are off in pipeline.tamper")
-        return self
+                problems.append(
+                    ReferenceProblem(
+                        ("rules", i, "kind"), f"rule {rule.id}: tamper checks are off in pipeline.tamper"
+                    )
+                )
+        return problems
 
     def camera_zones(self, camera_id: str) -> CameraZones:
         return CameraZones(

@@ -3,7 +3,7 @@ references between them (a gate naming a reader, a rule naming a gate)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from device_drivers import CardReaderConfig, DeviceConfig, OsdpBusConfig, RelayDoorConfig, TurnstileConfig
 from edge_agent.config.access import GateConfig
@@ -11,6 +11,7 @@ from edge_agent.config.api import ApiSettings
 from edge_agent.config.cameras import CameraSetup, FaceSettings
 from edge_agent.config.commands import CommandSettings
 from edge_agent.config.identity import AgentConfig, GatewayIdentity, SimulatedSourceConfig
+from edge_agent.config.references import Loc, ReferenceProblem, duplicates, raise_unless_deferred, unknown
 from sync import MqttConfig, OutboxConfig
 
 
@@ -42,51 +43,81 @@ class GatewayConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _references(self) -> GatewayConfig:
-        ids: list[str] = [s.id for s in self.simulated]
+    def _references(self, info: ValidationInfo) -> GatewayConfig:
+        raise_unless_deferred(self.reference_problems(), info)
+        return self
+
+    def reference_problems(self) -> list[ReferenceProblem]:
+        """Every wrong reference between the sections, each at the field holding the bad value:
+        ids used twice, gates naming a missing reader or turnstile, a reader feeding two gates,
+        cameras naming a missing gate, and each camera's own zones, lines and rules."""
+        ids: list[tuple[str, Loc]] = [
+            (sim.id, ("simulated", i, "id")) for i, sim in enumerate(self.simulated)
+        ]
+        kinds: dict[str, str] = {}
         readers: set[str] = set()
         openers: set[str] = set()
-        for device in self.devices:
+        for i, device in enumerate(self.devices):
+            ids.append((device.id, ("devices", i, "id")))
+            kinds.setdefault(
+                device.id, "OSDP bus" if device.kind == "osdp" else device.kind.replace("_", " ")
+            )
             if isinstance(device, OsdpBusConfig):
-                ids.append(device.id)
-                ids.extend(r.id for r in device.readers)
-                readers.update(r.id for r in device.readers)
-            else:
-                ids.append(device.id)
-                if isinstance(device, CardReaderConfig):
-                    readers.add(device.id)
-                elif isinstance(device, TurnstileConfig | RelayDoorConfig):
-                    openers.add(device.id)
-        ids.extend(c.id for c in self.cameras)
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"device ids must be unique; used twice: {', '.join(dupes)}")
-        used: dict[str, str] = {}
-        for gate in self.gates:
-            for reader in gate.readers:
-                if reader.device not in readers:
-                    raise ValueError(
-                        f"gate {gate.id}: reader {reader.device!r} is not a configured card reader"
-                    )
-                if reader.device in used:
-                    raise ValueError(
-                        f"reader {reader.device!r} feeds both gate {used[reader.device]} and {gate.id}"
-                    )
-                used[reader.device] = gate.id
-            if gate.turnstile is not None and gate.turnstile not in openers:
-                raise ValueError(
-                    f"gate {gate.id}: {gate.turnstile!r} is not a configured turnstile or relay door"
-                )
-        gate_ids = [g.id for g in self.gates]
-        if len(gate_ids) != len(set(gate_ids)):
-            raise ValueError("gate ids must be unique")
+                for j, osdp_reader in enumerate(device.readers):
+                    ids.append((osdp_reader.id, ("devices", i, "readers", j, "id")))
+                    kinds.setdefault(osdp_reader.id, "OSDP reader")
+                    readers.add(osdp_reader.id)
+            elif isinstance(device, CardReaderConfig):
+                readers.add(device.id)
+            elif isinstance(device, TurnstileConfig | RelayDoorConfig):
+                openers.add(device.id)
+        ids += [(camera.id, ("cameras", i, "device", "id")) for i, camera in enumerate(self.cameras)]
         for camera in self.cameras:
-            for rule in camera.security.rules if camera.security else []:
-                rule_gate = getattr(rule, "gate", None)
-                if rule_gate is not None and rule_gate not in gate_ids:
-                    raise ValueError(f"camera {camera.id}: rule {rule.id} names unknown gate {rule_gate!r}")
-            if camera.face and camera.face.card_gate and camera.face.card_gate not in gate_ids:
-                raise ValueError(
-                    f"camera {camera.id}: card_gate {camera.face.card_gate!r} is not a configured gate"
-                )
-        return self
+            kinds.setdefault(camera.id, "camera")
+        problems = duplicates(ids, "device ids")
+        problems += duplicates([(g.id, ("gates", i, "id")) for i, g in enumerate(self.gates)], "gate ids")
+
+        def not_a(value: str, what: str, choices: set[str]) -> str:
+            if value in kinds:
+                article = "an" if kinds[value][0] in "aeiouAEIOU" else "a"
+                return f"{value!r} is {article} {kinds[value]}, not a {what}"
+            return unknown(what, value, choices, "`devices`")
+
+        used: dict[str, tuple[str, Loc]] = {}
+        for i, gate in enumerate(self.gates):
+            for j, reader in enumerate(gate.readers):
+                loc: Loc = ("gates", i, "readers", j, "device")
+                if reader.device not in readers:
+                    message = not_a(reader.device, "card reader", readers)
+                    problems.append(ReferenceProblem(loc, f"gate {gate.id}: {message}"))
+                elif reader.device in used:
+                    other, first = used[reader.device]
+                    problems.append(
+                        ReferenceProblem(
+                            loc, f"reader {reader.device!r} feeds both gate {other} and {gate.id}", first
+                        )
+                    )
+                else:
+                    used[reader.device] = (gate.id, loc)
+            if gate.turnstile is not None and gate.turnstile not in openers:
+                message = not_a(gate.turnstile, "turnstile or relay door", openers)
+                problems.append(ReferenceProblem(("gates", i, "turnstile"), f"gate {gate.id}: {message}"))
+        gate_ids = {g.id for g in self.gates}
+        for i, camera in enumerate(self.cameras):
+            security = camera.security
+            if security is not None:
+                problems += [p.under("cameras", i, "security") for p in security.reference_problems()]
+                for j, rule in enumerate(security.rules):
+                    rule_gate = getattr(rule, "gate", None)
+                    if rule_gate is not None and rule_gate not in gate_ids:
+                        message = unknown("gate", rule_gate, gate_ids, "`gates`")
+                        loc = ("cameras", i, "security", "rules", j, "gate")
+                        problems.append(
+                            ReferenceProblem(loc, f"camera {camera.id}: rule {rule.id}: {message}")
+                        )
+            card_gate = camera.face.card_gate if camera.face else None
+            if card_gate is not None and card_gate not in gate_ids:
+                message = unknown("gate", card_gate, gate_ids, "`gates`")
+                loc = ("cameras", i, "face", "card_gate")
+                problems.append(ReferenceProblem(loc, f"camera {camera.id}: card_gate: {message}"))
+        return problems
