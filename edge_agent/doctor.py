@@ -54,12 +54,11 @@ from edge_agent.commands import parse_trusted_keys
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.face_templates import parse_key
-from edge_agent.install import DEFAULT_UNIT, needed_credentials, unit_credentials
-from edge_agent.secrets import credential_env_name, read_credential
+from edge_agent.install import CREDENTIALS_DIR, needed_credentials, where_to_put
+from edge_agent.secrets import read_credential
 from sync import STORES, OutboxConfig, TlsConfig, parse_broker_url
 from vision import MANIFEST_PATH, ManifestError, load_manifest
 
-DEFAULT_CREDENTIALS_DIR = Path("/etc/edge-agent/credentials")
 DEFAULT_DATA_DIR = "/var/lib/edge-agent"
 # Every SQLite file the agent keeps in its data dir; each is checked when present.
 DATABASES = tuple(spec.file for spec in STORES.values())
@@ -305,24 +304,6 @@ def check_cameras(config: GatewayConfig) -> list[CheckResult]:
 
 
 # -- credentials -----------------------------------------------------------------------------------
-
-
-def where_to_put(name: str, *, file_only: bool = False) -> str:
-    """Where the agent looks for credential ``name``, for a message that says how to provide it."""
-    places = [f"{DEFAULT_CREDENTIALS_DIR}/{name} (the service loads it with LoadCredential=)"]
-    try:
-        loaded = unit_credentials(DEFAULT_UNIT.read_text())
-    except OSError:
-        loaded = {}
-    if loaded and name not in loaded:
-        places[0] = (
-            f"{DEFAULT_CREDENTIALS_DIR}/{name} plus a drop-in line (systemctl edit edge-agent) "
-            f"LoadCredential={name}:{DEFAULT_CREDENTIALS_DIR}/{name}, which the shipped unit does not have"
-        )
-    places.append(f"$CREDENTIALS_DIRECTORY/{name}")
-    if not file_only:
-        places.append(f"the environment variable {credential_env_name(name)}")
-    return "Put it in " + ", or ".join(places)
 
 
 def _validate_credential(config: GatewayConfig, name: str, text: str) -> str:
@@ -833,7 +814,8 @@ def run_doctor(
 def _default_credentials_dir() -> Path | None:
     if os.environ.get("CREDENTIALS_DIRECTORY"):
         return None  # running under systemd: read_credential finds them
-    return DEFAULT_CREDENTIALS_DIR if os.access(DEFAULT_CREDENTIALS_DIR, os.R_OK | os.X_OK) else None
+    directory = Path(CREDENTIALS_DIR)
+    return directory if os.access(directory, os.R_OK | os.X_OK) else None
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -893,5 +875,4 @@ __all__ = [
     "check_serial_port",
     "cmd_doctor",
     "run_doctor",
-    "where_to_put",
 ]

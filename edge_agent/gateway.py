@@ -51,11 +51,10 @@ from edge_agent.components import ComponentSpec, FatalComponentError, OnFailure,
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.config.cameras import CameraSetup
 from edge_agent.devices import DeviceComponent, ReadingRouter
-from edge_agent.doctor import where_to_put
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService
 from edge_agent.gates import Feedback, GateController, GrantLog
-from edge_agent.install import needed_credentials
+from edge_agent.install import needed_credentials, where_to_put
 from edge_agent.logs import setup_logging
 from edge_agent.roster import Roster
 from edge_agent.roster_sync import RosterSync, seed_roster

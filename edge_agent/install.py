@@ -41,6 +41,7 @@ from device_drivers import OsdpBusConfig
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.resources import project_file
+from edge_agent.secrets import credential_env_name
 
 SERVICE_USER = "edge-agent"
 UNIT_NAME = "edge-agent.service"
@@ -184,6 +185,24 @@ def needed_credentials(config: GatewayConfig) -> list[CredentialNeed]:
                     )
                 )
     return needs
+
+
+def where_to_put(name: str, *, file_only: bool = False) -> str:
+    """Where the agent looks for credential ``name``, for a message that says how to provide it."""
+    places = [f"{CREDENTIALS_DIR}/{name} (the service loads it with LoadCredential=)"]
+    try:
+        loaded = unit_credentials(DEFAULT_UNIT.read_text())
+    except OSError:
+        loaded = {}
+    if loaded and name not in loaded:
+        places[0] = (
+            f"{CREDENTIALS_DIR}/{name} plus a drop-in line (systemctl edit edge-agent) "
+            f"LoadCredential={name}:{CREDENTIALS_DIR}/{name}, which the shipped unit does not have"
+        )
+    places.append(f"$CREDENTIALS_DIRECTORY/{name}")
+    if not file_only:
+        places.append(f"the environment variable {credential_env_name(name)}")
+    return "Put it in " + ", or ".join(places)
 
 
 def unit_groups(unit_text: str) -> list[str]:
@@ -621,6 +640,7 @@ def add_install_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 __all__ = [
+    "CREDENTIALS_DIR",
     "CredentialNeed",
     "InstallError",
     "InstallReport",
@@ -632,4 +652,5 @@ __all__ = [
     "unit_credentials",
     "unit_exec_start",
     "unit_groups",
+    "where_to_put",
 ]

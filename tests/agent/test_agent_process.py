@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from sync.contract import SCHEMA_DIR, validate, validate_event
 from tests.conftest import MosquittoBroker, free_port
 from tests.mqtt_helpers import Collector
 from tests.support.agent_process import AgentProcess, write_config
+from tests.support.notify import NotifySocket
 
 
 def _events(collector: Collector) -> list[dict]:
@@ -79,54 +79,33 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_leaves_no_seq_gap(
     assert any(e["type"] == "edu.campus.gateway.stopped.v1" for e in events)
 
 
-def _notify_socket(tmp_path: Path) -> tuple[socket.socket, str]:
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(20)
-    return sock, path
-
-
-def _read_notifications(sock: socket.socket, until: str, timeout: float = 20) -> list[str]:
-    messages: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except TimeoutError:
-            break
-        if any(until in m for m in messages):
-            return messages
-    raise AssertionError(f"{until!r} never arrived; got {messages}")
-
-
 def test_sd_notify_ready_watchdog_stopping_and_clean_sigterm(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
-    sock, path = _notify_socket(tmp_path)
+    notify = NotifySocket(tmp_path / "notify.sock")
     config = write_config(tmp_path / "agent.yaml", site="notify-site", interval_s=0.05)
     collector = Collector(mosquitto.url, "campus/v1/notify-site/#")
     agent = AgentProcess(
         config,
         tmp_path / "data",
         mosquitto.url,
-        env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000", "WATCHDOG_PID": ""},
+        env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000", "WATCHDOG_PID": ""},
     )
     try:
-        ready = _read_notifications(sock, "READY=1")
+        ready = notify.read_until("READY=1")
         assert any("STATUS=broker" in m for m in ready)
-        _read_notifications(sock, "WATCHDOG=1")
+        notify.read_until("WATCHDOG=1")
         collector.wait_for(lambda m: sum("/events/" in x.topic for x in m) >= 20)
         started = time.monotonic()
         agent.signal(signal.SIGTERM)
-        stopping = _read_notifications(sock, "STOPPING=1")
+        stopping = notify.read_until("STOPPING=1")
         assert stopping
         assert agent.wait(30) == 0
         # The shutdown bound in the config is 5 s.
         assert time.monotonic() - started < 10
     finally:
         agent.kill()
-        sock.close()
+        notify.close()
     msgs = collector.wait_for(
         lambda m: any(x.topic.endswith("/status") and x.json()["state"] == "offline" for x in m), 20
     )
@@ -301,7 +280,8 @@ def test_watchdog_is_withheld_when_a_fatal_component_fails(
     from edge_agent.gateway import Gateway
     from edge_agent.sdnotify import Notifier
 
-    sock, path = _notify_socket(tmp_path)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    sock = notify.sock
     sock.settimeout(1.0)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
@@ -315,7 +295,7 @@ def test_watchdog_is_withheld_when_a_fatal_component_fails(
         return count
 
     async def scenario() -> tuple[int, int, int]:
-        agent = Gateway(config, data_dir=tmp_path / "data", notifier=Notifier(path))
+        agent = Gateway(config, data_dir=tmp_path / "data", notifier=Notifier(notify.path))
         task = asyncio.create_task(agent.run())
         try:
             healthy = await asyncio.to_thread(pings, 1.5)

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import MosquittoBroker
-from tests.ops.test_reload_notify import read_until
 from tests.support.agent_process import AgentProcess, write_config
+from tests.support.notify import NotifySocket
 from tests.support.wait import wait_until
 
 FACE_CAMERA = {"cameras": [{"device": {"kind": "camera_sim", "id": "cam-7a", "clip_seconds": 2}, "face": {}}]}
@@ -37,10 +36,8 @@ def test_face_recognition_off_names_the_credential_and_how_to_make_it(
         monkeypatch.setenv("EDGE_AGENT_FACE_TEMPLATE_KEY", key)
     config = write_config(tmp_path / "agent.yaml", extra=FACE_CAMERA)
     data = tmp_path / "data"
-    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    notify.bind(str(tmp_path / "notify.sock"))
-    notify.settimeout(0.5)
-    agent = AgentProcess(config, data, mosquitto.url, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    notify = NotifySocket(tmp_path / "notify.sock")
+    agent = AgentProcess(config, data, mosquitto.url, env={"NOTIFY_SOCKET": notify.path})
     try:
         agent.wait_for_output("face recognition is off: ", timeout=60)
         line = next(line for line in agent.output().splitlines() if "face recognition is off: " in line)
@@ -69,7 +66,7 @@ def test_face_recognition_off_names_the_credential_and_how_to_make_it(
         # The rest of the agent runs: its simulated source is up.
         assert status["devices"]["sim-0"]["running"] is True
         # systemctl status shows the notifier's STATUS= line: the problem is seen there too.
-        read_until(notify, "; face recognition off (edge-agent status says why)", timeout=30)
+        notify.read_until("; face recognition off (edge-agent status says why)", timeout=30)
         agent.signal(signal.SIGTERM)
         assert agent.wait() == 0
     finally:

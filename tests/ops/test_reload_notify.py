@@ -9,8 +9,6 @@ tests/agent/test_agent_process.py covers READY/WATCHDOG/STOPPING; these cover th
 from __future__ import annotations
 
 import signal
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,30 +16,13 @@ import pytest
 
 from tests.conftest import MosquittoBroker
 from tests.support.agent_process import AgentProcess, write_config
+from tests.support.notify import NotifySocket
 
 
 @pytest.fixture
-def notify(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(0.5)
-    yield sock, path
-    sock.close()
-
-
-def read_until(sock: socket.socket, wanted: str, timeout: float = 20) -> list[str]:
-    """Every message up to and including the first that contains ``wanted``."""
-    messages: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            messages.append(sock.recv(4096).decode())
-        except TimeoutError:
-            continue
-        if wanted in messages[-1]:
-            return messages
-    raise AssertionError(f"{wanted!r} never arrived; got {messages}")
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    with NotifySocket(tmp_path / "notify.sock") as sock:
+        yield sock
 
 
 def start(tmp_path: Path, broker: MosquittoBroker, notify_path: str) -> tuple[AgentProcess, Path]:
@@ -51,17 +32,16 @@ def start(tmp_path: Path, broker: MosquittoBroker, notify_path: str) -> tuple[Ag
 
 
 def test_reload_sends_reloading_then_ready_with_status(
-    tmp_path: Path, mosquitto: MosquittoBroker, notify: tuple[socket.socket, str]
+    tmp_path: Path, mosquitto: MosquittoBroker, notify: NotifySocket
 ) -> None:
-    sock, path = notify
-    agent, config = start(tmp_path, mosquitto, path)
+    agent, config = start(tmp_path, mosquitto, notify.path)
     try:
-        read_until(sock, "READY=1")
+        notify.read_until("READY=1")
         config.write_text(config.read_text().replace("log_level: info", "log_level: debug"))
         agent.signal(signal.SIGHUP)
-        after = read_until(sock, "RELOADING=1")
+        after = notify.read_until("RELOADING=1")
         assert not any("READY=1" in m for m in after[:-1]), "READY before RELOADING"
-        done = read_until(sock, "READY=1")
+        done = notify.read_until("READY=1")
         assert any("STATUS=broker" in m for m in done), done
         agent.signal(signal.SIGTERM)
         assert agent.wait(30) == 0
@@ -71,17 +51,16 @@ def test_reload_sends_reloading_then_ready_with_status(
 
 
 def test_refused_reload_still_ends_with_ready(
-    tmp_path: Path, mosquitto: MosquittoBroker, notify: tuple[socket.socket, str]
+    tmp_path: Path, mosquitto: MosquittoBroker, notify: NotifySocket
 ) -> None:
-    sock, path = notify
-    agent, config = start(tmp_path, mosquitto, path)
+    agent, config = start(tmp_path, mosquitto, notify.path)
     try:
-        read_until(sock, "READY=1")
+        notify.read_until("READY=1")
         config.write_text("gateway: [this is not a mapping\n")
         agent.signal(signal.SIGHUP)
-        read_until(sock, "RELOADING=1")
+        notify.read_until("RELOADING=1")
         # The agent keeps running on the old configuration; it must tell systemd the reload is over.
-        read_until(sock, "READY=1", timeout=10)
+        notify.read_until("READY=1", timeout=10)
     finally:
         agent.signal(signal.SIGTERM)
         agent.wait(30)

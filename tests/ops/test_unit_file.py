@@ -8,10 +8,8 @@ import ctypes.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from edge_agent.config import AgentConfig, ApiSettings
 from edge_agent.doctor import OPEN_FILES_FIXED, SELECT_LIMIT
 from tests.conftest import MosquittoBroker
 from tests.ops.unit_file import EXEC_BINARY, REPO_ROOT, UNIT, exposure, parse_unit, systemd_analyze, verify
+from tests.support.notify import NotifySocket
 from tests.support.wait import wait_until
 
 needs_systemd_analyze = pytest.mark.skipif(
@@ -185,12 +184,9 @@ def test_agent_runs_and_stops_cleanly_in_the_unit_sandbox(tmp_path: Path, mosqui
     demo["agent"]["roster_seed"] = str(REPO_ROOT / "config" / "demo-roster.json")
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(demo))
-    notify_path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(notify_path))
-    sock.settimeout(0.5)
+    notify = NotifySocket(tmp_path / "notify.sock")
     log = tmp_path / "agent.log"
-    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "EDGE_AGENT_DATA_DIR": str(tmp_path / "state")}
+    env = {**os.environ, "NOTIFY_SOCKET": notify.path, "EDGE_AGENT_DATA_DIR": str(tmp_path / "state")}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
@@ -210,15 +206,11 @@ def test_agent_runs_and_stops_cleanly_in_the_unit_sandbox(tmp_path: Path, mosqui
             cwd=REPO_ROOT,
         )
         try:
-            messages: list[str] = []
-            deadline = time.monotonic() + 60
-            while not any("READY=1" in m for m in messages) and time.monotonic() < deadline:
+
+            def running() -> None:
                 assert proc.poll() is None, log.read_text()
-                try:
-                    messages.append(sock.recv(4096).decode())
-                except TimeoutError:
-                    continue
-            assert any("READY=1" in m for m in messages), log.read_text()
+
+            notify.read_until("READY=1", 60, alive=running)
             # Card traffic flows through the simulators and the outbox while the agent runs sandboxed.
             status_path = tmp_path / "state" / "status.json"
 
@@ -237,7 +229,7 @@ def test_agent_runs_and_stops_cleanly_in_the_unit_sandbox(tmp_path: Path, mosqui
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            sock.close()
+            notify.close()
     status = json.loads((tmp_path / "state" / "status.json").read_text())
     # Started, card decisions from the simulated readers, heartbeats: committed and delivered.
     assert status["outbox"]["appended"] >= 3, status
