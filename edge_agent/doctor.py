@@ -361,6 +361,17 @@ def check_credentials(config: GatewayConfig, credentials_dir: Path | None = None
             text = Path(path).read_text() if path is not None else None
         else:
             text = credential_value(need.name, credentials_dir)
+        if text is None and _credentials_hidden_from_us(credentials_dir):
+            # Run as the service user the root-only directory cannot be read: "missing" would be a
+            # lie about a file that may well be there.
+            results.append(
+                _warn(
+                    name,
+                    f"not checked: {CREDENTIALS_DIR} is readable by root only (the service gets its "
+                    f"files through LoadCredential=); run doctor as root to check {need.name}",
+                )
+            )
+            continue
         if not text or not text.strip():
             state = "missing" if text is None else "empty"
             missing = _warn if need.name == config.api.tokens_credential else _fail
@@ -381,6 +392,15 @@ def check_credentials(config: GatewayConfig, credentials_dir: Path | None = None
 
 
 # -- broker ----------------------------------------------------------------------------------------
+
+
+def _credentials_hidden_from_us(credentials_dir: Path | None) -> bool:
+    """True when the credentials directory exists but this user cannot read it (doctor run as the
+    service user from a shell: systemd hands the service its files, a shell gets nothing)."""
+    if credentials_dir is not None or os.environ.get("CREDENTIALS_DIRECTORY"):
+        return False
+    directory = Path(CREDENTIALS_DIR)
+    return directory.exists() and not os.access(directory, os.R_OK | os.X_OK)
 
 
 def credential_value(name: str, credentials_dir: Path | None = None) -> str | None:

@@ -738,3 +738,32 @@ def test_doctor_command_names_the_missing_face_key(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("FAIL"), out.stdout
     assert "/etc/edge-agent/credentials/face_template_key" in lines[0]
     assert out.returncode == 1
+
+
+def test_credentials_the_service_user_cannot_read_are_not_called_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Doctor run from a shell as the service user: the credentials directory is root's alone (the
+    service gets its files through LoadCredential=), so a credential there cannot be checked, and
+    doctor says that instead of "missing"."""
+    top = Path(tempfile.mkdtemp(prefix="doctor-creds-", dir="/tmp"))
+    top.chmod(0o755)
+    try:
+        creds = top / "credentials"
+        creds.mkdir(mode=0o700)
+        (creds / "face_template_key").write_text(secrets.token_hex(32))
+        monkeypatch.setattr("edge_agent.doctor.CREDENTIALS_DIR", str(creds))
+        for name in ("CREDENTIALS_DIRECTORY", "EDGE_AGENT_FACE_TEMPLATE_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        config = load_config(write_config(tmp_path / "g.yaml", **NEEDS_EVERY_CREDENTIAL))
+
+        def face_key_check() -> CheckResult:
+            return _by_name(check_credentials(config))["face_template_key"]
+
+        as_service_user = as_nobody(face_key_check)
+        assert as_service_user.status is Status.WARN, as_service_user
+        assert "not checked" in as_service_user.detail and "run doctor as root" in as_service_user.detail
+        # Root reads the same directory (cmd_doctor hands it over) and finds the key good.
+        assert _by_name(check_credentials(config, creds))["face_template_key"].status is Status.OK
+    finally:
+        shutil.rmtree(top)
