@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent import __version__
 from edge_agent.commands import pending_marker, previous_config
@@ -24,8 +25,12 @@ from edge_agent.doctor import add_doctor_cli
 from edge_agent.errors import ConfigError
 from edge_agent.install import add_install_cli
 from edge_agent.logs import setup_logging
+from edge_agent.resources import project_file
 from edge_agent.secrets import credential_env_name, read_credential
 from sync import parse_broker_url
+
+if TYPE_CHECKING:
+    from edge_agent.roster import Roster
 
 log = logging.getLogger("edge_agent")
 
@@ -153,10 +158,18 @@ def _start_demo_broker() -> tuple[subprocess.Popen[bytes], int, Path]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The demo: its clips, face key and enrolled students prepared (edge_agent.demo), a local broker
+    when none answers, a throwaway console token, then the agent."""
+    from edge_agent.demo import prepare_demo
+
     config = _load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
     config = _apply_overrides(config, args.mqtt_url, args.data_dir)
+    if args.api_port is not None:
+        config = config.model_copy(update={"api": config.api.model_copy(update={"port": args.api_port})})
+    setup_logging(config.agent.log_level)
+    config = prepare_demo(config, Path(args.config), real_schedules=args.real_schedules)
     broker = None
     if not _broker_reachable(config.mqtt.url):
         broker, port, workdir = _start_demo_broker()
@@ -193,10 +206,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _roster_ready(roster: Roster, config: GatewayConfig, config_path: Path) -> bool:
+    """Whether the local roster has people to enroll faces for. Before the agent's first start it is
+    empty: the configured roster seed is applied then, as the agent does at start; without one, say
+    what to run first."""
+    from edge_agent.roster_sync import seed_roster
+
+    if roster.version > 0:
+        return True
+    seed = config.agent.roster_seed
+    if seed is not None:
+        asyncio.run(seed_roster(roster, seed, config_path))
+        if roster.version > 0:
+            print(f"applied the roster seed {seed} ({len(roster.index.persons)} people) to the empty roster")
+            return True
+        print(
+            f"edge-agent enroll: the roster seed {seed} could not be applied (see the error above)",
+            file=sys.stderr,
+        )
+        return False
+    print(
+        f"edge-agent enroll: the local roster in {roster.path.parent} is empty, so no one can be enrolled "
+        "yet. Start the agent once with this configuration and data dir (`edge-agent run --config "
+        f"{config_path}`) and wait for the roster from the centre (`edge-agent status` shows its version), "
+        "or name a roster snapshot in agent.roster_seed; then enroll again.",
+        file=sys.stderr,
+    )
+    return False
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     """Enroll photos of one person into the local, encrypted template store."""
     from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
-    from edge_agent.faces import FaceService, load_photos
+    from edge_agent.faces import EnrollOutcome, FaceService, load_photos
     from edge_agent.roster import Roster
 
     config = _load(args.config)
@@ -211,14 +253,25 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     except TemplateKeyError as err:
         print(f"edge-agent enroll: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    data_dir.mkdir(parents=True, exist_ok=True)
     roster = Roster(data_dir)
-    store = FaceTemplateStore(data_dir, key)
     try:
-        service = FaceService(store, settings)
-        outcome = service.enroll(args.person, load_photos([Path(p) for p in args.photos]), roster.index)
+        if not _roster_ready(roster, config, Path(args.config)):
+            return EXIT_FAILURE
+        photos, unreadable = load_photos([Path(p) for p in args.photos])
+        store = FaceTemplateStore(data_dir, key)
+        try:
+            # No photo to read: no reason to load the models.
+            outcome = (
+                FaceService(store, settings).enroll(args.person, photos, roster.index)
+                if photos
+                else EnrollOutcome(args.person)
+            )
+        finally:
+            store.close()
     finally:
-        store.close()
         roster.close()
+    outcome.rejected[:0] = unreadable
     for template_id in outcome.stored:
         print(f"stored template {template_id} for {args.person}")
     for name, code, message in outcome.rejected:
@@ -262,8 +315,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the demo config, starting a local broker if none is reachable")
-    demo.add_argument("--config", default="config/demo.yaml", help="configuration file (YAML)")
+    demo.add_argument(
+        "--config",
+        default=str(project_file("config", "demo.yaml")),
+        help="configuration file (YAML); by default the demo's own (from the checkout or the package)",
+    )
     overrides(demo)
+    demo.add_argument("--api-port", type=int, help="port of the local API and console (the config's, 8080)")
+    demo.add_argument(
+        "--real-schedules",
+        action="store_true",
+        help="keep the security rules' schedules (else the demo arms a watched zone that is not armed now)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     config = sub.add_parser("config", help="configuration tools")
@@ -283,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = sub.add_parser(
         "simulate",
-        help="run a device simulator on a pty or TCP port (cards/events from stdin)",
+        help="run a device simulator on a pty or TCP port (cards/events from stdin; end of input stops it "
+        "only on a terminal or a pipe, else it runs until SIGTERM or Ctrl-C)",
         description="ADDRESS: 'pty' (a new pty; prints its path), 'pty:/path/link' (a pty behind a stable "
         "symlink), or 'HOST:PORT' / 'tcp://HOST:PORT' to listen for socket:// drivers.",
     )

@@ -157,15 +157,25 @@ class FaceService:
         self.gallery.remove(person_id)
 
 
-def load_photos(paths: list[Path]) -> list[tuple[str, bytes]]:
-    out = []
+def load_photos(paths: list[Path]) -> tuple[list[tuple[str, bytes]], list[tuple[str, str, str]]]:
+    """``(photos, unreadable)``: ``(name, bytes)`` of each file read, and ``(name, code, message)`` of
+    each that could not be, as :attr:`EnrollOutcome.rejected` lists them (``not_found``,
+    ``not_a_file``, ``unreadable``), so a mistyped path is not reported as an empty image."""
+    photos: list[tuple[str, bytes]] = []
+    unreadable: list[tuple[str, str, str]] = []
     for path in paths:
         try:
-            out.append((path.name, path.read_bytes()))
+            photos.append((path.name, path.read_bytes()))
+        except FileNotFoundError:
+            unreadable.append((path.name, "not_found", f"{path} not found"))
+        except IsADirectoryError:
+            unreadable.append((path.name, "not_a_file", f"{path} is a directory, not a photo"))
         except OSError as err:
-            out.append((path.name, b""))
-            log.error("cannot read %s: %s", path, err)
-    return out
+            unreadable.append((path.name, "unreadable", f"cannot read {path}: {err.strerror or err}"))
+        else:
+            continue
+        log.error("photo %s not enrolled: %s", path, unreadable[-1][2], extra={"code": unreadable[-1][1]})
+    return photos, unreadable
 
 
 # FaceSettings is re-exported until the configuration imports it from edge_agent.config.cameras.

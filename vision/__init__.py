@@ -27,6 +27,7 @@ from vision.errors import VisionError, ZoneConfigError
 from vision.face_camera import FaceCamera, FaceFrameResult
 from vision.face_detect import FaceDetection, FaceDetector
 from vision.face_embed import FaceEmbedder
+from vision.face_eval import crop_around, realistic_variants, walking_clip
 from vision.face_pipeline import (
     EnrollmentError,
     EnrollmentResult,
@@ -50,6 +51,16 @@ from vision.person import (
 from vision.quality import ENROLLMENT_QUALITY, FaceQuality, assess_face
 from vision.render import draw_boxes, draw_zones, encode_jpeg, evidence_jpeg, snapshot_jpeg
 from vision.runtime import InferenceError, InvalidImageError, ModelLoadError, OnnxModel
+from vision.scenes import (
+    SPRITE_HEIGHT,
+    WalkerPath,
+    corridor_background,
+    linear_path,
+    load_photo,
+    person_sprite,
+    walk_clip,
+    write_video,
+)
 from vision.tamper import StreamWatch, TamperChange, TamperDetector, TamperError
 from vision.tracking import Track, Tracker, TrackingError
 from vision.zones import LineCrossing, ZoneEntered, ZoneJudge, ZoneLeft, ZoneObservation, in_pixels
@@ -58,6 +69,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "ENROLLMENT_QUALITY",
     "MANIFEST_PATH",
+    "SPRITE_HEIGHT",
     "TAMPER_KINDS",
     "AlignmentError",
     "CameraZones",
@@ -115,6 +127,7 @@ __all__ = [
     "TrackerConfig",
     "TrackingError",
     "VisionError",
+    "WalkerPath",
     "ZoneConfigError",
     "ZoneEntered",
     "ZoneJudge",
@@ -123,6 +136,8 @@ __all__ = [
     "align_face",
     "align_faces",
     "assess_face",
+    "corridor_background",
+    "crop_around",
     "decode_image",
     "draw_boxes",
     "draw_zones",
@@ -130,6 +145,13 @@ __all__ = [
     "encode_jpeg",
     "evidence_jpeg",
     "in_pixels",
+    "linear_path",
     "load_manifest",
+    "load_photo",
+    "person_sprite",
+    "realistic_variants",
     "snapshot_jpeg",
+    "walk_clip",
+    "walking_clip",
+    "write_video",
 ]

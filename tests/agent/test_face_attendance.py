@@ -1,5 +1,5 @@
 """Face attendance end to end: `edge-agent enroll` from photos, then the real agent watching a
-camera (a video file built from the shared photos), real ONNX models, real Mosquitto."""
+camera (a video file built from the shipped scene photos), real ONNX models, real Mosquitto."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from tests.support.agent_harness import build_gateway
 from tests.support.wait import async_wait_until
 from vision import FaceDetector
 from vision.face_eval import crop_around, realistic_variants, walking_clip
+from vision.scenes import load_photo
 
 SITE, GW = "face-site", "gw-face"
 
@@ -39,14 +40,13 @@ def _subject(
 
 
 @pytest.fixture(scope="module")
-def face_scene(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def face_scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Enrollment photos of alice and carol, and a clip where alice and bob (not enrolled) walk in."""
     out = tmp_path_factory.mktemp("faces")
-    scenes = shared_dir / "testdata" / "scenes"
     detector = FaceDetector()
-    alice_img = cv2.imread(str(scenes / "sample6.jpg"))
-    carol_img = cv2.imread(str(scenes / "sample3.jpg"))
-    bob_img = cv2.imread(str(scenes / "sample5.jpg"))
+    alice_img = load_photo("sample6.jpg")
+    carol_img = load_photo("sample3.jpg")
+    bob_img = load_photo("sample5.jpg")
     alice_box, carol_box, bob_box = (
         _subject(detector, alice_img, 3),
         _subject(detector, carol_img, 0),
@@ -54,13 +54,13 @@ def face_scene(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     )
     cv2.imwrite(str(out / "alice.jpg"), crop_around(alice_img, alice_box))
     cv2.imwrite(str(out / "carol.jpg"), crop_around(carol_img, carol_box))
-    cv2.imwrite(str(out / "crowd.jpg"), cv2.imread(str(scenes / "sample1.jpg")))
+    cv2.imwrite(str(out / "crowd.jpg"), load_photo("sample1.jpg"))
     (out / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     alice = cv2.resize(
         realistic_variants(crop_around(alice_img, alice_box, 0.6))["rotate_6"], None, fx=0.5, fy=0.5
     )
     bob = cv2.resize(realistic_variants(crop_around(bob_img, bob_box, 0.6))["jpeg_40"], None, fx=0.5, fy=0.5)
-    room = cv2.resize(cv2.imread(str(scenes / "sample1.jpg"))[760:, :], (1280, 720))
+    room = cv2.resize(load_photo("sample1.jpg")[760:, :], (1280, 720))
     video = out / "classroom.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (1280, 720))
     for frame in walking_clip(
@@ -93,7 +93,7 @@ cameras:
 
 
 def _roster(path: Path) -> Path:
-    persons = [
+    persons: list[dict[str, Any]] = [
         {"id": pid, "name": pid.title(), "role": "student", "group": "7A", "access_groups": []}
         for pid in ("alice", "carol")
     ]
@@ -132,17 +132,19 @@ def test_enroll_then_recognise_attendance_and_stranger(
     config_path.write_text(
         _config(tmp_path, mosquitto.url, face_scene["video"], _roster(tmp_path / "roster.json"))
     )
-    # The roster must exist before enrolling: enrolment attaches faces to people the centre knows.
-    assert _enroll(config_path, "alice", face_scene["dir"] / "alice.jpg", env=env).returncode == 1
-    from edge_agent.roster import Roster, parse_roster_message
-
-    roster = Roster(tmp_path / "data")
-    roster.apply_snapshot(parse_roster_message((tmp_path / "roster.json").read_bytes()))  # type: ignore[arg-type]
-    roster.close()
+    # Enrolment attaches faces to people the roster knows. Before the first run the local roster is
+    # empty: without a roster seed enroll refuses and says what to do first...
+    unseeded = tmp_path / "unseeded.yaml"
+    unseeded.write_text(config_path.read_text().replace(f", roster_seed: {tmp_path / 'roster.json'}", ""))
+    assert "roster_seed" not in unseeded.read_text()
+    before_roster = _enroll(unseeded, "alice", face_scene["dir"] / "alice.jpg", env=env)
+    assert before_roster.returncode == 1 and "roster_seed" in before_roster.stderr, before_roster.stderr
+    # ...and with one (this config) it applies the seed first, as the agent does at start.
     ok = _enroll(
         config_path, "alice", face_scene["dir"] / "alice.jpg", face_scene["dir"] / "broken.jpg", env=env
     )
     assert ok.returncode == 0, ok.stderr
+    assert "roster seed" in ok.stdout, ok.stdout
     assert "stored template" in ok.stdout and "rejected broken.jpg: not_an_image" in ok.stderr
     crowd = _enroll(config_path, "carol", face_scene["dir"] / "crowd.jpg", env=env)
     assert crowd.returncode == 1 and "several_faces" in crowd.stderr

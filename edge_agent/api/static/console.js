@@ -5,9 +5,16 @@
 
 const TOKEN_KEY = "edge_console_token";
 const DEVICE_REFRESH_MS = 5000;
+// Attendance comes from the event log (GET /api/v1/events), polled for what is new since the last
+// call: a recorded attendance is not an alert, so the alert stream does not carry it.
+const ATTENDANCE_REFRESH_MS = 2000;
+const ATTENDANCE_SHOWN = 30;
 const ROLE_RANK = { viewer: 1, operator: 2, admin: 3 };
 
-const state = { token: null, role: null, alerts: new Map(), stream: null, deviceTimer: null };
+const state = {
+  token: null, role: null, alerts: new Map(), stream: null, deviceTimer: null,
+  attendance: [], attendanceAfter: null, attendanceTimer: null,
+};
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs, ...children) {
@@ -53,6 +60,9 @@ async function login(token) {
 function logout(message) {
   if (state.stream) { state.stream.close(); state.stream = null; }
   if (state.deviceTimer) { clearInterval(state.deviceTimer); state.deviceTimer = null; }
+  if (state.attendanceTimer) { clearInterval(state.attendanceTimer); state.attendanceTimer = null; }
+  state.attendance = [];
+  state.attendanceAfter = null;
   if (state.token) fetch("/api/v1/session", { method: "DELETE", credentials: "same-origin" });
   state.token = null;
   state.role = null;
@@ -82,7 +92,8 @@ function localTime(iso) {
 function renderAlert(a) {
   const data = a.data || {};
   const where = [];
-  if (data.camera) where.push("camera " + data.camera);
+  if (data.camera && data.camera !== a.device) where.push("camera " + data.camera);
+  if (data.point) where.push("point " + data.point);
   if (data.zone) where.push("zone " + data.zone);
   if (data.line) where.push("line " + data.line);
   if (data.gate) where.push("gate " + data.gate);
@@ -93,6 +104,8 @@ function renderAlert(a) {
   if (typeof data.dwell_s === "number") evidence.push("dwell " + Math.round(data.dwell_s) + " s");
   if (data.kind) evidence.push(data.kind);
   if (data.reason) evidence.push(data.reason);
+  // A stranger: how far the face was from the nearest enrolled one (above the match threshold).
+  if (typeof data.nearest_distance === "number") evidence.push("nearest face " + data.nearest_distance.toFixed(2));
   const picture = a.snapshot_url
     ? el("img", { src: a.snapshot_url, alt: "snapshot of " + shortType(a.type), loading: "lazy" })
     : el("div", { class: "noimg" }, "no snapshot");
@@ -198,6 +211,38 @@ async function loadDevices() {
   $("devices-summary").textContent = off ? off + " offline: " + r.body.offline.join(", ") : "all online";
 }
 
+function renderAttendance(e) {
+  const data = e.data || {};
+  const person = data.person || {};
+  const how = [data.method];
+  if (typeof data.distance === "number") how.push("distance " + data.distance.toFixed(2));
+  return el(
+    "li",
+    { class: "attendance " + data.status, "data-id": e.id, "data-method": data.method, "data-person": person.id },
+    el("div", { class: "title" }, (person.name || person.id) + " ", el("span", { class: "muted" }, person.id)),
+    el("div", { class: "meta" }, [data.status, how.join(" "), "point " + data.point].join(" · ")),
+    el("div", { class: "meta" }, [localTime(e.time), "device " + data.device].join(" · ")),
+  );
+}
+
+async function loadAttendance() {
+  const after = state.attendanceAfter === null ? "" : "&after_seq=" + state.attendanceAfter;
+  const r = await api("/api/v1/events?area=attendance&limit=" + ATTENDANCE_SHOWN + after);
+  if (!r.ok) {
+    $("attendance-error").textContent = (r.body && r.body.message) || "cannot load attendance";
+    return;
+  }
+  $("attendance-error").textContent = "";
+  state.attendanceAfter = r.body.next_after_seq;
+  const recorded = r.body.events.filter((e) => e.type === "edu.campus.attendance.recorded.v1");
+  if (!recorded.length && $("attendance").childElementCount) return;
+  // Newest first, the most recent few only.
+  state.attendance = recorded.reverse().concat(state.attendance).slice(0, ATTENDANCE_SHOWN);
+  $("attendance").replaceChildren(...state.attendance.map(renderAttendance));
+  const faces = state.attendance.filter((e) => (e.data || {}).method !== "card").length;
+  $("attendance-count").textContent = state.attendance.length + " shown, " + faces + " by face";
+}
+
 async function loadGateway() {
   const r = await api("/api/v1/status");
   if (r.ok) $("gateway").textContent = r.body.site + " / " + r.body.gateway;
@@ -211,7 +256,9 @@ function showMain() {
   loadAlerts();
   loadGateway();
   loadDevices();
+  loadAttendance();
   state.deviceTimer = setInterval(loadDevices, DEVICE_REFRESH_MS);
+  state.attendanceTimer = setInterval(loadAttendance, ATTENDANCE_REFRESH_MS);
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
