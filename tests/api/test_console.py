@@ -4,7 +4,6 @@ alert raised by the turnstile appears without a reload, acknowledge it, see it a
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,25 +11,14 @@ import pytest
 from tests.api.conftest import Tokens, jpeg, raise_test_alert, running_api, until
 from tests.api.test_api import outbox_events, wait_outbox
 from tests.conftest import MosquittoBroker
+from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 
 playwright_api = pytest.importorskip("playwright.async_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is needed for the console test (apt-get install chromium)")
-    return CHROMIUM
+    return chromium_path()
 
 
 def test_console_live_alert_and_acknowledge(

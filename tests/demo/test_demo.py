@@ -8,7 +8,6 @@ import asyncio
 import inspect
 import os
 import secrets
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -32,6 +31,7 @@ from edge_agent.demo import ENROLLED_FACES as DEMO_STUDENTS
 from edge_agent.face_templates import FACES_DB
 from sync.contract import validate_event
 from tests.support.broker import MosquittoBroker, free_port
+from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 from tests.support.mqtt import Collector, Received
 from tests.support.wait import wait_until
 from vision.render import evidence_jpeg, snapshot_jpeg
@@ -280,27 +280,17 @@ def test_a_second_run_reuses_the_key_clips_and_templates(tmp_path: Path, mosquit
 
 # -- the console: what a guard sees of the same demo ----------------------------------------------
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-]
-
 
 def test_the_console_shows_face_attendance_and_the_alerts_live(
     running_demo: tuple[DemoProcess, Collector], artifact_dir: Path
 ) -> None:
     playwright_api = pytest.importorskip("playwright.async_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is needed for the console test (apt-get install chromium)")
+    chromium = chromium_path()
     demo, _ = running_demo
 
     async def scenario() -> None:
         async with playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
                 page = await browser.new_page(viewport={"width": 1280, "height": 900})
                 errors: list[str] = []
