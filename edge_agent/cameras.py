@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_agent.attendance import AttendanceBook, attendance_event
 from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig
+from edge_agent.memory import release_free_memory
 from edge_agent.metrics import MODEL_SECONDS
 from edge_agent.security import Alert, SecurityRules
 from sync import Event, Severity, utc_now
@@ -99,7 +100,15 @@ class _Worker:
 
     kind = "camera"
 
-    def __init__(self, camera_id: str, *, emit: Emit, source: Callable[[str], str], tz: tzinfo) -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        *,
+        emit: Emit,
+        source: Callable[[str], str],
+        tz: tzinfo,
+        still_after_s: float,
+    ) -> None:
         self.camera_id = camera_id
         self._emit = emit
         self._source = source
@@ -108,12 +117,15 @@ class _Worker:
         self._executor: ThreadPoolExecutor | None = None
         self.counters: Counter[str] = Counter()
         """``frames_submitted``, ``frames_replaced`` (newer frame won), ``frames_analysed``,
-        ``analysis_errors``, ``alerts``..."""
+        ``analysis_errors``, ``alerts``, ``heap_releases`` (still spells that asked for the freed heap
+        to go back to the system; the release itself is rate limited process-wide)..."""
         self.errors = 0
         """Frames whose analysis failed (logged and counted; the worker goes on)."""
         self.last_activity = 0.0
         """Capture time (monotonic) of the newest frame with motion, a face or a person (the start
         before the first); the agent lowers the camera's analysis rate when it is old."""
+        self._still_after_s = still_after_s
+        self._heap_released = False
 
     def submit(self, frame: CameraFrame) -> None:
         """A new frame from the camera (never blocks; the newest frame wins)."""
@@ -138,6 +150,18 @@ class _Worker:
 
     async def on_frame(self, frame: CameraFrame) -> object:
         raise NotImplementedError
+
+    async def _release_heap_when_still(self, frame: CameraFrame) -> None:
+        """Once per still spell: when the scene has been still for ``idle_after_s`` (the moment the
+        camera drops to its idle rate), hand the heap memory freed by the analysis back to the
+        system. A burst of analysis (and the start: model loading, the first runs) leaves frames and
+        tensors freed but resident; an agent left in an empty room should not keep them."""
+        if frame.monotonic_s - self.last_activity < self._still_after_s:
+            self._heap_released = False
+        elif not self._heap_released:
+            self._heap_released = True
+            self.counters["heap_releases"] += 1
+            await self._in_thread(release_free_memory)
 
     def close(self) -> None:
         """Release the worker thread (an analysis under way finishes in the background). The worker
@@ -191,7 +215,7 @@ class CameraWorker(_Worker):
     ) -> None:
         if setup.face is None:
             raise ValueError(f"camera {setup.id} has no face analysis configured")
-        super().__init__(setup.id, emit=emit, source=source, tz=timezone)
+        super().__init__(setup.id, emit=emit, source=source, tz=timezone, still_after_s=setup.idle_after_s)
         self.config: FaceAnalysisConfig = setup.face
         self._person = person
         self._attendance = attendance
@@ -234,6 +258,7 @@ class CameraWorker(_Worker):
                 self._stranger(decision, frame)
             else:
                 self._identified(decision, frame, result.threshold)
+        await self._release_heap_when_still(frame)  # after the events: never delays one
         return result.decisions
 
     def _identified(
@@ -325,7 +350,7 @@ class SecurityWorker(_Worker):
     ) -> None:
         if setup.security is None:
             raise ValueError(f"camera {setup.id} has no security analysis configured")
-        super().__init__(setup.id, emit=emit, source=source, tz=timezone)
+        super().__init__(setup.id, emit=emit, source=source, tz=timezone, still_after_s=setup.idle_after_s)
         self.config = setup.security
         self._zones = self.config.camera_zones(setup.id)
         self.pipeline = PersonPipeline(setup.id, self._zones, self.config.pipeline, detector=detector)
@@ -401,6 +426,7 @@ class SecurityWorker(_Worker):
             self.last_activity = max(self.last_activity, result.at)
         for alert, jpeg in found:
             self._raise(alert, jpeg, frame.at)
+        await self._release_heap_when_still(frame)  # after the alerts: never delays one
         return len(found)
 
     def _raise(self, alert: Alert, jpeg: bytes, at: datetime) -> None:

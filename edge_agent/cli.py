@@ -25,6 +25,7 @@ from edge_agent.doctor import add_doctor_cli
 from edge_agent.errors import ConfigError
 from edge_agent.install import add_install_cli
 from edge_agent.logs import setup_logging
+from edge_agent.memory import limit_malloc_arenas
 from edge_agent.resources import project_file
 from edge_agent.secrets import credential_env_name, read_credential
 from sync import parse_broker_url
@@ -368,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First, before the capture, analysis, ONNX Runtime and OpenCV threads exist: each would get a
+    # malloc arena of its own (edge_agent.memory).
+    limit_malloc_arenas()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -237,8 +237,8 @@ def split_outputs(
 class PersonDetector:
     """NanoDet-m person detector. ``detect`` is blocking (≈30 ms): call it off the event loop.
 
-    One instance is not meant to be used from two threads at once; give each camera worker its own,
-    or serialise calls.
+    One instance serves every camera: its model runs one inference at a time
+    (:class:`vision.runtime.OnnxModel`), so calls from several camera workers are safe.
     """
 
     def __init__(self, config: PersonDetectorConfig | None = None, *, model: OnnxModel | None = None) -> None:

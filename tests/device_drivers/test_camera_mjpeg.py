@@ -1,0 +1,102 @@
+"""MJPEG sources read as JPEG packets: only the frames due for analysis are decoded, and they are
+the source's pictures, in order, as FFmpeg would have decoded them. Real files from cv2.VideoWriter."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from device_drivers.camera.config import CameraConfig
+from device_drivers.camera.driver import Camera, MjpegPackets, open_capture
+from device_drivers.readings import CameraFrame
+
+FRAMES = 12
+SIZE = (320, 240)
+
+
+def pictures() -> list[npt.NDArray[np.uint8]]:
+    """Frames that differ in content, not only in brightness: a gradient and a block that moves."""
+    w, h = SIZE
+    ramp = np.tile(np.linspace(0, 200, w, dtype=np.uint8), (h, 1))
+    out = []
+    for k in range(FRAMES):
+        frame = np.asarray(
+            cv2.merge([ramp, ramp[:, ::-1], np.full((h, w), 40 + 10 * k, np.uint8)]), dtype=np.uint8
+        )
+        cv2.rectangle(frame, (20 * k, 60), (20 * k + 40, 140), (255, 255, 255), -1)
+        out.append(frame)
+    return out
+
+
+def write(path: Path, fourcc: str, fps: float = 20.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, SIZE)
+    assert writer.isOpened()
+    for frame in pictures():
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def which(frame: npt.NDArray[np.uint8]) -> int:
+    """The index of the source picture ``frame`` shows (the nearest one)."""
+    return int(np.argmin([np.abs(frame.astype(int) - p).mean() for p in pictures()]))
+
+
+def test_mjpeg_packets_decode_to_the_pictures_ffmpeg_gives(tmp_path: Path) -> None:
+    clip = write(tmp_path / "clip.avi", "MJPG")
+    packets = open_capture(CameraConfig(id="cam", url=str(clip)))
+    assert isinstance(packets, MjpegPackets)
+    ffmpeg = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG)
+    try:
+        for k in range(FRAMES):
+            assert packets.grab() and ffmpeg.grab()
+            ok, frame = packets.retrieve()
+            ok_ffmpeg, reference = ffmpeg.retrieve()
+            assert ok and ok_ffmpeg and frame.shape == reference.shape == (SIZE[1], SIZE[0], 3)
+            assert which(frame) == k  # the probe at open did not cost the first frame
+            # Two JPEG decoders (libjpeg-turbo, FFmpeg's) differ by rounding, never by content.
+            assert np.abs(frame.astype(int) - reference).mean() < 2.0
+        assert not packets.grab()  # the end of the file, as with FFmpeg
+    finally:
+        packets.release()
+        ffmpeg.release()
+
+
+def test_other_codecs_are_decoded_by_ffmpeg(tmp_path: Path) -> None:
+    clip = write(tmp_path / "clip.avi", "FMP4")  # MPEG-4 part 2: frames depend on earlier ones
+    capture = open_capture(CameraConfig(id="cam", url=str(clip)))
+    try:
+        assert not isinstance(capture, MjpegPackets)
+        assert capture.grab()
+        ok, frame = capture.retrieve()
+        assert ok and which(frame) == 0
+    finally:
+        capture.release()
+
+
+def test_a_camera_skips_frames_undecoded_and_delivers_the_due_ones_in_order(tmp_path: Path) -> None:
+    clip = write(tmp_path / "clip.avi", "MJPG", fps=20.0)
+    config = CameraConfig(id="cam", url=str(clip), analysis_fps=5.0, loop=True)
+
+    async def scenario() -> tuple[list[int], dict[str, int]]:
+        seen: list[int] = []
+        async with Camera(config) as cam:
+            async for item in cam.frames():
+                if isinstance(item, CameraFrame):
+                    seen.append(which(item.frame))
+                if len(seen) == 8:
+                    return seen, dict(cam.counters)
+        raise AssertionError("the camera closed")
+
+    seen, counters = asyncio.run(asyncio.wait_for(scenario(), 30))
+    # 20 frames/s analysed at 5: about every fourth picture, through the loop's rewinds; the skipped
+    # packets were never decoded, and each delivered frame is the picture of its own packet (never a
+    # repeat of the one before, as a frame decoded from a stale packet would be).
+    assert counters["frames_read"] >= 3 * counters["frames_delivered"]
+    assert counters.get("bad_frames", 0) == 0 and counters["ended"] >= 1
+    assert all((b - a) % FRAMES != 0 for a, b in itertools.pairwise(seen)), seen
