@@ -31,7 +31,7 @@ import secrets
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -234,24 +234,46 @@ def use_clips(config: GatewayConfig, clips: dict[str, Path]) -> GatewayConfig:
 def demo_template_key(config: GatewayConfig, data_dir: Path) -> str | None:
     """Make the face-template key available to the agent: the configured credential when there is
     one (returns None), else the demo's throwaway key from ``data_dir`` (generated there at the first
-    start, printed, and put in the environment for this process). Returns the key it set."""
+    start, printed, and put in the environment for this process). Returns the key it set.
+
+    The demo's templates are as throwaway as its key: when the key file is damaged, or gone while
+    templates made under it are still there, those templates are moved aside (never mixed with new
+    ones under another key) and the students are enrolled again under a new key.
+    """
+    from edge_agent.face_templates import FACES_DB, TemplateKeyError, parse_key
+    from sync import move_aside
+
     name = config.faces.template_key_credential
     if read_credential(name):
         return None
     path = data_dir / DEMO_KEY_FILE
+    gallery = data_dir / FACES_DB
     if path.is_file():
         key = path.read_text().strip()
-        say(f"face templates: reusing the demo key in {path}")
-    else:
-        key = secrets.token_hex(32)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(key + "\n")
+        try:
+            parse_key(key, name)
+        except TemplateKeyError as err:
+            kept = move_aside(path, datetime.now(UTC))
+            say(f"the demo key in {path} is damaged ({err}); moved it to {kept}")
+        else:
+            say(f"face templates: reusing the demo key in {path}")
+            os.environ[credential_env_name(name)] = key
+            return key
+    if gallery.exists():
+        kept = move_aside(gallery, datetime.now(UTC))
         say(
-            f"face templates: generated a throwaway demo key {key} (kept in {path}; for this demo only, "
-            f"a real gateway gets its own {name!r} credential)"
+            f"the demo's face templates in {gallery} were made under a key that is gone: moved them to "
+            f"{kept}; the students are enrolled again under a new key"
         )
+    key = secrets.token_hex(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(key + "\n")
+    say(
+        f"face templates: generated a throwaway demo key {key} (kept in {path}; for this demo only, "
+        f"a real gateway gets its own {name!r} credential)"
+    )
     os.environ[credential_env_name(name)] = key
     return key
 

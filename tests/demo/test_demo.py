@@ -278,6 +278,51 @@ def test_a_second_run_reuses_the_key_clips_and_templates(tmp_path: Path, mosquit
     assert "armed for this demo run" not in output  # --real-schedules
 
 
+def run_until_running(workdir: Path, mqtt_url: str) -> str:
+    """One demo run from ``workdir`` until the agent is up, stopped cleanly; its output."""
+    demo = start_demo(workdir, mqtt_url, "--real-schedules")
+    try:
+        wait_until(
+            lambda: RUNNING in demo.output() or demo.proc.poll() is not None,
+            120,
+            interval=0.2,
+            what="the demo run started",
+        )
+    finally:
+        assert demo.stop() == 0, demo.output()[-3000:]
+    return demo.output()
+
+
+def test_a_damaged_or_lost_demo_key_starts_the_demo_templates_over(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """The demo's templates are as throwaway as its key: never a gallery under two keys, never a
+    demo that will not start because of its own key file."""
+    data = tmp_path / "data"
+    key_file = data / DEMO_KEY_FILE
+    run_until_running(tmp_path, mosquitto.url)
+    first_key = key_file.read_text()
+
+    key_file.write_text("not a key\n")  # damaged
+    output = run_until_running(tmp_path, mosquitto.url)
+    assert "is damaged" in output and "generated a throwaway demo key" in output, output[-3000:]
+    assert "were made under a key that is gone" in output
+    assert "enrolled the faces" in output and "not decryptable" not in output
+    assert f"face gallery: {len(DEMO_STUDENTS)} templates of {len(DEMO_STUDENTS)} people" in output
+    second_key = key_file.read_text()
+    assert second_key != first_key
+    assert [p.read_text() for p in data.glob(f"{DEMO_KEY_FILE}.corrupt-*")] == ["not a key\n"]
+
+    key_file.unlink()  # lost
+    output = run_until_running(tmp_path, mosquitto.url)
+    assert "were made under a key that is gone" in output and "enrolled the faces" in output
+    assert "not decryptable" not in output
+    assert f"face gallery: {len(DEMO_STUDENTS)} templates of {len(DEMO_STUDENTS)} people" in output
+    kept = [p for p in data.glob(f"{FACES_DB}.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert len(kept) == 2  # both earlier galleries kept aside
+    assert key_file.read_text() not in (first_key, second_key)
+
+
 # -- the console: what a guard sees of the same demo ----------------------------------------------
 
 
