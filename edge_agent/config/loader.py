@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import types
@@ -297,11 +298,35 @@ def _reference_issue(problem: ReferenceProblem, root: yaml.Node | None) -> Confi
     return ConfigIssue(".".join(map(str, problem.loc)), _line(root, problem.loc), message)
 
 
+def _references_beside_unknown_keys(
+    err: ValidationError, root: yaml.Node | None, data: Any
+) -> list[ConfigIssue]:
+    """The cross-reference problems of a file whose only field errors are unknown keys (the usual
+    typo), checked on the file without those keys, so that both kinds are reported at once. Other
+    field errors leave a section that cannot be read, so its references are checked once it is fixed."""
+    errors = err.errors()
+    if any(e["type"] != "extra_forbidden" for e in errors):
+        return []
+    pruned = copy.deepcopy(data)
+    for e in errors:
+        *path, key = _clean_loc(root, e["loc"])
+        parent: Any = pruned
+        for part in path:
+            parent = parent[part]
+        parent.pop(key, None)
+    try:
+        config = GatewayConfig.model_validate(pruned, context={DEFER_REFERENCES: True})
+    except ValidationError:
+        return []
+    return [_reference_issue(p, root) for p in config.reference_problems()]
+
+
 def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     """Validate configuration text; raises :class:`ConfigFileError` listing every problem.
 
-    Field problems come first: the cross-references between sections (a gate naming a reader)
-    can only be checked once every section is valid, and are then all reported together."""
+    Every problem is reported, by line. The cross-references between sections (a gate naming a
+    reader) are checked on sections that could be read: beside unknown keys, not beside a value
+    that does not validate."""
     try:
         root = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)
@@ -320,7 +345,8 @@ def parse_config(text: str, source: str = "<config>") -> GatewayConfig:
     try:
         config = GatewayConfig.model_validate(data, context={DEFER_REFERENCES: True})
     except ValidationError as err:
-        raise ConfigFileError(source, list(_issues(err, root, data))) from err
+        issues = list(_issues(err, root, data)) + _references_beside_unknown_keys(err, root, data)
+        raise ConfigFileError(source, sorted(issues, key=lambda i: i.line or 0)) from err
     problems = config.reference_problems()
     if problems:
         raise ConfigFileError(source, [_reference_issue(p, root) for p in problems])

@@ -439,3 +439,36 @@ def test_the_models_on_their_own_still_refuse_every_bad_reference() -> None:
     text = str(info.value)
     for path in ("rules.0.zone", "rules.1.id", "rules.1.line", "rules.3.zone"):
         assert f"{path}: " in text
+
+
+def test_unknown_keys_and_wrong_references_are_reported_together(tmp_path: Path) -> None:
+    """The usual first file: a misspelt key and a gate naming a device that is spelt otherwise. Both
+    show at once, by line; a value that does not validate still holds the references back."""
+    text = """\
+gateway: {site: north, id: gw-1}
+devices:
+  - kind: card_reader
+    id: gate-reader
+    profile: em4100_id12
+    simulated: true
+    sim_intervl_s: 2
+gates:
+  - id: main
+    readers: [{device: gate-reder}]
+"""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    proc = config_check(config)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[1:] == [
+        f"{config}:{line_of(text, 'sim_intervl_s')}: devices.0.sim_intervl_s: unknown key 'sim_intervl_s' "
+        "(did you mean 'sim_interval_s'?)",
+        f"{config}:{line_of(text, 'gate-reder')}: gates.0.readers.0.device: gate main: unknown card reader "
+        "'gate-reder' (did you mean 'gate-reader'?)",
+    ], proc.stderr
+    # A wrong value (not a key) leaves the section unreadable: its references wait for the fix.
+    config.write_text(text.replace("sim_intervl_s: 2", "sim_interval_s: soon"))
+    proc = config_check(config)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()[1:]
+    assert len(lines) == 1 and "sim_interval_s" in lines[0] and "gate-reder" not in proc.stderr, proc.stderr
