@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -170,7 +171,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.api_port is not None:
         config = config.model_copy(update={"api": config.api.model_copy(update={"port": args.api_port})})
     setup_logging(config.agent.log_level)
-    config = prepare_demo(config, Path(args.config), real_schedules=args.real_schedules)
+    try:
+        config = prepare_demo(config, Path(args.config), real_schedules=args.real_schedules)
+    except (OSError, sqlite3.Error) as err:
+        # A full or read-only data dir: say where, instead of a traceback.
+        print(f"edge-agent demo: cannot prepare the demo in {config.agent.data_dir}: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     broker = None
     if not _broker_reachable(config.mqtt.url):
         broker, port, workdir = _start_demo_broker()

@@ -28,6 +28,7 @@ import asyncio
 import itertools
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -175,18 +176,47 @@ def courtyard_frames() -> Iterator[Image]:
     yield from itertools.repeat(background, round(STILL_S * COURTYARD_FPS))
 
 
+def _frames_in(path: Path) -> int:
+    """How many frames a clip file holds by its index (0 for a file that does not open as a video)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
+
+
 def _build_clip(path: Path, frames: Callable[[], Iterable[Image]], fps: float) -> Path:
     from vision import write_video
 
     if path.is_file():
-        return path
+        if _frames_in(path) > 0:
+            return path
+        say(f"the clip {path} does not play; building it again")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside and renamed: a demo stopped while writing leaves no half clip to play next time.
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    write_video(frames(), partial, fps=fps)
+    written = 0
+
+    def counted() -> Iterator[Image]:
+        nonlocal written
+        for frame in frames():
+            written += 1
+            yield frame
+
+    write_video(counted(), partial, fps=fps)
+    # OpenCV's writer reports no write errors (a full disk): read the clip back before keeping it.
+    if _frames_in(partial) != written:
+        partial.unlink(missing_ok=True)
+        raise OSError(f"the clip {path} could not be written whole ({written} frames; is the disk full?)")
     os.replace(partial, path)
     say(f"built the {path.stem.split('.')[0]} clip: {path}")
     return path
+
+
+CLIPS_NEED_BYTES = 64 << 20
+"""Free space asked for before the clips are built: they take about 30 MB, the agent's stores the rest."""
 
 
 def build_clips(data_dir: Path) -> dict[str, Path]:
@@ -194,6 +224,12 @@ def build_clips(data_dir: Path) -> dict[str, Path]:
     from vision import FaceDetector
 
     clips = data_dir / CLIP_DIR
+    clips.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(clips).free
+    if not any(clips.glob("*.avi")) and free < CLIPS_NEED_BYTES:
+        raise OSError(
+            f"the demo clips need about {CLIPS_NEED_BYTES >> 20} MB in {clips}, and {free >> 20} MB are free"
+        )
     detector: FaceDetector | None = None
 
     def classroom() -> Iterator[Image]:

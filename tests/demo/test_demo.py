@@ -388,3 +388,54 @@ def test_the_console_shows_face_attendance_and_the_alerts_live(
                 await browser.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 240))
+
+
+def test_a_full_disk_is_named_and_no_broken_clip_is_kept(tmp_path: Path) -> None:
+    """A data dir on a small file system (a real tmpfs): the demo says where and why it cannot
+    start, exits 1, and leaves no clip that would play broken next time."""
+    from tests.sync.test_outbox_disk import mount_tmpfs, unmount
+
+    fs = tmp_path / "fs"
+    mount_tmpfs(fs, "40m")  # less than the demo asks for before it builds its clips
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "demo",
+                "--data-dir",
+                str(fs / "data"),
+                "--mqtt-url",
+                "mqtt://127.0.0.1:1",
+                "--api-port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert f"cannot prepare the demo in {fs / 'data'}" in proc.stderr and "MB are free" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not list((fs / "data").rglob("*.avi"))
+    finally:
+        unmount(fs)
+
+
+def test_a_clip_that_the_disk_cut_short_is_not_kept(tmp_path: Path) -> None:
+    """The disk fills while a clip is written (OpenCV's writer reports nothing): the clip is read
+    back, found short, removed, and the error says so."""
+    from edge_agent.demo import _build_clip, courtyard_frames
+    from tests.sync.test_outbox_disk import mount_tmpfs, unmount
+
+    fs = tmp_path / "fs"
+    mount_tmpfs(fs, "4m")  # the courtyard clip takes about 14 MB
+    try:
+        clip = fs / "clips" / "courtyard.avi"
+        with pytest.raises(OSError, match="could not be written whole"):
+            _build_clip(clip, courtyard_frames, 5.0)
+        assert not list((fs / "clips").iterdir())
+    finally:
+        unmount(fs)
