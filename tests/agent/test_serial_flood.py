@@ -106,14 +106,18 @@ async def _scenario(tmp_path: Path, mqtt_url: str, caplog: pytest.LogCaptureFixt
 
             caplog.clear()
             flood_began = time.monotonic()
-            flooding = asyncio.create_task(gate.reader.flood(noise))
-            flood_ended: list[float] = []
-            flooding.add_done_callback(lambda _: flood_ended.append(time.monotonic()))
+
+            async def flood() -> float:
+                # The end time is taken in the task itself: a done callback runs a loop turn later,
+                # and the loop below may see the task done (and await it) before that turn.
+                await gate.reader.flood(noise)
+                return time.monotonic()
+
+            flooding = asyncio.create_task(flood())
             during: list[float] = []
             while not flooding.done() or len(during) < 5:
                 during.append(await swipe(reader2, turnstile2, STAFF_CARD))
-            await flooding
-            flood_s = flood_ended[0] - flood_began
+            flood_s = await flooding - flood_began
             after = [await swipe(gate.reader, gate.turnstile, ENTRY_CARD) for _ in range(5)]
             log_lines = len(caplog.records)
 
