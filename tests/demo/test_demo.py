@@ -236,33 +236,29 @@ def test_the_demo_shows_every_part_of_the_mission_within_a_minute(
     assert ("armed for this demo run" in output) is not zone_armed_now(config)
 
 
-def test_a_second_run_reuses_the_key_clips_and_templates(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
-    first = start_demo(tmp_path, mosquitto.url)
+def run_until_running(workdir: Path, mqtt_url: str, *args: str) -> str:
+    """One demo run from ``workdir`` until the agent is up, stopped cleanly; its output."""
+    demo = start_demo(workdir, mqtt_url, *args)
     try:
         wait_until(
-            lambda: RUNNING in first.output() or first.proc.poll() is not None,
+            lambda: RUNNING in demo.output() or demo.proc.poll() is not None,
             120,
             interval=0.2,
-            what="the first demo run started",
+            what="the demo run started",
         )
     finally:
-        assert first.stop() == 0, first.output()[-3000:]
+        assert demo.stop() == 0, demo.output()[-3000:]
+    return demo.output()
+
+
+def test_a_second_run_reuses_the_key_clips_and_templates(tmp_path: Path, mosquitto: MosquittoBroker) -> None:
+    first = run_until_running(tmp_path, mosquitto.url)
     key_file = tmp_path / "data" / DEMO_KEY_FILE
     key = key_file.read_text()
     clips = {p: p.stat().st_mtime_ns for p in (tmp_path / "data" / CLIP_DIR).iterdir()}
-    assert "generated a throwaway demo key" in first.output() and "enrolled the faces" in first.output()
+    assert "generated a throwaway demo key" in first and "enrolled the faces" in first
 
-    second = start_demo(tmp_path, mosquitto.url, "--real-schedules")
-    try:
-        wait_until(
-            lambda: RUNNING in second.output() or second.proc.poll() is not None,
-            120,
-            interval=0.2,
-            what="the second demo run started",
-        )
-    finally:
-        assert second.stop() == 0, second.output()[-3000:]
-    output = second.output()
+    output = run_until_running(tmp_path, mosquitto.url, "--real-schedules")
     assert "reusing the demo key" in output and "generated" not in output
     assert key_file.read_text() == key
     assert "enrolled the faces" not in output and "built the" not in output
@@ -278,21 +274,6 @@ def test_a_second_run_reuses_the_key_clips_and_templates(tmp_path: Path, mosquit
     assert "armed for this demo run" not in output  # --real-schedules
 
 
-def run_until_running(workdir: Path, mqtt_url: str) -> str:
-    """One demo run from ``workdir`` until the agent is up, stopped cleanly; its output."""
-    demo = start_demo(workdir, mqtt_url, "--real-schedules")
-    try:
-        wait_until(
-            lambda: RUNNING in demo.output() or demo.proc.poll() is not None,
-            120,
-            interval=0.2,
-            what="the demo run started",
-        )
-    finally:
-        assert demo.stop() == 0, demo.output()[-3000:]
-    return demo.output()
-
-
 def test_a_damaged_or_lost_demo_key_starts_the_demo_templates_over(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
@@ -300,11 +281,11 @@ def test_a_damaged_or_lost_demo_key_starts_the_demo_templates_over(
     demo that will not start because of its own key file."""
     data = tmp_path / "data"
     key_file = data / DEMO_KEY_FILE
-    run_until_running(tmp_path, mosquitto.url)
+    run_until_running(tmp_path, mosquitto.url, "--real-schedules")
     first_key = key_file.read_text()
 
     key_file.write_text("not a key\n")  # damaged
-    output = run_until_running(tmp_path, mosquitto.url)
+    output = run_until_running(tmp_path, mosquitto.url, "--real-schedules")
     assert "is damaged" in output and "generated a throwaway demo key" in output, output[-3000:]
     assert "were made under a key that is gone" in output
     assert "enrolled the faces" in output and "not decryptable" not in output
@@ -314,7 +295,7 @@ def test_a_damaged_or_lost_demo_key_starts_the_demo_templates_over(
     assert [p.read_text() for p in data.glob(f"{DEMO_KEY_FILE}.corrupt-*")] == ["not a key\n"]
 
     key_file.unlink()  # lost
-    output = run_until_running(tmp_path, mosquitto.url)
+    output = run_until_running(tmp_path, mosquitto.url, "--real-schedules")
     assert "were made under a key that is gone" in output and "enrolled the faces" in output
     assert "not decryptable" not in output
     assert f"face gallery: {len(DEMO_STUDENTS)} templates of {len(DEMO_STUDENTS)} people" in output
