@@ -76,9 +76,12 @@ async def running_gate(tmp_path: Path, url: str, *, auto_pass: bool = True) -> A
                 lambda: "gate-1" in agent.gates and agent.roster is not None and agent.roster.version == 1,
                 "agent ready",
             )
-            await until(
-                lambda: agent.devices.state.get("reader-in", {}).get("online") is True, "reader online"
-            )
+
+            # Both devices: a swipe before the turnstile's first poll answers is granted but cannot open.
+            def online(device: str) -> bool:
+                return agent.devices.state.get(device, {}).get("online") is True
+
+            await until(lambda: online("reader-in") and online("turnstile-1"), "reader and turnstile online")
             yield Gate(agent, reader, turnstile)
         finally:
             agent.request_stop("test")
