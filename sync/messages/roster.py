@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from sync.config import WEEKDAYS, TimeWindow, Weekday
 
@@ -23,6 +23,57 @@ _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ConsentUse = Literal["attendance", "access"]
+"""What a face template may be used for: marking attendance, or opening a gate."""
+
+
+class BiometricConsent(_Model):
+    """The separate consent that face templates of a person may be stored and matched (PIPL art. 28-31:
+    biometric data, and any personal data of a child under 14, are sensitive; a guardian consents for
+    a child). The gateway stores and matches a person's templates only for a use this record covers,
+    from ``granted_at`` until ``expires_at`` or ``withdrawn_at``; when it lapses, the templates go."""
+
+    granted_by: Literal["self", "guardian"] = Field(
+        description="Who consented: the person, or a parent or guardian (required under 14)."
+    )
+    guardian_name: str | None = Field(
+        None, max_length=200, description="The guardian who consented, when granted_by is 'guardian'."
+    )
+    granted_at: AwareDatetime = Field(description="When consent was given (UTC).")
+    scopes: list[ConsentUse] = Field(min_length=1, description="Uses consented to.")
+    expires_at: AwareDatetime | None = Field(
+        None, description="Consent lapses at this time (UTC); none: no end."
+    )
+    withdrawn_at: AwareDatetime | None = Field(
+        None, description="Withdrawn at this time (UTC): templates are deleted and none is stored again."
+    )
+    reference: str | None = Field(
+        None, max_length=200, description="The consent form's reference in the school's records."
+    )
+
+    @model_validator(mode="after")
+    def _guardian_named(self) -> BiometricConsent:
+        if self.granted_by == "guardian" and not self.guardian_name:
+            raise ValueError("a guardian's consent names the guardian (guardian_name)")
+        if len(set(self.scopes)) != len(self.scopes):
+            raise ValueError("a consent scope is listed twice")
+        return self
+
+    def refusal(self, use: ConsentUse, now: datetime) -> str | None:
+        """None when this record allows ``use`` at ``now``; else the reason code:
+        ``consent_withdrawn``, ``consent_not_yet`` (granted in the future), ``consent_expired`` or
+        ``consent_scope`` (not for this use)."""
+        if self.withdrawn_at is not None and self.withdrawn_at <= now:
+            return "consent_withdrawn"
+        if self.granted_at > now:
+            return "consent_not_yet"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "consent_expired"
+        if use not in self.scopes:
+            return "consent_scope"
+        return None
 
 
 class Person(_Model):
@@ -36,6 +87,34 @@ class Person(_Model):
     valid_until: datetime | None = Field(None, description="Not valid after (UTC); visitors, leavers.")
     blocked: bool = Field(False, description="Blocked: every credential of this person is denied.")
     access_groups: list[str] = Field(default_factory=list, description="Access group ids.")
+    birth_date: date | None = Field(
+        None,
+        description="Date of birth, when the school shares it: under 14, only a guardian's consent counts.",
+    )
+    consent: BiometricConsent | None = Field(
+        None, description="Biometric consent; none: no face template is stored or matched for this person."
+    )
+
+    def consent_refusal(self, use: ConsentUse, now: datetime) -> str | None:
+        """None when this person's face templates may be stored and matched for ``use`` at ``now``;
+        else why not: ``consent_missing``, ``consent_guardian_required`` (under 14 and not a
+        guardian's), or a reason of :meth:`BiometricConsent.refusal`."""
+        if self.consent is None:
+            return "consent_missing"
+        if self.consent.granted_by != "guardian" and self.birth_date is not None:
+            today = now.date()
+            fourteenth = _birthday(self.birth_date, self.birth_date.year + 14)
+            if today < fourteenth:
+                return "consent_guardian_required"
+        return self.consent.refusal(use, now)
+
+
+def _birthday(born: date, year: int) -> date:
+    # 29 February: the birthday falls on 1 March in a common year.
+    try:
+        return born.replace(year=year)
+    except ValueError:
+        return date(year, 3, 1)
 
 
 class Credential(_Model):
@@ -259,7 +338,9 @@ __all__ = [
     "ROSTER_SCHEMAS",
     "WEEKDAYS",
     "AccessGroup",
+    "BiometricConsent",
     "BlockedCredential",
+    "ConsentUse",
     "Credential",
     "FaceTemplate",
     "Person",
