@@ -7,6 +7,7 @@ state, so it is tested with plain values and costs microseconds. It never waits 
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -23,6 +24,8 @@ class DenyReason(enum.StrEnum):
     NOT_IN_GROUP = "not_in_group"
     ANTI_PASSBACK = "anti_passback"
     BLOCKED = "blocked"
+    PERSON_NOT_IN_ROSTER = "person_not_in_roster"
+    """The card belonged to a person who has left the roster (or names a person it does not hold)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,18 @@ class AntiPassback:
 
     def record(self, area: str, person_id: str, direction: Direction, now: float) -> None:
         self._last[(area, person_id)] = (direction, now)
+
+    def forget(self, person_ids: Collection[str]) -> int:
+        """Drop what is held of ``person_ids`` (they left the roster), in one pass; returns how many
+        (area, person) entries went."""
+        keys = [key for key in self._last if key[1] in person_ids]
+        for key in keys:
+            del self._last[key]
+        return len(keys)
+
+    def holds(self, person_id: str) -> list[str]:
+        """The areas where a last passage of ``person_id`` is kept."""
+        return sorted(area for area, person in self._last if person == person_id)
 
 
 def schedule_open(schedule: Schedule, local: datetime) -> bool:
@@ -98,8 +113,25 @@ def decide(
         return Decision(
             False, DenyReason.BLOCKED, person, cred, detail=blocked.reason or "card on the blocklist"
         )
-    if cred is None or person is None:
+    if cred is None:
+        if credential in roster.departed:
+            # Never attributed to the former holder: the person id is not in the decision.
+            return Decision(
+                False,
+                DenyReason.PERSON_NOT_IN_ROSTER,
+                None,
+                None,
+                detail="the card's holder has left the roster",
+            )
         return Decision(False, DenyReason.UNKNOWN_CREDENTIAL, None, None)
+    if person is None:  # an index that passed check() has none; a card is never granted on it
+        return Decision(
+            False,
+            DenyReason.PERSON_NOT_IN_ROSTER,
+            None,
+            None,
+            detail="the card names a person the roster does not hold",
+        )
     if cred.format not in ("any", card_format):
         return Decision(
             False,

@@ -8,6 +8,7 @@ are kept locally only for ``snapshot_retention_s`` (evidence for the guard on du
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -92,7 +93,13 @@ class AlertBook:
         now: Callable[[], datetime] = utc_now,
     ) -> None:
         self._conn, self.recovery = open_store(
-            "alerts", data_dir / ALERTS_DB, MIGRATIONS, synchronous=synchronous, now=now
+            "alerts",
+            data_dir / ALERTS_DB,
+            MIGRATIONS,
+            synchronous=synchronous,
+            now=now,
+            # Snapshots may show faces: a deleted one is overwritten on disk, not just unlinked.
+            pragmas=("secure_delete=ON",),
         )
         self.damaged = DamagedRows("alerts")
         self.snapshot_retention_s = snapshot_retention_s
@@ -226,6 +233,46 @@ class AlertBook:
         assert record is not None
         self._publish({"kind": "acknowledged", "alert": record.to_dict()})
         return record
+
+    _NAMES_PERSON = (
+        "(json_extract(data, '$.person.id') = :person OR json_extract(data, '$.person') = :person "
+        "OR json_extract(data, '$.person_id') = :person)"
+    )
+
+    def naming(self, person_id: str, limit: int = 1000) -> builtins.list[AlertRecord]:
+        """Alerts whose data names ``person_id`` (``person``, ``person.id`` or ``person_id``), newest
+        first. Stranger alerts name no one: their face crop is nobody's until retention takes it."""
+        rows = self._conn.execute(
+            f"SELECT {self._COLUMNS} FROM alerts WHERE {self._NAMES_PERSON} "
+            "ORDER BY created_at DESC LIMIT :limit",
+            {"person": person_id, "limit": max(1, limit)},
+        )
+        return [record for record in map(self._row, rows) if record is not None]
+
+    def persons_named(self) -> set[str]:
+        """The person ids any alert names (one pass over the book), so a roster change removing
+        thousands of people looks only at the few the book holds alerts of."""
+        rows = self._conn.execute(
+            "SELECT DISTINCT coalesce(json_extract(data, '$.person.id'), json_extract(data, '$.person'), "
+            "json_extract(data, '$.person_id')) FROM alerts"
+        )
+        return {row[0] for row in rows if isinstance(row[0], str)}
+
+    def forget_person(self, person_id: str) -> tuple[int, int, int]:
+        """Delete the acknowledged alerts naming ``person_id`` and their snapshots; an open
+        (unacknowledged) one is kept whole, evidence the guard on duty still works from, until it is
+        acknowledged and its retention ends. Returns ``(alerts deleted, snapshots deleted with them,
+        open alerts kept)``."""
+        args = {"person": person_id}
+        closed = f"{self._NAMES_PERSON} AND acknowledged_at IS NOT NULL"
+        snapshots = self._conn.execute(
+            f"SELECT count(*) FROM alerts WHERE {closed} AND snapshot IS NOT NULL", args
+        ).fetchone()[0]
+        deleted = self._conn.execute(f"DELETE FROM alerts WHERE {closed}", args).rowcount
+        kept = self._conn.execute(
+            f"SELECT count(*) FROM alerts WHERE {self._NAMES_PERSON} AND acknowledged_at IS NULL", args
+        ).fetchone()[0]
+        return deleted, int(snapshots), int(kept)
 
     def housekeeping(self) -> None:
         now = time.time()

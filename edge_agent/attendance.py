@@ -94,7 +94,15 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [("0001_attendance_initial", _migration_1)]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # A person's records are found (dossier) and deleted (they left the roster) by person.
+    db["recorded"].create_index(["person_id"])  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Migration] = [
+    ("0001_attendance_initial", _migration_1),
+    ("0002_attendance_by_person", _migration_2),
+]
 
 
 class AttendanceBook:
@@ -112,7 +120,13 @@ class AttendanceBook:
         now: Callable[[], datetime] = utc_now,
     ) -> None:
         self._conn, self.recovery = open_store(
-            "attendance", data_dir / ATTENDANCE_DB, MIGRATIONS, synchronous=synchronous, now=now
+            "attendance",
+            data_dir / ATTENDANCE_DB,
+            MIGRATIONS,
+            synchronous=synchronous,
+            now=now,
+            # Where a child was, when: a deleted row is overwritten on disk, not just unlinked.
+            pragmas=("secure_delete=ON",),
         )
         self.duplicates = 0
         self.unrecorded = DamagedRows("attendance")
@@ -143,6 +157,27 @@ class AttendanceBook:
             self.duplicates += 1
             return None
         return Attendance(session, day, status)  # type: ignore[arg-type]
+
+    def records_of(self, person_id: str) -> list[dict[str, str]]:
+        """The de-duplication records kept of ``person_id`` (point, session, day, local time), oldest
+        first: what a data-subject request is shown."""
+        rows = self._conn.execute(
+            "SELECT point, session, day, at FROM recorded WHERE person_id=? ORDER BY at", (person_id,)
+        )
+        return [{"point": p, "session": s, "day": d, "at": a} for p, s, d, a in rows]
+
+    def forget(self, person_id: str) -> int:
+        """Delete the records of ``person_id``; returns how many. Their attendance events stay what
+        the centre was sent; only the local de-duplication goes (a forgotten person who is still on
+        the roster may then be recorded once more today)."""
+        return self._conn.execute("DELETE FROM recorded WHERE person_id=?", (person_id,)).rowcount
+
+    def housekeeping(self, today: date, keep_days: int) -> int:
+        """Delete the records of days before ``today - keep_days`` (gateway local dates): a record
+        only prevents a second one in its session, so older ones are kept no longer. Returns how many
+        went."""
+        cutoff = (today - timedelta(days=keep_days)).isoformat()
+        return self._conn.execute("DELETE FROM recorded WHERE day < ?", (cutoff,)).rowcount
 
     def close(self) -> None:
         self._conn.close()

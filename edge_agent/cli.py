@@ -32,6 +32,9 @@ from edge_agent.secrets import credential_env_name, read_credential
 from sync import parse_broker_url
 
 if TYPE_CHECKING:
+    from edge_agent.alerts import AlertBook
+    from edge_agent.attendance import AttendanceBook
+    from edge_agent.face_templates import FaceTemplateStore
     from edge_agent.roster import Roster
 
 log = logging.getLogger("edge_agent")
@@ -242,12 +245,29 @@ def _roster_ready(roster: Roster, config: GatewayConfig, config_path: Path) -> b
     return False
 
 
+def _face_key(config: GatewayConfig, command: str) -> bytes | None:
+    """The template key from the configured credential, or None after saying what is wrong."""
+    from edge_agent.face_templates import TemplateKeyError, parse_key
+
+    name = config.faces.template_key_credential
+    try:
+        return parse_key(read_credential(name), name)
+    except TemplateKeyError as err:
+        print(f"edge-agent {command}: {err}", file=sys.stderr)
+        return None
+
+
 def cmd_enroll(args: argparse.Namespace) -> int:
     """Enroll photos of one person into the local, encrypted template store."""
-    from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
-    from edge_agent.faces import EnrollOutcome, FaceService, load_photos
+    import getpass
+
+    from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError
+    from edge_agent.faces import EnrollOutcome, FaceService, Override, load_photos
     from edge_agent.roster import Roster
 
+    if args.force and not (args.reason or "").strip():
+        print("edge-agent enroll: --force needs --reason TEXT (it is audited)", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     config = _load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
@@ -255,25 +275,43 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     setup_logging("warning")
     data_dir = Path(config.agent.data_dir)
     settings = config.faces
-    try:
-        key = parse_key(read_credential(settings.template_key_credential), settings.template_key_credential)
-    except TemplateKeyError as err:
-        print(f"edge-agent enroll: {err}", file=sys.stderr)
+    key = _face_key(config, "enroll")
+    if key is None:
         return EXIT_BAD_CONFIG
     data_dir.mkdir(parents=True, exist_ok=True)
     roster = Roster(data_dir)
+    override = Override(args.reason.strip()) if args.force else None
     try:
         if not _roster_ready(roster, config, Path(args.config)):
             return EXIT_FAILURE
         photos, unreadable = load_photos([Path(p) for p in args.photos])
-        store = FaceTemplateStore(data_dir, key)
+        try:
+            store = FaceTemplateStore(data_dir, key)
+        except TemplateKeyError as err:  # a key that does not open the gallery: nothing is stored
+            print(f"edge-agent enroll: {err}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
         try:
             # No photo to read: no reason to load the models.
             outcome = (
-                FaceService(store, settings).enroll(args.person, photos, roster.index)
+                FaceService(store, settings).enroll(args.person, photos, roster.index, override=override)
                 if photos
                 else EnrollOutcome(args.person)
             )
+            if outcome.forced:
+                # The agent publishes this as a gateway.audit event at its next start or reload.
+                codes = ", ".join(sorted({code for _, code, _ in outcome.forced}))
+                store.queue_audit(
+                    {
+                        "actor": getpass.getuser(),
+                        "role": "admin",
+                        "via": "cli",
+                        "action": "enroll_forced",
+                        "target": args.person,
+                        "result": "ok" if outcome.stored else "refused",
+                        "reason": f"{args.reason.strip()} (overrode {codes}; "
+                        f"{len(outcome.stored)} templates stored)"[:500],
+                    }
+                )
         finally:
             store.close()
     finally:
@@ -283,11 +321,219 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print(f"stored template {template_id} for {args.person}")
     for name, code, message in outcome.rejected:
         print(f"rejected {name}: {code}: {message}", file=sys.stderr)
+        if code in ("matches_other_person", "inconsistent_with_person"):
+            print(
+                "  if you are sure, an admin may store it anyway: --force --reason TEXT (audited)",
+                file=sys.stderr,
+            )
     for warning in outcome.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if outcome.stored:
         print("reload the running agent to use them: systemctl reload edge-agent (or kill -HUP its pid)")
     return EXIT_OK if outcome.stored else EXIT_FAILURE
+
+
+def _read_new_key(path: str) -> str:
+    return sys.stdin.read() if path == "-" else Path(path).read_text()
+
+
+def cmd_faces_rotate_key(args: argparse.Namespace) -> int:
+    """Re-encrypt the face gallery under a new key, atomically (the agent must be stopped)."""
+    from edge_agent.face_templates import TemplateKeyError, parse_key, rotate_key
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    config = _apply_overrides(config, None, args.data_dir)
+    setup_logging("warning")
+    name = config.faces.template_key_credential
+    old_key = _face_key(config, "faces rotate-key")
+    if old_key is None:
+        return EXIT_BAD_CONFIG
+    try:
+        new_key = parse_key(_read_new_key(args.new_key_file), f"{name} (new, from {args.new_key_file})")
+    except OSError as err:
+        print(f"edge-agent faces rotate-key: cannot read {args.new_key_file}: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except TemplateKeyError as err:
+        print(f"edge-agent faces rotate-key: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if new_key == old_key:
+        print("edge-agent faces rotate-key: the new key is the key in use", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    data_dir = Path(config.agent.data_dir)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            print(f"re-encrypted {done}/{total}", file=sys.stderr, flush=True)
+
+    try:
+        result = rotate_key(data_dir, old_key, new_key, drop_damaged=args.drop_damaged, progress=progress)
+    except TemplateKeyError as err:
+        print(f"edge-agent faces rotate-key: {err}; the gallery is unchanged", file=sys.stderr)
+        return EXIT_FAILURE
+    dropped = f", {result.dropped_damaged} damaged left behind" if result.dropped_damaged else ""
+    print(
+        f"re-encrypted {result.templates} face templates in {data_dir} under the new key{dropped}.\n"
+        f"Now put the new key in the {name!r} credential (e.g. install -m 600 {args.new_key_file} "
+        f"/etc/edge-agent/credentials/{name}) and start the agent: the old key no longer opens "
+        "the gallery."
+    )
+    return EXIT_OK
+
+
+def cmd_faces_list(args: argparse.Namespace) -> int:
+    """Who holds face templates here, and how many (metadata only; no vector is shown)."""
+    from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    config = _apply_overrides(config, None, args.data_dir)
+    key = _face_key(config, "faces list")
+    if key is None:
+        return EXIT_BAD_CONFIG
+    try:
+        store = FaceTemplateStore(Path(config.agent.data_dir), key)
+    except TemplateKeyError as err:
+        print(f"edge-agent faces list: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        persons = sorted({t.person_id for t in store.templates()})
+        for person in persons:
+            for info in store.info(person):
+                created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.created_at))
+                print(f"{person}\t{info.id}\t{info.source}\t{info.model_id}\t{created}")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _person_stores(
+    args: argparse.Namespace, command: str, *, need_key: bool
+) -> tuple[GatewayConfig, Path, Roster, FaceTemplateStore | None, AttendanceBook, AlertBook] | int:
+    """The config, data dir and the stores that hold a person's data, for ``roster show/forget``; or
+    the exit code after saying what is wrong. Without a face template key the templates are not read
+    (``show``) or the command refuses (``forget``: its audit record is kept in the face store)."""
+    from edge_agent.alerts import AlertBook
+    from edge_agent.attendance import AttendanceBook
+    from edge_agent.face_templates import FACES_DB, FaceTemplateStore, TemplateKeyError
+    from edge_agent.roster import Roster
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    config = _apply_overrides(config, None, args.data_dir)
+    setup_logging("warning")
+    data_dir = Path(config.agent.data_dir)
+    if not (data_dir / "roster.db").exists():
+        print(f"edge-agent {command}: no agent data in {data_dir} (wrong --data-dir?)", file=sys.stderr)
+        return EXIT_FAILURE
+    store = None
+    if need_key or read_credential(config.faces.template_key_credential):
+        key = _face_key(config, command)
+        if key is None:
+            return EXIT_BAD_CONFIG
+        if need_key or (data_dir / FACES_DB).exists():
+            try:
+                store = FaceTemplateStore(data_dir, key)
+            except TemplateKeyError as err:
+                print(f"edge-agent {command}: {err}", file=sys.stderr)
+                return EXIT_BAD_CONFIG
+    agent = config.agent
+    return (
+        config,
+        data_dir,
+        Roster(data_dir),
+        store,
+        AttendanceBook(data_dir),
+        AlertBook(data_dir, agent.alert_snapshot_retention_s, agent.alert_retention_s),
+    )
+
+
+def cmd_roster_show(args: argparse.Namespace) -> int:
+    """Everything this gateway holds about a person (a data-subject request)."""
+    from edge_agent.identity import dossier, render_dossier
+    from sync import utc_now
+
+    opened = _person_stores(args, "roster show", need_key=False)
+    if isinstance(opened, int):
+        return opened
+    _, data_dir, roster, store, attendance, alerts = opened
+    try:
+        found = dossier(
+            args.person,
+            roster=roster,
+            store=store,
+            attendance=attendance,
+            alerts=alerts,
+            data_dir=data_dir,
+            now=utc_now(),
+        )
+    finally:
+        for closing in (roster, store, attendance, alerts):
+            if closing is not None:
+                closing.close()
+    print(json.dumps(found, indent=2) if args.json else render_dossier(found))
+    return EXIT_OK
+
+
+def cmd_roster_forget(args: argparse.Namespace) -> int:
+    """Delete locally what this gateway holds about a person, audited; a running agent drops their
+    templates from its gallery at once (SIGHUP)."""
+    import getpass
+
+    from edge_agent.identity import delete_person_data, outbox_events_naming, signal_running_agent
+
+    opened = _person_stores(args, "roster forget", need_key=True)
+    if isinstance(opened, int):
+        return opened
+    _, data_dir, roster, store, attendance, alerts = opened
+    assert store is not None
+    try:
+        deletion = delete_person_data(
+            args.person,
+            "local_forget",
+            delete_templates=store.delete_person,
+            attendance=attendance,
+            alerts=alerts,
+        )
+        data = deletion.audit_data(actor=getpass.getuser(), role="admin", via="cli")
+        if args.reason:
+            data["reason"] = f"local_forget: {args.reason.strip()}"[:500]
+        # The agent publishes it as a gateway.audit event at its reload below, or its next start.
+        store.queue_audit(data)
+        in_roster = args.person in roster.index.persons
+    finally:
+        for closing in (roster, store, attendance, alerts):
+            closing.close()
+    queued = [e for e in outbox_events_naming(data_dir, args.person) if not e["delivered"]]
+    print(
+        f"forgot {args.person}: {deletion.templates} face template(s), {deletion.attendance_records} "
+        f"attendance record(s), {deletion.alerts} acknowledged alert(s) with {deletion.snapshots} "
+        "snapshot(s) deleted"
+    )
+    if deletion.open_alerts_kept:
+        print(
+            f"kept {deletion.open_alerts_kept} OPEN alert(s) naming them: evidence until acknowledged; "
+            "run `roster forget` again after acknowledging them"
+        )
+    if queued:
+        print(
+            f"{len(queued)} event(s) naming them wait in the outbox for the centre: they are kept (the "
+            "centre's records in transit; delete them there)"
+        )
+    if in_roster:
+        print(
+            f"{args.person} is still in the roster (record, cards, consent): that is the centre's master "
+            "data; to remove them from every gateway, delete them at the centre (a roster delta)"
+        )
+    pid = signal_running_agent(data_dir)
+    if pid is not None:
+        print(f"told the running agent (pid {pid}) to drop them from its gallery and publish the audit")
+    else:
+        print("no agent is running on this data dir: the audit is published at its next start")
+    return EXIT_OK
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -303,6 +549,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"edge-agent simulate: {err}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def cmd_central(args: argparse.Namespace) -> int:
+    """``edge-agent central ...`` is ``edge-central ...``: the centre's commands run in their own
+    process (``python -m sync.central``), because the central side is no part of the gateway and
+    ``edge_agent`` reaches ``sync`` only through its root, which leaves ``sync.central`` out."""
+    os.execv(sys.executable, [sys.executable, "-m", "sync.central", *args.central_args])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,7 +602,34 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
     enroll.add_argument("--person", required=True, help="person id, as in the roster")
     enroll.add_argument("photos", nargs="+", help="photos (JPEG/PNG) with exactly one face each")
+    enroll.add_argument(
+        "--force",
+        action="store_true",
+        help="store photos refused as another person's look-alike or unlike the person's own (admin)",
+    )
+    enroll.add_argument("--reason", help="why --force is right (required with it; audited)")
     enroll.set_defaults(func=cmd_enroll)
+
+    faces = sub.add_parser("faces", help="the face template gallery (encrypted)")
+    faces_sub = faces.add_subparsers(dest="faces_command", required=True)
+    rotate = faces_sub.add_parser(
+        "rotate-key",
+        help="re-encrypt the gallery under a new key, atomically (stop the agent first)",
+        description="Reads the current key from the configured credential and the new one from "
+        "--new-key-file (64 hex digits; '-' for stdin). Then put the new key in the credential "
+        "and start the agent.",
+    )
+    rotate.add_argument("--config", required=True, help="configuration file (YAML)")
+    rotate.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    rotate.add_argument("--new-key-file", required=True, help="file holding the new key, or - for stdin")
+    rotate.add_argument(
+        "--drop-damaged", action="store_true", help="leave behind templates the old key cannot decrypt"
+    )
+    rotate.set_defaults(func=cmd_faces_rotate_key)
+    faces_list = faces_sub.add_parser("list", help="persons holding templates: ids, source, model, date")
+    faces_list.add_argument("--config", required=True, help="configuration file (YAML)")
+    faces_list.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    faces_list.set_defaults(func=cmd_faces_list)
 
     simulate = sub.add_parser(
         "simulate",
@@ -365,8 +645,44 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--interval", type=float, default=2.0, help="seconds between those cards")
     simulate.set_defaults(func=cmd_simulate)
 
+    roster_cmd = sub.add_parser(
+        "roster", help="what the gateway holds about a person (data-subject requests)"
+    )
+    roster_sub = roster_cmd.add_subparsers(dest="roster_command", required=True)
+    show = roster_sub.add_parser(
+        "show",
+        help="list everything this gateway holds about a person: roster record and consent, cards "
+        "(masked), face template metadata, attendance, alerts and outbox events naming them",
+    )
+    show.add_argument("person", help="person id, as in the roster")
+    show.add_argument("--config", required=True, help="configuration file (YAML)")
+    show.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    show.set_defaults(func=cmd_roster_show)
+    forget = roster_sub.add_parser(
+        "forget",
+        help="delete locally what this gateway holds about a person (templates, attendance records, "
+        "acknowledged alerts naming them), audited; a running agent drops them at once",
+    )
+    forget.add_argument("person", help="person id, as in the roster")
+    forget.add_argument("--config", required=True, help="configuration file (YAML)")
+    forget.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    forget.add_argument("--reason", help="why (e.g. the request's reference); kept in the audit record")
+    forget.set_defaults(func=cmd_roster_forget)
+
     add_doctor_cli(sub)
     add_install_cli(sub)
+
+    central = sub.add_parser(
+        "central",
+        help="the centre's commands (ingest, migrate, roster publish|resend): the same as edge-central",
+        description="The same commands as edge-central: ingest, migrate, roster publish, roster resend. "
+        "'edge-agent central COMMAND --help' shows each one's options.",
+    )
+    central.add_argument(
+        "central_args", nargs=argparse.REMAINDER, metavar="COMMAND ...", help="edge-central's arguments"
+    )
+    central.set_defaults(func=cmd_central)
 
     status = sub.add_parser("status", help="print the status the running agent writes to its data dir")
     status.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")

@@ -19,26 +19,20 @@ import base64
 import binascii
 import collections
 import contextlib
-import hashlib
-import heapq
-import hmac
 import inspect
 import json
 import logging
 import os
 import re
 import shutil
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.properties import Properties
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -56,7 +50,19 @@ from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
 from edge_agent.secrets import read_credential
 from edge_agent.services import Services
-from sync import Event, ReplyQueueFull, format_time, move_aside, reply_properties, response_properties
+from sync import (
+    Event,
+    NonceCache,
+    ReplyQueueFull,
+    TrustedKey,
+    TrustedKeysError,
+    canonical_json,
+    format_time,
+    reply_properties,
+    response_properties,
+    sign_bytes,
+)
+from sync import parse_trusted_keys as sync_parse_trusted_keys
 
 log = logging.getLogger(__name__)
 
@@ -82,98 +88,17 @@ Result = Literal["ok", "refused", "failed"]
 # -- trusted keys ---------------------------------------------------------------------------------
 
 
-class TrustedKeyEntry(BaseModel):
-    """One trusted key in the keys credential."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Key id, sent as key_id.")
-    algorithm: Literal["ed25519", "hmac-sha256"] = Field(description="Signature algorithm.")
-    public_key: str | None = Field(
-        None, description="Ed25519: the public key, base64 of the 32 raw bytes or a PEM block."
-    )
-    secret: str | None = Field(None, description="HMAC-SHA256: the shared secret, base64, 32 bytes or more.")
-    commands: list[str] | None = Field(
-        None, description="Commands this key may sign; all commands when absent."
-    )
-
-
-class TrustedKeysFile(BaseModel):
-    """The keys credential: ``{"keys": [...]}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    keys: list[TrustedKeyEntry] = Field(description="Trusted keys; an empty list trusts nothing.")
-
-
-@dataclass(frozen=True)
-class TrustedKey:
-    id: str
-    algorithm: Literal["ed25519", "hmac-sha256"]
-    verifier: Ed25519PublicKey | bytes
-    commands: frozenset[str] | None
-
-    def verify(self, signature: bytes, message: bytes) -> bool:
-        if isinstance(self.verifier, bytes):
-            expected = hmac.new(self.verifier, message, hashlib.sha256).digest()
-            return hmac.compare_digest(expected, signature)
-        try:
-            self.verifier.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
-
-
 class CommandKeyError(ConfigError):
     """The keys credential cannot be used (missing, not JSON, a bad key)."""
 
 
-def _b64(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise CommandKeyError(f"{what} is not valid base64", code="bad_key") from err
-
-
 def parse_trusted_keys(text: str) -> dict[str, TrustedKey]:
-    """Parse the keys credential; raises :class:`CommandKeyError` (code ``bad_keys``/``bad_key``)."""
+    """Parse the keys credential (sync's format, shared with roster keys); raises
+    :class:`CommandKeyError` (code ``bad_keys``/``bad_key``), a configuration error of the agent."""
     try:
-        parsed = TrustedKeysFile.model_validate_json(text)
-    except ValidationError as err:
-        raise CommandKeyError(f"the command keys credential is invalid: {err}", code="bad_keys") from err
-    keys: dict[str, TrustedKey] = {}
-    for entry in parsed.keys:
-        if entry.id in keys:
-            raise CommandKeyError(f"key id {entry.id!r} is listed twice", code="bad_keys")
-        verifier: Ed25519PublicKey | bytes
-        if entry.algorithm == "ed25519":
-            if entry.public_key is None or entry.secret is not None:
-                raise CommandKeyError(f"key {entry.id}: ed25519 takes public_key only", code="bad_key")
-            if entry.public_key.lstrip().startswith("-----BEGIN"):
-                loaded = load_pem_public_key(entry.public_key.encode())
-                if not isinstance(loaded, Ed25519PublicKey):
-                    raise CommandKeyError(f"key {entry.id}: the PEM is not an Ed25519 key", code="bad_key")
-                verifier = loaded
-            else:
-                raw = _b64(entry.public_key, f"key {entry.id} public_key")
-                if len(raw) != 32:
-                    raise CommandKeyError(
-                        f"key {entry.id}: an Ed25519 public key has 32 bytes", code="bad_key"
-                    )
-                verifier = Ed25519PublicKey.from_public_bytes(raw)
-        else:
-            if entry.secret is None or entry.public_key is not None:
-                raise CommandKeyError(f"key {entry.id}: hmac-sha256 takes secret only", code="bad_key")
-            verifier = _b64(entry.secret, f"key {entry.id} secret")
-            if len(verifier) < 32:
-                # Shorter than the hash output makes the secret, not SHA-256, the weak part.
-                raise CommandKeyError(
-                    f"key {entry.id}: an HMAC secret needs 32 bytes or more", code="bad_key"
-                )
-        keys[entry.id] = TrustedKey(
-            entry.id, entry.algorithm, verifier, frozenset(entry.commands) if entry.commands else None
-        )
-    return keys
+        return sync_parse_trusted_keys(text, "command keys")
+    except TrustedKeysError as err:
+        raise CommandKeyError(str(err), code=err.code) from err
 
 
 # -- the wire format ----------------------------------------------------------------------------
@@ -215,16 +140,6 @@ class CommandReply(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict, description="Command-specific results.")
 
 
-def canonical_json(obj: Any) -> bytes:
-    """RFC 8785 (JCS) for the JSON the envelope allows: objects, arrays, strings, integers,
-    booleans, null. Keys sorted, no whitespace, UTF-8 without escaping beyond JSON's minimum.
-
-    Non-integral numbers are refused by the gateway, so number formatting, the one part of JCS
-    Python's ``json`` does not reproduce, never comes up.
-    """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def signing_input(topic: str, envelope: dict[str, Any]) -> bytes:
     """What is signed: context line, the exact topic, a newline, the canonical envelope without
     ``signature``. The topic binds the command to one gateway and one command name."""
@@ -240,14 +155,9 @@ def sign_command(
     hmac_secret: bytes | None = None,
 ) -> dict[str, Any]:
     """The centre's side: ``envelope`` with its ``signature`` (base64) added. Exactly one key."""
-    if (ed25519_private_key is None) == (hmac_secret is None):
-        raise ValueError("give exactly one of ed25519_private_key and hmac_secret")
-    message = signing_input(topic, envelope)
-    if ed25519_private_key is not None:
-        signature = ed25519_private_key.sign(message)
-    else:
-        assert hmac_secret is not None
-        signature = hmac.new(hmac_secret, message, hashlib.sha256).digest()
+    signature = sign_bytes(
+        signing_input(topic, envelope), ed25519_private_key=ed25519_private_key, hmac_secret=hmac_secret
+    )
     return {**envelope, "signature": base64.b64encode(signature).decode("ascii")}
 
 
@@ -376,141 +286,7 @@ HOT_SECTIONS = frozenset({"agent", "simulated"})
 COMMAND_NAMES = tuple(ARGS)
 
 
-# -- replay protection --------------------------------------------------------------------------
-
-
-class NonceCache:
-    """Nonces seen per key, each kept until its command can no longer be valid.
-
-    Kept in memory and written to ``path`` (when given) after each new nonce, so a command
-    captured before a restart cannot be replayed after it within its validity window. Expiry times
-    are wall-clock Unix seconds (they outlive the process); ``wall`` tells which stored ones have
-    already passed when the file is loaded.
-
-    A file that cannot be read back (corrupt, or missing when ``expect_file`` says one was written
-    before) would reopen every still-valid command to replay. Then the cache starts empty with
-    ``lost_at`` set to now: commands issued before it are refused (:meth:`issued_before_loss`), a
-    corrupt file is moved aside (``moved_to``), and ``lost_at`` is kept in the file until the next loss.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        path: Path | None = None,
-        *,
-        wall: Callable[[], float] = time.time,
-        expect_file: bool = False,
-    ) -> None:
-        self.size = size
-        self.path = path
-        self._wall = wall
-        self._until: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
-        self.lost_at: float | None = None
-        """Wall time from which on the cache is complete again (None: it always was)."""
-        self.lost_error = ""
-        self.moved_to: Path | None = None
-        if path is not None:
-            self._load(path, expect_file)
-
-    @staticmethod
-    def _key(key_id: str, nonce: str) -> str:
-        return f"{key_id} {nonce}"
-
-    def _load(self, path: Path, expect_file: bool) -> None:
-        try:
-            stored = json.loads(path.read_bytes())
-            nonces, lost_at = self._parse(stored)
-        except FileNotFoundError:
-            if expect_file:
-                self._lost(f"{path.name} is missing, though the agent ran before")
-            self.save()  # from now on a missing file means it was lost
-            return
-        except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            self.moved_to = self._move_aside(path)
-            self._lost(f"{path.name} is unreadable: {err}")
-            self.save()
-            return
-        self.lost_at = lost_at
-        now = self._wall()
-        for key, until in nonces.items():
-            if until > now:
-                self._until[key] = until
-                heapq.heappush(self._heap, (until, key))
-
-    @staticmethod
-    def _parse(stored: object) -> tuple[dict[str, float], float | None]:
-        """``{"lost_at": ..., "nonces": {...}}``, or the flat ``{key: until}`` of older versions."""
-        if not isinstance(stored, dict):
-            raise ValueError(f"a JSON {type(stored).__name__}, not an object")
-        if "nonces" in stored:
-            nonces, lost_at = stored["nonces"], stored.get("lost_at")
-        else:  # written before the file carried lost_at
-            nonces, lost_at = stored, None
-        if not isinstance(nonces, dict) or not (lost_at is None or isinstance(lost_at, int | float)):
-            raise ValueError("not a nonce file")
-        for key, until in nonces.items():
-            if not isinstance(key, str) or isinstance(until, bool) or not isinstance(until, int | float):
-                raise ValueError(f"bad entry {key!r}")
-        return {k: float(v) for k, v in nonces.items()}, None if lost_at is None else float(lost_at)
-
-    def _move_aside(self, path: Path) -> Path | None:
-        try:
-            return move_aside(path, datetime.fromtimestamp(self._wall(), UTC))
-        except OSError as err:
-            log.error("command nonce file %s cannot be moved aside: %s", path, err)
-            return None
-
-    def _lost(self, reason: str) -> None:
-        self.lost_at = self._wall()
-        self.lost_error = reason
-        log.error(
-            "%s; commands issued before %s are refused as replay_unverifiable, later ones are "
-            "accepted as usual%s",
-            reason,
-            format_time(datetime.fromtimestamp(self.lost_at, UTC)),
-            f" (the file is kept at {self.moved_to})" if self.moved_to else "",
-        )
-
-    def issued_before_loss(self, issued_at: float, skew_s: float) -> bool:
-        """Whether a command issued at ``issued_at`` may have been run before the nonces were lost.
-
-        A command run just before the loss may carry an ``issued_at`` up to ``skew_s`` past it (the
-        centre's clock ahead of ours), so those are refused too."""
-        return self.lost_at is not None and issued_at < self.lost_at + skew_s
-
-    def _expire(self, now: float) -> None:
-        while self._heap and self._heap[0][0] <= now:
-            _, key = heapq.heappop(self._heap)
-            del self._until[key]
-
-    def check_and_add(self, key_id: str, nonce: str, until: float, now: float) -> str | None:
-        """None when fresh (and now remembered until ``until``); else ``replayed`` or
-        ``nonce_cache_full``. Evicting a live nonce would reopen it to replay, so a full cache refuses."""
-        self._expire(now)
-        key = self._key(key_id, nonce)
-        if key in self._until:
-            return "replayed"
-        if len(self._until) >= self.size:
-            return "nonce_cache_full"
-        self._until[key] = until
-        heapq.heappush(self._heap, (until, key))
-        return None
-
-    def __len__(self) -> int:
-        return len(self._until)
-
-    def save(self) -> None:
-        """Write the live nonces atomically (a temporary file, then rename; no fsync: a power cut
-        loses at most the last few, each of which is still bounded by its expiry)."""
-        if self.path is None:
-            return
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps({"lost_at": self.lost_at, "nonces": self._until}))
-            os.replace(tmp, self.path)
-        except OSError as err:
-            log.warning("command nonces not saved to %s: %s", self.path, err)
+# -- rate limits ----------------------------------------------------------------------------------
 
 
 class SlidingWindow:

@@ -55,6 +55,7 @@ from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
 from edge_agent.face_templates import parse_key
 from edge_agent.install import CREDENTIALS_DIR, needed_credentials, where_to_put
+from edge_agent.roster_sync import parse_roster_keys
 from edge_agent.secrets import read_credential
 from sync import STORES, OutboxConfig, TlsConfig, parse_broker_url
 from vision import MANIFEST_PATH, ManifestError, load_manifest
@@ -327,6 +328,11 @@ def _validate_credential(config: GatewayConfig, name: str, text: str) -> str:
         if not keys:
             raise ConfigError("its key list is empty: every command would be refused", code="empty")
         return f"{len(keys)} trusted key(s): {', '.join(sorted(keys))}"
+    if name == config.agent.roster_keys_credential and config.agent.roster_signatures == "required":
+        keys = parse_roster_keys(text)
+        if not keys:
+            raise ConfigError("its key list is empty: every roster message would be refused", code="empty")
+        return f"{len(keys)} roster signing key(s): {', '.join(sorted(keys))}"
     if config.mqtt.tls is not None and name == config.mqtt.tls.key_credential:
         if "PRIVATE KEY-----" not in text:
             raise ConfigError("not a PEM private key (no '-----BEGIN ... PRIVATE KEY-----')", code="bad_pem")

@@ -4,12 +4,19 @@ Templates are biometric data of minors. The key comes from credentials (``face_t
 64 hex digits or 32 bytes base64), never from the configuration file; without it the gateway does
 not store or load templates at all. Each ciphertext is bound to its row (template id, person and
 model as associated data), so rows cannot be swapped between people on disk.
+
+One gallery, one key: a key-check row (a constant encrypted under the key, written when the store is
+created) makes a store opened with another key fail at once with ``template_key_mismatch``, even
+when it holds no template yet, instead of mixing templates under two keys. :func:`rotate_key`
+re-encrypts the whole gallery under a new key into a new file and renames it over the old one, so a
+crash at any moment leaves either the old gallery (old key) or the new one (new key), never a mix.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import os
 import time
@@ -32,6 +39,14 @@ from sync import DamagedRows, Migration, open_store, utc_now
 log = logging.getLogger(__name__)
 
 FACES_DB = "faces.db"
+ROTATING_DB = "faces.db.rotating"
+"""Where :func:`rotate_key` writes the re-encrypted gallery before renaming it over ``faces.db``."""
+
+_KEY_CHECK_PLAIN = b"edge-agent face templates key check v1"
+_KEY_CHECK_AAD = b"key-check"
+ROTATE_PAUSE_ENV = "EDGE_AGENT_TEST_ROTATE_PAUSE_S"
+"""TEST ONLY: seconds :func:`rotate_key` sleeps after each re-encrypted row, so a test can SIGKILL it
+halfway deterministically. Never set it on a gateway."""
 
 
 class TemplateKeyError(ConfigError):
@@ -71,6 +86,17 @@ class StoredTemplate:
     embedding: npt.NDArray[np.float32]
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """What may be shown of a template: never its vector."""
+
+    id: str
+    person_id: str
+    model_id: str
+    source: str
+    created_at: float
+
+
 def _migration_1(db: sqlite_utils.Database) -> None:
     db["templates"].create(  # type: ignore[union-attr]
         {
@@ -88,7 +114,26 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["templates"].create_index(["person_id"])  # type: ignore[union-attr]
 
 
-MIGRATIONS: list[Migration] = [("0001_faces_initial", _migration_1)]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # One row: a constant encrypted under the key (see the module docstring). Written at the first
+    # open after this migration; a legacy store is checked against its rows first.
+    db["key_check"].create({"id": int, "nonce": bytes, "ciphertext": bytes}, pk="id")  # type: ignore[union-attr]
+    # Audit records of enrollments made outside the agent (``edge-agent enroll --force``): the
+    # running agent publishes them as gateway.audit events at its next start or reload, then deletes them.
+    db["audit_pending"].create({"id": int, "data": str}, pk="id")  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Migration] = [("0001_faces_initial", _migration_1), ("0002_faces_key_check", _migration_2)]
+
+
+def _mismatch(path: Path) -> TemplateKeyError:
+    return TemplateKeyError(
+        f"the face template key does not open the gallery in {path}: it was made under another key. "
+        "Put the key the gallery was made with back in the credential, or move the gallery aside to "
+        "start empty (every face must then be enrolled again); to change keys use "
+        "`edge-agent faces rotate-key`",
+        code="template_key_mismatch",
+    )
 
 
 class FaceTemplateStore:
@@ -106,8 +151,11 @@ class FaceTemplateStore:
         *,
         synchronous: Literal["full", "normal"] = "full",
         now: Callable[[], datetime] = utc_now,
+        filename: str = FACES_DB,
     ) -> None:
-        self.path = data_dir / FACES_DB
+        """Raises :class:`TemplateKeyError` ``template_key_mismatch`` when ``key`` does not open the
+        gallery already in the file (no template or key-check row is written then)."""
+        self.path = data_dir / filename
         self._aead = AESGCM(key)
         self._conn, self.recovery = open_store(
             "faces",
@@ -120,6 +168,41 @@ class FaceTemplateStore:
         )
         self.damaged = DamagedRows("faces")
         """Rows the key cannot open (wrong key, tampered or damaged on disk): counted and skipped."""
+        try:
+            self._check_key()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _check_key(self) -> None:
+        row = self._conn.execute("SELECT nonce, ciphertext FROM key_check WHERE id=1").fetchone()
+        if row is not None:
+            try:
+                plain = self._aead.decrypt(row[0], row[1], _KEY_CHECK_AAD)
+            except (InvalidTag, TypeError, ValueError):
+                raise _mismatch(self.path) from None
+            if plain != _KEY_CHECK_PLAIN:
+                raise _mismatch(self.path)
+            return
+        # A store made before the key-check row: the key is right when it opens its rows. One row
+        # that opens is enough (others may be damaged); none opening, with rows there, is another key.
+        rows = self._conn.execute("SELECT id, person_id, model_id, nonce, ciphertext FROM templates")
+        opened = tried = 0
+        for tid, person, model, nonce, ciphertext in rows:
+            tried += 1
+            try:
+                self._aead.decrypt(nonce, ciphertext, self._aad(tid, person, model))
+            except (InvalidTag, TypeError, ValueError):
+                continue
+            opened += 1
+            break
+        if tried and not opened:
+            raise _mismatch(self.path)
+        nonce = os.urandom(12)
+        self._conn.execute(
+            "INSERT INTO key_check (id, nonce, ciphertext) VALUES (1, ?, ?)",
+            (nonce, self._aead.encrypt(nonce, _KEY_CHECK_PLAIN, _KEY_CHECK_AAD)),
+        )
 
     @property
     def undecryptable(self) -> int:
@@ -139,6 +222,8 @@ class FaceTemplateStore:
         model_id: str,
         source: Literal["enrolled", "centre"],
         template_id: str | None = None,
+        *,
+        created_at: float | None = None,
     ) -> str:
         """Store one template (replacing a template with the same id); returns its id."""
         template_id = template_id or f"t-{ULID()}"
@@ -149,9 +234,44 @@ class FaceTemplateStore:
             "INSERT OR REPLACE INTO templates "
             "(id, person_id, model_id, source, nonce, ciphertext, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (template_id, person_id, model_id, source, nonce, ciphertext, time.time()),
+            (
+                template_id,
+                person_id,
+                model_id,
+                source,
+                nonce,
+                ciphertext,
+                time.time() if created_at is None else created_at,
+            ),
         )
         return template_id
+
+    def info(self, person_id: str) -> list[TemplateInfo]:
+        """Metadata of a person's templates, oldest first (for listing: no vector, no decryption)."""
+        rows = self._conn.execute(
+            "SELECT id, person_id, model_id, source, created_at FROM templates WHERE person_id=? "
+            "ORDER BY created_at, id",
+            (person_id,),
+        )
+        return [TemplateInfo(*row) for row in rows]
+
+    def count_person(self, person_id: str) -> int:
+        return int(
+            self._conn.execute("SELECT count(*) FROM templates WHERE person_id=?", (person_id,)).fetchone()[0]
+        )
+
+    def queue_audit(self, data: dict[str, object]) -> None:
+        """Keep an audit record of an enrollment made outside the agent, for the agent to publish."""
+        self._conn.execute("INSERT INTO audit_pending (data) VALUES (?)", (json.dumps(data),))
+
+    def take_audits(self, publish: Callable[[dict[str, object]], None]) -> int:
+        """Hand each queued audit record to ``publish`` (which must not raise once it has it), then
+        delete it; returns how many."""
+        rows = self._conn.execute("SELECT id, data FROM audit_pending ORDER BY id").fetchall()
+        for row_id, data in rows:
+            publish(json.loads(data))
+            self._conn.execute("DELETE FROM audit_pending WHERE id=?", (row_id,))
+        return len(rows)
 
     def delete_person(self, person_id: str) -> int:
         cur = self._conn.execute("DELETE FROM templates WHERE person_id=?", (person_id,))
@@ -194,5 +314,114 @@ class FaceTemplateStore:
             self._conn.execute("SELECT model_id, count(*) FROM templates GROUP BY model_id").fetchall()
         )
 
+    def person_ids(self) -> set[str]:
+        """The persons holding at least one template on disk (any model, decryptable or not): what
+        the status digest proves deletions by. Read from the index, no decryption."""
+        return {row[0] for row in self._conn.execute("SELECT DISTINCT person_id FROM templates")}
 
-__all__ = ["FaceTemplateStore", "StoredTemplate", "TemplateKeyError", "parse_key"]
+
+class RotationError(TemplateKeyError):
+    """A key rotation that was refused or could not finish; the old gallery is untouched."""
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    templates: int
+    dropped_damaged: int
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rotate_key(
+    data_dir: Path,
+    old_key: bytes,
+    new_key: bytes,
+    *,
+    drop_damaged: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> RotationResult:
+    """Re-encrypt the gallery in ``data_dir`` from ``old_key`` to ``new_key``, atomically.
+
+    The new gallery is written to :data:`ROTATING_DB` beside ``faces.db``, checkpointed, closed and
+    fsynced, then renamed over ``faces.db`` (and the directory fsynced): a SIGKILL before the rename
+    leaves the old gallery as it was (the half-written file is ignored and replaced by the next
+    rotation), after it the new one. Refused (:class:`RotationError`, or ``template_key_mismatch``)
+    when the old key does not open the gallery, when rows cannot be decrypted (unless
+    ``drop_damaged``), or while another process (the agent) has the gallery open: its writes
+    would go to the old file.
+    """
+    path = data_dir / FACES_DB
+    if not path.exists():
+        raise RotationError(f"no face gallery in {data_dir} to rotate", code="no_gallery")
+    old = FaceTemplateStore(data_dir, old_key)
+    try:
+        rows = old._conn.execute(
+            "SELECT id, person_id, model_id, source, nonce, ciphertext, created_at FROM templates ORDER BY id"
+        ).fetchall()
+        plain: list[tuple[str, str, str, str, bytes, float]] = []
+        damaged = 0
+        for tid, person, model, source, nonce, ciphertext, created_at in rows:
+            try:
+                vector = old._aead.decrypt(nonce, ciphertext, old._aad(tid, person, model))
+            except (InvalidTag, TypeError, ValueError):
+                damaged += 1
+                continue
+            plain.append((tid, person, model, source, vector, created_at))
+        if damaged and not drop_damaged:
+            raise RotationError(
+                f"{damaged} of {len(rows)} face templates cannot be decrypted with the old key (damaged "
+                "or tampered rows); rotate with --drop-damaged to leave them behind",
+                code="template_rows_damaged",
+            )
+    finally:
+        old.close()
+    # Our connection was the last one if closing it checkpointed and removed the WAL file.
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists():
+        raise RotationError(
+            f"{wal} is still there: another process (the running agent?) has the face gallery open. "
+            "Stop the agent, then rotate the key",
+            code="gallery_in_use",
+        )
+    for leftover in data_dir.glob(ROTATING_DB + "*"):  # a rotation killed before its rename
+        leftover.unlink()
+    pause = float(os.environ.get(ROTATE_PAUSE_ENV) or 0)
+    new = FaceTemplateStore(data_dir, new_key, filename=ROTATING_DB)
+    try:
+        for n, (tid, person, model, source, vector, created_at) in enumerate(plain, start=1):
+            embedding = np.frombuffer(vector, dtype=np.float32)
+            new.add(person, embedding, model, source, tid, created_at=created_at)  # type: ignore[arg-type]
+            if progress is not None:
+                progress(n, len(plain))
+            if pause:
+                time.sleep(pause)
+    except BaseException:
+        new.close()
+        raise
+    new.close()  # checkpoints the WAL into the file and removes it
+    rotating = data_dir / ROTATING_DB
+    _fsync(rotating)
+    os.replace(rotating, path)
+    _fsync(data_dir)
+    log.warning("face gallery %s re-encrypted under a new key: %d templates", path, len(plain))
+    return RotationResult(len(plain), damaged)
+
+
+__all__ = [
+    "FACES_DB",
+    "ROTATE_PAUSE_ENV",
+    "FaceTemplateStore",
+    "RotationError",
+    "RotationResult",
+    "StoredTemplate",
+    "TemplateInfo",
+    "TemplateKeyError",
+    "parse_key",
+    "rotate_key",
+]

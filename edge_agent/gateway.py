@@ -54,10 +54,12 @@ from edge_agent.devices import DeviceComponent, ReadingRouter
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService
 from edge_agent.gates import Feedback, GateController, GrantLog
+from edge_agent.identity import IdentityService
 from edge_agent.install import needed_credentials, where_to_put
 from edge_agent.logs import setup_logging
 from edge_agent.roster import Roster
-from edge_agent.roster_sync import RosterSync, seed_roster
+from edge_agent.roster_sync import NONCE_FILE as ROSTER_NONCE_FILE
+from edge_agent.roster_sync import RosterSignatures, RosterSync, seed_roster
 from edge_agent.sdnotify import Notifier
 from edge_agent.secrets import credential_path, read_credential
 from edge_agent.services import (
@@ -168,6 +170,10 @@ class Gateway:
         """Stores found corrupt at this start (storage_recovered payloads), for the status."""
         self.services: Services | None = None
         self.commands: CommandProcessor | None = None
+        self.roster_signatures: RosterSignatures | None = None
+        """Who may sign master data (keys re-read on SIGHUP) and the roster nonces taken."""
+        self.identity: IdentityService | None = None
+        """Deletes leavers' data and lapsed templates, with audit events; the templates digest."""
         self._person_detector: PersonDetector | None = None
         self.simulated = _SimulatedDevices(self)
         self.supervisor = Supervisor(
@@ -187,6 +193,8 @@ class Gateway:
                 "api", _Task(self._serve_api), leave_off, stop_timeout_s=cfg.api.shutdown_grace_s + 1
             ),
             ComponentSpec("faces", _Task(_idle, self._start_faces), leave_off),
+            # Before the roster sync: every roster change it applies is seen (edge_agent.identity).
+            ComponentSpec("identity", _Deferred(self._identity_service), restart),
             ComponentSpec("roster-sync", _Deferred(self._roster_sync), fatal),
         ]
         if cfg.commands.enabled:
@@ -301,7 +309,13 @@ class Gateway:
         if not any(c.face for c in self.config.cameras):
             return
         assert self.roster is not None
+        roster, emitter = self.roster, self.emitter
         settings = self.config.faces
+
+        def publish_audit(data: dict[str, Any]) -> None:
+            # Enrollments made outside the agent (`edge-agent enroll --force`) are audited here.
+            emitter.emit(Event("edu.campus.gateway.audit.v1", emitter.source("gateway"), data))
+
         try:
             key = parse_key(
                 read_credential(settings.template_key_credential), settings.template_key_credential
@@ -315,7 +329,14 @@ class Gateway:
             )
             if store.recovery is not None:
                 _report_recovery(self, store.recovery.event_data())
-            faces = await asyncio.to_thread(FaceService, store, settings)
+            faces = await asyncio.to_thread(
+                FaceService,
+                store,
+                settings,
+                roster=lambda: roster.index,
+                now=self.clock.now,
+                publish_audit=publish_audit,
+            )
         except (TemplateKeyError, VisionError) as err:
             self.cameras.face_error = (
                 _face_key_help(self.config, err) if isinstance(err, TemplateKeyError) else str(err)
@@ -327,6 +348,46 @@ class Gateway:
         self.roster.on_face_templates.append(faces.apply_roster)
         self.roster.on_person_removed.append(faces.person_removed)
 
+    def _identity_service(self) -> IdentityService:
+        assert self.roster is not None and self.attendance is not None and self.alert_book is not None
+        cameras, cfg = self.cameras, self.config.agent
+        self.identity = IdentityService(
+            roster=self.roster,
+            faces=lambda: cameras.faces,
+            attendance=self.attendance,
+            alerts=self.alert_book,
+            anti_passback=self.anti_passback,
+            emit=self.emitter.emit,
+            source=self.emitter.source("gateway"),
+            counters=self.counters,
+            clock=self.clock,
+            check_interval_s=cfg.consent_check_interval_s,
+            attendance_keep_days=cfg.attendance_record_retention_days,
+            local_today=lambda: self.clock.now().astimezone(self.timezone).date(),
+        )
+        return self.identity
+
+    def _roster_signatures(self) -> RosterSignatures:
+        agent = self.config.agent
+        signatures = RosterSignatures(
+            keys_credential=agent.roster_keys_credential,
+            required=agent.roster_signatures == "required",
+            max_age_s=agent.roster_signature_max_age_s,
+            clock_skew_s=agent.roster_clock_skew_s,
+            nonce_path=self.data_dir / ROSTER_NONCE_FILE,
+            now=self.clock.now,
+            nonce_file_expected=self._previous_shutdown != "first_start",
+        )
+        nonces = signatures.nonces
+        if nonces.moved_to is not None:
+            _report_recovery(
+                self, {"store": "nonces", "moved_to": str(nonces.moved_to), "error": nonces.lost_error}
+            )
+        elif nonces.lost_error:  # missing though the agent ran before: logged, nothing was moved
+            self.counters.count("store_lost_roster_nonces")
+        self.roster_signatures = signatures
+        return signatures
+
     def _roster_sync(self) -> RosterSync:
         assert self.roster is not None
         sync = RosterSync(
@@ -337,6 +398,7 @@ class Gateway:
             self.config.gateway.id,
             clock=self.clock,
             max_message_bytes=self.config.agent.roster_max_message_bytes,
+            signatures=self._roster_signatures(),
             part_timeout_s=self.config.agent.roster_part_timeout_s,
             # The faces component started first: a recovered faces.db lost the templates.
             refill_faces=self.cameras.faces is not None and self.cameras.faces.store.recovery is not None,
@@ -476,8 +538,12 @@ class Gateway:
         if self.cameras.faces is not None:
             # Enrollments made with `edge-agent enroll` while we ran are picked up here.
             await asyncio.to_thread(self.cameras.faces.reload)
+        if self.identity is not None:
+            self.identity.wake()  # `edge-agent roster forget` changed the gallery: a new digest now
         if self.commands is not None:
             self.commands.reload_keys()
+        if self.roster_signatures is not None:
+            self.roster_signatures.reload_keys()  # a rotated roster key (docs/INTEGRATORS.md)
         self.config = self.config.model_copy(update={"agent": new.agent, "simulated": new.simulated})
         self.simulated.replace()
         log.info("configuration reloaded from %s", self.config_path)
@@ -603,12 +669,15 @@ class Gateway:
             "roster_version": self.roster.version if self.roster else 0,
             "components": self.supervisor.snapshot(),
         }
+        if self.roster_signatures is not None:
+            extra["roster_signatures"] = self.roster_signatures.status()
         if self.config.cameras:
             faces = self.cameras.faces
             extra["faces"] = {
                 "enabled": faces is not None,
                 "error": self.cameras.face_error,
                 "templates": faces.gallery.template_count if faces else 0,
+                **(self.identity.status() if self.identity is not None else {}),
             }
         return extra
 
@@ -797,6 +866,9 @@ def _face_key_help(config: GatewayConfig, err: TemplateKeyError) -> str:
     name = config.faces.template_key_credential
     need = next((need for need in needed_credentials(config) if need.name == name), None)
     what = f"credential {name!r} is missing" if err.code == "template_key_missing" else str(err)
+    if err.code == "template_key_mismatch":
+        # A new key would not help: the gallery needs the key it was made with.
+        return f"{what}. {where_to_put(name)}; then restart the agent"
     if need is None:
         return f"{what}. {where_to_put(name)}"
     return f"{what}: {need.why}. {where_to_put(name)}; e.g. {need.how}; then restart the agent"
@@ -1020,7 +1092,10 @@ class _CameraComponent:
             face = CameraWorker(
                 setup,
                 models=faces.models,
-                person=lambda person_id: roster.index.persons.get(person_id),
+                # Counts and logs a match of a person who left the roster since (edge_agent.identity).
+                person=gw.identity.person
+                if gw.identity is not None
+                else lambda person_id: roster.index.persons.get(person_id),
                 attendance=gw.attendance,
                 recent_card=gw.grants.recent_card,
                 emit=gw.emitter.emit,

@@ -171,6 +171,17 @@ def needed_credentials(config: GatewayConfig) -> list[CredentialNeed]:
                 f"sudo install -m 0600 command_keys.json {path(name)}",
             )
         )
+    if config.agent.roster_signatures == "required":
+        name = config.agent.roster_keys_credential
+        needs.append(
+            CredentialNeed(
+                name,
+                "the keys trusted to sign master data, roster snapshots and deltas (JSON, the format of "
+                "the command keys; INTEGRATORS.md 'Signed master data'); without them every roster "
+                "message from the centre is refused and the gate decides from the roster it holds",
+                f"sudo install -m 0600 roster_keys.json {path(name)}",
+            )
+        )
     for bus in config.devices:
         if not isinstance(bus, OsdpBusConfig) or bus.simulated or not bus.secure_channel:
             continue

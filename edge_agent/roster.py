@@ -82,6 +82,8 @@ _RETIRE_POLL_S = 0.002
 _YIELD_EVERY = 256
 """Items taken in between two pauses of a big intake (~1 ms of work at ~4 µs an item)."""
 _YIELD_S = 0.0005
+DEPARTED_MAX = 100_000
+"""Most cards of departed persons :attr:`RosterIndex.departed` remembers (a few MB at most)."""
 
 
 def _yield_gil() -> None:
@@ -129,6 +131,11 @@ class RosterIndex:
     access_groups: dict[str, AccessGroup] = field(default_factory=dict)
     schedules: dict[str, Schedule] = field(default_factory=dict)
     blocklist: dict[str, BlockedCredential] = field(default_factory=dict)
+    departed: dict[str, str] = field(default_factory=dict)
+    """Cards of persons who left the roster (card number -> their former person id), so a leaver's
+    swipe is denied as ``person_not_in_roster`` rather than as a card never seen. Kept in memory
+    only (a restart forgets it: the card is then an unknown one, still denied), at most
+    :data:`DEPARTED_MAX` of them, the most recent."""
 
     def check(self) -> None:
         """Referential integrity; raises ValueError naming the first broken reference."""
@@ -203,6 +210,10 @@ class Roster:
     whether the file was found corrupt at open and what the roster came back from."""
 
     def __init__(self, data_dir: Path, *, now: Callable[[], datetime] = utc_now) -> None:
+        self.on_applied: list[Callable[[ApplyResult], None]] = []
+        """Called after every applied snapshot or delta, before ``on_person_removed`` (in the thread
+        that applied it), with the persons who left: their data, and templates whose consent lapsed
+        or was withdrawn, are deleted here (edge_agent.identity)."""
         self.path = data_dir / ROSTER_DB
         self.last_good_path = data_dir / LAST_GOOD
         self._now = now
@@ -229,7 +240,14 @@ class Roster:
     def _open(self) -> tuple[sqlite3.Connection, StoreRecovery | None]:
         # Master data: its durability does not follow the outbox's setting (sync.STORES).
         return open_store(
-            "roster", self.path, MIGRATIONS, synchronous=synchronous_of("roster", "full"), now=self._now
+            "roster",
+            self.path,
+            MIGRATIONS,
+            synchronous=synchronous_of("roster", "full"),
+            now=self._now,
+            # A person deleted (a leaver, a minor) is overwritten on disk, not left in free pages
+            # that the last-known-good copy would carry along.
+            pragmas=("secure_delete=ON",),
         )
 
     def close(self) -> None:
@@ -363,6 +381,7 @@ class Roster:
         self._check(new, templates)
         # Item by item, not as set differences: one C call over 166,000 keys holds the GIL for it all.
         removed = tuple(sorted(p for p in self.index.persons if p not in new.persons))
+        new.departed.update(_departed(self.index, new, set(removed)))
         self._write(new, replace=True, changed=content, deleted={}, encoded=encoded)
         return self._swap(new, "snapshot", removed, FaceTemplateChange(True, tuple(templates), ()))
 
@@ -397,6 +416,7 @@ class Roster:
             changed[name] = {getattr(item, key): item for item in getattr(delta.upsert, name)}
             current[name].update(changed[name])
         new = RosterIndex(version=delta.version, **current)
+        new.departed.update(_departed(self.index, new, set(removed)))
         self._check(new, delta.upsert.face_templates)
         self._write(new, replace=False, changed=changed, deleted=deleted, encoded=encoded)
         faces = FaceTemplateChange(
@@ -463,6 +483,12 @@ class Roster:
                     face_hook(faces)
                 except Exception:
                     log.exception("face templates of roster version %d were not stored", new.version)
+        result = ApplyResult(kind, from_version, new.version, len(new.persons), len(new.credentials), removed)
+        for applied_hook in self.on_applied:
+            try:
+                applied_hook(result)
+            except Exception:
+                log.exception("a follow-up of roster version %d failed", new.version)
         for person_id in removed:
             for hook in self.on_person_removed:
                 try:
@@ -477,7 +503,7 @@ class Roster:
             len(new.persons),
             len(new.credentials),
         )
-        return ApplyResult(kind, from_version, new.version, len(new.persons), len(new.credentials), removed)
+        return result
 
 
 class SnapshotStaging:
@@ -540,6 +566,20 @@ class SnapshotStaging:
         taken = self._content, list(self._templates.values()), self._encoded
         self._content, self._templates, self._encoded = {}, {}, {}
         return taken
+
+
+def _departed(old: RosterIndex, new: RosterIndex, removed: set[str]) -> dict[str, str]:
+    """The departed cards the new index remembers: the old ones and those of the persons who left
+    now, less any card the new roster gives out again, the newest :data:`DEPARTED_MAX`."""
+    out = {c: p for c, p in old.departed.items() if c not in new.credentials}
+    if removed:
+        for number, cred in old.credentials.items():
+            if cred.person_id in removed and number not in new.credentials:
+                out.pop(number, None)  # re-inserted: the most recent departure last
+                out[number] = cred.person_id
+    if len(out) > DEPARTED_MAX:
+        out = dict(itertools.islice(out.items(), len(out) - DEPARTED_MAX, None))
+    return out
 
 
 def _repeated(name: str, key: str, index: int) -> RosterError:
@@ -847,6 +887,7 @@ def _stage(payload: bytes, out: IO[bytes]) -> None:
 
 
 __all__ = [
+    "DEPARTED_MAX",
     "ISOLATED_PARSE_BYTES",
     "LAST_GOOD",
     "ApplyResult",

@@ -10,6 +10,10 @@ it when the link is up — also when it was down at the time — or expires it w
 reason. A snapshot sent in parts is staged part by part and gets one reply, for its last part (or
 the first it refuses); see :meth:`RosterSync._take_part`.
 
+Every message must be signed by a key the gateway trusts (:class:`RosterSignatures`, docs/INTEGRATORS.md
+"Signed master data"): an unsigned, forged, expired or replayed one is refused (``rejected``, the
+reason's code first), counted, logged at a bounded rate and audited, and the roster stays as it was.
+
 The component also keeps ``roster.db.last-good``: a copy after applied versions (a burst of deltas
 is copied once, :data:`LAST_GOOD_SETTLE_S` after it), and one at stop if a version is not copied
 yet. After a start that found ``roster.db`` (or ``faces.db``) corrupt, it asks the centre for the
@@ -21,11 +25,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from paho.mqtt.properties import Properties
 
 from edge_agent.clock import Clock
+from edge_agent.errors import ConfigError
 from edge_agent.roster import (
     ISOLATED_PARSE_BYTES,
     ApplyResult,
@@ -37,14 +45,23 @@ from edge_agent.roster import (
     collector_paused,
     parse_roster_message,
 )
+from edge_agent.secrets import read_credential
 from edge_agent.services import Counters, Emitter
 from sync import (
     Event,
     MqttLink,
+    NonceCache,
     ReplyQueueFull,
     RosterDelta,
     RosterReply,
+    RosterSignature,
     RosterSnapshot,
+    SignatureRefused,
+    SyncError,
+    TrustedKey,
+    is_signed,
+    open_roster_message,
+    parse_trusted_keys,
     reply_properties,
     response_properties,
 )
@@ -61,6 +78,196 @@ LAST_GOOD_SETTLE_S = 1.0
 30 MB roster per burst of deltas, not one per delta: SD cards wear)."""
 REJECT_LOG_INTERVAL_S = 60.0
 """At most one log line per this many seconds for refused roster messages (each is counted)."""
+NONCE_FILE = "roster_nonces.json"
+NONCE_CACHE_SIZE = 100_000
+"""Most roster nonces remembered at once (each until its signature expires): a thousand deltas a
+day for a 30-day max age fit three times over; when full, new messages are refused, not evicted."""
+AUDIT_TYPE = "edu.campus.gateway.audit.v1"
+
+
+class RosterSignatureError(RosterError):
+    """A roster message refused for its signature (or its absence, or a replay): audited.
+
+    The reply's reason starts with the code (``bad_signature: ...``), so the centre can tell the
+    refusals apart without parsing prose."""
+
+    def __init__(self, code: str, message: str, *, kind: str | None, key_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}", result="rejected", code=code)
+        self.kind = kind
+        self.key_id = key_id
+        """The signing key when the signature verified (a replay, an expired one); else None."""
+
+
+class RosterKeysError(ConfigError):
+    """The roster keys credential cannot be used (not JSON, a bad key, a key meant for commands)."""
+
+
+def parse_roster_keys(text: str) -> dict[str, TrustedKey]:
+    """The roster keys credential (the command keys' format); raises :class:`RosterKeysError`."""
+    try:
+        keys = parse_trusted_keys(text, "roster keys")
+    except SyncError as err:
+        raise RosterKeysError(str(err), code=err.code) from err
+    limited = sorted(key.id for key in keys.values() if key.commands is not None)
+    if limited:
+        # A key limited to some commands was meant for commands; master data grants more.
+        raise RosterKeysError(
+            f"key(s) {', '.join(limited)} list 'commands': a roster key signs all master data, "
+            "list it without 'commands'",
+            code="bad_key",
+        )
+    return keys
+
+
+class RosterSignatures:
+    """The gateway's side of signed master data: the trusted keys (re-read by :meth:`reload_keys`
+    on SIGHUP, so keys rotate without a gap), the validity rules and the nonces already taken.
+
+    Called from the roster worker thread one message at a time (the roster sync's order), so the
+    nonce cache needs no lock.
+    """
+
+    def __init__(
+        self,
+        *,
+        keys_credential: str,
+        required: bool,
+        max_age_s: float,
+        clock_skew_s: float,
+        nonce_path: Path | None,
+        now: Callable[[], datetime],
+        nonce_file_expected: bool = False,
+    ) -> None:
+        self.keys_credential = keys_credential
+        self.required = required
+        self.max_age_s = max_age_s
+        self.clock_skew_s = clock_skew_s
+        self.now = now
+        self.keys: dict[str, TrustedKey] = {}
+        self.keys_error = ""
+        self.refused = 0
+        self.unsigned_taken = 0
+        self.nonces = NonceCache(
+            NONCE_CACHE_SIZE,
+            nonce_path,
+            wall=lambda: now().timestamp(),
+            expect_file=nonce_file_expected,
+            what="roster messages",
+            # Not refused like commands: a retained snapshot would be refused until re-published.
+            after_loss="a roster message taken before can be taken again until its signature expires; "
+            "the version rules keep it from changing anything (a delta applies only to the version it "
+            "follows, a snapshot only when newer)",
+        )
+        self.reload_keys()
+        if not required:
+            log.warning(
+                "agent.roster_signatures is 'optional': roster messages are taken unsigned, so anyone "
+                "who may publish on the roster topics can change who may pass a gate. Use it in a lab only."
+            )
+
+    def reload_keys(self) -> bool:
+        """(Re-)read the keys credential. On an error the keys in use are kept; False."""
+        name = self.keys_credential
+        try:
+            text = read_credential(name)
+            if text is None:
+                raise SyncError(f"credential {name!r} is not set", code="roster_keys_missing")
+            keys = parse_roster_keys(text)
+        except (SyncError, ConfigError) as err:
+            self.keys_error = str(err)
+            level = logging.ERROR if self.required or self.keys else logging.INFO
+            log.log(
+                level,
+                "roster keys not loaded (%s); keeping %d key(s) in use%s",
+                err,
+                len(self.keys),
+                ""
+                if self.keys or not self.required
+                else ": every roster message is refused (`edge-agent doctor` says what to put where)",
+            )
+            return False
+        self.keys, self.keys_error = keys, ""
+        log.info("roster keys loaded: %s", ", ".join(sorted(keys)) or "none")
+        return True
+
+    def open(self, topic: str, payload: bytes) -> tuple[bytes, RosterSignature | None]:
+        """The unsigned body of ``payload`` and its verified signature (None: unsigned, taken as
+        signatures are optional); raises :class:`RosterSignatureError`."""
+        kind = _kind_of(topic)
+        if not is_signed(payload) and not self.required:
+            self.unsigned_taken += 1
+            return payload, None
+        if not self.keys:
+            # With signatures optional, a signed message is still verified: it cannot be without keys.
+            why = self.keys_error or f"credential {self.keys_credential!r} lists no key"
+            raise RosterSignatureError(
+                "roster_keys_missing",
+                f"no roster keys are loaded ({why}), so no roster message can be verified",
+                kind=kind,
+            )
+        try:
+            return open_roster_message(
+                topic,
+                payload,
+                self.keys,
+                now=self.now(),
+                max_age_s=self.max_age_s,
+                clock_skew_s=self.clock_skew_s,
+            )
+        except SignatureRefused as err:
+            raise RosterSignatureError(err.code, str(err), kind=kind, key_id=err.key_id) from err
+
+    def check_fresh(self, signature: RosterSignature | None, kind: str) -> None:
+        """Refuse a message whose nonce was taken before (``replayed``), or that the full nonce
+        cache could not remember (``nonce_cache_full``)."""
+        if signature is None:
+            return
+        code = self.nonces.seen(signature.key_id, signature.nonce, self.now().timestamp())
+        if code == "replayed":
+            raise RosterSignatureError(
+                "replayed",
+                f"nonce {signature.nonce} of key {signature.key_id!r} was taken before",
+                kind=kind,
+                key_id=signature.key_id,
+            )
+        if code is not None:
+            raise RosterSignatureError(
+                code, "too many live roster nonces; retry later", kind=kind, key_id=signature.key_id
+            )
+
+    def remember(self, signatures: list[RosterSignature]) -> None:
+        """Keep the nonces of messages just taken until they expire (saved, so a restart keeps them)."""
+        now = self.now().timestamp()
+        for signature in signatures:
+            # A full cache refuses a nonce only here, after the message was taken: it then stays
+            # open to replay until it expires, which the version rules still make harmless.
+            if (
+                self.nonces.check_and_add(
+                    signature.key_id, signature.nonce, signature.remember_until(self.clock_skew_s), now
+                )
+                == "nonce_cache_full"
+            ):
+                log.warning("roster nonce %s not remembered: the nonce cache is full", signature.nonce)
+        if signatures:
+            self.nonces.save()
+
+    def status(self) -> dict[str, Any]:
+        """For the gateway's status: whether signatures are required, the keys, why none load."""
+        out: dict[str, Any] = {
+            "required": self.required,
+            "keys": sorted(self.keys),
+            "refused": self.refused,
+        }
+        if self.keys_error:
+            out["keys_error"] = self.keys_error
+        if not self.required:
+            out["unsigned_taken"] = self.unsigned_taken
+        return out
+
+
+def _kind_of(topic: str) -> Literal["snapshot", "delta"] | None:
+    named = topic.rsplit("/", 1)[-1]
+    return "snapshot" if named == "snapshot" else "delta" if named == "delta" else None
 
 
 class RosterSync:
@@ -81,10 +288,12 @@ class RosterSync:
         *,
         clock: Clock,
         max_message_bytes: int,
+        signatures: RosterSignatures,
         part_timeout_s: float = 300.0,
         refill_faces: bool = False,
     ) -> None:
         self.roster = roster
+        self.signatures = signatures
         self.link = link
         self.emitter = emitter
         self.counters = counters
@@ -102,6 +311,8 @@ class RosterSync:
         self._staging: SnapshotStaging | None = None
         self._ended: tuple[str, bool] | None = None
         """The last snapshot in parts that ended: its part id, and whether it ended complete."""
+        self._staged_signatures: list[RosterSignature] = []
+        """The signatures of the parts staged so far: their nonces are taken with the whole."""
         self._refill_faces = refill_faces
         """faces.db was found corrupt: the face templates are gone, and only a snapshot brings them
         (the roster does not keep them), so one at the version held is taken once more."""
@@ -216,6 +427,8 @@ class RosterSync:
             kind, requested = err.kind or kind, err.requested_version
             self.counters.count(f"roster_{err.code}")
             self._log_refused(topic, err)
+            if isinstance(err, RosterSignatureError):
+                self._audit_refusal(topic, err)
             reply = RosterReply(
                 gateway=self.gateway,
                 result=err.result,
@@ -265,9 +478,25 @@ class RosterSync:
             ttl_s=REPLY_TTL_S,
         )
 
+    def _audit_refusal(self, topic: str, err: RosterSignatureError) -> None:
+        self.signatures.refused += 1
+        audit: dict[str, Any] = {
+            "actor": err.key_id or "unknown",
+            "role": "centre" if err.key_id else "unknown",
+            "via": "mqtt",
+            "action": f"roster_{err.kind or 'message'}",
+            "target": topic,
+            "result": "refused",
+            # Bounded: a refusal's text must not bloat the outbox.
+            "reason": str(err)[:300],
+        }
+        self.emitter.emit(Event(AUDIT_TYPE, self.emitter.source("gateway"), audit))
+
     async def _take(self, topic: str, payload: bytes) -> ApplyResult | None:
         try:
             return await self._take_message(topic, payload)
+        except RosterSignatureError:
+            raise  # not taken at all: a snapshot being staged goes on as if it never came
         except RosterError as err:
             if err.requested_version is None and self._staging is not None and topic.endswith("/snapshot"):
                 # Unreadable, or too big to read, on the snapshot topic: a part of the snapshot
@@ -287,45 +516,63 @@ class RosterSync:
             err.kind = named if named in ("snapshot", "delta") else None
             raise err
         try:
-            return await asyncio.to_thread(self._apply, payload)
+            return await asyncio.to_thread(self._apply, topic, payload)
         except asyncio.CancelledError:
             self._parser.kill()  # the agent stops: a parse under way must not hold the exit
             raise
 
-    def _apply(self, payload: bytes) -> ApplyResult | None:
-        """Parse and apply one message (in a worker thread); None for a part of a snapshot that is
-        not complete yet (or one ignored)."""
+    def _apply(self, topic: str, payload: bytes) -> ApplyResult | None:
+        """Verify, parse and apply one message (in a worker thread); None for a part of a snapshot
+        that is not complete yet (or one ignored)."""
         try:
-            if len(payload) <= ISOLATED_PARSE_BYTES:
-                message = parse_roster_message(payload)
+            # Verifying is one SHA-256 of the body; only the body is parsed, in or out of process.
+            body, signature = self.signatures.open(topic, payload)
+            if len(body) <= ISOLATED_PARSE_BYTES:
+                message = parse_roster_message(body)
                 if message.kind == "delta" or message.part is None:
-                    return self._apply_message(message)
+                    return self._apply_message(message, signature)
                 with collector_paused():  # the staged entries are frozen out of the collector's passes
-                    return self._take_part(message, None, len(payload))
+                    return self._take_part(message, signature, None, len(payload))
             with collector_paused():
-                message, encoded = self._parser.parse(payload)
+                message, encoded = self._parser.parse(body)
                 if message.kind == "snapshot" and message.part is not None:
-                    return self._take_part(message, encoded, len(payload))
-                return self._apply_message(message, encoded)
+                    return self._take_part(message, signature, encoded, len(payload))
+                return self._apply_message(message, signature, encoded)
         finally:
             if self._staging is None:
                 self._parser.close()  # kept only between the parts of a snapshot
 
     def _apply_message(
-        self, message: RosterSnapshot | RosterDelta, encoded: Encoded | None = None
+        self,
+        message: RosterSnapshot | RosterDelta,
+        signature: RosterSignature | None,
+        encoded: Encoded | None = None,
     ) -> ApplyResult:
         try:
             if message.kind == "snapshot":
+                self._check_replay(message.version, signature)
                 if self._staging is not None:
                     self._abandon(f"a whole snapshot (version {message.version}) came instead")
                 self._check_newer(message.version)
-                return self._applied_snapshot(self.roster.apply_snapshot(message, encoded=encoded))
-            # A delta between the parts of a snapshot is taken against the roster held now, as if no
-            # snapshot were coming: a card withdrawn is withdrawn at once, not after the last part.
-            return self.roster.apply_delta(message, encoded=encoded)
+                result = self._applied_snapshot(self.roster.apply_snapshot(message, encoded=encoded))
+            else:
+                # A delta seen before is a replay whatever its version says.
+                self.signatures.check_fresh(signature, "delta")
+                # A delta between the parts of a snapshot is taken against the roster held now, as if
+                # no snapshot were coming: a card withdrawn is withdrawn at once, not after the last part.
+                result = self.roster.apply_delta(message, encoded=encoded)
+            self.signatures.remember([signature] if signature is not None else [])
+            return result
         except RosterError as err:
             err.kind, err.requested_version = message.kind, message.version
             raise
+
+    def _check_replay(self, version: int, signature: RosterSignature | None) -> None:
+        """A snapshot (or part) seen before is a replay, except one at the version held: that is the
+        retained snapshot the broker hands over at every reconnect: answered ``ignored`` (or, when
+        faces.db lost its templates, taken once more)."""
+        if version != self.roster.version:
+            self.signatures.check_fresh(signature, "snapshot")
 
     def _check_newer(self, version: int) -> None:
         held = self.roster.version
@@ -341,7 +588,13 @@ class RosterSync:
 
     # -- snapshots in parts ----------------------------------------------------------------------
 
-    def _take_part(self, message: RosterSnapshot, encoded: Encoded | None, size: int) -> ApplyResult | None:
+    def _take_part(
+        self,
+        message: RosterSnapshot,
+        signature: RosterSignature | None,
+        encoded: Encoded | None,
+        size: int,
+    ) -> ApplyResult | None:
         """Stage one part; on the last, apply the whole like a snapshot in one message.
 
         Parts must come in order (the link delivers in order). A part sent again (QoS 1 may
@@ -361,12 +614,23 @@ class RosterSync:
                     "roster_snapshot_part_duplicate" if self._ended[1] else "roster_snapshot_part_dropped"
                 )
                 return None
+            self._check_replay(message.version, signature)
+            if signature is not None and any(
+                (s.key_id, s.nonce) == (signature.key_id, signature.nonce) for s in self._staged_signatures
+            ):
+                raise RosterSignatureError(
+                    "replayed",
+                    f"nonce {signature.nonce} was already used by a part of this snapshot",
+                    kind="snapshot",
+                    key_id=signature.key_id,
+                )
             if part.index == 0:
                 if staging is not None:
                     self._abandon(f"snapshot {part.id!r} started")
                 staging = self._staging = SnapshotStaging(
                     part.id, message.version, part.count, max_bytes=self.max_message_bytes
                 )
+                self._staged_signatures = []
             elif staging is None or (part.id, part.index, part.count, message.version) != (
                 staging.part_id,
                 staging.next_index,
@@ -391,13 +655,21 @@ class RosterSync:
             held = self.roster.version
             if message.version > held or (message.version == held and self._refill_faces):
                 staging.add(message, encoded, size)
+                if signature is not None:
+                    self._staged_signatures.append(signature)
             else:
                 staging.next_index += 1  # not newer: nothing to stage, its answer comes with the last
             if not staging.complete:
                 return None
             self._end(part.id, complete=True)
             self._check_newer(message.version)
-            return self._applied_snapshot(self.roster.apply_staged(staging))
+            result = self._applied_snapshot(self.roster.apply_staged(staging))
+            self.signatures.remember(self._staged_signatures)
+            return result
+        except RosterSignatureError as err:
+            # A replayed part is not part of the snapshot being staged: that one goes on.
+            err.requested_version = message.version
+            raise
         except RosterError as err:
             self._end(part.id, complete=False)
             err.kind, err.requested_version = "snapshot", message.version
@@ -405,6 +677,7 @@ class RosterSync:
 
     def _end(self, part_id: str, *, complete: bool) -> None:
         self._staging = None
+        self._staged_signatures = []
         self._ended = (part_id, complete)
 
     def _abandon(self, why: str, *, counter: str = "roster_snapshot_part_superseded") -> None:
@@ -413,6 +686,7 @@ class RosterSync:
         staging = self._staging
         assert staging is not None
         self._staging = None
+        self._staged_signatures = []
         self._ended = (staging.part_id, False)
         self.counters.count(counter)
         self._warn(
@@ -459,4 +733,13 @@ async def seed_roster(roster: Roster, seed: str | None, config_path: Path | None
         log.error("roster seed %s not applied: %s", seed, err)
 
 
-__all__ = ["LAST_GOOD_SETTLE_S", "RosterSync", "seed_roster"]
+__all__ = [
+    "LAST_GOOD_SETTLE_S",
+    "NONCE_FILE",
+    "RosterKeysError",
+    "RosterSignatureError",
+    "RosterSignatures",
+    "RosterSync",
+    "parse_roster_keys",
+    "seed_roster",
+]

@@ -154,14 +154,15 @@ def build_document() -> dict[str, Any]:
             "address": "campus/v1/{site}/roster/snapshot",
             "parameters": {"site": site_gw["site"]},
             "description": "The centre's whole roster at a version (may be retained). Applied when newer "
-            "than what the gateway holds.",
+            "than what the gateway holds. Signed by the centre: the 'signature' member first "
+            "(docs/INTEGRATORS.md, 'Signed master data'); an unsigned or badly signed one is rejected.",
             "messages": {"roster_snapshot": {"$ref": "#/components/messages/roster_snapshot"}},
         },
         "rosterDelta": {
             "address": "campus/v1/{site}/roster/delta",
             "parameters": {"site": site_gw["site"]},
             "description": "One version step. A gateway that holds another version answers resync_needed "
-            "and changes nothing.",
+            "and changes nothing. Signed like the snapshot; a replayed one is rejected as replayed.",
             "messages": {"roster_delta": {"$ref": "#/components/messages/roster_delta"}},
         },
         "rosterReply": {

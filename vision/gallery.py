@@ -9,7 +9,7 @@ different embedders mean nothing to each other.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,6 +182,49 @@ class Gallery:
             emb = snap.embeddings[keep]
             self._snap = _Snapshot(emb, snap.sq_norms[keep], owner, persons)
             return removed
+
+    def subset(self, keep: Callable[[str], bool]) -> Gallery:
+        """A new gallery (same model and threshold) with the templates of the persons ``keep`` admits."""
+        snap = self._snap
+        out = Gallery(self.model_id, threshold=self.threshold, dim=self.dim)
+        kept = [i for i, p in enumerate(snap.persons) if keep(p)]
+        if not kept:
+            return out
+        rows = np.isin(snap.owner, kept)
+        remap = np.full(len(snap.persons), -1, np.int64)
+        remap[kept] = np.arange(len(kept))
+        out._snap = _Snapshot(
+            snap.embeddings[rows],
+            snap.sq_norms[rows],
+            remap[snap.owner[rows]],
+            tuple(snap.persons[i] for i in kept),
+        )
+        return out
+
+    def own_and_nearest_other(
+        self, embedding: npt.NDArray[Any], person_id: str
+    ) -> tuple[float | None, tuple[str, float] | None]:
+        """``(own, other)``: the distance from ``embedding`` to ``person_id``'s nearest template (None
+        without one) and the closest other person with their distance (None when there is nobody
+        else), whatever the threshold. For the enrollment checks; one pass, no copy of the gallery.
+        """
+        query = self._check(embedding)[0]
+        snap = self._snap
+        if not len(snap.owner):
+            return None, None
+        d2 = float(query @ query) + snap.sq_norms - 2.0 * (snap.embeddings @ query)
+        dist = np.sqrt(np.maximum(d2, 0.0))
+        best = np.full(len(snap.persons), np.inf)
+        np.minimum.at(best, snap.owner, dist)
+        own: float | None = None
+        if person_id in snap.persons:
+            idx = snap.persons.index(person_id)
+            own = float(best[idx])
+            best[idx] = np.inf
+        nearest = int(np.argmin(best))
+        if not np.isfinite(best[nearest]):
+            return own, None
+        return own, (snap.persons[nearest], float(best[nearest]))
 
     @property
     def persons(self) -> tuple[str, ...]:

@@ -151,7 +151,33 @@ class EnrollmentResult(_Model):
     person_id: str = Field(description="Person enrolled.")
     stored: list[str] = Field(description="Ids of the templates stored (encrypted), one per good photo.")
     rejected: list[RejectedPhoto] = Field(description="Photos refused, with the reason.")
-    warnings: list[str] = Field(description="Things to check (the face resembles another person).")
+    warnings: list[str] = Field(description="Things to check (a refusal an admin forced, with why).")
+    forced: list[RejectedPhoto] = Field(
+        default_factory=list, description="Refusals set aside by force (audited with the reason)."
+    )
+
+
+class TemplateSummary(_Model):
+    """One face template's metadata (the template itself never leaves the gateway)."""
+
+    id: str = Field(description="Template id.")
+    created_at: str = Field(description="When it was stored (UTC, ISO 8601).")
+    source: str = Field(description="enrolled (here) or centre (from the roster).")
+    model: str = Field(description="Embedding model that made it, e.g. dlib_resnet_v1.")
+
+
+class PersonTemplates(_Model):
+    """A person's face templates, metadata only."""
+
+    person_id: str = Field(description="Person id.")
+    templates: list[TemplateSummary] = Field(description="Oldest first.")
+
+
+class TemplatesDeleted(_Model):
+    """The outcome of deleting a person's face templates."""
+
+    person_id: str = Field(description="Person id.")
+    deleted: int = Field(description="Templates deleted (from disk, overwritten, and from the gallery).")
 
 
 class Alert(_Model):
@@ -224,7 +250,10 @@ __all__ = [
     "PersonDetail",
     "PersonList",
     "PersonSummary",
+    "PersonTemplates",
     "Readiness",
     "RejectedPhoto",
     "Session",
+    "TemplateSummary",
+    "TemplatesDeleted",
 ]

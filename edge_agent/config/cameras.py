@@ -10,7 +10,7 @@ models, OpenCV or the agent.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -232,9 +232,30 @@ class FaceSettings(BaseModel):
     threshold: float | None = Field(
         None, gt=0, lt=2, description="Open-set distance threshold; the model's default when unset (0.50)."
     )
-    duplicate_warning_distance: float = Field(
-        0.5, gt=0, lt=2, description="Enrollment warns when the new face is this close to another person."
+    duplicate_margin: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Enrollment refuses a face closer than threshold + this margin to another person "
+        "(matches_other_person) unless an admin forces it with a reason.",
     )
+    max_templates_per_person: int = Field(
+        5, ge=1, le=20, description="Templates one person may hold; more are refused (too_many_templates)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_duplicate_warning(cls, data: Any) -> Any:
+        # Before enrollment refused look-alikes it warned below an absolute distance: read it as the
+        # margin above the threshold it implied, so an old file keeps loading.
+        if isinstance(data, dict) and "duplicate_warning_distance" in data:
+            data = dict(data)
+            legacy = data.pop("duplicate_warning_distance")
+            if "duplicate_margin" not in data and isinstance(legacy, int | float):
+                # 0.50: vision.gallery's default for dlib_resnet_v1 (a config leaf does not import vision).
+                threshold = data.get("threshold") or 0.50
+                data["duplicate_margin"] = max(0.0, float(legacy) - float(threshold))
+        return data
 
 
 __all__ = [

@@ -70,6 +70,21 @@ class AgentConfig(BaseModel):
     alert_retention_s: float = Field(
         30 * 86400.0, gt=0, description="How long the local alert book keeps alerts."
     )
+    attendance_record_retention_days: int = Field(
+        2,
+        ge=1,
+        le=366,
+        description="Days the local attendance records (who was recorded where, when; they only keep a "
+        "person from being recorded twice in one session) are kept before they are deleted.",
+    )
+    consent_check_interval_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How often face templates are checked against their persons' consent, besides at "
+        "every roster change and at the moment a consent is due to expire: templates whose consent "
+        "lapsed are deleted.",
+    )
     telemetry_interval_s: float = Field(
         60.0, gt=0, description="How often counters go to the `telemetry` topic (not stored while offline)."
     )
@@ -91,6 +106,33 @@ class AgentConfig(BaseModel):
         gt=0,
         description="A roster snapshot sent in parts that gets no next part for this long is dropped "
         "(its staged entries can hold hundreds of MB) and a resync is requested from the centre.",
+    )
+    roster_signatures: Literal["required", "optional"] = Field(
+        "required",
+        description="Roster snapshots and deltas must carry a valid signature by a key in "
+        "roster_keys_credential (docs/INTEGRATORS.md, 'Signed master data'). 'optional' also takes "
+        "unsigned ones (a lab without keys; signed ones are still verified): it is logged as a warning "
+        "at every start and shown in the status. The local roster_seed file is never signed.",
+    )
+    roster_keys_credential: str = Field(
+        "roster_keys",
+        description="Credential name of the keys trusted to sign master data (JSON, the format of the "
+        "command keys); SIGHUP re-reads it, so a new key can be added before the centre switches to it.",
+    )
+    roster_signature_max_age_s: float = Field(
+        30 * 86400.0,
+        ge=60,
+        le=366 * 86400.0,
+        description="Longest validity window (expires_at - issued_at) a roster signature may have. "
+        "The retained snapshot lives on the broker: the centre re-publishes it, newly signed, before "
+        "it expires, or a gateway that reconnects after that refuses it as expired.",
+    )
+    roster_clock_skew_s: float = Field(
+        300.0,
+        ge=0,
+        le=3600,
+        description="Tolerated difference between the centre's clock and ours when judging a roster "
+        "signature's issued_at and expires_at.",
     )
 
 

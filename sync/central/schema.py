@@ -183,10 +183,33 @@ WHERE e.severity IS NOT NULL AND a.id IS NULL
   );
 """
 
+# The master-data publisher (sync.central.roster_publish): every version it published per site, whole,
+# so the next delta is computed from what the gateways were sent, not from the school's last export.
+_ROSTER_VERSIONS = """
+CREATE TABLE roster_versions (
+    site          text        NOT NULL,
+    version       bigint      NOT NULL CHECK (version >= 1),
+    content       jsonb       NOT NULL,
+    content_sha256 text       NOT NULL,
+    changes       jsonb       NOT NULL,
+    source        text        NOT NULL,
+    created_by    text        NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    published_at  timestamptz,
+    PRIMARY KEY (site, version)
+);
+COMMENT ON TABLE roster_versions IS
+    'Roster versions the centre published per site: the whole content (persons, cards, groups), '
+    'the changes from the version before, the export it came from, who and when.';
+COMMENT ON COLUMN roster_versions.published_at IS
+    'When the broker acknowledged the last message of this version; null: stored, not (yet) sent.';
+"""
+
 MIGRATIONS: Sequence[tuple[str, str]] = (
     ("0001_events_gateways_gaps_status_dead_letters", _INITIAL),
     ("0002_views", _VIEWS),
     ("0003_open_alerts_acknowledged_at_gateway", _OPEN_ALERTS_GATEWAY_ACK),
+    ("0004_roster_versions", _ROSTER_VERSIONS),
 )
 """Name and SQL of every migration, in order."""
 

@@ -23,6 +23,7 @@ from sync.messages.roster import (
     TimeWindow,
     Weekday,
     split_snapshot,
+    templates_digest,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "TimeWindow",
     "Weekday",
     "split_snapshot",
+    "templates_digest",
 ]

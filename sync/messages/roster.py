@@ -8,8 +8,10 @@ document references those files.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Literal
 
@@ -17,6 +19,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from sync.config import WEEKDAYS, TimeWindow, Weekday
+from sync.signing import RosterSignatureHeader
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 
@@ -219,6 +222,12 @@ class RosterSnapshot(RosterContent):
     whole once the last has arrived."""
 
     kind: Literal["snapshot"] = Field(description="Message kind.")
+    signature: RosterSignatureHeader | None = Field(
+        None,
+        description="The centre's signature, the message's first member (docs/INTEGRATORS.md, 'Signed "
+        "master data'); a gateway refuses a message without a valid one. It signs the topic and the "
+        "SHA-256 of the message without it.",
+    )
     version: int = Field(ge=1, description="Roster version.")
     part: SnapshotPart | None = Field(
         None,
@@ -240,6 +249,12 @@ class RosterDelta(_Model):
     """Changes from ``from_version`` to ``version`` (= from_version + 1)."""
 
     kind: Literal["delta"] = Field(description="Message kind.")
+    signature: RosterSignatureHeader | None = Field(
+        None,
+        description="The centre's signature, the message's first member (docs/INTEGRATORS.md, 'Signed "
+        "master data'); a gateway refuses a message without a valid one. It signs the topic and the "
+        "SHA-256 of the message without it.",
+    )
     from_version: int = Field(ge=0, description="The version this delta applies to.")
     version: int = Field(ge=1, description="The version after it.")
     upsert: RosterContent = Field(default_factory=RosterContent, description="Added or replaced entries.")
@@ -328,6 +343,21 @@ def split_snapshot(
     return messages
 
 
+def templates_digest(person_ids: Iterable[str]) -> str:
+    """The digest of a set of person ids, as a gateway's status reports it for the persons it holds
+    face templates of (``faces.templates_digest``): ``sha256:`` and the hex SHA-256 of the distinct
+    ids, sorted by their UTF-8 bytes, each followed by a newline (no ids: the digest of nothing).
+
+    The centre computes it over the persons it expects a gateway to hold templates of; when the two
+    agree, every deletion has landed there. Person ids cannot contain a newline (their pattern), so
+    two different sets never give the same input.
+    """
+    digest = hashlib.sha256()
+    for person_id in sorted({p.encode() for p in person_ids}):
+        digest.update(person_id + b"\n")
+    return "sha256:" + digest.hexdigest()
+
+
 ROSTER_SCHEMAS: dict[str, type[BaseModel]] = {
     "snapshot": RosterSnapshot,
     "delta": RosterDelta,
@@ -354,4 +384,5 @@ __all__ = [
     "TimeWindow",
     "Weekday",
     "split_snapshot",
+    "templates_digest",
 ]

@@ -9,10 +9,34 @@ ALL_WEEK = {
 }
 
 
+CONSENT: dict[str, Any] = {
+    "granted_by": "guardian",
+    "guardian_name": "A. Parent",
+    "granted_at": "2026-09-01T00:00:00Z",
+    "scopes": ["attendance"],
+    "reference": "consent-form-2026",
+}
+"""Biometric consent of the students whose faces tests enroll (S1, S2): without it nothing is stored."""
+
+
 def snapshot(version: int = 1, *, extra_persons: int = 0) -> dict[str, Any]:
     persons: list[dict[str, Any]] = [
-        {"id": "S1", "name": "Student One", "role": "student", "group": "7A", "access_groups": ["students"]},
-        {"id": "S2", "name": "Student Two", "role": "student", "group": "7B", "access_groups": ["students"]},
+        {
+            "id": "S1",
+            "name": "Student One",
+            "role": "student",
+            "group": "7A",
+            "access_groups": ["students"],
+            "consent": CONSENT,
+        },
+        {
+            "id": "S2",
+            "name": "Student Two",
+            "role": "student",
+            "group": "7B",
+            "access_groups": ["students"],
+            "consent": CONSENT,
+        },
         {"id": "T1", "name": "Teacher", "role": "teacher", "access_groups": ["staff"]},
         {
             "id": "B1",

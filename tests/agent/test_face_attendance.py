@@ -20,7 +20,7 @@ import numpy.typing as npt
 import pytest
 
 from edge_agent.config import parse_config
-from edge_agent.face_templates import FACES_DB, FaceTemplateStore, parse_key
+from edge_agent.face_templates import FACES_DB, FaceTemplateStore, TemplateKeyError, parse_key
 from sync.contract import validate_event
 from tests.conftest import MosquittoBroker
 from tests.mqtt_helpers import Collector
@@ -94,7 +94,14 @@ cameras:
 
 def _roster(path: Path) -> Path:
     persons: list[dict[str, Any]] = [
-        {"id": pid, "name": pid.title(), "role": "student", "group": "7A", "access_groups": []}
+        {
+            "id": pid,
+            "name": pid.title(),
+            "role": "student",
+            "group": "7A",
+            "access_groups": [],
+            "consent": {"granted_by": "self", "granted_at": "2026-01-01T00:00:00Z", "scopes": ["attendance"]},
+        }
         for pid in ("alice", "carol")
     ]
     path.write_text(json.dumps({"kind": "snapshot", "version": 1, "persons": persons}))
@@ -156,14 +163,23 @@ def test_enroll_then_recognise_attendance_and_stranger(
         env={k: v for k, v in env.items() if k != "EDGE_AGENT_FACE_TEMPLATE_KEY"},
     )
     assert no_key.returncode == 2 and "face_template_key" in no_key.stderr
+    # Another key does not open this gallery: enroll refuses (non-zero), nothing is stored under it.
+    other_key = _enroll(
+        config_path,
+        "carol",
+        face_scene["dir"] / "carol.jpg",
+        env={**env, "EDGE_AGENT_FACE_TEMPLATE_KEY": secrets.token_hex(32)},
+    )
+    assert other_key.returncode == 2 and "template_key_mismatch" not in other_key.stdout
+    assert "does not open the gallery" in other_key.stderr, other_key.stderr
     # At rest: no embedding in the clear; the wrong key opens nothing.
     db = sqlite3.connect(tmp_path / "data" / FACES_DB)
     rows = db.execute("SELECT ciphertext FROM templates").fetchall()
     db.close()
     assert len(rows) == 2 and all(len(r[0]) == 128 * 4 + 16 for r in rows)
-    wrong = FaceTemplateStore(tmp_path / "data", parse_key(secrets.token_hex(32), "k"))
-    assert wrong.templates() == [] and wrong.undecryptable == 2
-    wrong.close()
+    with pytest.raises(TemplateKeyError) as wrong:
+        FaceTemplateStore(tmp_path / "data", parse_key(secrets.token_hex(32), "k"))
+    assert wrong.value.code == "template_key_mismatch"
 
     collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
     os.environ["EDGE_AGENT_FACE_TEMPLATE_KEY"] = key

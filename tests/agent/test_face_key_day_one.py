@@ -62,6 +62,9 @@ def test_face_recognition_off_names_the_credential_and_how_to_make_it(
             "enabled": False,
             "error": line.split("face recognition is off: ", 1)[1],
             "templates": 0,
+            # The gallery cannot be read: no digest to prove deletions by (edge_agent.identity).
+            "templates_digest": None,
+            "persons_with_templates": None,
         }
         # The rest of the agent runs: its simulated source is up.
         assert status["devices"]["sim-0"]["running"] is True

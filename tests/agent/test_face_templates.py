@@ -22,7 +22,8 @@ from vision.scenes import load_photo
 
 def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path) -> None:
     store = FaceTemplateStore(tmp_path, parse_key(secrets.token_hex(32), "k"))
-    service = FaceService(store, FaceSettings())
+    roster = Roster(tmp_path)
+    service = FaceService(store, FaceSettings(), roster=lambda: roster.index)
     alice_img = load_photo("sample6.jpg")
     carol_img = load_photo("sample3.jpg")
     alice_box = sorted(service.detector.detect(alice_img), key=lambda f: f.box[0])[3].box
@@ -33,10 +34,12 @@ def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path) 
     alice_embedding = embed_enrollment_photo(alice_crop, detector=service.detector, embedder=service.embedder)
     ok, carol_jpeg = cv2.imencode(".jpg", crop_around(carol_img, carol_box))
     assert ok
-    roster = Roster(tmp_path)
     roster.on_face_templates.append(service.apply_roster)
     roster.on_person_removed.append(service.person_removed)
-    persons = [{"id": p, "name": p, "role": "student"} for p in ("alice", "carol", "dave")]
+    consent = {"granted_by": "self", "granted_at": "2026-01-01T00:00:00Z", "scopes": ["attendance"]}
+    persons = [
+        {"id": p, "name": p, "role": "student", "consent": consent} for p in ("alice", "carol", "dave")
+    ]
     roster.apply_snapshot(
         RosterSnapshot.model_validate(
             {
@@ -67,7 +70,7 @@ def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path) 
             }
         )
     )
-    assert set(service.gallery.persons) == {"alice", "carol"}  # dave's template is another model's
+    assert set(service.current_gallery().persons) == {"alice", "carol"}  # dave's template is another model's
     assert service.counters["templates_other_model_received"] == 1
     assert service.counters["template_photo_not_an_image"] == 1
     stored = {t.id: t for t in store.templates()}
@@ -83,7 +86,7 @@ def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path) 
             {"kind": "delta", "from_version": 1, "version": 2, "delete": {"persons": ["alice"]}}
         )
     )
-    assert "alice" not in service.gallery.persons
+    assert "alice" not in service.current_gallery().persons
     assert "t-alice" not in {t.id for t in store.templates()}
     # A template deleted by id goes too.
     roster.apply_delta(
@@ -91,7 +94,7 @@ def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path) 
             {"kind": "delta", "from_version": 2, "version": 3, "delete": {"face_templates": ["t-carol"]}}
         )
     )
-    assert "carol" not in service.gallery.persons
+    assert "carol" not in service.current_gallery().persons
     roster.close()
     store.close()
 

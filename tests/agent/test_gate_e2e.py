@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -26,6 +27,7 @@ from sync.contract import SCHEMA_DIR, validate, validate_event
 from tests.agent.roster_data import snapshot
 from tests.conftest import MosquittoBroker, free_port
 from tests.mqtt_helpers import Collector
+from tests.support.roster_signing import signed, trust_roster_keys
 
 SITE, GW = "gate-site", "gw-gate"
 
@@ -230,8 +232,9 @@ def _publish(url_port: int, topic: str, payload: bytes, props: Properties | None
 
 
 def test_roster_snapshot_and_deltas_over_mqtt_with_replies(
-    tmp_path: Path, mosquitto: MosquittoBroker
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    trust_roster_keys(monkeypatch)  # the centre signs every message (tests/support/roster_signing.py)
     collector = Collector(mosquitto.url, "#")
 
     def replies() -> list[dict[str, Any]]:
@@ -257,7 +260,11 @@ def test_roster_snapshot_and_deltas_over_mqtt_with_replies(
             props.ResponseTopic = "test/replies"
             props.CorrelationData = b"req-1"
             await asyncio.to_thread(
-                _publish, mosquitto.port, f"{base}/snapshot", json.dumps(snap).encode(), props
+                _publish,
+                mosquitto.port,
+                f"{base}/snapshot",
+                signed(f"{base}/snapshot", json.dumps(snap).encode()),
+                props,
             )
             await until(
                 lambda: gate.agent.roster is not None and gate.agent.roster.version == 5, "snapshot applied"
@@ -272,17 +279,25 @@ def test_roster_snapshot_and_deltas_over_mqtt_with_replies(
                 "version": 8,
                 "upsert": {"persons": [{"id": "X", "name": "x", "role": "staff"}]},
             }
-            await asyncio.to_thread(_publish, mosquitto.port, f"{base}/delta", json.dumps(gap).encode())
+            await asyncio.to_thread(
+                _publish, mosquitto.port, f"{base}/delta", signed(f"{base}/delta", json.dumps(gap).encode())
+            )
             # A delta that removes S7 follows the held version and applies.
             leave = {"kind": "delta", "from_version": 5, "version": 6, "delete": {"persons": ["S7"]}}
-            await asyncio.to_thread(_publish, mosquitto.port, f"{base}/delta", json.dumps(leave).encode())
-            await asyncio.to_thread(_publish, mosquitto.port, f"{base}/delta", b"\x00 not json")
+            await asyncio.to_thread(
+                _publish, mosquitto.port, f"{base}/delta", signed(f"{base}/delta", json.dumps(leave).encode())
+            )
+            # Signed by the centre, yet not a roster message: refused after the signature verified.
+            await asyncio.to_thread(
+                _publish, mosquitto.port, f"{base}/delta", signed(f"{base}/delta", b'{"kind": not json')
+            )
             await until(lambda: len(replies()) >= 4, "four replies")
             assert gate.agent.roster is not None and gate.agent.roster.version == 6
             assert "X" not in gate.agent.roster.index.persons
             gate.reader.present("0000000777")
             denied = await wait_events(collector, "edu.campus.access.denied.v1")
-            assert denied[-1]["data"]["reason"] == "unknown_credential"
+            # A leaver's card is denied as such, never attributed to the departed person's id.
+            assert denied[-1]["data"]["reason"] == "person_not_in_roster"
             await wait_events(collector, "edu.campus.gateway.roster_rejected.v1", 2)
 
     run(scenario)

@@ -22,6 +22,7 @@ from tests.mqtt_helpers import Collector
 from tests.support.agent_harness import running_gate
 from tests.support.broker import MosquittoBroker
 from tests.support.proxy import FaultProxy
+from tests.support.roster_signing import signed, trust_roster_keys
 from tests.support.wait import until
 
 SITE = "gate-site"
@@ -55,9 +56,9 @@ class CentrePublisher:
         self.client.loop_start()
 
     def burst(self, versions: range) -> None:
+        topic = f"campus/v1/{SITE}/roster/delta"
         infos = [
-            self.client.publish(f"campus/v1/{SITE}/roster/delta", json.dumps(delta(v)).encode(), qos=1)
-            for v in versions
+            self.client.publish(topic, signed(topic, json.dumps(delta(v)).encode()), qos=1) for v in versions
         ]
         for info in infos:
             info.wait_for_publish(20)
@@ -65,6 +66,12 @@ class CentrePublisher:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+@pytest.fixture(autouse=True)
+def roster_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway trusts the centre's test key for roster messages."""
+    trust_roster_keys(monkeypatch)
 
 
 def roster_replies(collector: Collector) -> list[dict[str, Any]]:
@@ -135,10 +142,11 @@ def test_deltas_stay_in_order_across_a_reconnect_of_the_link(
                 ),
                 "an 'applied' reply to each",
             )
-            # None refused. A delta the broker had sent but not seen acknowledged when the
-            # connection dropped comes again after the reconnect: an ignored duplicate.
+            # None refused but as a replay. A delta the broker had sent but not seen acknowledged
+            # when the connection dropped comes again after the reconnect: the same signed bytes,
+            # whose nonce was taken, so it is refused as replayed and changes nothing.
             refusals = {k: v for k, v in agent.counters.snapshot().items() if k.startswith("roster_")}
-            assert set(refusals) <= {"roster_stale_delta"}, refusals
+            assert set(refusals) <= {"roster_replayed"}, refusals
             assert dropped_at < DELTAS, "the link dropped in the middle of the burst"
 
     try:
@@ -151,7 +159,8 @@ def test_deltas_stay_in_order_across_a_reconnect_of_the_link(
     # Replies are at least once (one in flight at the drop is sent again); the roster version
     # reaching DELTAS + 1 with no gap refused is what proves each delta applied once, in order.
     assert sorted(set(applied)) == list(range(2, DELTAS + 2))
-    assert {r["result"] for r in replies} <= {"applied", "ignored"}
+    refused = [r for r in replies if r["result"] != "applied"]
+    assert all(r["result"] == "rejected" and r["reason"].startswith("replayed: ") for r in refused), refused
 
 
 @pytest.fixture

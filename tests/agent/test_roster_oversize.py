@@ -34,12 +34,14 @@ from typing import Any
 
 import pytest
 
+from sync import MAX_SIGNATURE_BYTES
 from sync.contract import SCHEMA_DIR, validate
 from sync.messages.roster import RosterSnapshot, split_snapshot
 from tests.agent.roster_data import snapshot
 from tests.support.agent_harness import RunningGate, running_gate
 from tests.support.broker import MosquittoBroker
 from tests.support.mqtt import Collector
+from tests.support.roster_signing import signed, trust_roster_keys
 from tests.support.wait import until
 
 BIG_PERSONS = 166_000  # with one card each: a 30 MB snapshot
@@ -122,20 +124,25 @@ def take_big_rosters(tmp_path: Path, mosquitto: MosquittoBroker) -> dict[str, An
     """The whole scenario with its functional checks (every swipe opened, the right replies and
     counters); returns the swipe->open figures in ms per phase. ``bench/bench_roster.py`` runs it
     for the latency goal, with the idle phase as its same-run baseline."""
+    site, gw = "big-roster", "gw-big"
+    base = f"campus/v1/{site}"
+    topic = f"{base}/roster/snapshot"
     in_parts = tmp_path / "snapshot-v2.parts"
     whole_v2 = snapshot(2, extra_persons=BIG_PERSONS)
-    parts = split_snapshot(RosterSnapshot.model_validate(whole_v2), part_id="v2", max_part_bytes=PART_BYTES)
+    # Each part signed as the centre publishes it; the signature goes in the room left for it.
+    parts = split_snapshot(
+        RosterSnapshot.model_validate(whole_v2), part_id="v2", max_part_bytes=PART_BYTES - MAX_SIGNATURE_BYTES
+    )
+    parts = [signed(topic, part) for part in parts]
     in_parts.write_bytes(b"\n".join(parts) + b"\n")
     single = tmp_path / "snapshot-v3.json"
-    single.write_bytes(json.dumps(snapshot(3, extra_persons=BIG_PERSONS)).encode())
+    single.write_bytes(signed(topic, json.dumps(snapshot(3, extra_persons=BIG_PERSONS)).encode()))
     del whole_v2
     size = single.stat().st_size
     assert size >= 30_000_000 and max(map(len, parts)) <= PART_BYTES
     limit = size + 65_536
     oversize = tmp_path / "oversize.json"
     oversize.write_bytes(b" " * (limit + 1))  # never read: refused on its length alone
-    site, gw = "big-roster", "gw-big"
-    base = f"campus/v1/{site}"
     # The gateway's own topics only: a subscriber in this process that also took the 30 MB of
     # snapshot would copy it under the GIL the agent shares, and be measured as the agent.
     collector = Collector(mosquitto.url, f"{base}/{gw}/#")
@@ -210,7 +217,9 @@ def take_big_rosters(tmp_path: Path, mosquitto: MosquittoBroker) -> dict[str, An
             await until(lambda: sum(c.name == "open" for c in gate.turnstile.commands) > opens, "a new card")
 
     try:
-        asyncio.run(scenario())
+        with pytest.MonkeyPatch.context() as env:
+            trust_roster_keys(env)  # also when bench/bench_roster.py runs it, outside pytest
+            asyncio.run(scenario())
         got = replies()
         rejected = collector.wait_for(
             lambda m: any(

@@ -26,6 +26,7 @@ from tests.agent.roster_data import snapshot
 from tests.support.agent_harness import RunningGate, running_gate
 from tests.support.broker import MosquittoBroker
 from tests.support.mqtt import Collector
+from tests.support.roster_signing import signed, trust_roster_keys
 from tests.support.wait import until
 
 NEW_CARD = f"{0x5000000000:010X}"  # P00000, from version 2 on
@@ -38,18 +39,22 @@ def parts_of(version: int, part_id: str, *, persons: int = 200, part_bytes: int 
 
 
 class Centre:
-    """The master-data publisher: QoS 1, in order, each publish acknowledged by the broker."""
+    """The master-data publisher: QoS 1, in order, each publish acknowledged by the broker. It signs
+    each message once (tests/support/roster_signing.py): a message published again is the same
+    bytes, as a redelivery is."""
 
     def __init__(self, port: int, site: str) -> None:
         self.site = site
+        self._signed: dict[tuple[str, bytes], bytes] = {}
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
     def publish(self, kind: str, *payloads: bytes) -> None:
+        topic = f"campus/v1/{self.site}/roster/{kind}"
         infos = [
-            self.client.publish(f"campus/v1/{self.site}/roster/{kind}", payload, qos=1)
-            for payload in payloads
+            self.client.publish(topic, self._signed.setdefault((topic, p), signed(topic, p)), qos=1)
+            for p in payloads
         ]
         for info in infos:
             info.wait_for_publish(20)
@@ -100,7 +105,9 @@ def scenario(
             await body(gate, centre, replies)
 
     try:
-        asyncio.run(asyncio.wait_for(run(), 120))
+        with pytest.MonkeyPatch.context() as env:
+            trust_roster_keys(env)
+            asyncio.run(asyncio.wait_for(run(), 120))
         got = replies()
     finally:
         centre.close()

@@ -32,6 +32,7 @@ from tests.support.agent_harness import gate_config_text, gate_simulators, runni
 from tests.support.agent_process import AgentProcess
 from tests.support.broker import MosquittoBroker
 from tests.support.mqtt import Collector, Received
+from tests.support.roster_signing import signed, trust_roster_keys
 from tests.support.wait import until, wait_until
 
 KNOWN_CARD = "0012AB34CD"  # S1, in every version
@@ -101,10 +102,16 @@ def opens(turnstile: Any) -> int:
     return sum(c.name == "open" for c in turnstile.commands)
 
 
+@pytest.fixture(autouse=True)
+def roster_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gateway (in this process or an agent process) trusts the centre's test roster key."""
+    trust_roster_keys(monkeypatch)
+
+
 def centre_publish(broker: MosquittoBroker, topic: str, message: dict[str, Any]) -> None:
     subprocess.run(
         ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic, "-s"],
-        input=json.dumps(message).encode(),
+        input=signed(topic, json.dumps(message).encode()),
         check=True,
         timeout=30,
     )

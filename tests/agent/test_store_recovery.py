@@ -46,6 +46,7 @@ from tests.support.agent_harness import running_gate
 from tests.support.agent_process import AgentProcess
 from tests.support.broker import MosquittoBroker
 from tests.support.mqtt import Collector, Received
+from tests.support.roster_signing import roster_keys_env, signed
 from tests.support.wait import wait_until
 
 SITE, GW = "rec-site", "gw-rec"
@@ -101,9 +102,11 @@ def _with_templates(version: int) -> bytes:
 
 
 def _publish_snapshot(centre: Centre, payload: bytes) -> None:
-    """As the centre does: retained, so a gateway gets it whenever it connects."""
+    """As the centre does: signed and retained, so a gateway gets it whenever it connects (an empty
+    payload clears the retained one)."""
     topic = f"campus/v1/{SITE}/roster/snapshot"
-    centre.client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+    message = signed(topic, payload) if payload else payload
+    centre.client.publish(topic, message, qos=1, retain=True).wait_for_publish(10)
 
 
 def _config(path: Path, reader_url: str, turnstile_url: str, *, seed: Path | None, face_camera: bool) -> Path:
@@ -284,6 +287,7 @@ def agent_env(centre_key: Ed25519PrivateKey) -> dict[str, str]:
     return {
         "EDGE_AGENT_COMMAND_KEYS": json.dumps({"keys": [ed25519_entry(KEY_ID, centre_key)]}),
         "EDGE_AGENT_FACE_TEMPLATE_KEY": secrets.token_hex(32),
+        **roster_keys_env(),
     }
 
 

@@ -235,7 +235,7 @@ async def limits_and_config(gate: ApiGate, tokens: Tokens) -> None:
         forbidden = await operator.post("/api/v1/config/validate", content=bad)
         assert forbidden.status_code == 403
 
-        no_faces = await operator.post(
+        no_faces = await admin.post(
             "/api/v1/enrollments",
             data={"person_id": "S1"},
             files=[("photos", ("a.jpg", jpeg(), "image/jpeg"))],

@@ -59,7 +59,8 @@ def test_enroll_before_the_first_run_applies_the_roster_seed(tmp_path: Path, pho
     person, picture = photo
     config = write_config(tmp_path, seed=True)
     missing = tmp_path / "no-such-photo.jpg"
-    result = enroll(config, person, picture, missing, key=secrets.token_hex(32))
+    key = secrets.token_hex(32)
+    result = enroll(config, person, picture, missing, key=key)
     assert result.returncode == 0, result.stderr
     assert "applied the roster seed roster-seed.json" in result.stdout
     assert "stored template t-" in result.stdout and f"for {person}" in result.stdout
@@ -72,8 +73,8 @@ def test_enroll_before_the_first_run_applies_the_roster_seed(tmp_path: Path, pho
     finally:
         db.close()
 
-    # The seed is applied once: the second enrollment finds the roster there.
-    again = enroll(config, person, picture, key=secrets.token_hex(32))
+    # The seed is applied once: the second enrollment (same key: the gallery has one) finds the roster.
+    again = enroll(config, person, picture, key=key)
     assert again.returncode == 0, again.stderr
     assert "roster seed" not in again.stdout
 

@@ -604,14 +604,16 @@ def test_credentials_missing_say_what_they_are_for_and_where_they_go(tmp_path: P
     creds.mkdir()
     (creds / "face_template_key").write_text("")  # install-service leaves the files empty
     found = _by_name(check_credentials(config, creds))
-    assert set(found) == {"mqtt_password", "face_template_key", "api_tokens", "command_keys"}
+    assert set(found) == {"mqtt_password", "face_template_key", "api_tokens", "command_keys", "roster_keys"}
     # The API without tokens still runs the gates: a warning; the others cannot work: failures.
     assert {name: r.status for name, r in found.items()} == {
         "mqtt_password": Status.FAIL,
         "face_template_key": Status.FAIL,
         "api_tokens": Status.WARN,
         "command_keys": Status.FAIL,
+        "roster_keys": Status.FAIL,
     }
+    assert "every roster message from the centre is refused" in found["roster_keys"].detail
     assert found["face_template_key"].detail.startswith("empty: the key that encrypts face templates")
     assert found["mqtt_password"].detail.startswith("missing: the broker password of mqtt.username 'gw'")
     for name, result in found.items():
@@ -632,12 +634,17 @@ def test_credentials_present_but_unusable_fail_with_the_reason(tmp_path: Path) -
     (creds / "face_template_key").write_text("not-a-key\n")
     (creds / "api_tokens").write_text("viewer:short\n")
     (creds / "command_keys").write_text('{"keys": [{"id": "k1"}]}')
+    # A command key (limited to some commands) is no roster key.
+    (creds / "roster_keys").write_text(
+        json.dumps({"keys": [{**json.loads(_hmac_keys("ops-1"))["keys"][0], "commands": ["open"]}]})
+    )
     found = _by_name(check_credentials(config, creds))
     assert found["mqtt_password"].status is Status.OK
     for name, reason in {
         "face_template_key": "neither hex nor base64",
         "api_tokens": "tokens line 1: token shorter than",
         "command_keys": "the command keys credential is invalid",
+        "roster_keys": "a roster key signs all master data",
     }.items():
         assert found[name].status is Status.FAIL, found[name]
         assert found[name].detail.startswith("present but unusable:"), found[name]
@@ -645,6 +652,7 @@ def test_credentials_present_but_unusable_fail_with_the_reason(tmp_path: Path) -
     (creds / "face_template_key").write_text(secrets.token_hex(31))  # a digit pair short
     (creds / "api_tokens").write_text("# nobody yet\n")
     (creds / "command_keys").write_text('{"keys": []}')
+    (creds / "roster_keys").write_text('{"keys": []}')
     found = _by_name(check_credentials(config, creds))
     assert "62 hex digits; the key is 64 (32 bytes)" in found["face_template_key"].detail
     (creds / "face_template_key").write_text(base64.b64encode(secrets.token_bytes(31)).decode())
@@ -653,6 +661,7 @@ def test_credentials_present_but_unusable_fail_with_the_reason(tmp_path: Path) -
     )
     assert "no 'role:token' line" in found["api_tokens"].detail
     assert "every command would be refused" in found["command_keys"].detail
+    assert "every roster message would be refused" in found["roster_keys"].detail
 
 
 def test_credentials_good_ones_pass_from_the_dir_or_the_environment(
@@ -667,8 +676,10 @@ def test_credentials_good_ones_pass_from_the_dir_or_the_environment(
         f"admin:{secrets.token_hex(24)}:it-office\nviewer:{secrets.token_hex(16)}\n"
     )
     (creds / "command_keys").write_text(_hmac_keys("centre-1"))
+    (creds / "roster_keys").write_text(_hmac_keys("centre-roster-1"))
     found = _by_name(check_credentials(config, creds))
     assert all(r.status is Status.OK for r in found.values()), found
+    assert found["roster_keys"].detail == "1 roster signing key(s): centre-roster-1"
     assert found["api_tokens"].detail == "2 API token(s)"
     assert found["command_keys"].detail == "1 trusted key(s): centre-1"
 
@@ -684,8 +695,10 @@ def test_credentials_good_ones_pass_from_the_dir_or_the_environment(
 
 def test_credentials_only_those_the_config_needs(tmp_path: Path) -> None:
     plain = load_config(write_config(tmp_path / "plain.yaml"))
-    assert list(_by_name(check_credentials(plain, tmp_path))) == ["api_tokens"]
-    no_api = load_config(write_config(tmp_path / "no-api.yaml", api={"enabled": False}))
+    # Signed master data is required by default, so the roster keys are always needed.
+    assert list(_by_name(check_credentials(plain, tmp_path))) == ["api_tokens", "roster_keys"]
+    lab = {"roster_signatures": "optional"}
+    no_api = load_config(write_config(tmp_path / "no-api.yaml", api={"enabled": False}, agent=lab))
     assert _by_name(check_credentials(no_api, tmp_path)) == {}
 
 

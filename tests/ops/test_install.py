@@ -332,7 +332,14 @@ def test_next_steps_name_each_credential_the_config_needs_with_a_command_that_fi
     site = tmp_path / "site.yaml"
     site.write_text(SITE_WITH_EVERY_CREDENTIAL)
     needs = {need.name: need for need in needed_credentials(load_config(site))}
-    assert set(needs) == {"mqtt_password", "mqtt_client_key", "faces_key", "api_tokens", "command_keys"}
+    assert set(needs) == {
+        "mqtt_password",
+        "mqtt_client_key",
+        "faces_key",
+        "api_tokens",
+        "command_keys",
+        "roster_keys",
+    }
 
     report = install_service(root, config=site)
     credentials = root / "etc/edge-agent/credentials"
@@ -371,7 +378,12 @@ def test_next_steps_name_each_credential_the_config_needs_with_a_command_that_fi
 
 def test_a_config_without_faces_api_or_broker_user_asks_for_no_credential(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
+    # Signed master data is required by default: only a lab that turns it off needs no roster keys.
     site.write_text("gateway: {site: north, id: gw-7}\napi: {enabled: false}\n")
+    assert [need.name for need in needed_credentials(load_config(site))] == ["roster_keys"]
+    site.write_text(
+        "gateway: {site: north, id: gw-7}\napi: {enabled: false}\nagent: {roster_signatures: optional}\n"
+    )
     assert needed_credentials(load_config(site)) == []
     root = tmp_path / "root"
     root.mkdir()
