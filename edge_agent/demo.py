@@ -14,7 +14,8 @@ Both clips end with a long still stretch, so the cameras' idle analysis rate is 
 Everything is written into the agent's data dir, never beside the code (the demo runs from an
 installed wheel as well): the clips (:data:`CLIP_DIR`), and the throwaway face-template key
 (:data:`DEMO_KEY_FILE`) that encrypts the demo students' templates, generated at the first start and
-reused after it. The students are enrolled through :meth:`edge_agent.faces.FaceService.enroll`, the
+reused after it, and the throwaway centre key (:data:`DEMO_CENTRE_KEY_FILE`) the demo's roster
+messages are signed with. The students are enrolled through :meth:`edge_agent.faces.FaceService.enroll`, the
 code ``edge-agent enroll`` uses, from crops of the same photos.
 
 Rules whose schedule is not armed right now (the courtyard rule is for after hours) are armed for
@@ -25,7 +26,9 @@ keeps them as configured.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 import os
 import secrets
 import shutil
@@ -41,6 +44,7 @@ from edge_agent.config import GatewayConfig
 from edge_agent.config.cameras import CameraSetup, RuleSchedule
 from edge_agent.resources import project_file
 from edge_agent.secrets import credential_env_name, read_credential
+from sync import move_aside
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,6 +65,10 @@ CLIP_DIR = "demo-clips"
 CLIP_VERSION = 3
 """Part of each clip's file name: a change to how a clip is built must raise it, so that data dirs of
 earlier demo runs build the new clip instead of playing the old one."""
+DEMO_CENTRE_KEY_FILE = "demo-centre-signing.pem"
+"""Under the data dir: the private half of the demo's throwaway centre key, which signs roster
+messages for the demo (only used when no real ``roster_keys`` credential is set)."""
+DEMO_CENTRE_KEY_ID = "demo-centre"
 DEMO_KEY_FILE = "demo-face-template.key"
 """Under the data dir: the throwaway key of the demo's face templates (only used when no real
 ``face_template_key`` credential is set)."""
@@ -277,7 +285,6 @@ def demo_template_key(config: GatewayConfig, data_dir: Path) -> str | None:
     ones under another key) and the students are enrolled again under a new key.
     """
     from edge_agent.face_templates import FACES_DB, TemplateKeyError, parse_key
-    from sync import move_aside
 
     name = config.faces.template_key_credential
     if read_credential(name):
@@ -401,10 +408,60 @@ def arm_rules_now(config: GatewayConfig, now: datetime | None = None) -> Gateway
     return config.model_copy(update={"cameras": cameras})
 
 
+def demo_centre_key(config: GatewayConfig, data_dir: Path) -> Path | None:
+    """Make the roster keys credential available to the agent: the configured one when there is one
+    (returns None), else the public half of the demo's throwaway centre key, whose private half is
+    kept in ``data_dir`` (:data:`DEMO_CENTRE_KEY_FILE`, made at the first start) so that roster
+    changes can be signed and published to the demo (``edge-agent central roster publish --key-file``
+    it ``--key-id`` :data:`DEMO_CENTRE_KEY_ID`). Without it the agent would refuse every roster
+    message, as a real gateway without the centre's key does. Returns the private key file."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+        load_pem_private_key,
+    )
+
+    name = config.agent.roster_keys_credential
+    if read_credential(name):
+        return None
+    path = data_dir / DEMO_CENTRE_KEY_FILE
+    key: Ed25519PrivateKey | None = None
+    if path.is_file():
+        try:
+            loaded = load_pem_private_key(path.read_bytes(), password=None)
+        except ValueError as err:
+            kept = move_aside(path, datetime.now(UTC))
+            say(f"the demo centre key in {path} is damaged ({err}); moved it to {kept}")
+        else:
+            if isinstance(loaded, Ed25519PrivateKey):
+                key = loaded
+            else:
+                kept = move_aside(path, datetime.now(UTC))
+                say(f"the demo centre key in {path} is not an Ed25519 key; moved it to {kept}")
+    if key is None:
+        key = Ed25519PrivateKey.generate()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        say(
+            f"roster: generated a throwaway demo centre key {DEMO_CENTRE_KEY_ID!r} (private key in {path}); "
+            f"a real gateway trusts the centre's public key through its {name!r} credential"
+        )
+    public = base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    trusted = {"keys": [{"id": DEMO_CENTRE_KEY_ID, "algorithm": "ed25519", "public_key": public}]}
+    os.environ[credential_env_name(name)] = json.dumps(trusted)
+    return path
+
+
 def prepare_demo(config: GatewayConfig, config_path: Path, *, real_schedules: bool = False) -> GatewayConfig:
     """The demo configuration ready to run: clips built (or reused) in the data dir, the face key in
     place, the demo students enrolled, and (unless ``real_schedules``) every watched zone armed now."""
     data_dir = Path(config.agent.data_dir)
+    demo_centre_key(config, data_dir)
     if any(_plays_demo_clip(s) for s in config.cameras):
         config = use_clips(config, build_clips(data_dir))
     if any(s.face is not None for s in config.cameras):
@@ -419,12 +476,15 @@ __all__ = [
     "CLASSROOM_CAMERA",
     "CLIP_DIR",
     "COURTYARD_CAMERA",
+    "DEMO_CENTRE_KEY_FILE",
+    "DEMO_CENTRE_KEY_ID",
     "DEMO_CONFIG",
     "DEMO_KEY_FILE",
     "ENROLLED_FACES",
     "STRANGER_FACE",
     "arm_rules_now",
     "build_clips",
+    "demo_centre_key",
     "demo_template_key",
     "enroll_demo_faces",
     "enrollment_photo",

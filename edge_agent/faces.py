@@ -168,7 +168,8 @@ class FaceService:
 
         fresh = self._all.subset(allowed)
         left_out = len(self._all) - len(fresh)
-        if left_out != self.counters["gallery_persons_without_consent"]:
+        # Without a roster (``edge-agent enroll``) no camera matches: nothing to tell.
+        if self._roster is not None and left_out != self.counters["gallery_persons_without_consent"]:
             log.info(
                 "face gallery: %d people with templates are not matched (no roster entry or consent)",
                 left_out,

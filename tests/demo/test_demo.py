@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import secrets
 import signal
@@ -22,17 +23,29 @@ from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from edge_agent import __version__
 from edge_agent.config import GatewayConfig, load_config
-from edge_agent.demo import CLASSROOM_CAMERA, CLIP_DIR, COURTYARD_CAMERA, DEMO_CONFIG, DEMO_KEY_FILE
+from edge_agent.demo import (
+    CLASSROOM_CAMERA,
+    CLIP_DIR,
+    COURTYARD_CAMERA,
+    DEMO_CENTRE_KEY_FILE,
+    DEMO_CENTRE_KEY_ID,
+    DEMO_CONFIG,
+    DEMO_KEY_FILE,
+)
 from edge_agent.demo import ENROLLED_FACES as DEMO_STUDENTS
 from edge_agent.face_templates import FACES_DB
 from sync.contract import validate_event
 from tests.support.broker import MosquittoBroker, free_port
 from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 from tests.support.mqtt import Collector, Received
+from tests.support.roster_signing import OTHER_KEY, signed
 from tests.support.wait import wait_until
 from vision.render import evidence_jpeg, snapshot_jpeg
 
@@ -75,6 +88,7 @@ def start_demo(workdir: Path, mqtt_url: str, *args: str) -> DemoProcess:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY",)}
     env.pop("EDGE_AGENT_FACE_TEMPLATE_KEY", None)
+    env.pop("EDGE_AGENT_ROSTER_KEYS", None)
     env["EDGE_AGENT_API_TOKENS"] = f"operator:{token}:demo-guard"
     log_path = workdir / f"demo-{len(list(workdir.glob('demo-*.log')))}.log"
     with log_path.open("wb") as log:
@@ -234,6 +248,52 @@ def test_the_demo_shows_every_part_of_the_mission_within_a_minute(
     assert all(person in enrolled for person in DEMO_STUDENTS), enrolled
     # Whether the courtyard zone had to be armed for the demo is said, never done silently.
     assert ("armed for this demo run" in output) is not zone_armed_now(config)
+
+
+def test_the_demo_takes_roster_changes_signed_with_its_own_centre_key(
+    running_demo: tuple[DemoProcess, Collector], mosquitto: MosquittoBroker
+) -> None:
+    """The demo has no centre, so it makes a throwaway centre key and trusts it: a delta signed with
+    it is applied, one signed with another key is refused (as on a real gateway)."""
+    demo, _ = running_demo
+    config = demo.config
+    wait_until(lambda: RUNNING in demo.output(), 120, interval=0.2, what="the demo running")
+    key_file = demo.data_dir / DEMO_CENTRE_KEY_FILE
+    assert key_file.stat().st_mode & 0o077 == 0
+    key = load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    topic = f"{config.mqtt.topic_prefix}/{config.gateway.site}/roster/delta"
+    status = demo.data_dir / "status.json"
+
+    def roster_version() -> int:
+        return int(json.loads(status.read_text())["roster_version"]) if status.is_file() else -1
+
+    held = roster_version()
+    assert held >= 1
+
+    def delta(version: int, person: str) -> bytes:
+        body = {
+            "kind": "delta",
+            "from_version": version,
+            "version": version + 1,
+            "upsert": {"persons": [{"id": person, "name": "Visitor", "role": "visitor"}]},
+        }
+        return json.dumps(body).encode()
+
+    publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect("127.0.0.1", mosquitto.port)
+    publisher.loop_start()
+    try:
+        forged = signed(topic, delta(held, "V-FORGED"), key=OTHER_KEY, key_id=DEMO_CENTRE_KEY_ID)
+        publisher.publish(topic, forged, qos=1).wait_for_publish(10)
+        wait_until(lambda: "bad_signature" in demo.output(), 30, interval=0.2, what="forged delta refused")
+        assert roster_version() == held
+        good = signed(topic, delta(held, "V-DEMO"), key=key, key_id=DEMO_CENTRE_KEY_ID)
+        publisher.publish(topic, good, qos=1).wait_for_publish(10)
+        wait_until(lambda: roster_version() == held + 1, 60, interval=0.2, what="the signed delta applied")
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
 
 
 def run_until_running(workdir: Path, mqtt_url: str, *args: str) -> str:
