@@ -61,7 +61,15 @@ Image = npt.NDArray[np.uint8]
 
 MODEL = "dlib_resnet_v1"
 THRESHOLDS = (DEFAULT_THRESHOLDS[MODEL], 0.45, 0.40, 0.35)
-PROBE_POSE = ("rotate_-12", "rotate_-6", "rotate_6", "rotate_12", "exposure_darker", "exposure_brighter", "exposure_flat")
+PROBE_POSE = (
+    "rotate_-12",
+    "rotate_-6",
+    "rotate_6",
+    "rotate_12",
+    "exposure_darker",
+    "exposure_brighter",
+    "exposure_flat",
+)
 """The pose and lighting variants used as probes; no enrollment photo is one of them."""
 CLASSROOM_SCALES = (0.5, 0.35, 0.25)
 """Probe face sizes relative to the scene photo (its faces are 150-230 px wide)."""
@@ -95,7 +103,7 @@ def enrollment_photos(crop: Image, tight: Image) -> dict[str, Image]:
     return {
         "crop": crop,
         "warm light, tilted 4°": _rotate(warm.astype(np.uint8), 4),
-        "from further away": _jpeg(_shrink(crop, 0.6), 80),
+        "from further away": _jpeg(_shrink(tight, 0.6), 80),
     }
 
 
@@ -120,7 +128,7 @@ class ProbeSet:
     made: int = 0
     truth: list[str] = field(default_factory=list)
     embeddings: list[npt.NDArray[np.float32]] = field(default_factory=list)
-    face_px: list[float] = field(default_factory=list)
+    face_width: list[float] = field(default_factory=list)
     eye_px: list[float] = field(default_factory=list)
     refused: Counter[str] = field(default_factory=Counter)
 
@@ -130,12 +138,16 @@ class ProbeSet:
         faces = pipeline.analyse(image).faces
         passed = [f for f in faces if f.matched]
         if not passed:
-            self.refused.update({"no face found"} if not faces else set(max(faces, key=lambda f: f.quality.size_px).quality.reasons))
+            if not faces:
+                self.refused["no face found"] += 1
+            else:
+                self.refused.update(max(faces, key=lambda f: f.quality.size_px).quality.reasons)
             return
         main = max(passed, key=lambda f: f.quality.size_px)
+        chip = align_faces(image, [main.landmarks])
         self.truth.append(label)
-        self.embeddings.append(np.asarray(embedder.embed(align_faces(image, [main.landmarks]))[0], np.float32))
-        self.face_px.append(main.quality.size_px)
+        self.embeddings.append(np.asarray(embedder.embed(chip)[0], np.float32))
+        self.face_width.append(main.box[2] - main.box[0])
         self.eye_px.append(float(np.linalg.norm(main.landmarks[0] - main.landmarks[1])))
 
 
@@ -144,30 +156,57 @@ def _rate(count: int, total: int) -> str:
 
 
 def report_rows(set_name: str, size: str, probes: ProbeSet, galleries: dict[str, Gallery]) -> list[str]:
-    """Markdown rows for one probe set at one size: per gallery, true and false accepts per threshold."""
+    """Markdown rows for one probe set at one size: per gallery, true and false accepts per threshold.
+
+    A stranger's probe (its label enrolled in no gallery) can only be a false accept or rightly unknown.
+    """
     n = len(probes.truth)
     gate = f"{n}/{probes.made}"
     if not n:
         return [f"| {set_name} | {size} | – | {gate} | – |" + " – |" * (2 * len(THRESHOLDS) + 2)]
-    shown = f"{np.median(probes.face_px):.0f} px (eyes {np.median(probes.eye_px):.0f} px)"
+    shown = f"{np.median(probes.face_width):.0f} / {np.median(probes.eye_px):.0f} px"
     queries = np.stack(probes.embeddings)
     rows = []
     for templates, gallery in galleries.items():
+        enrolled = probes.truth[0] in gallery
         cells = []
         for thr in THRESHOLDS:
             names = [m.person_id for m in gallery.match(queries, threshold=thr)]
             ta = sum(name == t for name, t in zip(names, probes.truth, strict=True))
             fa = sum(name is not None and name != t for name, t in zip(names, probes.truth, strict=True))
-            cells += [_rate(ta, n), str(fa)]
+            cells += [_rate(ta, n) if enrolled else "–", str(fa)]
         pairs = [gallery.own_and_nearest_other(q, t) for q, t in zip(queries, probes.truth, strict=True)]
-        own = np.mean([o for o, _ in pairs if o is not None])
+        own = f"{np.mean([o for o, _ in pairs if o is not None]):.3f}" if enrolled else "–"
         other = np.mean([x[1] for _, x in pairs if x is not None])
         rows.append(
             f"| {set_name} | {size} | {shown} | {gate} | {templates} | "
             + " | ".join(cells)
-            + f" | {own:.3f} | {other:.3f} |"
+            + f" | {own} | {other:.3f} |"
         )
     return rows
+
+
+def add_probes(
+    sets: dict[tuple[str, str], ProbeSet],
+    prefix: str,
+    label: str,
+    crop: Image,
+    tight: Image,
+    room: Image,
+    pipeline: FacePipeline,
+) -> None:
+    """Every probe of one face: the pose/lighting variants at each size, the walking clip at the
+    classroom sizes, into ``sets`` keyed by (set name, size)."""
+    variants = realistic_variants(tight)
+    for size, scale in [("photo (1.0)", 1.0)] + [(f"classroom ({s:g})", s) for s in CLASSROOM_SCALES]:
+        pose = sets.setdefault((f"{prefix}pose/lighting", size), ProbeSet())
+        for name in PROBE_POSE:
+            probe = variants[name] if scale == 1.0 else classroom_still(room, variants[name], scale)
+            pose.add(pipeline, pipeline.embedder, label, probe)
+        if scale < 1.0:
+            walk = sets.setdefault((f"{prefix}walking clip", size), ProbeSet())
+            for frame in classroom_walk(room, crop, scale):
+                walk.add(pipeline, pipeline.embedder, label, frame)
 
 
 def main() -> None:
@@ -181,7 +220,8 @@ def main() -> None:
         raise SystemExit("the classroom background shows a face: the probes' largest face could be it")
 
     one, three = Gallery(MODEL), Gallery(MODEL)
-    faces: dict[str, tuple[Image, Image]] = {}
+    people: dict[str, tuple[Image, Image]] = {}
+    strangers: dict[str, tuple[Image, Image]] = {}
     not_enrolled: Counter[str] = Counter()
     for path in sorted(SCENES_DIR.glob("sample*.jpg")):
         image = load_photo(path.name)
@@ -195,34 +235,31 @@ def main() -> None:
                     for photo in enrollment_photos(crop, tight).values()
                 ]
             except EnrollmentError as err:
-                not_enrolled[err.code] += 1  # as `edge-agent enroll` would refuse it: not a person here
+                # Refused as `edge-agent enroll` would refuse it: a stranger to the galleries.
+                not_enrolled[err.code] += 1
+                strangers[label] = (crop, tight)
                 continue
             one.add(label, embeddings[0], model_id=MODEL)
             three.add(label, np.stack(embeddings), model_id=MODEL)
-            faces[label] = (crop, tight)
+            people[label] = (crop, tight)
 
     sets: dict[tuple[str, str], ProbeSet] = {}
-    sizes = [("photo (1.0)", 1.0)] + [(f"classroom ({s:g})", s) for s in CLASSROOM_SCALES]
-    for label, (crop, tight) in faces.items():
-        variants = realistic_variants(tight)
-        for size, scale in sizes:
-            pose = sets.setdefault(("pose/lighting", size), ProbeSet())
-            for name in PROBE_POSE:
-                probe = variants[name] if scale == 1.0 else classroom_still(room, variants[name], scale)
-                pose.add(pipeline, embedder, label, probe)
-            if scale < 1.0:
-                walk = sets.setdefault(("walking clip", size), ProbeSet())
-                for frame in classroom_walk(room, crop, scale):
-                    walk.add(pipeline, embedder, label, frame)
+    for label, (crop, tight) in people.items():
+        add_probes(sets, "", label, crop, tight, room, pipeline)
+    for label, (crop, tight) in strangers.items():
+        add_probes(sets, "strangers: ", label, crop, tight, room, pipeline)
 
+    photos = ", ".join(enrollment_photos(*next(iter(people.values()))))
     print(
-        f"{len(one)} people enrolled, 1 template each or 3 "
-        f"({', '.join(enrollment_photos(*next(iter(faces.values()))))}); "
-        f"faces not enrolled (enrollment gate): {dict(not_enrolled) or 'none'}\n"
+        f"{len(one)} people enrolled, 1 template each or 3 ({photos}); {len(strangers)} faces refused "
+        f"by the enrollment gate ({', '.join(f'{r} {c}' for r, c in not_enrolled.most_common())}) "
+        "are strangers: any name given to them is a false accept.\n"
     )
-    head = " | ".join(f"TA {t:.2f}{' (production)' if t == DEFAULT_THRESHOLDS[MODEL] else ''} | FA" for t in THRESHOLDS)
+    head = " | ".join(
+        f"TA {t:.2f}{' (production)' if t == DEFAULT_THRESHOLDS[MODEL] else ''} | FA" for t in THRESHOLDS
+    )
     print(
-        f"| probes | face size | median face (gate passed) | passed gate | templates | {head} "
+        f"| probes | face size | median face width / eyes | passed gate | templates | {head} "
         "| mean distance to own | mean distance to nearest other |"
     )
     print("|" + "---|" * (7 + 2 * len(THRESHOLDS)))
@@ -230,7 +267,7 @@ def main() -> None:
     for (set_name, size), probes in sets.items():
         for row in report_rows(set_name, size, probes, galleries):
             print(row)
-    print("\nProbes refused by the recognition gate (reasons of the largest face):")
+    print("\nProbes refused by the recognition gate (reasons of the largest face):\n")
     for (set_name, size), probes in sets.items():
         if probes.refused:
             print(f"- {set_name}, {size}: " + ", ".join(f"{r} {c}" for r, c in probes.refused.most_common()))

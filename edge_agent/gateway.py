@@ -313,8 +313,12 @@ class Gateway:
         settings = self.config.faces
 
         def publish_audit(data: dict[str, Any]) -> None:
-            # Enrollments made outside the agent (`edge-agent enroll --force`) are audited here.
-            emitter.emit(Event("edu.campus.gateway.audit.v1", emitter.source("gateway"), data))
+            # What the CLI did to the gallery (`enroll --force`, `roster forget`) is audited here; a
+            # deletion names its person as the subject, like the agent's own deletions.
+            subject = data.get("target") if data.get("action") == "delete_person_data" else None
+            emitter.emit(
+                Event("edu.campus.gateway.audit.v1", emitter.source("gateway"), data, subject=subject)
+            )
 
         try:
             key = parse_key(

@@ -188,6 +188,7 @@ def test_roster_show_and_forget_a_person_with_cards_templates_attendance_and_ale
         assert event is not None
         validate_event(event)
         assert event["data"]["target"] == "alice" and event["data"]["via"] == "cli"
+        assert event["subject"] == "alice"
         assert event["data"]["reason"] == "local_forget: request DSR-42"
         assert event["data"]["deleted"] == {
             "templates": stored["alice"],
