@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import serial
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from paho.mqtt import client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
@@ -53,7 +54,7 @@ from device_drivers import (
 from edge_agent.commands import parse_trusted_keys
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
-from edge_agent.face_templates import parse_key
+from edge_agent.face_templates import FACES_DB, key_opens, parse_key
 from edge_agent.install import CREDENTIALS_DIR, needed_credentials, where_to_put
 from edge_agent.roster_sync import parse_roster_keys
 from edge_agent.secrets import read_credential
@@ -395,6 +396,42 @@ def check_credentials(config: GatewayConfig, credentials_dir: Path | None = None
             continue
         results.append(_ok(name, what))
     return results
+
+
+def check_face_key(
+    config: GatewayConfig, data_dir: Path, credentials_dir: Path | None = None
+) -> list[CheckResult]:
+    """Whether the face template key opens the gallery in ``data_dir`` (read only): a key that does
+    not is refused by the agent at start (face recognition off) and by ``enroll``; say so before.
+    Nothing to say without cameras doing faces, a gallery, or a readable, well-formed key (the
+    credentials check reports those)."""
+    name = config.faces.template_key_credential
+    gallery = data_dir / FACES_DB
+    if not any(c.face for c in config.cameras) or not gallery.exists():
+        return []
+    try:
+        key = parse_key(credential_value(name, credentials_dir), name)
+    except ConfigError:
+        return []
+    check = "face template key"
+    try:
+        conn = sqlite3.connect(f"file:{gallery}?mode=ro", uri=True, timeout=5)
+        try:
+            opens = key_opens(conn, AESGCM(key))
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        return [_fail(check, f"{gallery}: cannot read: {err}")]
+    if opens is False:
+        return [
+            _fail(
+                check,
+                f"the {name!r} credential does not open the gallery in {gallery} (made under another key): "
+                "face recognition would stay off and enroll would refuse. Put the gallery's key back, or "
+                "change keys with `edge-agent faces rotate-key`",
+            )
+        ]
+    return [_ok(check, "opens the gallery" if opens else "no template yet: any key is taken")]
 
 
 # -- broker ----------------------------------------------------------------------------------------
@@ -830,6 +867,7 @@ def run_doctor(
         results.extend(check_devices(config))
         results.extend(check_osdp_keys(config, credentials_dir))
         results.extend(check_credentials(config, credentials_dir))
+        results.extend(check_face_key(config, directory, credentials_dir))
         results.extend(check_cameras(config))
         results.extend(check_broker(config, credentials_dir))
     results.extend(check_models())

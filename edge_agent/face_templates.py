@@ -19,6 +19,7 @@ import binascii
 import json
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -136,6 +137,36 @@ def _mismatch(path: Path) -> TemplateKeyError:
     )
 
 
+def key_opens(conn: sqlite3.Connection, aead: AESGCM) -> bool | None:
+    """Whether the key of ``aead`` opens the gallery in ``conn`` (read only): its key-check row, or,
+    in a store made before that row, its template rows (one that opens is enough: others may be
+    damaged). None when there is nothing to tell by (no key-check row, no template)."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    row = (
+        conn.execute("SELECT nonce, ciphertext FROM key_check WHERE id=1").fetchone()
+        if ("key_check" in tables)
+        else None
+    )
+    if row is not None:
+        try:
+            return bool(aead.decrypt(row[0], row[1], _KEY_CHECK_AAD) == _KEY_CHECK_PLAIN)
+        except (InvalidTag, TypeError, ValueError):
+            return False
+    if "templates" not in tables:
+        return None
+    tried = False
+    for tid, person, model, nonce, ciphertext in conn.execute(
+        "SELECT id, person_id, model_id, nonce, ciphertext FROM templates"
+    ):
+        tried = True
+        try:
+            aead.decrypt(nonce, ciphertext, FaceTemplateStore._aad(tid, person, model))
+        except (InvalidTag, TypeError, ValueError):
+            continue
+        return True
+    return False if tried else None
+
+
 class FaceTemplateStore:
     """Encrypted template rows in ``faces.db``; ``undecryptable`` counts rows the key cannot open.
 
@@ -175,29 +206,11 @@ class FaceTemplateStore:
             raise
 
     def _check_key(self) -> None:
-        row = self._conn.execute("SELECT nonce, ciphertext FROM key_check WHERE id=1").fetchone()
-        if row is not None:
-            try:
-                plain = self._aead.decrypt(row[0], row[1], _KEY_CHECK_AAD)
-            except (InvalidTag, TypeError, ValueError):
-                raise _mismatch(self.path) from None
-            if plain != _KEY_CHECK_PLAIN:
-                raise _mismatch(self.path)
-            return
-        # A store made before the key-check row: the key is right when it opens its rows. One row
-        # that opens is enough (others may be damaged); none opening, with rows there, is another key.
-        rows = self._conn.execute("SELECT id, person_id, model_id, nonce, ciphertext FROM templates")
-        opened = tried = 0
-        for tid, person, model, nonce, ciphertext in rows:
-            tried += 1
-            try:
-                self._aead.decrypt(nonce, ciphertext, self._aad(tid, person, model))
-            except (InvalidTag, TypeError, ValueError):
-                continue
-            opened += 1
-            break
-        if tried and not opened:
+        opens = key_opens(self._conn, self._aead)
+        if opens is False:
             raise _mismatch(self.path)
+        if opens is True and self._conn.execute("SELECT 1 FROM key_check WHERE id=1").fetchone():
+            return
         nonce = os.urandom(12)
         self._conn.execute(
             "INSERT INTO key_check (id, nonce, ciphertext) VALUES (1, ?, ?)",
@@ -422,6 +435,7 @@ __all__ = [
     "StoredTemplate",
     "TemplateInfo",
     "TemplateKeyError",
+    "key_opens",
     "parse_key",
     "rotate_key",
 ]

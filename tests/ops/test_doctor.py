@@ -49,6 +49,7 @@ from edge_agent.doctor import (
     check_osdp_keys,
     check_serial_port,
 )
+from edge_agent.face_templates import FACES_DB, FaceTemplateStore, parse_key
 from sync.envelope import Event
 from sync.outbox import Outbox, OutboxConfig
 from tests.conftest import MosquittoBroker, free_port
@@ -751,6 +752,28 @@ def test_doctor_command_names_the_missing_face_key(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("FAIL"), out.stdout
     assert "/etc/edge-agent/credentials/face_template_key" in lines[0]
     assert out.returncode == 1
+
+
+def test_doctor_says_when_the_face_key_does_not_open_the_gallery(tmp_path: Path) -> None:
+    """The agent would start with face recognition off, and enroll would refuse: doctor says it first,
+    reading the gallery without writing to it."""
+    config = write_config(tmp_path / "g.yaml", **NEEDS_EVERY_CREDENTIAL)
+    data, creds = tmp_path / "data", tmp_path / "creds"
+    creds.mkdir()
+    made_with = secrets.token_hex(32)
+    FaceTemplateStore(data, parse_key(made_with, "k")).close()  # an (empty) gallery under one key
+    before = (data / FACES_DB).read_bytes()
+
+    def face_key_line(key: str) -> str:
+        (creds / "face_template_key").write_text(key + "\n")
+        out = _doctor("--config", str(config), "--data-dir", str(data), "--credentials-dir", str(creds))
+        (line,) = [x for x in out.stdout.splitlines() if x[6:].startswith("face template key ")]
+        return line
+
+    wrong = face_key_line(secrets.token_hex(32))
+    assert wrong.startswith("FAIL") and "does not open the gallery" in wrong and "rotate-key" in wrong
+    assert face_key_line(made_with).startswith("ok")
+    assert (data / FACES_DB).read_bytes() == before
 
 
 def test_credentials_the_service_user_cannot_read_are_not_called_missing(
