@@ -297,19 +297,28 @@ def cmd_enroll(args: argparse.Namespace) -> int:
                 if photos
                 else EnrollOutcome(args.person)
             )
+            # The agent publishes these as gateway.audit events at its next start or reload: every
+            # template stored (the centre learns whom a gateway holds templates of, as from the
+            # API's audit), and every override.
+            audit = {"actor": getpass.getuser(), "role": "admin", "via": "cli", "target": args.person}
             if outcome.forced:
-                # The agent publishes this as a gateway.audit event at its next start or reload.
                 codes = ", ".join(sorted({code for _, code, _ in outcome.forced}))
                 store.queue_audit(
-                    {
-                        "actor": getpass.getuser(),
-                        "role": "admin",
-                        "via": "cli",
+                    audit
+                    | {
                         "action": "enroll_forced",
-                        "target": args.person,
                         "result": "ok" if outcome.stored else "refused",
                         "reason": f"{args.reason.strip()} (overrode {codes}; "
                         f"{len(outcome.stored)} templates stored)"[:500],
+                    }
+                )
+            elif outcome.stored:
+                store.queue_audit(
+                    audit
+                    | {
+                        "action": "enroll",
+                        "result": "ok",
+                        "reason": f"{len(outcome.stored)} stored, {len(outcome.rejected)} rejected",
                     }
                 )
         finally:

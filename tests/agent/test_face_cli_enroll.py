@@ -93,7 +93,8 @@ def test_enroll_refuses_a_look_alike_and_no_consent_and_audits_a_forced_one(
     db = sqlite3.connect(tmp_path / "data" / FACES_DB)
     persons = sorted(r[0] for r in db.execute("SELECT person_id FROM templates"))
     assert persons == ["alice", "carol"]
-    assert db.execute("SELECT count(*) FROM audit_pending").fetchone()[0] == 1
+    # alice's enrollment and carol's override, each to be audited (refusals store nothing to audit).
+    assert db.execute("SELECT count(*) FROM audit_pending").fetchone()[0] == 2
     db.close()
 
     os.environ["EDGE_AGENT_FACE_TEMPLATE_KEY"] = key
@@ -121,6 +122,8 @@ def test_enroll_refuses_a_look_alike_and_no_consent_and_audits_a_forced_one(
         audits = asyncio.run(scenario())
     finally:
         os.environ.pop("EDGE_AGENT_FACE_TEMPLATE_KEY", None)
+    [plain] = [a for a in audits if a["data"]["action"] == "enroll"]
+    assert (plain["data"]["target"], plain["data"]["via"], plain["data"]["result"]) == ("alice", "cli", "ok")
     [event] = [a for a in audits if a["data"]["action"] == "enroll_forced"]
     validate_event(event)
     data = event["data"]
