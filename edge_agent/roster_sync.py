@@ -60,10 +60,10 @@ from sync import (
     SyncError,
     TrustedKey,
     is_signed,
-    open_roster_message,
     parse_trusted_keys,
     reply_properties,
     response_properties,
+    verify_roster_message,
 )
 
 log = logging.getLogger(__name__)
@@ -190,13 +190,13 @@ class RosterSignatures:
         log.info("roster keys loaded: %s", ", ".join(sorted(keys)) or "none")
         return True
 
-    def open(self, topic: str, payload: bytes) -> tuple[bytes, RosterSignature | None]:
-        """The unsigned body of ``payload`` and its verified signature (None: unsigned, taken as
-        signatures are optional); raises :class:`RosterSignatureError`."""
+    def verify(self, topic: str, payload: bytes) -> RosterSignature | None:
+        """The verified signature of ``payload`` (None: unsigned, taken as signatures are optional);
+        raises :class:`RosterSignatureError`. The signed message is parsed as it came."""
         kind = _kind_of(topic)
         if not is_signed(payload) and not self.required:
             self.unsigned_taken += 1
-            return payload, None
+            return None
         if not self.keys:
             # With signatures optional, a signed message is still verified: it cannot be without keys.
             why = self.keys_error or f"credential {self.keys_credential!r} lists no key"
@@ -206,7 +206,7 @@ class RosterSignatures:
                 kind=kind,
             )
         try:
-            return open_roster_message(
+            return verify_roster_message(
                 topic,
                 payload,
                 self.keys,
@@ -525,16 +525,17 @@ class RosterSync:
         """Verify, parse and apply one message (in a worker thread); None for a part of a snapshot
         that is not complete yet (or one ignored)."""
         try:
-            # Verifying is one SHA-256 of the body; only the body is parsed, in or out of process.
-            body, signature = self.signatures.open(topic, payload)
-            if len(body) <= ISOLATED_PARSE_BYTES:
-                message = parse_roster_message(body)
+            # Verifying is one SHA-256 of the body where it lies in the payload; the signed message
+            # is a roster message itself (its signature member is a field), parsed in or out of process.
+            signature = self.signatures.verify(topic, payload)
+            if len(payload) <= ISOLATED_PARSE_BYTES:
+                message = parse_roster_message(payload)
                 if message.kind == "delta" or message.part is None:
                     return self._apply_message(message, signature)
                 with collector_paused():  # the staged entries are frozen out of the collector's passes
                     return self._take_part(message, signature, None, len(payload))
             with collector_paused():
-                message, encoded = self._parser.parse(body)
+                message, encoded = self._parser.parse(payload)
                 if message.kind == "snapshot" and message.part is not None:
                     return self._take_part(message, signature, encoded, len(payload))
                 return self._apply_message(message, signature, encoded)

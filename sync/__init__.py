@@ -68,6 +68,7 @@ from sync.signing import (
     parse_trusted_keys,
     sign_bytes,
     sign_roster_message,
+    verify_roster_message,
 )
 from sync.storage import (
     STORES,
@@ -155,4 +156,5 @@ __all__ = [
     "templates_digest",
     "text_or_bytes",
     "utc_now",
+    "verify_roster_message",
 ]

@@ -467,8 +467,39 @@ def open_roster_message(
     max_age_s: float,
     clock_skew_s: float,
 ) -> tuple[bytes, RosterSignature]:
-    """The gateway's side: the unsigned body of ``payload`` and its verified signature, or
-    :class:`SignatureRefused`. Replay (the nonce) is the caller's: it knows what the message does."""
+    """The unsigned body of ``payload`` and its verified signature, or :class:`SignatureRefused`
+    (see :func:`verify_roster_message`, which the gateway uses: it parses the signed message as it
+    is, without this copy of the body)."""
+    signature, body_from = _verified(topic, payload, keys, now, max_age_s, clock_skew_s)
+    return b"{" + payload[body_from:], signature
+
+
+def verify_roster_message(
+    topic: str,
+    payload: bytes,
+    keys: Mapping[str, TrustedKey],
+    *,
+    now: datetime,
+    max_age_s: float,
+    clock_skew_s: float,
+) -> RosterSignature:
+    """The gateway's side: the verified signature of ``payload``, or :class:`SignatureRefused`.
+    Replay (the nonce) is the caller's: it knows what the message does. The signed message is itself
+    a valid roster message (its models take the ``signature`` member), so it is parsed as it came:
+    copying a 30 MB body out of it cost the gates tens of milliseconds of GIL in page faults."""
+    return _verified(topic, payload, keys, now, max_age_s, clock_skew_s)[0]
+
+
+def _verified(
+    topic: str,
+    payload: bytes,
+    keys: Mapping[str, TrustedKey],
+    now: datetime,
+    max_age_s: float,
+    clock_skew_s: float,
+) -> tuple[RosterSignature, int]:
+    """The verified signature and where the body's members start in ``payload`` (the body is
+    ``b"{" + payload[that:]``)."""
     if not payload.startswith(SIGNED_PREFIX):
         raise SignatureRefused(
             "unsigned", 'the roster message carries no signature (no leading {"signature":)'
@@ -495,7 +526,6 @@ def open_roster_message(
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(root)"
         raise SignatureRefused("bad_signature_format", f"signature.{where}: {first['msg']}") from err
-    body = b"{" + payload[after + 1 :]
     key = keys.get(header.key_id)
     if key is None:
         raise SignatureRefused("unknown_key", f"key {header.key_id!r} is not trusted here")
@@ -503,7 +533,9 @@ def open_roster_message(
         value = base64.b64decode(header.value, validate=True)
     except binascii.Error as err:
         raise SignatureRefused("bad_signature", "the signature value is not valid base64") from err
-    message = roster_signing_input(topic, header.model_dump(), hashlib.sha256(body).digest())
+    body_digest = hashlib.sha256(b"{")
+    body_digest.update(memoryview(payload)[after + 1 :])  # the body, hashed where it lies
+    message = roster_signing_input(topic, header.model_dump(), body_digest.digest())
     if not key.verify(value, message):
         raise SignatureRefused(
             "bad_signature", f"the signature does not verify with key {key.id!r} for {topic}"
@@ -530,7 +562,7 @@ def open_roster_message(
         raise SignatureRefused(
             "not_yet_valid", f"signed at {header.issued_at}, ahead of {format_time(now)}", key_id=key.id
         )
-    return body, RosterSignature(key.id, issued_at, expires_at, header.nonce)
+    return RosterSignature(key.id, issued_at, expires_at, header.nonce), after + 1
 
 
 __all__ = [
@@ -551,4 +583,5 @@ __all__ = [
     "roster_signing_input",
     "sign_bytes",
     "sign_roster_message",
+    "verify_roster_message",
 ]

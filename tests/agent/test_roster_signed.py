@@ -217,12 +217,12 @@ def test_nonces_taken_survive_a_restart_until_the_signature_expires(
     clock = [NOW]
     first = _signatures(tmp_path, lambda: clock[0])
     payload = signed(TOPIC, body_of(), now=NOW, valid_for_s=DAY)
-    _, sig = first.open(TOPIC, payload)
+    sig = first.verify(TOPIC, payload)
     assert sig is not None
     first.check_fresh(sig, "delta")
     first.remember([sig])
     again = _signatures(tmp_path, lambda: clock[0], nonce_file_expected=True)
-    _, sig = again.open(TOPIC, payload)
+    sig = again.verify(TOPIC, payload)
     with pytest.raises(RosterSignatureError, match=r"^replayed: ") as caught:
         again.check_fresh(sig, "delta")
     assert caught.value.key_id == TEST_KEY_ID and caught.value.result == "rejected"
@@ -231,7 +231,7 @@ def test_nonces_taken_survive_a_restart_until_the_signature_expires(
     later = _signatures(tmp_path, lambda: clock[0], nonce_file_expected=True)
     assert len(later.nonces) == 0
     with pytest.raises(RosterSignatureError, match=r"^expired: "):
-        later.open(TOPIC, payload)
+        later.verify(TOPIC, payload)
 
 
 def test_keys_credential_missing_or_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -246,7 +246,7 @@ def test_keys_credential_missing_or_unusable(tmp_path: Path, monkeypatch: pytest
     }
     for payload in (body_of(), signed(TOPIC, body_of())):
         with pytest.raises(RosterSignatureError, match=r"^roster_keys_missing: ") as caught:
-            missing.open(TOPIC, payload)
+            missing.verify(TOPIC, payload)
         assert caught.value.code == "roster_keys_missing"
     # A key limited to commands is a command key: refused for master data, the keys in use are kept.
     limited = {**key_entry(), "commands": ["open"]}
@@ -267,12 +267,11 @@ def test_optional_signatures_take_unsigned_messages_warn_and_say_so(
     with caplog.at_level(logging.WARNING, logger="edge_agent.roster_sync"):
         off = _signatures(tmp_path, lambda: NOW, required=False)
     assert any("roster_signatures is 'optional'" in r.getMessage() for r in caplog.records)
-    body, sig = off.open(TOPIC, body_of())
-    assert body == body_of() and sig is None
+    assert off.verify(TOPIC, body_of()) is None  # unsigned, taken as it is
     assert off.status()["required"] is False and off.status()["unsigned_taken"] == 1
     # A signed message is still verified, which needs the keys.
     with pytest.raises(RosterSignatureError, match=r"^roster_keys_missing: "):
-        off.open(TOPIC, signed(TOPIC, body_of()))
+        off.verify(TOPIC, signed(TOPIC, body_of()))
 
 
 # -- end to end: a real agent, a real broker ------------------------------------------------------
