@@ -578,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--data-dir", help="where the SQLite files live; env EDGE_AGENT_DATA_DIR")
 
+    def on_data_dir(p: argparse.ArgumentParser) -> None:
+        """The commands that work on a gateway's data dir beside (or without) the running agent."""
+        p.add_argument("--config", required=True, help="configuration file (YAML)")
+        p.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+
     run = sub.add_parser("run", help="run the agent in the foreground")
     run.add_argument("--config", required=True, help="configuration file (YAML)")
     overrides(run)
@@ -607,8 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_config_schema)
 
     enroll = sub.add_parser("enroll", help="enroll face photos of a person in the roster (stored encrypted)")
-    enroll.add_argument("--config", required=True, help="configuration file (YAML)")
-    enroll.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    on_data_dir(enroll)
     enroll.add_argument("--person", required=True, help="person id, as in the roster")
     enroll.add_argument("photos", nargs="+", help="photos (JPEG/PNG) with exactly one face each")
     enroll.add_argument(
@@ -628,16 +632,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--new-key-file (64 hex digits; '-' for stdin). Then put the new key in the credential "
         "and start the agent.",
     )
-    rotate.add_argument("--config", required=True, help="configuration file (YAML)")
-    rotate.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    on_data_dir(rotate)
     rotate.add_argument("--new-key-file", required=True, help="file holding the new key, or - for stdin")
     rotate.add_argument(
         "--drop-damaged", action="store_true", help="leave behind templates the old key cannot decrypt"
     )
     rotate.set_defaults(func=cmd_faces_rotate_key)
     faces_list = faces_sub.add_parser("list", help="persons holding templates: ids, source, model, date")
-    faces_list.add_argument("--config", required=True, help="configuration file (YAML)")
-    faces_list.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    on_data_dir(faces_list)
     faces_list.set_defaults(func=cmd_faces_list)
 
     simulate = sub.add_parser(
@@ -664,8 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(masked), face template metadata, attendance, alerts and outbox events naming them",
     )
     show.add_argument("person", help="person id, as in the roster")
-    show.add_argument("--config", required=True, help="configuration file (YAML)")
-    show.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    on_data_dir(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of text")
     show.set_defaults(func=cmd_roster_show)
     forget = roster_sub.add_parser(
@@ -674,8 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
         "acknowledged alerts naming them), audited; a running agent drops them at once",
     )
     forget.add_argument("person", help="person id, as in the roster")
-    forget.add_argument("--config", required=True, help="configuration file (YAML)")
-    forget.add_argument("--data-dir", help="the agent's data dir; env EDGE_AGENT_DATA_DIR")
+    on_data_dir(forget)
     forget.add_argument("--reason", help="why (e.g. the request's reference); kept in the audit record")
     forget.set_defaults(func=cmd_roster_forget)
 

@@ -15,13 +15,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from sync.central.config import IngestConfig
 from sync.central.errors import CentralError
 from sync.central.logs import setup_logging
+
+if TYPE_CHECKING:  # the publisher needs the PostgreSQL driver: imported by its commands only
+    from sync.central.roster_publish import Convergence
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +214,12 @@ def cmd_roster_publish(args: argparse.Namespace) -> int:
     except (CentralError, psycopg.Error) as err:
         print(f"{prog}: {str(err).strip()}", file=sys.stderr)
         return EXIT_FAILURE
+    return _reported(report, args)
+
+
+def _reported(report: Convergence, args: argparse.Namespace) -> int:
+    """Print the convergence report; the exit code says whether every gateway caught up in time
+    (only when asked to ``--wait`` for it)."""
     for line in report.lines():
         print(line)
     if args.wait > 0 and not report.all_caught_up:
@@ -248,11 +257,7 @@ def cmd_roster_resend(args: argparse.Namespace) -> int:
     except (CentralError, psycopg.Error) as err:
         print(f"{prog}: {str(err).strip()}", file=sys.stderr)
         return EXIT_FAILURE
-    for line in report.lines():
-        print(line)
-    if args.wait > 0 and not report.all_caught_up:
-        return EXIT_NOT_CAUGHT_UP
-    return EXIT_OK
+    return _reported(report, args)
 
 
 def _add_roster_commands(sub: Any) -> None:

@@ -8,8 +8,6 @@ import json
 import os
 import secrets
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from sync.contract import validate_event
 from tests.conftest import MosquittoBroker
 from tests.mqtt_helpers import Collector
 from tests.support.agent_harness import build_gateway
+from tests.support.agent_process import run_enroll
 from tests.support.wait import async_wait_until
 from vision import FaceDetector
 from vision.face_eval import crop_around, realistic_variants, walking_clip
@@ -108,28 +107,6 @@ def _roster(path: Path) -> Path:
     return path
 
 
-def _enroll(
-    config: Path, person: str, *photos: Path, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "enroll",
-            "--config",
-            str(config),
-            "--person",
-            person,
-            *map(str, photos),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 def test_enroll_then_recognise_attendance_and_stranger(
     tmp_path: Path, mosquitto: MosquittoBroker, face_scene: dict[str, Any]
 ) -> None:
@@ -144,19 +121,19 @@ def test_enroll_then_recognise_attendance_and_stranger(
     unseeded = tmp_path / "unseeded.yaml"
     unseeded.write_text(config_path.read_text().replace(f", roster_seed: {tmp_path / 'roster.json'}", ""))
     assert "roster_seed" not in unseeded.read_text()
-    before_roster = _enroll(unseeded, "alice", face_scene["dir"] / "alice.jpg", env=env)
+    before_roster = run_enroll(unseeded, "alice", face_scene["dir"] / "alice.jpg", env=env)
     assert before_roster.returncode == 1 and "roster_seed" in before_roster.stderr, before_roster.stderr
     # ...and with one (this config) it applies the seed first, as the agent does at start.
-    ok = _enroll(
+    ok = run_enroll(
         config_path, "alice", face_scene["dir"] / "alice.jpg", face_scene["dir"] / "broken.jpg", env=env
     )
     assert ok.returncode == 0, ok.stderr
     assert "roster seed" in ok.stdout, ok.stdout
     assert "stored template" in ok.stdout and "rejected broken.jpg: not_an_image" in ok.stderr
-    crowd = _enroll(config_path, "carol", face_scene["dir"] / "crowd.jpg", env=env)
+    crowd = run_enroll(config_path, "carol", face_scene["dir"] / "crowd.jpg", env=env)
     assert crowd.returncode == 1 and "several_faces" in crowd.stderr
-    assert _enroll(config_path, "carol", face_scene["dir"] / "carol.jpg", env=env).returncode == 0
-    no_key = _enroll(
+    assert run_enroll(config_path, "carol", face_scene["dir"] / "carol.jpg", env=env).returncode == 0
+    no_key = run_enroll(
         config_path,
         "carol",
         face_scene["dir"] / "carol.jpg",
@@ -164,7 +141,7 @@ def test_enroll_then_recognise_attendance_and_stranger(
     )
     assert no_key.returncode == 2 and "face_template_key" in no_key.stderr
     # Another key does not open this gallery: enroll refuses (non-zero), nothing is stored under it.
-    other_key = _enroll(
+    other_key = run_enroll(
         config_path,
         "carol",
         face_scene["dir"] / "carol.jpg",

@@ -9,8 +9,6 @@ import json
 import os
 import secrets
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from tests.agent.test_face_attendance import face_scene  # noqa: F401  (a fixtur
 from tests.api.test_api import outbox_events
 from tests.conftest import MosquittoBroker
 from tests.support.agent_harness import build_gateway
+from tests.support.agent_process import run_enroll
 from tests.support.wait import async_wait_until
 
 CONSENT = {"granted_by": "self", "granted_at": "2026-01-01T00:00:00Z", "scopes": ["attendance"]}
@@ -44,29 +43,6 @@ def _setup(tmp_path: Path, url: str) -> Path:
     return config
 
 
-def _enroll(
-    config: Path, person: str, photo: Path, *extra: str, env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "enroll",
-            "--config",
-            str(config),
-            "--person",
-            person,
-            *extra,
-            str(photo),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 def test_enroll_refuses_a_look_alike_and_no_consent_and_audits_a_forced_one(
     tmp_path: Path,
     mosquitto: MosquittoBroker,
@@ -76,16 +52,16 @@ def test_enroll_refuses_a_look_alike_and_no_consent_and_audits_a_forced_one(
     env = {**os.environ, "EDGE_AGENT_FACE_TEMPLATE_KEY": key}
     config = _setup(tmp_path, mosquitto.url)
     alice = face_scene["dir"] / "alice.jpg"
-    assert _enroll(config, "alice", alice, env=env).returncode == 0
-    look_alike = _enroll(config, "carol", alice, env=env)
+    assert run_enroll(config, "alice", alice, env=env).returncode == 0
+    look_alike = run_enroll(config, "carol", alice, env=env)
     assert look_alike.returncode == 1, look_alike.stderr
     assert "rejected alice.jpg: matches_other_person" in look_alike.stderr
     assert "from alice's template" in look_alike.stderr and "--force --reason" in look_alike.stderr
-    no_consent = _enroll(config, "erin", face_scene["dir"] / "carol.jpg", env=env)
+    no_consent = run_enroll(config, "erin", face_scene["dir"] / "carol.jpg", env=env)
     assert no_consent.returncode == 1 and "consent_missing" in no_consent.stderr, no_consent.stderr
-    no_reason = _enroll(config, "carol", alice, "--force", env=env)
+    no_reason = run_enroll(config, "carol", alice, "--force", env=env)
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
-    forced = _enroll(
+    forced = run_enroll(
         config, "carol", alice, "--force", "--reason", "twin sister, checked by the office", env=env
     )
     assert forced.returncode == 0, forced.stderr

@@ -9,7 +9,6 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from edge_agent.demo import ENROLLED_FACES, enrollment_photo
 from edge_agent.face_templates import FACES_DB
 from edge_agent.resources import project_file
+from tests.support.agent_process import run_enroll
 
 DEMO_ROSTER = project_file("config", "demo-roster.json")
 
@@ -24,15 +24,7 @@ DEMO_ROSTER = project_file("config", "demo-roster.json")
 def enroll(config: Path, person: str, *photos: Path, key: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
     env["EDGE_AGENT_FACE_TEMPLATE_KEY"] = key
-    return subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "enroll", "--config", str(config), "--person", person]
-        + [str(p) for p in photos],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=config.parent,
-        timeout=300,
-    )
+    return run_enroll(config, person, *photos, env=env, cwd=config.parent)
 
 
 def write_config(tmp_path: Path, *, seed: bool) -> Path:

@@ -44,6 +44,22 @@ def write_config(
     return path
 
 
+def run_enroll(
+    config: Path, person: str, *args: str | Path, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``edge-agent enroll --config C --person P ARGS...`` (photos and options) as an operator runs
+    it, to completion; its exit code and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "enroll", "--config", str(config), "--person", person]
+        + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
 class AgentProcess:
     """``python -m edge_agent.cli run`` with its output in ``agent-<data dir>.log``."""
 
