@@ -424,7 +424,9 @@ def test_an_offline_gateway_and_one_without_the_key_are_reported_then_resend_cat
                 assert done.returncode == 0 and "2 of 2" in done.stdout, done.stdout + done.stderr
                 assert "(parts; the last retained)" in done.stdout
                 assert b.roster.version == 1
-            # gw-b is away (its status says offline, retained): version 2 reaches gw-a alone.
+            # gw-b is away (its status says offline, retained): version 2 reaches gw-a alone. Its
+            # shutdown's offline status is on the broker before the publisher reads the statuses.
+            await until(lambda: gateway_state("gw-b") == "offline", "gw-b's status says offline")
             done = await asyncio.to_thread(centre.publish, "--source", str(v2), *small, wait=3)
             assert done.returncode == 3, done.stdout + done.stderr
             assert "gw-a: caught up (holds version 2)" in done.stdout
@@ -462,10 +464,19 @@ def test_an_offline_gateway_and_one_without_the_key_are_reported_then_resend_cat
                 assert set(new.roster.index.persons) == {r["person_id"] for r in second.rows}
 
     replies = Collector(mosquitto.url, f"campus/v1/{site}/+/roster/reply")
+    statuses = Collector(mosquitto.url, f"campus/v1/{site}/+/status")
+
+    def gateway_state(gateway: str) -> str | None:
+        latest = [
+            m.json() for m in statuses.snapshot() if m.topic.endswith(f"/{gateway}/status") and m.payload
+        ]
+        return str(latest[-1]["state"]) if latest else None
+
     try:
         asyncio.run(asyncio.wait_for(scenario(), 150))
     finally:
         replies.close()
+        statuses.close()
 
 
 def test_the_delta_names_each_kind_of_change() -> None:
