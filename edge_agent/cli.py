@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -259,7 +260,6 @@ def _face_key(config: GatewayConfig, command: str) -> bytes | None:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     """Enroll photos of one person into the local, encrypted template store."""
-    import getpass
 
     from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError
     from edge_agent.faces import EnrollOutcome, FaceService, Override, load_photos
@@ -377,7 +377,14 @@ def cmd_faces_rotate_key(args: argparse.Namespace) -> int:
             print(f"re-encrypted {done}/{total}", file=sys.stderr, flush=True)
 
     try:
-        result = rotate_key(data_dir, old_key, new_key, drop_damaged=args.drop_damaged, progress=progress)
+        result = rotate_key(
+            data_dir,
+            old_key,
+            new_key,
+            drop_damaged=args.drop_damaged,
+            progress=progress,
+            actor=getpass.getuser(),
+        )
     except TemplateKeyError as err:
         print(f"edge-agent faces rotate-key: {err}; the gallery is unchanged", file=sys.stderr)
         return EXIT_FAILURE
@@ -490,7 +497,6 @@ def cmd_roster_show(args: argparse.Namespace) -> int:
 def cmd_roster_forget(args: argparse.Namespace) -> int:
     """Delete locally what this gateway holds about a person, audited; a running agent drops their
     templates from its gallery at once (SIGHUP)."""
-    import getpass
 
     from edge_agent.identity import delete_person_data, outbox_events_naming, signal_running_agent
 

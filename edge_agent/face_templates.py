@@ -358,10 +358,12 @@ def rotate_key(
     *,
     drop_damaged: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    actor: str = "unknown",
 ) -> RotationResult:
     """Re-encrypt the gallery in ``data_dir`` from ``old_key`` to ``new_key``, atomically.
 
-    The new gallery is written to :data:`ROTATING_DB` beside ``faces.db``, checkpointed, closed and
+    The new gallery (templates, the audit records waiting for the agent, and one of this rotation by
+    ``actor``) is written to :data:`ROTATING_DB` beside ``faces.db``, checkpointed, closed and
     fsynced, then renamed over ``faces.db`` (and the directory fsynced): a SIGKILL before the rename
     leaves the old gallery as it was (the half-written file is ignored and replaced by the next
     rotation), after it the new one. Refused (:class:`RotationError`, or ``template_key_mismatch``)
@@ -386,6 +388,8 @@ def rotate_key(
                 damaged += 1
                 continue
             plain.append((tid, person, model, source, vector, created_at))
+        # Audit records the CLI left for the agent to publish go along (they are not secret).
+        audits = [json.loads(d) for (d,) in old._conn.execute("SELECT data FROM audit_pending ORDER BY id")]
         if damaged and not drop_damaged:
             raise RotationError(
                 f"{damaged} of {len(rows)} face templates cannot be decrypted with the old key (damaged "
@@ -414,6 +418,21 @@ def rotate_key(
                 progress(n, len(plain))
             if pause:
                 time.sleep(pause)
+        for record in audits:
+            new.queue_audit(record)
+        # The rotation itself, published by the agent at its next start like the others.
+        left = f", {damaged} damaged left behind" if damaged else ""
+        new.queue_audit(
+            {
+                "actor": actor,
+                "role": "admin",
+                "via": "cli",
+                "action": "faces_rotate_key",
+                "target": FACES_DB,
+                "result": "ok",
+                "reason": f"{len(plain)} templates re-encrypted under a new key{left}",
+            }
+        )
     except BaseException:
         new.close()
         raise

@@ -162,6 +162,17 @@ def test_rotate_key_killed_halfway_leaves_the_old_gallery_and_completed_opens_wi
     old, new = parse_key(old_hex, "k"), parse_key(new_hex, "k")
     data = tmp_path / "data"
     vectors = _gallery(data, old, 40)
+    waiting = {
+        "actor": "it",
+        "role": "admin",
+        "via": "cli",
+        "action": "enroll",
+        "target": "P000",
+        "result": "ok",
+    }
+    store = FaceTemplateStore(data, old)
+    store.queue_audit(waiting)  # an enrollment's audit the agent has not published yet
+    store.close()
     config = _config(tmp_path)
     new_file = tmp_path / "new.key"
     new_file.write_text(new_hex + "\n")
@@ -210,6 +221,13 @@ def test_rotate_key_killed_halfway_leaves_the_old_gallery_and_completed_opens_wi
     assert not (data / ROTATING_DB).exists()
     held = _holds(data, new)
     assert set(held) == set(vectors) and all(np.array_equal(held[t], vectors[t]) for t in vectors)
+    # The audit record waiting for the agent went along, and the rotation itself is one more.
+    store = FaceTemplateStore(data, new)
+    audits: list[dict[str, Any]] = []
+    store.take_audits(audits.append)
+    store.close()
+    assert audits[0] == waiting and audits[1]["action"] == "faces_rotate_key"
+    assert "40 templates re-encrypted" in audits[1]["reason"] and len(audits) == 2
     with pytest.raises(TemplateKeyError) as mismatch:
         FaceTemplateStore(data, old)
     assert mismatch.value.code == "template_key_mismatch"
