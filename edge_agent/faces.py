@@ -402,15 +402,10 @@ class FaceService:
         self.counters[f"template_refused_{code}"] += 1
         self._refusals.error("%s from the centre refused: %s: %s", label, code, message)
 
-    def person_removed(self, person_id: str) -> None:
-        """The person left the roster: their templates go, from disk and from the gallery."""
-        with self._lock:
-            self.store.delete_person(person_id)
-            self._all.remove(person_id)
-            self.gallery.remove(person_id)
-
     def delete_templates(self, person_id: str) -> int:
-        """An admin deletes a person's templates (the person stays in the roster)."""
+        """Delete a person's templates, from disk and from the gallery; how many. For a person who
+        left the roster or whose consent lapsed (edge_agent.identity, which audits it), or at an
+        admin's request (the person stays in the roster)."""
         with self._lock:
             removed = self.store.delete_person(person_id)
             self._all.remove(person_id)

@@ -350,7 +350,6 @@ class Gateway:
             raise
         self.cameras.faces = faces
         self.roster.on_face_templates.append(faces.apply_roster)
-        self.roster.on_person_removed.append(faces.person_removed)
 
     def _identity_service(self) -> IdentityService:
         assert self.roster is not None and self.attendance is not None and self.alert_book is not None

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent.roster import ApplyResult, Roster
-from sync import Event, Person, format_time, templates_digest
+from sync import STORES, Event, Person, events_about, format_time, templates_digest
 
 if TYPE_CHECKING:
     from edge_agent.access import AntiPassback
@@ -381,19 +381,6 @@ def outbox_events_naming(data_dir: Path, person_id: str) -> list[dict[str, Any]]
     """Events in the outbox whose ``subject`` is ``person_id``: queued for the centre (``delivered``
     false) or delivered and kept until ``outbox.delivered_retention_s``; read-only, beside a running
     agent. The outbox is store-and-forward: its rows are the centre's records in transit."""
-    path = data_dir / "outbox.db"
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = conn.execute(
-            "SELECT e.seq, e.id, e.type, e.created_at, e.delivered_at, a.seq IS NOT NULL "
-            "FROM events e LEFT JOIN attachments a ON a.seq = e.seq "
-            "WHERE json_extract(CAST(e.payload AS TEXT), '$.subject') = ? ORDER BY e.seq",
-            (person_id,),
-        ).fetchall()
-    finally:
-        conn.close()
     return [
         {
             "seq": seq,
@@ -403,7 +390,9 @@ def outbox_events_naming(data_dir: Path, person_id: str) -> list[dict[str, Any]]
             "delivered": delivered is not None,
             "attachment": bool(attachment),
         }
-        for seq, event_id, type_, created, delivered, attachment in rows
+        for seq, event_id, type_, created, delivered, attachment in events_about(
+            data_dir / STORES["outbox"].file, person_id
+        )
     ]
 
 

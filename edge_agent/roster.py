@@ -219,7 +219,7 @@ class Roster:
         self._now = now
         self._copying = threading.Lock()  # one copy at a time: a stop may overlap a copy under way
         self.recovery: RosterRecovery | None = None
-        self.on_person_removed: list[Callable[[str], None]] = []
+        self.on_person_removed: list[Callable[[str], object]] = []  # what a hook returns is ignored
         self.on_face_templates: list[Callable[[FaceTemplateChange], None]] = []
         self._conn, moved = self._open()
         index: RosterIndex | None = None

@@ -54,7 +54,7 @@ from sync.mqtt import (
     reply_properties,
     response_properties,
 )
-from sync.outbox import Outbox, OutboxClosed, OutboxConfig, OutboxError
+from sync.outbox import Outbox, OutboxClosed, OutboxConfig, OutboxError, events_about
 from sync.signing import (
     MAX_SIGNATURE_BYTES,
     NonceCache,
@@ -138,6 +138,7 @@ __all__ = [
     "apply_migrations",
     "canonical_json",
     "check_integrity",
+    "events_about",
     "format_time",
     "is_signed",
     "make_source",

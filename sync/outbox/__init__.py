@@ -10,6 +10,7 @@ the rules every SQLite store follows are in :mod:`sync.storage`.
 from __future__ import annotations
 
 from sync.outbox.config import OutboxConfig, SpaceLimits
+from sync.outbox.store import events_about
 from sync.outbox.writer import (
     Committed,
     LaneBacklog,
@@ -34,4 +35,5 @@ __all__ = [
     "SpaceLimits",
     "StorageState",
     "StorageStatus",
+    "events_about",
 ]

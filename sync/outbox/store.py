@@ -183,6 +183,27 @@ def _open_readonly(path: Path) -> sqlite3.Connection | None:
     return None
 
 
+def events_about(path: Path, subject: str) -> list[tuple[int, str, str, float, float | None, bool]]:
+    """``(seq, id, type, created_at, delivered_at, has_attachment)`` of the events in the outbox
+    ``path`` whose ``subject`` is ``subject`` (a data-subject request), in seq order; read only,
+    beside a running agent. Empty when there is no outbox yet."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = conn.execute(
+            "SELECT e.seq, e.id, e.type, e.created_at, e.delivered_at, a.seq IS NOT NULL "
+            "FROM events e LEFT JOIN attachments a ON a.seq = e.seq "
+            "WHERE json_extract(CAST(e.payload AS TEXT), '$.subject') = ? ORDER BY e.seq",
+            (subject,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [
+        (seq, eid, etype, created, delivered, bool(att)) for seq, eid, etype, created, delivered, att in rows
+    ]
+
+
 def _seq_bounds(src: sqlite3.Connection, path: Path) -> tuple[int, int]:
     try:
         low, high = src.execute("SELECT min(seq), max(seq) FROM events").fetchone()

@@ -107,7 +107,7 @@ def faces(tmp_path: Path) -> Iterator[Faces]:
     store = FaceTemplateStore(tmp_path, parse_key(secrets.token_hex(32), "k"), now=clock)
     service = FaceService(store, FaceSettings(), roster=lambda: roster.index, now=clock)
     roster.on_face_templates.append(service.apply_roster)
-    roster.on_person_removed.append(service.person_removed)
+    roster.on_person_removed.append(service.delete_templates)
     yield Faces(service, roster, store, clock)
     store.close()
     roster.close()

@@ -35,7 +35,7 @@ def test_roster_templates_are_stored_encrypted_used_and_deleted(tmp_path: Path) 
     ok, carol_jpeg = cv2.imencode(".jpg", crop_around(carol_img, carol_box))
     assert ok
     roster.on_face_templates.append(service.apply_roster)
-    roster.on_person_removed.append(service.person_removed)
+    roster.on_person_removed.append(service.delete_templates)
     consent = {"granted_by": "self", "granted_at": "2026-01-01T00:00:00Z", "scopes": ["attendance"]}
     persons = [
         {"id": p, "name": p, "role": "student", "consent": consent} for p in ("alice", "carol", "dave")
