@@ -268,8 +268,9 @@ def test_the_demo_takes_roster_changes_signed_with_its_own_centre_key(
     def roster_version() -> int:
         return int(json.loads(status.read_text())["roster_version"]) if status.is_file() else -1
 
+    # status.json comes with the agent's first status round, a moment after it says it is running.
+    wait_until(lambda: roster_version() >= 1, 60, interval=0.2, what="the demo's status with its roster")
     held = roster_version()
-    assert held >= 1
 
     def delta(version: int, person: str) -> bytes:
         body = {
