@@ -57,7 +57,7 @@ from vision.align import align_faces
 from vision.config import FacePipelineConfig
 from vision.face_detect import FaceDetector
 from vision.face_embed import FaceEmbedder
-from vision.face_eval import composite, crop_around, realistic_variants, walking_clip
+from vision.face_eval import composite, crop_around, jpeg_roundtrip, realistic_variants, rotated, walking_clip
 from vision.face_pipeline import EnrollmentError, FacePipeline, embed_enrollment_photo
 from vision.gallery import DEFAULT_THRESHOLDS, Gallery
 from vision.scenes import SCENES_DIR, load_photo
@@ -87,19 +87,6 @@ TIGHT = 0.6
 """Margin of the crop the probes and the extra enrollment photos are made from (the ID photo uses 1)."""
 
 
-def _rotate(image: Image, degrees: float) -> Image:
-    h, w = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    return np.asarray(cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT), np.uint8)
-
-
-def _jpeg(image: Image, quality: int) -> Image:
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), np.uint8)
-
-
 def _shrink(image: Image, scale: float) -> Image:
     return np.asarray(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), np.uint8)
 
@@ -109,8 +96,8 @@ def enrollment_photos(crop: Image, tight: Image) -> dict[str, Image]:
     warm = np.clip(tight.astype(np.float32) * np.array([0.85, 1.0, 1.1], np.float32), 0, 255)  # BGR
     return {
         "crop": crop,
-        "warm light, tilted 4°": _rotate(warm.astype(np.uint8), 4),
-        "from further away": _jpeg(_shrink(tight, 0.6), 80),
+        "warm light, tilted 4°": rotated(warm.astype(np.uint8), 4),
+        "from further away": jpeg_roundtrip(_shrink(tight, 0.6), 80),
     }
 
 
@@ -139,7 +126,7 @@ def classroom_still(room: Image, photo: Image, subject: Point, scale: float) -> 
     and where its face now is."""
     patch, centre = _shrink(photo, scale), (FRAME_SIZE[0] / 2, FRAME_SIZE[1] / 2)
     frame = np.asarray(cv2.GaussianBlur(composite(room, patch, centre), (0, 0), DEFOCUS_SIGMA), np.uint8)
-    return _jpeg(frame, JPEG_QUALITY), _pasted(patch, centre, subject, scale)
+    return jpeg_roundtrip(frame, JPEG_QUALITY), _pasted(patch, centre, subject, scale)
 
 
 def classroom_walk(room: Image, photo: Image, subject: Point, scale: float) -> list[tuple[Image, Point]]:
@@ -152,7 +139,7 @@ def classroom_walk(room: Image, photo: Image, subject: Point, scale: float) -> l
     for k, frame in enumerate(walking_clip(room, [patch], frames=CLIP_FRAMES, paths=[WALK])):
         t = k / (CLIP_FRAMES - 1)  # walking_clip's own step along the path
         where = _pasted(patch, (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t), subject, scale)
-        out.append((_jpeg(np.asarray(frame, np.uint8), JPEG_QUALITY), where))
+        out.append((jpeg_roundtrip(np.asarray(frame, np.uint8), JPEG_QUALITY), where))
     return out
 
 

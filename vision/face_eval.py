@@ -29,14 +29,16 @@ def crop_around(image: Image, box: tuple[float, float, float, float], margin: fl
     return np.ascontiguousarray(image[cy1:cy2, cx1:cx2])
 
 
-def _jpeg(image: Image, quality: int) -> Image:
+def jpeg_roundtrip(image: Image, quality: int) -> Image:
+    """``image`` as a camera's JPEG at ``quality`` gives it back (block artefacts, lost detail)."""
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
     return np.asarray(cv2.imdecode(buf, cv2.IMREAD_COLOR), dtype=np.uint8)
 
 
-def _rotate(image: Image, degrees: float) -> Image:
+def rotated(image: Image, degrees: float) -> Image:
+    """``image`` turned by ``degrees`` about its centre, the edges reflected (a tilted head)."""
     h, w = image.shape[:2]
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     return np.asarray(cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT), dtype=np.uint8)
@@ -56,11 +58,11 @@ def realistic_variants(image: Image) -> dict[str, Image]:
     for sigma in (1.0, 2.0):
         out[f"blur_{sigma:g}"] = np.asarray(cv2.GaussianBlur(image, (0, 0), sigma), np.uint8)
     for q in (20, 40, 70):
-        out[f"jpeg_{q}"] = _jpeg(image, q)
+        out[f"jpeg_{q}"] = jpeg_roundtrip(image, q)
     for name, alpha, beta in (("darker", 0.7, -10), ("brighter", 1.0, 40), ("flat", 0.6, 50)):
         out[f"exposure_{name}"] = np.asarray(cv2.convertScaleAbs(image, alpha=alpha, beta=beta), np.uint8)
     for deg in (-12, -6, 6, 12):
-        out[f"rotate_{deg}"] = _rotate(image, deg)
+        out[f"rotate_{deg}"] = rotated(image, deg)
     return out
 
 
