@@ -332,6 +332,10 @@ class FaceTemplateStore:
         the status digest proves deletions by. Read from the index, no decryption."""
         return {row[0] for row in self._conn.execute("SELECT DISTINCT person_id FROM templates")}
 
+    def held(self) -> set[tuple[str, str]]:
+        """``(template id, person id)`` of every template on disk, from the index (no decryption)."""
+        return {(tid, pid) for tid, pid in self._conn.execute("SELECT id, person_id FROM templates")}
+
 
 class RotationError(TemplateKeyError):
     """A key rotation that was refused or could not finish; the old gallery is untouched."""

@@ -345,7 +345,7 @@ class FaceService:
         here (and not kept), other models' embeddings kept aside and counted. Each passes the same
         consent and look-alike checks as an enrollment (no override: the centre fixes its data)."""
         index = self._roster() if self._roster is not None else RosterIndex()
-        known = {(t.id, t.person_id) for t in self.store.templates()}
+        known = self.store.held()  # not decrypted: _load_all below decrypts once
         if change.replace_all:
             self.store.delete_source("centre")
         if change.delete:

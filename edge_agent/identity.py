@@ -194,7 +194,7 @@ class IdentityService:
             self._wake.clear()  # a wake during the check runs it again at once
             await asyncio.to_thread(self.check)
             wait = self.check_interval_s
-            due = self.next_lapse()
+            due = await asyncio.to_thread(self.next_lapse)  # reads the face store: off the loop
             if due is not None:
                 wait = max(0.0, min(wait, (due - self.clock.now()).total_seconds()))
             await self._sleep_or_wake(wait)
