@@ -8,7 +8,8 @@ equipment); ``edge-agent simulate`` runs one through :func:`run_simulator`.
 """
 
 from device_drivers._io.backoff import Backoff, BackoffPolicy
-from device_drivers._io.config import BackoffConfig
+from device_drivers._io.config import BackoffConfig, NetworkDeviceConfig
+from device_drivers._io.probe import ProbeResult
 from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig, parse_source, redact_url
 from device_drivers.camera.driver import Camera
 from device_drivers.card.codec import CardCodec, CardData
@@ -19,12 +20,17 @@ from device_drivers.errors import CameraError, DeviceError, IncompleteFrame, Mal
 from device_drivers.gpio.codec import WiegandBitCollector
 from device_drivers.gpio.config import GpioWiegandConfig
 from device_drivers.gpio.driver import GpioWiegandReader
+from device_drivers.onvif.discovery import describe as describe_camera
+from device_drivers.onvif.discovery import discover as discover_cameras
+from device_drivers.onvif.discovery import parse_target as parse_discovery_target
+from device_drivers.onvif.discovery import snippet as camera_snippet
 from device_drivers.osdp.config import OsdpBusConfig, OsdpReaderConfig
 from device_drivers.osdp.driver import OsdpControlPanel
 from device_drivers.profiles.config import FirmwareProfile
 from device_drivers.profiles.framing import drain
 from device_drivers.profiles.loader import load_profile, resolve_profile
 from device_drivers.readings import (
+    AttendanceMethod,
     CameraFrame,
     CameraItem,
     CameraOffline,
@@ -33,7 +39,11 @@ from device_drivers.readings import (
     DeviceOffline,
     DeviceOnline,
     DeviceTamper,
+    DigitalInput,
+    MotionDetected,
     Reading,
+    TerminalAccess,
+    TerminalAttendance,
     TurnstileEvent,
 )
 from device_drivers.registry import (
@@ -53,7 +63,7 @@ from device_drivers.registry import (
 )
 from device_drivers.relay.config import RelayDoorConfig
 from device_drivers.relay.driver import GpioRelay, Relay, RelayDoor
-from device_drivers.secrets import load_secret
+from device_drivers.secrets import load_password, load_secret
 from device_drivers.turnstile.codec import TurnstileCodec, TurnstileMessage
 from device_drivers.turnstile.config import TurnstileConfig
 from device_drivers.turnstile.driver import TurnstileDriver
@@ -64,6 +74,7 @@ from device_drivers.wedge.driver import KeyboardWedgeReader
 __all__ = [
     "FAMILIES",
     "AnyDeviceConfig",
+    "AttendanceMethod",
     "Backoff",
     "BackoffConfig",
     "BackoffPolicy",
@@ -86,6 +97,7 @@ __all__ = [
     "DeviceOffline",
     "DeviceOnline",
     "DeviceTamper",
+    "DigitalInput",
     "Driver",
     "FirmwareProfile",
     "GpioRelay",
@@ -96,9 +108,12 @@ __all__ = [
     "KeyboardWedgeReader",
     "KeystrokeDecoder",
     "MalformedFrame",
+    "MotionDetected",
+    "NetworkDeviceConfig",
     "OsdpBusConfig",
     "OsdpControlPanel",
     "OsdpReaderConfig",
+    "ProbeResult",
     "ProfileError",
     "Reading",
     "Relay",
@@ -106,20 +121,27 @@ __all__ = [
     "RelayDoorConfig",
     "SimulatedCameraConfig",
     "SimulatorKind",
+    "TerminalAccess",
+    "TerminalAttendance",
     "TurnstileCodec",
     "TurnstileConfig",
     "TurnstileDriver",
     "TurnstileEvent",
     "TurnstileMessage",
     "WiegandBitCollector",
+    "camera_snippet",
     "codec_for",
+    "describe_camera",
+    "discover_cameras",
     "drain",
+    "load_password",
     "load_profile",
     "load_secret",
     "make_simulator",
     "normalise_hex",
     "open_camera",
     "open_driver",
+    "parse_discovery_target",
     "parse_source",
     "redact_url",
     "resolve_profile",

@@ -6,9 +6,10 @@ same instant on ``time.monotonic_ns()``, for latency measurements.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -91,7 +92,108 @@ class DeviceTamper:
     at: datetime
 
 
-Reading = CardRead | TurnstileEvent | DeviceOnline | DeviceOffline | DeviceTamper
+AttendanceMethod = Literal["fingerprint", "face", "card", "password", "palm", "other"]
+"""How a vendor terminal verified a person (from its verify type / verify mode)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalAttendance:
+    """An attendance record a vendor terminal (ZKTeco, Hikvision) made itself.
+
+    ``user_id`` is the terminal's own user id (ZKTeco user id, Hikvision employee number); the agent
+    maps it to a roster person, never guesses one. ``terminal_time`` is the terminal's timestamp
+    (its local clock, made aware with the device's configured timezone, then UTC); ``at`` is when the
+    gateway received it. ``record_id`` is unique per record of this terminal and stable across
+    re-reads (the agent derives the event id from it, so a record delivered again in a crash window
+    carries the same event id). ``punch`` is the terminal's state key (``check_in``, ``check_out``,
+    ``break_out``, ``break_in``, ``overtime_in``, ``overtime_out``) where it says one. ``raw`` is the
+    record as received, JSON-able, for the ``attendance.unmapped`` event.
+
+    Drivers that hold a high-water mark advance it in ``acknowledge(reading)``, which the agent calls
+    once the event made from the reading is committed to the outbox (in reading order).
+    """
+
+    device_id: str
+    user_id: str
+    method: AttendanceMethod
+    terminal_time: datetime
+    at: datetime
+    record_id: str
+    punch: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+TerminalAccessKind = Literal[
+    "granted", "denied", "door_open", "door_closed", "door_held_open", "forced", "tamper"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalAccess:
+    """An access-control event a terminal or access controller decided or saw itself (Hikvision).
+
+    ``granted`` / ``denied``: the terminal verified (or refused) ``user_id`` / ``card`` by ``method``;
+    ``reason`` is the terminal's own reason for a denial (``card_unknown``, ``face_mismatch``,
+    ``expired``, ``outside_schedule``, ...). The door kinds name ``door`` (the terminal's door number).
+    ``record_id`` is the terminal's event serial number (stable, for catch-up de-duplication).
+    Acknowledged like :class:`TerminalAttendance`.
+    """
+
+    device_id: str
+    kind: TerminalAccessKind
+    terminal_time: datetime
+    at: datetime
+    record_id: str
+    door: int | None = None
+    user_id: str | None = None
+    card: str | None = None
+    method: AttendanceMethod | None = None
+    reason: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MotionDetected:
+    """A camera's own motion detector changed state (ONVIF ``RuleEngine/CellMotionDetector``...)."""
+
+    device_id: str
+    active: bool
+    at: datetime
+    topic: str = ""
+    """The device's event topic, as it named it."""
+
+
+InputRole = Literal["door_contact", "fire_alarm", "generic"]
+
+
+@dataclass(frozen=True, slots=True)
+class DigitalInput:
+    """A digital input of an I/O module changed state (Modbus discrete input or coil read back).
+
+    ``name`` is the input's configured name; ``active`` is the logical state after the input's
+    configured polarity (door contact: open; fire alarm: in alarm). ``role`` and ``target`` come from
+    the input's config: a door contact names the door it watches, a fire alarm the zone it covers.
+    """
+
+    device_id: str
+    name: str
+    active: bool
+    role: InputRole
+    at: datetime
+    target: str | None = None
+
+
+Reading = (
+    CardRead
+    | TurnstileEvent
+    | DeviceOnline
+    | DeviceOffline
+    | DeviceTamper
+    | TerminalAttendance
+    | TerminalAccess
+    | MotionDetected
+    | DigitalInput
+)
 """Everything ``driver.readings()`` yields."""
 
 
@@ -126,6 +228,7 @@ CameraItem = CameraFrame | CameraOnline | CameraOffline
 """Everything ``camera.frames()`` (and ``camera.readings()``) yields."""
 
 __all__ = [
+    "AttendanceMethod",
     "CameraFrame",
     "CameraItem",
     "CameraOffline",
@@ -134,7 +237,13 @@ __all__ = [
     "DeviceOffline",
     "DeviceOnline",
     "DeviceTamper",
+    "DigitalInput",
+    "InputRole",
+    "MotionDetected",
     "Reading",
+    "TerminalAccess",
+    "TerminalAccessKind",
+    "TerminalAttendance",
     "TurnstileEvent",
     "TurnstileEventKind",
     "utc_now",

@@ -19,7 +19,7 @@ import signal
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TextIO, TypeVar, get_args
@@ -27,6 +27,7 @@ from typing import Annotated, Any, Generic, Literal, TextIO, TypeVar, get_args
 from pydantic import AfterValidator, BaseModel, Field
 
 from device_drivers._io.config import SerialDeviceConfig
+from device_drivers._io.probe import ProbeResult
 from device_drivers._io.sim import PtyEndpoint, SimEndpoint, parse_listen
 from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig
 from device_drivers.camera.driver import Camera
@@ -39,6 +40,16 @@ from device_drivers.errors import DeviceError, ProfileError
 from device_drivers.gpio.config import GpioWiegandConfig
 from device_drivers.gpio.driver import GpioWiegandReader
 from device_drivers.gpio.sim import SimulatedWiegandLines
+from device_drivers.hikvision.config import HikvisionConfig
+from device_drivers.hikvision.driver import HikvisionDriver, probe_hikvision
+from device_drivers.hikvision.sim import IsapiSimulator
+from device_drivers.modbus.config import ModbusIoConfig
+from device_drivers.modbus.driver import ModbusIoDriver, probe_modbus_io
+from device_drivers.modbus.profile import check_modbus_io
+from device_drivers.modbus.sim import ModbusIoSimulator
+from device_drivers.onvif.config import OnvifConfig
+from device_drivers.onvif.driver import OnvifEventsDriver, probe_onvif
+from device_drivers.onvif.sim import OnvifSimulator
 from device_drivers.osdp.config import OsdpBusConfig
 from device_drivers.osdp.driver import OsdpControlPanel, reader_keys
 from device_drivers.osdp.sim import OsdpBusSimulator, OsdpReaderSimulator
@@ -54,6 +65,9 @@ from device_drivers.turnstile.sim import TurnstileSimulator
 from device_drivers.wedge.config import KeyboardWedgeConfig
 from device_drivers.wedge.driver import KeyboardWedgeReader
 from device_drivers.wedge.sim import SimulatedKeyboard
+from device_drivers.zkteco.config import ZktecoConfig, ZktecoPushConfig
+from device_drivers.zkteco.driver import ZkPullDriver, ZkPushServer, probe_zkteco, probe_zkteco_push
+from device_drivers.zkteco.sim import ZkDeviceSimulator, ZkPushTerminalSimulator
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +78,11 @@ AnyDeviceConfig = (
     | OsdpBusConfig
     | KeyboardWedgeConfig
     | GpioWiegandConfig
+    | ZktecoConfig
+    | ZktecoPushConfig
+    | HikvisionConfig
+    | OnvifConfig
+    | ModbusIoConfig
 )
 
 
@@ -85,6 +104,11 @@ Driver = (
     | OsdpControlPanel
     | KeyboardWedgeReader
     | GpioWiegandReader
+    | ZkPullDriver
+    | ZkPushServer
+    | HikvisionDriver
+    | OnvifEventsDriver
+    | ModbusIoDriver
 )
 """Any driver: each is a reusable async context manager with ``readings()`` and ``counters``."""
 
@@ -105,6 +129,11 @@ class DeviceFamily(Generic[C]):
     open: Callable[[C], Driver]
     check: Callable[[C], None] | None = None
     """Raises ``ValueError`` when the config does not fit what it refers to (a profile file...)."""
+    open_with_state: Callable[[C, Path | None], Driver] | None = None
+    """For drivers that keep state across restarts (a terminal's high-water mark): opens the device
+    with its own directory under the agent's data dir; ``open`` is then unused."""
+    probe: Callable[[C], Coroutine[Any, Any, list[ProbeResult]]] | None = None
+    """``doctor``'s checks of a real device of this kind: reachable, authenticated, clock skew..."""
 
 
 def _profile_of(config: SerialDeviceConfig) -> FirmwareProfile:
@@ -170,6 +199,35 @@ def _open_osdp_bus(config: OsdpBusConfig) -> OsdpControlPanel:
     return OsdpControlPanel.from_config(config, keys=keys, simulator=simulator)
 
 
+def _open_zkteco(config: ZktecoConfig, state_dir: Path | None) -> ZkPullDriver:
+    simulator = ZkDeviceSimulator.from_config(config) if config.simulated else None
+    return ZkPullDriver.from_config(config, simulator=simulator, state_dir=state_dir)
+
+
+def _open_zkteco_push(config: ZktecoPushConfig, state_dir: Path | None) -> ZkPushServer:
+    simulator = ZkPushTerminalSimulator.from_config(config) if config.simulated else None
+    return ZkPushServer.from_config(config, simulator=simulator, state_dir=state_dir)
+
+
+def _open_hikvision(config: HikvisionConfig, state_dir: Path | None) -> HikvisionDriver:
+    simulator = IsapiSimulator.from_config(config) if config.simulated else None
+    return HikvisionDriver.from_config(config, simulator=simulator, state_dir=state_dir)
+
+
+def _open_onvif(config: OnvifConfig, state_dir: Path | None) -> OnvifEventsDriver:
+    simulator = OnvifSimulator.from_config(config) if config.simulated else None
+    return OnvifEventsDriver.from_config(config, simulator=simulator, state_dir=state_dir)
+
+
+def _open_modbus_io(config: ModbusIoConfig, state_dir: Path | None) -> ModbusIoDriver:
+    simulator = ModbusIoSimulator.from_config(config) if config.simulated else None
+    return ModbusIoDriver.from_config(config, simulator=simulator, state_dir=state_dir)
+
+
+def _stateful_only(config: Any) -> Driver:
+    raise RuntimeError(f"{config.kind} devices are opened with a state directory (open_driver)")
+
+
 def _open_relay_door(config: RelayDoorConfig) -> RelayDoor:
     if config.simulated:
         return RelayDoor.from_config(config, open_pin=lambda line: MemoryPin())
@@ -192,6 +250,48 @@ FAMILIES: dict[str, DeviceFamily[Any]] = {
     "gpio_wiegand": DeviceFamily(
         GpioWiegandConfig, GpioWiegandReader, SimulatedWiegandLines, GpioWiegandReader.from_config
     ),
+    # Vendor terminals, ONVIF cameras' events and Modbus I/O: reached over the network.
+    "zkteco": DeviceFamily(
+        ZktecoConfig,
+        ZkPullDriver,
+        ZkDeviceSimulator,
+        _stateful_only,
+        open_with_state=_open_zkteco,
+        probe=probe_zkteco,
+    ),
+    "zkteco_push": DeviceFamily(
+        ZktecoPushConfig,
+        ZkPushServer,
+        ZkPushTerminalSimulator,
+        _stateful_only,
+        open_with_state=_open_zkteco_push,
+        probe=probe_zkteco_push,
+    ),
+    "hikvision": DeviceFamily(
+        HikvisionConfig,
+        HikvisionDriver,
+        IsapiSimulator,
+        _stateful_only,
+        open_with_state=_open_hikvision,
+        probe=probe_hikvision,
+    ),
+    "onvif": DeviceFamily(
+        OnvifConfig,
+        OnvifEventsDriver,
+        OnvifSimulator,
+        _stateful_only,
+        open_with_state=_open_onvif,
+        probe=probe_onvif,
+    ),
+    "modbus_io": DeviceFamily(
+        ModbusIoConfig,
+        ModbusIoDriver,
+        ModbusIoSimulator,
+        _stateful_only,
+        check_modbus_io,
+        open_with_state=_open_modbus_io,
+        probe=probe_modbus_io,
+    ),
 }
 """``{kind: family}`` for every device a gateway's ``devices:`` list may hold."""
 
@@ -209,11 +309,16 @@ def _check_families() -> None:
 _check_families()
 
 
-def open_driver(config: AnyDeviceConfig) -> Driver:
+def open_driver(config: AnyDeviceConfig, *, state_dir: Path | None = None) -> Driver:
     """The driver for ``config``, not started: enter it with ``async with``. For a ``simulated``
     device the driver comes with its simulator attached (``driver.simulator``), which runs exactly
-    as long as the driver does."""
-    return FAMILIES[config.kind].open(config)
+    as long as the driver does. ``state_dir`` is the device's own directory for what it keeps
+    across restarts (created by the caller); drivers that keep nothing ignore it, and without one a
+    stateful driver keeps its state in memory only."""
+    family = FAMILIES[config.kind]
+    if family.open_with_state is not None:
+        return family.open_with_state(config, state_dir)
+    return family.open(config)
 
 
 def open_camera(config: CameraConfig | SimulatedCameraConfig, *, workdir: Path | None = None) -> Camera:

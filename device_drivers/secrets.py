@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from device_drivers.errors import DeviceError
@@ -30,4 +31,18 @@ def load_secret(name: str) -> bytes:
     return key
 
 
-__all__ = ["load_secret"]
+def load_password(name: str) -> str:
+    """A device's password (or comm key) as text, found where the agent finds its credentials:
+    ``$CREDENTIALS_DIRECTORY/<name>`` (systemd ``LoadCredential=``), else the environment variable
+    ``EDGE_AGENT_<NAME>`` (``hik_gate_password`` -> ``EDGE_AGENT_HIK_GATE_PASSWORD``); the file's
+    trailing newline is dropped."""
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory and (Path(directory) / name).is_file():
+        return (Path(directory) / name).read_text().rstrip("\r\n")
+    env = "EDGE_AGENT_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    if env in os.environ:
+        return os.environ[env]
+    raise DeviceError(f"password {name} not found in $CREDENTIALS_DIRECTORY or ${env}", code="no_password")
+
+
+__all__ = ["load_password", "load_secret"]

@@ -566,6 +566,50 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cameras_discover(args: argparse.Namespace) -> int:
+    """``edge-agent cameras discover``: WS-Discovery, then each camera's profiles and stream URIs,
+    printed as a config snippet to paste (device_drivers.onvif.discovery does the work)."""
+    from device_drivers import (
+        DeviceError,
+        camera_snippet,
+        describe_camera,
+        discover_cameras,
+        load_password,
+        parse_discovery_target,
+    )
+
+    try:
+        targets = tuple(parse_discovery_target(t) for t in args.target or [])
+        password = load_password(args.password_credential) if args.password_credential else None
+    except (ValueError, DeviceError) as err:
+        print(f"edge-agent cameras discover: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+
+    async def run() -> int:
+        found = await discover_cameras(
+            args.timeout, interface=args.interface, targets=targets, multicast=not args.no_multicast
+        )
+        for error in found.errors:
+            print(f"# warning: {error}", file=sys.stderr)
+        ignored = sum(n for k, n in found.counters.items() if k.startswith("ignored_"))
+        print(f"# {len(found.devices)} ONVIF device(s) answered; {ignored} other datagram(s) ignored")
+        descriptions = []
+        for match, sender in found.devices:
+            print(
+                f"# found {match.name or '?'} ({match.hardware or '?'}, {match.location or '?'}) at {sender}"
+            )
+            description = await describe_camera(match, args.user, password, timeout_s=args.request_timeout)
+            if description.error:
+                print(f"# {match.endpoint}: {description.error}", file=sys.stderr)
+            descriptions.append(description)
+        if not descriptions:
+            return EXIT_FAILURE
+        print(camera_snippet(descriptions, username=args.user, password_credential=args.password_credential))
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
 def cmd_central(args: argparse.Namespace) -> int:
     """``edge-agent central ...`` is ``edge-central ...``: the centre's commands run in their own
     process (``python -m sync.central``), because the central side is no part of the gateway and
@@ -661,6 +705,28 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--card", action="append", help="a card to present in turn (repeatable)")
     simulate.add_argument("--interval", type=float, default=2.0, help="seconds between those cards")
     simulate.set_defaults(func=cmd_simulate)
+
+    cameras = sub.add_parser("cameras", help="ONVIF cameras on the network")
+    cameras_sub = cameras.add_subparsers(dest="cameras_command", required=True)
+    discover = cameras_sub.add_parser(
+        "discover",
+        help="find ONVIF cameras (WS-Discovery) and print a config snippet per camera: main and "
+        "sub-stream URIs, and its events device",
+    )
+    discover.add_argument("--timeout", type=float, default=3.0, help="seconds to collect answers (3)")
+    discover.add_argument("--interface", help="local IPv4 address to send the multicast probe from")
+    discover.add_argument(
+        "--target", action="append", help="HOST[:PORT] to probe by unicast as well (repeatable; port 3702)"
+    )
+    discover.add_argument("--no-multicast", action="store_true", help="probe only the --target addresses")
+    discover.add_argument("--user", help="ONVIF login, to read profiles and stream URIs")
+    discover.add_argument(
+        "--password-credential", help="credential holding the password (as password_credential in the config)"
+    )
+    discover.add_argument(
+        "--request-timeout", type=float, default=10.0, help="seconds per ONVIF request (10)"
+    )
+    discover.set_defaults(func=cmd_cameras_discover)
 
     roster_cmd = sub.add_parser(
         "roster", help="what the gateway holds about a person (data-subject requests)"

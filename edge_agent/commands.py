@@ -560,6 +560,8 @@ class CommandProcessor:
         device_id = gate.config.turnstile
         driver = self.services.devices.drivers.get(device_id) if device_id else None
         if driver is None:
+            driver = gate.door_device  # a gate with `door:` (a Modbus relay door), or None
+        if driver is None:
             raise Refused(
                 "no_turnstile", f"gate {gate_id!r} has no running turnstile or door device", result="failed"
             )

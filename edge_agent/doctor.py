@@ -10,6 +10,8 @@ the agent's state.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import enum
 import hashlib
 import json
@@ -25,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device_drivers import (
+    FAMILIES,
     CameraConfig,
     CardReaderConfig,
     DeviceError,
@@ -256,6 +259,43 @@ def check_devices(config: GatewayConfig) -> list[CheckResult]:
     return results
 
 
+@contextlib.contextmanager
+def _credentials_from(credentials_dir: Path | None) -> Iterator[None]:
+    # Drivers read their passwords where the service finds them ($CREDENTIALS_DIRECTORY); doctor,
+    # run by hand, points that at the credentials directory for the length of the probe.
+    if credentials_dir is None:
+        yield
+        return
+    before = os.environ.get("CREDENTIALS_DIRECTORY")
+    os.environ["CREDENTIALS_DIRECTORY"] = str(credentials_dir)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CREDENTIALS_DIRECTORY", None)
+        else:
+            os.environ["CREDENTIALS_DIRECTORY"] = before
+
+
+def probe_network_devices(config: GatewayConfig, credentials_dir: Path | None = None) -> list[CheckResult]:
+    """Each real network device's own probe (device_drivers registry): reachable, logged in,
+    clock skew... one line per thing it checked; a probe that raises is a failure saying why."""
+    results: list[CheckResult] = []
+    status = {"ok": Status.OK, "warn": Status.WARN, "fail": Status.FAIL}
+    for device in config.devices:
+        probe = FAMILIES[device.kind].probe
+        if probe is None or getattr(device, "simulated", False):
+            continue
+        try:
+            with _credentials_from(credentials_dir):
+                found = asyncio.run(probe(device))
+        except Exception as err:  # a probe's bug or an unexpected answer: say it, do not crash doctor
+            results.append(_fail(f"device {device.id}", f"probe failed: {type(err).__name__}: {err}"))
+            continue
+        results += [CheckResult(f"device {device.id} {r.check}", status[r.status], r.detail) for r in found]
+    return results
+
+
 def check_camera(camera_id: str, url: str, timeout_s: float = 10.0) -> CheckResult:
     """Open a camera source with OpenCV and grab one frame (RTSP/HTTP URL, ``usb:N``, a file)."""
     name = f"camera {camera_id}"
@@ -338,6 +378,10 @@ def _validate_credential(config: GatewayConfig, name: str, text: str) -> str:
         if "PRIVATE KEY-----" not in text:
             raise ConfigError("not a PEM private key (no '-----BEGIN ... PRIVATE KEY-----')", code="bad_pem")
         return "a PEM private key"
+    if any(d.kind == "zkteco" and getattr(d, "password_credential", None) == name for d in config.devices):
+        if not text.strip().isdigit():
+            raise ConfigError("a ZKTeco comm key is a number (0 when the terminal has none)", code="bad_key")
+        return "a ZKTeco comm key"
     return f"{len(text)} characters"
 
 
@@ -865,6 +909,7 @@ def run_doctor(
         results.append(check_agent_status(directory))
         results.append(check_open_files(config, directory))
         results.extend(check_devices(config))
+        results.extend(probe_network_devices(config, credentials_dir))
         results.extend(check_osdp_keys(config, credentials_dir))
         results.extend(check_credentials(config, credentials_dir))
         results.extend(check_face_key(config, directory, credentials_dir))

@@ -46,6 +46,8 @@ _ALARMS: dict[str, tuple[str, Severity, Callable[[TurnstileEvent], dict[str, Any
 
 Opener = Callable[[Direction], Awaitable[None]]
 Feedback = Callable[[str, bool], Awaitable[None]]
+Holder = Callable[[bool], Awaitable[None]]
+"""Holds a gate's opener open (``True``: fire-alarm free passage) or back to normal (``False``)."""
 
 
 @dataclass
@@ -66,6 +68,20 @@ class GateStats:
     timeouts: int = 0
     open_failures: int = 0
     last_decision_us: int = 0
+    forced: int = 0
+    held_open: int = 0
+    door_changes: int = 0
+
+
+@dataclass
+class _DoorState:
+    """What the gate's door contact said last (relay and Modbus doors)."""
+
+    device: str
+    door: str | None
+    open: bool
+    opened_at: float = 0.0
+    held_reported: bool = False
 
 
 class GrantLog:
@@ -115,6 +131,7 @@ class GateController:
         feedback: Feedback | None,
         on_grant: Callable[[str, str], None] | None = None,
         clock: Clock | None = None,
+        holder: Holder | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -127,6 +144,14 @@ class GateController:
         self.opener = opener
         self.feedback = feedback
         self.on_grant = on_grant
+        self.holder = holder
+        self.free_passage = False
+        """In fire-alarm free passage: the opener is held open; cards are still decided and logged."""
+        self.door: _DoorState | None = None
+        self.door_device: Any = None
+        """For a gate with ``door:``: the Modbus relay door's command surface (``open``,
+        ``hold_open``, ``lock``, ``normal``), set by :class:`edge_agent.doors.Doors`."""
+        self._authorised_until = float("-inf")
         self.stats = GateStats()
         self.directions = {r.device: r.direction for r in config.readers}
         self._open: collections.deque[_Transaction] = collections.deque()
@@ -150,10 +175,12 @@ class GateController:
             anti_passback_config=cfg.anti_passback,
         )
         opened = False
-        if decision.granted and self.opener is not None:
+        # In free passage the opener is held open: a pulse would end the hold (a relay releases).
+        if decision.granted and self.opener is not None and not self.free_passage:
             try:
                 await self.opener(direction)
                 opened = True
+                self._authorised_until = self.clock.monotonic() + cfg.passage_timeout_s
             except DeviceError as err:
                 self.stats.open_failures += 1
                 log.error("gate %s: granted %s but could not open: %s", cfg.id, read.credential, err)
@@ -269,6 +296,7 @@ class GateController:
         """The gate was opened by a remote command: the passage that follows is authorised, not
         tailgating. Anti-passback learns nothing from it (nobody presented a card)."""
         mono = self.clock.monotonic()
+        self._authorised_until = mono + self.config.passage_timeout_s
         self._open.append(
             _Transaction(
                 None, direction, f"remote:{authorised_by}", mono, mono + self.config.passage_timeout_s
@@ -372,10 +400,108 @@ class GateController:
         )
 
     def expire(self, now_mono: float, at: datetime) -> None:
-        """Close granted passages the turnstile never confirmed (called about once a second)."""
+        """Close granted passages the turnstile never confirmed, and raise door_held_open for a door
+        contact open too long (called about once a second)."""
         while self._open and self._open[0].deadline <= now_mono:
             tx = self._open.popleft()
-            self._timed_out(tx, self.config.turnstile or self.config.readers[0].device, at)
+            self._timed_out(
+                tx, self.config.turnstile or self.config.door or self.config.readers[0].device, at
+            )
+        door = self.door
+        if (
+            door is not None
+            and door.open
+            and not door.held_reported
+            and not self.free_passage
+            and now_mono - door.opened_at > self.config.held_open_s
+        ):
+            door.held_reported = True
+            self.stats.held_open += 1
+            self.emit(
+                Event(
+                    "edu.campus.access.door_held_open.v1",
+                    self.source(door.device),
+                    {"gate": self.config.id, "device": door.device, "direction": None},
+                    time=at,
+                    severity=Severity.WARNING,
+                )
+            )
+            log.warning("gate %s: door held open for more than %ss", self.config.id, self.config.held_open_s)
+
+    def on_door_contact(self, device_id: str, door: str | None, is_open: bool, at: datetime) -> None:
+        """A door contact of this gate's door reported its state (every change, and once after each
+        reconnect of its module: a repeated state is ignored).
+
+        Every change becomes ``access.door_state``; opening without a grant, a remote open or free
+        passage within ``passage_timeout_s`` is ``access.forced``; an authorised opening completes the
+        oldest granted passage (a door has no passage sensor: the contact is the passage)."""
+        cfg = self.config
+        mono = self.clock.monotonic()
+        previous = self.door
+        if previous is not None and previous.open == is_open and previous.device == device_id:
+            return
+        self.door = _DoorState(device_id, door, is_open, opened_at=mono)
+        self.stats.door_changes += 1
+        src = self.source(device_id)
+        base = {"gate": cfg.id, "device": device_id}
+        self.emit(
+            Event("edu.campus.access.door_state.v1", src, {**base, "door": door, "open": is_open}, time=at)
+        )
+        if not is_open or previous is None:
+            # The first report after start is a state, not an opening we saw happen.
+            return
+        authorised = self.free_passage or bool(self._open) or mono <= self._authorised_until
+        if not authorised:
+            self.stats.forced += 1
+            self.emit(
+                Event(
+                    "edu.campus.access.forced.v1",
+                    src,
+                    {**base, "direction": None},
+                    time=at,
+                    severity=Severity.CRITICAL,
+                )
+            )
+            log.warning(
+                "gate %s: door %s forced open", cfg.id, door, extra={"device": device_id, "gate": cfg.id}
+            )
+            return
+        self._authorised_until = float("-inf")  # one grant, one opening
+        tx = self._take(None)
+        if tx is not None:
+            self.stats.passages += 1
+            if tx.person is not None:
+                self._record_passback(tx.person, tx.direction, mono)
+            self.emit(self._passage_event(tx, device_id, "passed" if tx.person else "remote", at))
+
+    async def set_free_passage(self, active: bool, device_id: str, at: datetime) -> bool:
+        """Fire alarm: hold the opener open (``active``) or back to normal, and report
+        ``access.free_passage``. Returns whether the state changed."""
+        if active == self.free_passage:
+            return False
+        self.free_passage = active
+        if self.holder is not None:
+            try:
+                await self.holder(active)
+            except DeviceError as err:
+                self.stats.open_failures += 1
+                log.error(
+                    "gate %s: free passage %s failed: %s", self.config.id, "on" if active else "off", err
+                )
+        self.emit(
+            Event(
+                "edu.campus.access.free_passage.v1",
+                self.source(device_id),
+                {"gate": self.config.id, "device": device_id, "active": active},
+                time=at,
+                severity=Severity.CRITICAL if active else Severity.INFO,
+            )
+        )
+        if not active and self.door is not None and self.door.open:
+            # The hold is over: a door still open now starts its held-open clock.
+            self.door.opened_at = self.clock.monotonic()
+            self.door.held_reported = False
+        return True
 
 
-__all__ = ["GateController", "GateStats", "GrantLog"]
+__all__ = ["Feedback", "GateController", "GateStats", "GrantLog", "Holder", "Opener"]

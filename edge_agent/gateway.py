@@ -35,6 +35,7 @@ from device_drivers import (
     BackoffConfig,
     Camera,
     CameraFrame,
+    DeviceConfig,
     DeviceError,
     OsdpBusConfig,
     open_camera,
@@ -51,6 +52,7 @@ from edge_agent.components import ComponentSpec, FatalComponentError, OnFailure,
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.config.cameras import CameraSetup
 from edge_agent.devices import DeviceComponent, ReadingRouter
+from edge_agent.doors import Doors
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
 from edge_agent.faces import FaceService
 from edge_agent.gates import Feedback, GateController, GrantLog
@@ -73,6 +75,8 @@ from edge_agent.services import (
     StatusView,
 )
 from edge_agent.simulated import SimulatedDevice
+from edge_agent.terminal_roster import TerminalRosterSync
+from edge_agent.terminals import TerminalRecords
 from sync import Event, MqttLink, Outbox, OutboxError, SyncError, format_time, synchronous_of
 from vision import PersonDetector, VisionError
 
@@ -83,6 +87,10 @@ STATUS_FILE = "status.json"
 GATE_TIMER_S = 0.5
 STATUS_FILE_INTERVAL_S = 2.0
 STORAGE_ALARM_INTERVAL_S = 0.5
+
+
+DEVICE_STATE_DIR = "devices"
+"""Under the data dir: one directory per device for what its driver keeps (a terminal's high-water mark)."""
 
 
 class _Task:
@@ -162,6 +170,9 @@ class Gateway:
         self.grants = GrantLog(self.clock)
         self.anti_passback = AntiPassback()
         self.router = ReadingRouter(self.devices, self.emitter, self.counters)
+        # Door contacts and fire alarms of I/O modules; Modbus relays as door openers.
+        self.doors = Doors(config, devices=self.devices, emitter=self.emitter, counters=self.counters)
+        self.router.inputs = self.doors
         # Opened by the "stores" component; every later component may rely on them.
         self.roster: Roster | None = None
         self.attendance: AttendanceBook | None = None
@@ -208,8 +219,28 @@ class Gateway:
             ComponentSpec("gates", _Task(self._gate_timers, self._build_gates), restart),
             ComponentSpec("simulated", self.simulated, restart),
             *(
-                ComponentSpec(f"device-{dev.id}", DeviceComponent(dev, self.devices, self.router), restart)
+                ComponentSpec(
+                    f"device-{dev.id}",
+                    DeviceComponent(
+                        _on_gateway_clock(dev, cfg.gateway.timezone),
+                        self.devices,
+                        self.router,
+                        state_dir=self.data_dir / DEVICE_STATE_DIR / dev.id,
+                    ),
+                    restart,
+                )
                 for dev in cfg.devices
+            ),
+            ComponentSpec(
+                "terminal-roster",
+                TerminalRosterSync(
+                    cfg,
+                    roster=lambda: self.roster,
+                    devices=self.devices,
+                    clock=self.clock,
+                    counters=self.counters,
+                ),
+                restart,
             ),
             *(ComponentSpec(f"camera-{cam.id}", _CameraComponent(self, cam), restart) for cam in cfg.cameras),
             ComponentSpec("heartbeat", _Task(self._heartbeat), restart),
@@ -432,6 +463,14 @@ class Gateway:
         """Build every gate; openers and LED feedback look their driver up at the moment of use, so
         a device restarted by the supervisor is used again without rebuilding its gate."""
         assert self.roster is not None
+        roster = self.roster
+        self.router.terminals = TerminalRecords(
+            self.config,
+            roster=lambda: roster.index,
+            attendance=self.attendance,
+            emitter=self.emitter,
+            counters=self.counters,
+        )
         feedback_reader: dict[str, str] = {}
         for device in self.config.devices:
             if isinstance(device, OsdpBusConfig):
@@ -451,13 +490,17 @@ class Gateway:
                 timezone=self.timezone,
                 anti_passback=self.anti_passback,
                 attendance=self.attendance,
-                opener=self._opener(gate_cfg.turnstile) if gate_cfg.turnstile else None,
+                opener=self._opener(gate_cfg.turnstile)
+                if gate_cfg.turnstile
+                else self.doors.opener(gate_cfg),
                 feedback=self._feedback(bus) if bus else None,
                 on_grant=self.grants.note,
                 clock=self.clock,
+                holder=self.doors.holder(gate_cfg),
             )
             self.gates[gate_cfg.id] = gate
             self.router.add_gate(gate)
+            self.doors.add_gate(gate)
 
     def _opener(self, device_id: str) -> Callable[[Any], Awaitable[None]]:
         async def open_(direction: Any) -> None:
@@ -773,6 +816,14 @@ class Gateway:
                 telemetry=self.telemetry,
             ),
         )
+
+
+def _on_gateway_clock(device: DeviceConfig, timezone: str) -> DeviceConfig:
+    """A network device whose clock's timezone is not configured keeps the gateway's local time
+    (its timestamps are read in the gateway's timezone)."""
+    if "timezone" in type(device).model_fields and getattr(device, "timezone", None) is None:
+        return device.model_copy(update={"timezone": timezone})
+    return device
 
 
 async def _idle() -> None:

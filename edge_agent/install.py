@@ -195,6 +195,17 @@ def needed_credentials(config: GatewayConfig) -> list[CredentialNeed]:
                         f"sudo install -m 0600 /dev/stdin {path(secret)}   (type it, then Ctrl-D)",
                     )
                 )
+    for device in config.devices:
+        secret = getattr(device, "password_credential", None)
+        if secret and not getattr(device, "simulated", False):
+            needs.append(
+                CredentialNeed(
+                    secret,
+                    f"the password (a ZKTeco terminal: its comm key) the gateway logs in to "
+                    f"{device.kind.replace('_', ' ')} device {device.id} with",
+                    f"sudo install -m 0600 /dev/stdin {path(secret)}   (type it, then Ctrl-D)",
+                )
+            )
     return needs
 
 

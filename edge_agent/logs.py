@@ -77,6 +77,10 @@ class JournalHandler(logging.Handler):
         super().close()
 
 
+QUIET_LIBRARIES = ("httpx", "httpcore", "zeep", "pymodbus")
+"""Loggers kept at WARNING whatever the agent's level: they log each request or frame at INFO/DEBUG."""
+
+
 def setup_logging(level: str) -> None:
     """Configure the root logger once; calling it again (SIGHUP) only changes the level."""
     root = logging.getLogger()
@@ -95,4 +99,8 @@ def setup_logging(level: str) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root.handlers[:] = [handler]
+    # Libraries that log every request at INFO (httpx: a line per ISAPI page, per ONVIF pull) would
+    # drown the agent's own lines; their warnings still show.
+    for chatty in QUIET_LIBRARIES:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     root._edge_agent_configured = True  # type: ignore[attr-defined]

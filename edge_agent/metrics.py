@@ -204,11 +204,20 @@ class GatewayCollector(Collector):
             "Per-device driver counters (frames, reads, errors, drops).",
             labels=["device", "name"],
         )
+        skews = GaugeMetricFamily(
+            "edge_device_clock_skew_seconds",
+            "A network device's clock minus the gateway's, at its last check (terminals, cameras).",
+            labels=["device"],
+        )
         for dev_id, driver in sorted(devices.drivers.items()):
             values: dict[str, Any] = dict(getattr(driver, "counters", {}))
             for name, value in sorted(values.items()):
                 counters.add_metric([dev_id, str(name)], float(value))
+            skew = getattr(driver, "clock_skew_s", None)
+            if isinstance(skew, int | float):
+                skews.add_metric([dev_id], float(skew))
         yield counters
+        yield skews
 
     def _gates(self) -> Iterable[Metric]:
         decisions = CounterMetricFamily(

@@ -22,6 +22,7 @@ in a single message (:meth:`Roster.apply_staged`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import logging
@@ -136,6 +137,22 @@ class RosterIndex:
     swipe is denied as ``person_not_in_roster`` rather than as a card never seen. Kept in memory
     only (a restart forgets it: the card is then an unknown one, still denied), at most
     :data:`DEPARTED_MAX` of them, the most recent."""
+
+    @functools.cached_property
+    def terminal_users(self) -> dict[str, str]:
+        """``{terminal user id: person id}``, built on first use: plain ids (``4711``) and ids
+        scoped to one terminal (``zk-office-1:17``), as master data lists them per person."""
+        out: dict[str, str] = {}
+        for person in self.persons.values():
+            for user_id in person.terminal_user_ids:
+                out.setdefault(user_id, person.id)
+        return out
+
+    def person_for_terminal_user(self, device_id: str, user_id: str) -> Person | None:
+        """The person enrolled as ``user_id`` on terminal ``device_id``: the id scoped to this
+        terminal first, then the plain id; None when no person holds it (never a guess)."""
+        person_id = self.terminal_users.get(f"{device_id}:{user_id}") or self.terminal_users.get(user_id)
+        return self.persons.get(person_id) if person_id is not None else None
 
     def check(self) -> None:
         """Referential integrity; raises ValueError naming the first broken reference."""

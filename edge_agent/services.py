@@ -11,6 +11,7 @@ of the state. Components that decide (gates, cameras, roster sync) take only the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -23,7 +24,7 @@ from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig
 from edge_agent.roster import Roster
-from sync import Event, MqttLink, Outbox, make_source
+from sync import Committed, Event, MqttLink, Outbox, make_source
 
 if TYPE_CHECKING:
     # Type-only: these modules take the handles defined here, so importing them would be a cycle.
@@ -70,6 +71,16 @@ class Emitter:
 
     def emit(self, event: Event, attachment: bytes | None = None) -> None:
         self.outbox.submit(event, attachment)
+        self._book(event, attachment)
+
+    def commit(self, event: Event) -> asyncio.Future[Committed]:
+        """Emit ``event`` and return its commit: for a device that may forget a record only once
+        its event is durable (a terminal's log position)."""
+        committed = self.outbox.append_nowait(event)
+        self._book(event, None)
+        return committed
+
+    def _book(self, event: Event, attachment: bytes | None) -> None:
         if event.spec.alert and self.alerts is not None:
             try:
                 self.alerts.record(event, attachment)

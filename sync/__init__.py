@@ -54,7 +54,7 @@ from sync.mqtt import (
     reply_properties,
     response_properties,
 )
-from sync.outbox import Outbox, OutboxClosed, OutboxConfig, OutboxError, events_about
+from sync.outbox import Committed, Outbox, OutboxClosed, OutboxConfig, OutboxError, events_about
 from sync.signing import (
     MAX_SIGNATURE_BYTES,
     NonceCache,
@@ -93,6 +93,7 @@ __all__ = [
     "AccessGroup",
     "BlockedCredential",
     "BrokerRefused",
+    "Committed",
     "Credential",
     "DamagedRows",
     "EnvelopeError",

@@ -59,12 +59,16 @@ _TYPES = [
     EventType("edu.campus.access.tailgating.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.access.free_passage.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.access.door_held_open.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.access.door_state.v1", Lane.ACCESS),
     EventType("edu.campus.attendance.recorded.v1", Lane.ACCESS),
+    # A terminal's record for a user id the roster does not map: never a guessed person.
+    EventType("edu.campus.attendance.unmapped.v1", Lane.ACCESS),
     EventType("edu.campus.device.online.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.offline.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.heartbeat.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.fault.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.tamper.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.device.motion.v1", Lane.TELEMETRY),
     EventType("edu.campus.security.test_alert.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.stranger.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.intrusion.v1", Lane.ALERT, alert=True),
@@ -72,6 +76,7 @@ _TYPES = [
     EventType("edu.campus.security.loitering.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.crowding.v1", Lane.ALERT, alert=True),
     EventType("edu.campus.security.camera_tamper.v1", Lane.ALERT, alert=True),
+    EventType("edu.campus.security.fire_alarm.v1", Lane.ALERT, alert=True),
     # An operator's action on an alert: audited, never dropped.
     EventType("edu.campus.security.alert_acknowledged.v1", Lane.ACCESS),
 ]

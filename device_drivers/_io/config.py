@@ -71,4 +71,43 @@ class SerialDeviceConfig(BaseModel):
         return self
 
 
-__all__ = ["BackoffConfig", "SerialDeviceConfig", "noise_log_interval"]
+class NetworkDeviceConfig(BaseModel):
+    """Fields every device reached over the network has (vendor terminals, ONVIF cameras, Modbus
+    TCP); subclasses add ``kind`` and their own fields. Passwords never sit in the YAML:
+    ``password_credential`` names a systemd credential (see :func:`device_drivers.secrets.load_password`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="Device id, unique on this gateway; used in events."
+    )
+    host: str | None = Field(
+        default=None, description="Host name or IP address of the device. Not needed when `simulated`."
+    )
+    port: int | None = Field(default=None, ge=1, le=65535, description="TCP port; default: the protocol's.")
+    username: str | None = Field(default=None, description="Login name, where the device asks for one.")
+    password_credential: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the credential holding the device's password (or comm key).",
+    )
+    timeout_s: float = Field(default=5.0, gt=0, le=120, description="Timeout of one request, seconds.")
+    timezone: str | None = Field(
+        default=None,
+        description="IANA timezone of the device's own clock (its timestamps are local time); default: "
+        "the gateway's.",
+    )
+    simulated: bool = Field(
+        default=False, description="Run the device's simulator on localhost and connect to it (demo)."
+    )
+    backoff: BackoffConfig = Field(default=BackoffConfig(), description="Reconnect delays.")
+    noise_log_interval_s: float = noise_log_interval()
+
+    @model_validator(mode="after")
+    def _check_host(self) -> Self:
+        if self.host is None and not self.simulated:
+            raise ValueError("give a host, or set simulated: true")
+        return self
+
+
+__all__ = ["BackoffConfig", "NetworkDeviceConfig", "SerialDeviceConfig", "noise_log_interval"]

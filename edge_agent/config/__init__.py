@@ -26,6 +26,7 @@ from edge_agent.config.loader import (
     parse_config,
 )
 from edge_agent.config.root import GatewayConfig
+from edge_agent.config.terminals import TerminalSetup
 
 __all__ = [
     "AgentConfig",
@@ -47,6 +48,7 @@ __all__ = [
     "SecurityConfig",
     "SessionConfig",
     "SimulatedSourceConfig",
+    "TerminalSetup",
     "check_id",
     "config_json_schema",
     "load_config",

@@ -90,6 +90,22 @@ class GateConfig(BaseModel):
         description="Id of the turnstile or door device it opens; none for a "
         "reader that only takes attendance.",
     )
+    door: str | None = Field(
+        None,
+        description="Id of the door it opens through a Modbus I/O module's relay (an output's `door`); "
+        "instead of `turnstile`.",
+    )
+    zone: str | None = Field(
+        None,
+        description="Fire-alarm zone of the gate: a Modbus `fire_alarm` input of this zone puts it into "
+        "free passage while the alarm lasts.",
+    )
+    held_open_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A door contact open longer than this raises door_held_open (relay and Modbus doors).",
+    )
     anti_passback: AntiPassbackConfig = Field(
         default_factory=AntiPassbackConfig,
         description="Anti-passback rules.",
@@ -98,3 +114,9 @@ class GateConfig(BaseModel):
     attendance: AttendancePointConfig | None = Field(
         None, description="Take attendance here (method 'card') by this timetable."
     )
+
+    @model_validator(mode="after")
+    def _one_opener(self) -> GateConfig:
+        if self.turnstile is not None and self.door is not None:
+            raise ValueError(f"gate {self.id}: give `turnstile` or `door`, not both")
+        return self

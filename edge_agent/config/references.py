@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationInfo
 
@@ -80,11 +81,50 @@ def raise_unless_deferred(problems: Sequence[ReferenceProblem], info: Validation
         raise ValueError("; ".join(p.described() for p in problems))
 
 
+def door_problems(devices: Sequence[Any], gates: Sequence[Any]) -> list[ReferenceProblem]:
+    """The references of I/O modules' doors and zones (``kind: modbus_io``; duck-typed, this module
+    being a leaf): a gate's ``door`` names a Modbus output's ``door``; a door contact's ``door`` names
+    a gate's ``door`` or ``turnstile``; a fire alarm's ``zone`` is some gate's ``zone``."""
+    relays: dict[str, Loc] = {}
+    problems: list[ReferenceProblem] = []
+    for i, device in enumerate(devices):
+        if getattr(device, "kind", None) != "modbus_io":
+            continue
+        for j, output in enumerate(device.outputs):
+            if output.door:
+                loc: Loc = ("devices", i, "outputs", j, "door")
+                if output.door in relays:
+                    problems.append(
+                        ReferenceProblem(loc, f"door {output.door!r} has two relays", relays[output.door])
+                    )
+                relays.setdefault(output.door, loc)
+    doors = {g.door for g in gates if g.door} | {g.turnstile for g in gates if g.turnstile}
+    zones = {g.zone for g in gates if g.zone}
+    for i, gate in enumerate(gates):
+        if gate.door is not None and gate.door not in relays:
+            message = unknown("door", gate.door, relays, "`devices[].outputs[].door`")
+            problems.append(ReferenceProblem(("gates", i, "door"), f"gate {gate.id}: {message}"))
+    for i, device in enumerate(devices):
+        if getattr(device, "kind", None) != "modbus_io":
+            continue
+        for j, item in enumerate(device.inputs):
+            if item.role == "door_contact" and item.door not in doors:
+                message = unknown("door", item.door, doors, "`gates[].door` / `gates[].turnstile`")
+                loc = ("devices", i, "inputs", j, "door")
+                problems.append(ReferenceProblem(loc, f"input {item.name}: {message}"))
+            if item.role == "fire_alarm" and item.zone not in zones:
+                message = unknown("zone", item.zone, zones, "`gates[].zone`")
+                loc = ("devices", i, "inputs", j, "zone")
+                problems.append(ReferenceProblem(loc, f"input {item.name}: {message}"))
+    return problems
+
+
 __all__ = [
     "DEFER_REFERENCES",
     "Loc",
     "ReferenceProblem",
     "did_you_mean",
+    "door_problems",
     "duplicates",
     "raise_unless_deferred",
     "unknown",

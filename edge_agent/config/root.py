@@ -11,8 +11,19 @@ from edge_agent.config.api import ApiSettings
 from edge_agent.config.cameras import CameraSetup, FaceSettings
 from edge_agent.config.commands import CommandSettings
 from edge_agent.config.identity import AgentConfig, GatewayIdentity, SimulatedSourceConfig
-from edge_agent.config.references import Loc, ReferenceProblem, duplicates, raise_unless_deferred, unknown
+from edge_agent.config.references import (
+    Loc,
+    ReferenceProblem,
+    door_problems,
+    duplicates,
+    raise_unless_deferred,
+    unknown,
+)
+from edge_agent.config.terminals import TerminalSetup
 from sync import MqttConfig, OutboxConfig
+
+TERMINAL_KINDS = frozenset({"zkteco", "hikvision"})
+"""Device kinds whose records go through ``terminals:`` (a ``zkteco_push`` listener's terminals too)."""
 
 
 class GatewayConfig(BaseModel):
@@ -35,6 +46,11 @@ class GatewayConfig(BaseModel):
     )
     gates: list[GateConfig] = Field(default_factory=list, description="Gates, doors and classroom readers.")
     cameras: list[CameraSetup] = Field(default_factory=list, description="Cameras and their analysis.")
+    terminals: list[TerminalSetup] = Field(
+        default_factory=list,
+        description="Vendor terminals' records: attendance point, timetable and gate of each (optional: "
+        "a terminal not listed counts for a point named after it, with no timetable).",
+    )
     faces: FaceSettings = Field(default_factory=FaceSettings, description="Face recognition settings.")
     api: ApiSettings = Field(default_factory=ApiSettings, description="Local API, metrics and console.")
     commands: CommandSettings = Field(
@@ -57,11 +73,19 @@ class GatewayConfig(BaseModel):
         kinds: dict[str, str] = {}
         readers: set[str] = set()
         openers: set[str] = set()
+        terminals: set[str] = set()
         for i, device in enumerate(self.devices):
             ids.append((device.id, ("devices", i, "id")))
             kinds.setdefault(
                 device.id, "OSDP bus" if device.kind == "osdp" else device.kind.replace("_", " ")
             )
+            if device.kind in TERMINAL_KINDS:
+                terminals.add(device.id)
+            # A push listener's terminals are devices of their own (each its own event source).
+            for j, pushing in enumerate(getattr(device, "terminals", None) or ()):
+                ids.append((pushing.id, ("devices", i, "terminals", j, "id")))
+                kinds.setdefault(pushing.id, f"{device.kind.replace('_', ' ')} terminal")
+                terminals.add(pushing.id)
             if isinstance(device, OsdpBusConfig):
                 for j, osdp_reader in enumerate(device.readers):
                     ids.append((osdp_reader.id, ("devices", i, "readers", j, "id")))
@@ -102,6 +126,13 @@ class GatewayConfig(BaseModel):
             if gate.turnstile is not None and gate.turnstile not in openers:
                 message = not_a(gate.turnstile, "turnstile or relay door", openers)
                 problems.append(ReferenceProblem(("gates", i, "turnstile"), f"gate {gate.id}: {message}"))
+        problems += duplicates(
+            [(t.device, ("terminals", i, "device")) for i, t in enumerate(self.terminals)], "terminals"
+        )
+        for i, setup in enumerate(self.terminals):
+            if setup.device not in terminals:
+                message = not_a(setup.device, "ZKTeco or Hikvision terminal", terminals)
+                problems.append(ReferenceProblem(("terminals", i, "device"), f"terminals: {message}"))
         gate_ids = {g.id for g in self.gates}
         for i, camera in enumerate(self.cameras):
             security = camera.security
@@ -120,4 +151,5 @@ class GatewayConfig(BaseModel):
                 message = unknown("gate", card_gate, gate_ids, "`gates`")
                 loc = ("cameras", i, "face", "card_gate")
                 problems.append(ReferenceProblem(loc, f"camera {camera.id}: card_gate: {message}"))
+        problems += door_problems(self.devices, self.gates)
         return problems

@@ -51,6 +51,7 @@ FIELDS: tuple[str, ...] = (
     "consent_expires_at",
     "consent_withdrawn_at",
     "consent_reference",
+    "terminal_user_ids",
 )
 """The fields of one person's row, in the order of the documented example export."""
 
@@ -308,6 +309,7 @@ def check_export(
     credentials: list[Credential] = []
     person_rows: dict[str, str] = {}
     card_rows: dict[str, tuple[str, str]] = {}
+    terminal_rows: dict[str, tuple[str, str]] = {}
     problems: list[Problem] = []
     blocked = {b.credential for b in groups.blocklist}
     for row in source.rows:
@@ -333,6 +335,19 @@ def check_export(
             continue
         person_rows[pid] = row.where
         persons.append(found.person)
+        for user_id in found.person.terminal_user_ids:
+            # A terminal id held by two people would make a terminal's records ambiguous.
+            if user_id in terminal_rows:
+                where, owner = terminal_rows[user_id]
+                problems.append(
+                    Problem(
+                        row.where,
+                        mapping.column("terminal_user_ids"),
+                        f"terminal user id {user_id} is also on {where} ({owner})",
+                    )
+                )
+            else:
+                terminal_rows[user_id] = (row.where, pid)
         for card in found.cards:
             if card.credential in card_rows:
                 where, owner = card_rows[card.credential]
@@ -443,6 +458,7 @@ class _RowReader:
         if unknown:
             problem("access_groups", f"unknown access group(s) {', '.join(unknown)} (not in the groups file)")
         out["access_groups"] = groups
+        out["terminal_user_ids"] = self._list(cell("terminal_user_ids"))
         try:
             out["blocked"] = _flag(cell("blocked"))
         except ValueError as err:

@@ -90,6 +90,12 @@ class Person(_Model):
     valid_until: datetime | None = Field(None, description="Not valid after (UTC); visitors, leavers.")
     blocked: bool = Field(False, description="Blocked: every credential of this person is denied.")
     access_groups: list[str] = Field(default_factory=list, description="Access group ids.")
+    terminal_user_ids: list[str] = Field(
+        default_factory=list,
+        description="The user ids this person is enrolled under on the campus's vendor terminals "
+        "(ZKTeco user id, Hikvision employee number): `4711` on every terminal, or `zk-office-1:17` "
+        "on that terminal only. A terminal record for an id no person holds is `attendance.unmapped`.",
+    )
     birth_date: date | None = Field(
         None,
         description="Date of birth, when the school shares it: under 14, only a guardian's consent counts.",

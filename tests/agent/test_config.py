@@ -369,9 +369,11 @@ cameras:
         "'heartbeat_interval' (did you mean 'heartbeat_interval_s'?)",
         f"{config}:{line_of(text, 'keepalive_s')}: mqtt.keepalive_s: must be a whole number (got 'soon')",
         f"{config}:{line_of(text, 'card_readr')}: devices.0: unknown kind 'card_readr' (did you mean "
-        "'card_reader'?); kinds: card_reader, turnstile, relay_door, osdp, keyboard_wedge, gpio_wiegand",
+        "'card_reader'?); kinds: card_reader, turnstile, relay_door, osdp, keyboard_wedge, gpio_wiegand, "
+        "zkteco, zkteco_push, hikvision, onvif, modbus_io",
         f"{config}:{line_of(text, 'id: r1')}: devices.1: needs a 'kind' key saying what this is: one of "
-        "card_reader, turnstile, relay_door, osdp, keyboard_wedge, gpio_wiegand",
+        "card_reader, turnstile, relay_door, osdp, keyboard_wedge, gpio_wiegand, zkteco, zkteco_push, "
+        "hikvision, onvif, modbus_io",
         f"{config}:{line_of(text, 'colr')}: cameras.0.security.rules.0.colr: unknown key 'colr'; this block "
         "takes: id, severity, cooldown_s, schedule, kind, zone",
     ], proc.stderr

@@ -126,8 +126,10 @@ def _read_response(sock: socket.socket) -> None:
 
 
 def _open(port: int, kind: str, payload: bytes) -> Probe:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    # Before the connect: the agent arms its timer when it accepts, which cannot come earlier. Taken
+    # after it, a test thread descheduled on a loaded box would start its clock late.
     started = time.monotonic()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(payload)
     if kind in ("idle", "next"):
         _read_response(sock)

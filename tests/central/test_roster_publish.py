@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from edge_agent.config import parse_config
-from sync.central.roster_export import check_export, load_groups, load_mapping, read_source
+from sync.central.roster_export import ExportError, check_export, load_groups, load_mapping, read_source
 from sync.central.roster_publish import diff
 from sync.messages.roster import RosterContent
 from tests.central.helpers import REPO_ROOT, query, scalar
@@ -272,7 +272,7 @@ def test_bad_rows_are_reported_with_their_lines_and_nothing_is_published(
     rows[18]["consent_scopes"] = "attendance"
     path = write_csv(centre.dir / "bad.csv", rows)
     with path.open("a") as f:  # line 32: a name with an unquoted comma
-        f.write("S9999,Li, Wei,student,7A,00AA00AA00,em4100,,,students,,,,,,,,,\n")
+        f.write("S9999,Li, Wei,student,7A,00AA00AA00,em4100,,,students,,,,,,,,,,\n")
     collector = Collector(mosquitto.url, f"campus/v1/{site}/roster/+")
     try:
         done = centre.publish("--source", str(path))
@@ -398,7 +398,17 @@ def test_the_documented_example_export_is_valid(tmp_path: Path) -> None:
     assert persons["S1001"].consent is not None and persons["S1001"].consent.guardian_name == "Li Ming"
     assert persons["S1001"].consent_refusal("attendance", persons["S1001"].consent.granted_at) is None
     assert len(checked.content.credentials) == 5
+    assert persons["T2001"].terminal_user_ids == ["4711", "zk-office-1:17"]
+    assert persons["S1001"].terminal_user_ids == []
     assert load_mapping(tmp_path / "mapping.yaml")[0].columns["person_id"] == "学号"
+    # One terminal id on two rows would make a terminal's records ambiguous: refused, with its line.
+    twice = export_csv.replace("F-2026-0117,\n", "F-2026-0117,4711\n")
+    (tmp_path / "twice.csv").write_text(twice)
+    with pytest.raises(ExportError) as err:
+        check_export(read_source(tmp_path / "twice.csv", mapping), mapping, groups, mapping_name=name)
+    assert [(p.column, p.message) for p in err.value.problems] == [
+        ("terminal_user_ids", "terminal user id 4711 is also on line 2 (S1001)")
+    ]
 
 
 def test_an_offline_gateway_and_one_without_the_key_are_reported_then_resend_catches_up(

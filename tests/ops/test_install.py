@@ -390,3 +390,28 @@ def test_a_config_without_faces_api_or_broker_user_asks_for_no_credential(tmp_pa
     report = install_service(root, config=site)
     assert not any(s.startswith("fill the credential") for s in report.next_steps), report.next_steps
     assert any("connects to the broker anonymously" in s for s in report.next_steps)
+
+
+def test_each_network_device_password_is_a_credential_to_fill(tmp_path: Path) -> None:
+    """A terminal's or a camera's login comes from a credential, never the YAML: install-service
+    names each one, and a simulated device (which logs in to its own simulator) needs none."""
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        "gateway: {site: north, id: gw-7}\napi: {enabled: false}\nagent: {roster_signatures: optional}\n"
+        "devices:\n"
+        "  - {kind: hikvision, id: hik-gate, host: 192.0.2.11, username: admin,"
+        " password_credential: hik_gate_password}\n"
+        "  - {kind: zkteco, id: zk-office, host: 192.0.2.10, password_credential: zk_office_key}\n"
+        "  - {kind: onvif, id: cam-hall-events, host: 192.0.2.12, username: events,"
+        " password_credential: cam_hall_password}\n"
+        "  - {kind: hikvision, id: hik-demo, simulated: true, password_credential: hik_demo_password}\n"
+    )
+    needs = {need.name: need for need in needed_credentials(load_config(site))}
+    assert set(needs) == {"hik_gate_password", "zk_office_key", "cam_hall_password"}
+    assert "hikvision device hik-gate" in needs["hik_gate_password"].why
+    assert "comm key" in needs["zk_office_key"].why
+    root = tmp_path / "root"
+    root.mkdir()
+    report = install_service(root, config=site)
+    for name in needs:
+        assert any(s.startswith(f"fill the credential {name} ") for s in report.next_steps), report.next_steps
