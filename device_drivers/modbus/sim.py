@@ -191,6 +191,11 @@ class ModbusIoSimulator:
             # A demo opening cut short: the door closes (else it would come back held open).
             for name in self._contacts():
                 self.set_input(name, False)
+        if demo and self.config is not None and self.config.sim_fire_alarm_every_s is not None:
+            # Likewise a demo fire alarm: the module comes back with the panel quiet.
+            for item in self.config.inputs:
+                if item.role == "fire_alarm":
+                    self.set_input(item.name, False)
         self.store.on_coil = None
         server, self._server = self._server, None
         if server is not None:

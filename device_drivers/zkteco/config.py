@@ -30,6 +30,14 @@ class ZktecoConfig(NetworkDeviceConfig):
         description="Register for the terminal's real-time attendance events (CMD_REG_EVENT) and read "
         "the log at once on each; falls back to polling when the terminal refuses.",
     )
+    sim_users: list[str] = Field(
+        default_factory=list,
+        description="`simulated: true` (demo): the simulated terminal's user ids, who punch in turn "
+        "(fingerprint, face, card) every `sim_interval_s`; empty: three users 1001-1003 at random.",
+    )
+    sim_interval_s: float = Field(
+        default=20.0, gt=0, le=3600, description="`simulated: true`: seconds between two demo punches."
+    )
 
 
 class PushTerminal(BaseModel):

@@ -69,6 +69,8 @@ class ZkDeviceSimulator:
         self._server: asyncio.Server | None = None
         self._writers: dict[asyncio.StreamWriter, int] = {}
         self._demo: asyncio.Task[None] | None = None
+        self.demo_in_turn = False
+        """Demo punches go through the users in order (configured ``sim_users``), not at random."""
         self._log_cache: bytes | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -81,8 +83,18 @@ class ZkDeviceSimulator:
 
             with contextlib.suppress(Exception):
                 key = int(load_password(config.password_credential))
-        users = [User(i, str(1000 + i), f"Demo {i}") for i in range(1, 4)]
-        return cls(comm_key=key, users=users, timezone=config.timezone, demo_interval_s=20.0)
+        named = list(getattr(config, "sim_users", None) or [])
+        users = [User(i, user_id, f"Demo {user_id}") for i, user_id in enumerate(named, 1)] or [
+            User(i, str(1000 + i), f"Demo {i}") for i in range(1, 4)
+        ]
+        sim = cls(
+            comm_key=key,
+            users=users,
+            timezone=config.timezone,
+            demo_interval_s=float(getattr(config, "sim_interval_s", 20.0)),
+        )
+        sim.demo_in_turn = bool(named)
+        return sim
 
     @property
     def url(self) -> str:
@@ -149,9 +161,17 @@ class ZkDeviceSimulator:
 
     async def _demo_punches(self, interval_s: float) -> None:
         rng = random.Random()
+        verify = (1, 15, 2)  # fingerprint, face, card
+        turn = 0
         while True:
             await asyncio.sleep(interval_s)
-            if self.users:
+            if not self.users:
+                continue
+            if self.demo_in_turn:
+                user = self.users[turn % len(self.users)]
+                self.add_record(user.user_id, status=verify[turn % len(verify)], punch=0)
+                turn += 1
+            else:
                 self.add_record(rng.choice(self.users).user_id, status=rng.choice([1, 2, 15]), punch=0)
 
     def _table(self, command: int) -> bytes:

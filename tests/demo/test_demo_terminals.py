@@ -1,4 +1,5 @@
 """`edge-agent demo` shows the device families a campus already owns (issue 14): the simulated
+ZKTeco terminal's punches under the roster's identities (and one user nobody maps), the simulated
 Hikvision face terminal deciding by itself from the users the gateway wrote to it, the ONVIF
 camera's motion detector, and the Modbus I/O module's door contact and fire-alarm input. The real
 demo process on the session's Mosquitto, watched on MQTT; every event checked against its schema."""
@@ -21,6 +22,9 @@ from tests.support.mqtt import Collector
 from tests.support.wait import wait_until
 
 TERMINAL = "staff-entrance-terminal"
+ZK = "staff-room-zk"
+RECORDED = "edu.campus.attendance.recorded.v1"
+UNMAPPED = "edu.campus.attendance.unmapped.v1"
 ONVIF = "courtyard-onvif"
 MODBUS = "lab-io"
 LAB = "science-lab"
@@ -28,8 +32,9 @@ SHOWN_WITHIN_S = 75.0
 """From the agent running: the first fire alarm is raised 45 s after the module starts and clears
 10 s later; everything else comes sooner."""
 
-DENIED_CARDS = {"0012AB34CF", "0012AB34CE", "00DEADBEEF"}
-"""S1003 (blocked), S1002 (a student: no right at the staff entrance), a card nobody holds."""
+DENIED_CARDS = {"0012AB34CF", "00DEADBEEF"}
+"""S1003's (blocked) and a card nobody holds. S1002's face is refused too (a student: no right at
+the staff entrance, so never written to the terminal)."""
 
 GRANTED = "edu.campus.access.granted.v1"
 DENIED = "edu.campus.access.denied.v1"
@@ -58,11 +63,17 @@ def shown(events: list[dict[str, Any]]) -> dict[str, bool]:
     alarms = [
         e["data"]["active"] for e in events if e["type"] == FIRE_ALARM and e["data"]["device"] == MODBUS
     ]
+    zk = [e for e in events if e["type"] == RECORDED and e["data"]["device"] == ZK]
     return {
+        "ZKTeco punches of T2001 and S1004": {"T2001", "S1004"} <= {e.get("subject") for e in zk},
+        "ZKTeco user 1003 unmapped": any(
+            e["type"] == UNMAPPED and e["data"]["terminal_user_id"] == "1003" for e in events
+        ),
         "terminal granted T2001 by face and card": {"face", "card"}
         <= {e["data"].get("method") for e in granted if e.get("subject") == "T2001"},
-        "terminal denied S1003's, S1002's and a stranger's card": {e["data"]["credential"] for e in denied}
+        "terminal denied S1003's and a stranger's card": {e["data"]["credential"] for e in denied}
         >= DENIED_CARDS,
+        "terminal denied a face": any(e["data"].get("method") == "face" for e in denied),
         "motion on and off": True in motion and False in motion,
         "lab door opened and closed": True in doors and False in doors,
         "lab door forced": any(e["type"] == FORCED and e["data"]["device"] == MODBUS for e in events),
@@ -122,15 +133,35 @@ def test_the_demo_shows_the_terminal_the_onvif_camera_and_the_modbus_door(
     for event in events:
         validate_event(event)
 
+    # The ZKTeco terminal's punches: mapped through terminal_user_ids (master data), each record
+    # once (its event id is the record's), the terminal's own time beside the gateway's.
+    zk = [e for e in events if e["type"] == RECORDED and e["data"]["device"] == ZK]
+    assert {(e["subject"], e["data"]["terminal_user_id"]) for e in zk} == {
+        ("T2001", "1001"),
+        ("S1004", "1002"),
+    }
+    assert len({e["id"] for e in zk}) == len(zk)
+    assert all(
+        e["data"]["point"] == "staff-room" and e["data"]["session"]["id"] == "staff-demo-day" for e in zk
+    )
+    assert {e["data"]["method"] for e in zk} <= {"fingerprint", "face", "card"}
+    assert all(e["data"]["terminal_time"] <= e["data"]["received_at"] for e in zk)
+    unmapped = [e for e in events if e["type"] == UNMAPPED and e["data"]["device"] == ZK]
+    assert unmapped and all(e["data"]["terminal_user_id"] == "1003" and "subject" not in e for e in unmapped)
+
     # The terminal's own decisions, under the gate `terminals:` gives it.
     granted, denied = by_terminal(events, GRANTED), by_terminal(events, DENIED)
     for event in granted + denied:
         assert event["data"]["gate"] == "staff-entrance" and event["data"]["direction"] == "entry"
-    # Only who may pass the staff entrance was written to the terminal: the blocked S1003's card and
-    # the student S1002's are unknown there, as is the stranger's.
+    # Only who may pass the staff entrance was written to the terminal: the blocked S1003's card is
+    # unknown there, as is the stranger's, and the student S1002's face matches nobody there.
     assert {e.get("subject") for e in granted} == {"T2001"}
-    assert {e["data"]["credential"] for e in denied} == DENIED_CARDS
-    assert all(e["data"]["method"] == "card" and e["data"]["detail"] == "card_unknown" for e in denied)
+    by_card = [e for e in denied if e["data"]["method"] == "card"]
+    assert {e["data"]["credential"] for e in by_card} == DENIED_CARDS
+    assert all(e["data"]["detail"] == "card_unknown" for e in by_card)
+    by_face = [e for e in denied if e["data"]["method"] == "face"]
+    assert by_face and all(e["data"]["detail"] == "face_mismatch" for e in by_face)
+    assert len(by_card) + len(by_face) == len(denied)
     assert all(e["data"]["reason"] == "refused_by_terminal" and "person" not in e["data"] for e in denied)
     # T2001's card (written to the terminal from the roster's credentials) lets them in too.
     assert {e["data"]["credential"] for e in granted} == {"T2001", "00FFEE0011"}
