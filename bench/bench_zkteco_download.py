@@ -21,7 +21,6 @@ import asyncio
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,32 +36,7 @@ from device_drivers.zkteco.codec import Record, User  # noqa: E402
 from device_drivers.zkteco.config import ZktecoConfig  # noqa: E402
 from device_drivers.zkteco.driver import ZkPullDriver  # noqa: E402
 from device_drivers.zkteco.sim import ZkDeviceSimulator  # noqa: E402
-
-
-class SimThread:
-    """The simulator on its own thread's event loop."""
-
-    def __init__(self, sim: ZkDeviceSimulator) -> None:
-        self.sim = sim
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.sim.__aenter__())
-        self.ready.set()
-        self.loop.run_forever()
-
-    def __enter__(self) -> ZkDeviceSimulator:
-        self.thread.start()
-        self.ready.wait(30)
-        return self.sim
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.sim.__aexit__(None, None, None), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+from tests.support.sim_thread import SimulatorThread  # noqa: E402
 
 
 async def driver_round(port: int, n: int) -> float:
@@ -111,7 +85,7 @@ def main() -> None:
     print(f"{'round':>5} {'driver s':>9} {'driver rec/s':>13} {'pyzk s':>8} {'pyzk rec/s':>11} {'ratio':>6}")
     driver_rates: list[float] = []
     pyzk_rates: list[float] = []
-    with SimThread(ZkDeviceSimulator(users=users, records=records)) as sim:
+    with SimulatorThread(ZkDeviceSimulator(users=users, records=records)) as sim:
         for r in range(1, args.rounds + 1):
             # Alternate the order so neither client always meets a warm server.
             if r % 2:

@@ -126,12 +126,11 @@ class DeviceFamily(Generic[C]):
     config: type[C]
     driver: type[Driver]
     simulator: type[Any]
-    open: Callable[[C], Driver]
+    open: Callable[[C], Driver] | None = None
+    """How to open a device of this kind. None: the network families' one way, which also hands the
+    driver its state directory (:func:`_open_network`)."""
     check: Callable[[C], None] | None = None
     """Raises ``ValueError`` when the config does not fit what it refers to (a profile file...)."""
-    open_with_state: Callable[[C, Path | None], Driver] | None = None
-    """For drivers that keep state across restarts (a terminal's high-water mark): opens the device
-    with its own directory under the agent's data dir; ``open`` is then unused."""
     probe: Callable[[C], Coroutine[Any, Any, list[ProbeResult]]] | None = None
     """``doctor``'s checks of a real device of this kind: reachable, authenticated, clock skew..."""
 
@@ -199,33 +198,13 @@ def _open_osdp_bus(config: OsdpBusConfig) -> OsdpControlPanel:
     return OsdpControlPanel.from_config(config, keys=keys, simulator=simulator)
 
 
-def _open_zkteco(config: ZktecoConfig, state_dir: Path | None) -> ZkPullDriver:
-    simulator = ZkDeviceSimulator.from_config(config) if config.simulated else None
-    return ZkPullDriver.from_config(config, simulator=simulator, state_dir=state_dir)
-
-
-def _open_zkteco_push(config: ZktecoPushConfig, state_dir: Path | None) -> ZkPushServer:
-    simulator = ZkPushTerminalSimulator.from_config(config) if config.simulated else None
-    return ZkPushServer.from_config(config, simulator=simulator, state_dir=state_dir)
-
-
-def _open_hikvision(config: HikvisionConfig, state_dir: Path | None) -> HikvisionDriver:
-    simulator = IsapiSimulator.from_config(config) if config.simulated else None
-    return HikvisionDriver.from_config(config, simulator=simulator, state_dir=state_dir)
-
-
-def _open_onvif(config: OnvifConfig, state_dir: Path | None) -> OnvifEventsDriver:
-    simulator = OnvifSimulator.from_config(config) if config.simulated else None
-    return OnvifEventsDriver.from_config(config, simulator=simulator, state_dir=state_dir)
-
-
-def _open_modbus_io(config: ModbusIoConfig, state_dir: Path | None) -> ModbusIoDriver:
-    simulator = ModbusIoSimulator.from_config(config) if config.simulated else None
-    return ModbusIoDriver.from_config(config, simulator=simulator, state_dir=state_dir)
-
-
-def _stateful_only(config: Any) -> Driver:
-    raise RuntimeError(f"{config.kind} devices are opened with a state directory (open_driver)")
+def _open_network(family: DeviceFamily[Any], config: Any, state_dir: Path | None) -> Driver:
+    # Terminals, ONVIF events and Modbus I/O: the simulator from the config, the driver with its
+    # state directory (a terminal's high-water mark lives there).
+    simulator = family.simulator.from_config(config) if config.simulated else None
+    driver: Any = family.driver
+    opened: Driver = driver.from_config(config, simulator=simulator, state_dir=state_dir)
+    return opened
 
 
 def _open_relay_door(config: RelayDoorConfig) -> RelayDoor:
@@ -250,47 +229,16 @@ FAMILIES: dict[str, DeviceFamily[Any]] = {
     "gpio_wiegand": DeviceFamily(
         GpioWiegandConfig, GpioWiegandReader, SimulatedWiegandLines, GpioWiegandReader.from_config
     ),
-    # Vendor terminals, ONVIF cameras' events and Modbus I/O: reached over the network.
-    "zkteco": DeviceFamily(
-        ZktecoConfig,
-        ZkPullDriver,
-        ZkDeviceSimulator,
-        _stateful_only,
-        open_with_state=_open_zkteco,
-        probe=probe_zkteco,
-    ),
+    # Vendor terminals, ONVIF cameras' events and Modbus I/O: reached over the network, opened the
+    # one way (_open_network).
+    "zkteco": DeviceFamily(ZktecoConfig, ZkPullDriver, ZkDeviceSimulator, probe=probe_zkteco),
     "zkteco_push": DeviceFamily(
-        ZktecoPushConfig,
-        ZkPushServer,
-        ZkPushTerminalSimulator,
-        _stateful_only,
-        open_with_state=_open_zkteco_push,
-        probe=probe_zkteco_push,
+        ZktecoPushConfig, ZkPushServer, ZkPushTerminalSimulator, probe=probe_zkteco_push
     ),
-    "hikvision": DeviceFamily(
-        HikvisionConfig,
-        HikvisionDriver,
-        IsapiSimulator,
-        _stateful_only,
-        open_with_state=_open_hikvision,
-        probe=probe_hikvision,
-    ),
-    "onvif": DeviceFamily(
-        OnvifConfig,
-        OnvifEventsDriver,
-        OnvifSimulator,
-        _stateful_only,
-        open_with_state=_open_onvif,
-        probe=probe_onvif,
-    ),
+    "hikvision": DeviceFamily(HikvisionConfig, HikvisionDriver, IsapiSimulator, probe=probe_hikvision),
+    "onvif": DeviceFamily(OnvifConfig, OnvifEventsDriver, OnvifSimulator, probe=probe_onvif),
     "modbus_io": DeviceFamily(
-        ModbusIoConfig,
-        ModbusIoDriver,
-        ModbusIoSimulator,
-        _stateful_only,
-        check_modbus_io,
-        open_with_state=_open_modbus_io,
-        probe=probe_modbus_io,
+        ModbusIoConfig, ModbusIoDriver, ModbusIoSimulator, check=check_modbus_io, probe=probe_modbus_io
     ),
 }
 """``{kind: family}`` for every device a gateway's ``devices:`` list may hold."""
@@ -316,8 +264,8 @@ def open_driver(config: AnyDeviceConfig, *, state_dir: Path | None = None) -> Dr
     across restarts (created by the caller); drivers that keep nothing ignore it, and without one a
     stateful driver keeps its state in memory only."""
     family = FAMILIES[config.kind]
-    if family.open_with_state is not None:
-        return family.open_with_state(config, state_dir)
+    if family.open is None:
+        return _open_network(family, config, state_dir)
     return family.open(config)
 
 

@@ -43,4 +43,18 @@ class SystemClock:
         await asyncio.sleep(seconds)
 
 
-__all__ = ["Clock", "SystemClock"]
+async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event, *, name: str) -> None:
+    """Until ``seconds`` of ``clock`` have passed or ``wake`` is set (a component's next check,
+    brought forward by a change it hears of); ``wake`` is set either way when this returns."""
+
+    async def alarm() -> None:
+        await clock.sleep(seconds)
+        wake.set()
+
+    async with asyncio.TaskGroup() as group:
+        timer = group.create_task(alarm(), name=name)
+        await wake.wait()
+        timer.cancel()
+
+
+__all__ = ["Clock", "SystemClock", "sleep_or_wake"]

@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from edge_agent.clock import sleep_or_wake
 from edge_agent.roster import ApplyResult, Roster
 from sync import STORES, Event, Person, events_about, format_time, templates_digest
 
@@ -197,21 +198,7 @@ class IdentityService:
             due = await asyncio.to_thread(self.next_lapse)  # reads the face store: off the loop
             if due is not None:
                 wait = max(0.0, min(wait, (due - self.clock.now()).total_seconds()))
-            await self._sleep_or_wake(wait)
-
-    async def _sleep_or_wake(self, seconds: float) -> None:
-        """Until ``seconds`` of the clock have passed or :meth:`wake` is called."""
-        assert self._wake is not None
-        wake = self._wake
-
-        async def alarm() -> None:
-            await self.clock.sleep(seconds)
-            wake.set()
-
-        async with asyncio.TaskGroup() as group:
-            timer = group.create_task(alarm(), name="identity-next-check")
-            await wake.wait()
-            timer.cancel()
+            await sleep_or_wake(self.clock, wait, self._wake, name="identity-next-check")
 
     async def stop(self) -> None:
         if self.on_roster_applied in self.roster.on_applied:

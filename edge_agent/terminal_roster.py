@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from edge_agent.clock import Clock
+from edge_agent.clock import Clock, sleep_or_wake
 from edge_agent.config import GatewayConfig
 from edge_agent.roster import ApplyResult, Roster, RosterIndex
 from edge_agent.services import Counters, DeviceDirectory
@@ -132,7 +132,7 @@ class TerminalRosterSync:
             for device_id, interval in self.terminals.items():
                 due = await self._sync(device_id, interval)
                 wait = min(wait, due)
-            await self._sleep_or_wake(wait)
+            await sleep_or_wake(self.clock, wait, self._wake, name="terminal-roster-next")
 
     async def _sync(self, device_id: str, interval: float) -> float:
         """Bring one terminal to the roster if it is behind; returns the seconds until it is due again."""
@@ -178,19 +178,6 @@ class TerminalRosterSync:
             )
         log.info("%s: roster version %d on the terminal: %s", device_id, version, result)
         return RETRY_S if errors else interval
-
-    async def _sleep_or_wake(self, seconds: float) -> None:
-        assert self._wake is not None
-        wake = self._wake
-
-        async def alarm() -> None:
-            await self.clock.sleep(seconds)
-            wake.set()
-
-        async with asyncio.TaskGroup() as group:
-            timer = group.create_task(alarm(), name="terminal-roster-next")
-            await wake.wait()
-            timer.cancel()
 
     async def stop(self) -> None:
         if self._store is not None and self._on_applied in self._store.on_applied:

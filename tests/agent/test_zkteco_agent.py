@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from tests.mqtt_helpers import Collector
 from tests.support.agent_harness import build_gateway
 from tests.support.agent_process import AgentProcess
 from tests.support.broker import free_port
+from tests.support.sim_thread import SimulatorThread
 from tests.support.wait import wait_until
 
 SITE, GW = "zk-site", "gw-zk"
@@ -232,32 +232,6 @@ def test_push_terminal_retries_after_a_cut_and_unknown_serials_are_refused(
     assert events[0]["data"]["terminal_time"].startswith("2026-12-01T00:00:00")
 
 
-class _SimThread:
-    """The TCP simulator on its own thread's loop, for an agent running as a process."""
-
-    def __init__(self, sim: ZkDeviceSimulator) -> None:
-        self.sim = sim
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(self.sim.__aenter__())
-        self.ready.set()
-        self.loop.run_forever()
-
-    def __enter__(self) -> ZkDeviceSimulator:
-        self.thread.start()
-        assert self.ready.wait(30)
-        return self.sim
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.sim.__aexit__(None, None, None), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 def test_agent_killed_mid_download_skips_nothing_after_restart(
     tmp_path: Path, mosquitto: MosquittoBroker
 ) -> None:
@@ -265,7 +239,7 @@ def test_agent_killed_mid_download_skips_nothing_after_restart(
     what the crash window delivers again carries the same event id."""
     collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
     n = 20000
-    with _SimThread(ZkDeviceSimulator(users=USERS, records=log(n), timezone="Asia/Shanghai")) as sim:
+    with SimulatorThread(ZkDeviceSimulator(users=USERS, records=log(n), timezone="Asia/Shanghai")) as sim:
         config = tmp_path / "agent.yaml"
         config.write_text(config_text(tmp_path, mosquitto.url, pull_device(sim.port)))
         agent = AgentProcess(config, tmp_path / "data", mosquitto.url)
