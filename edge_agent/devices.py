@@ -196,11 +196,15 @@ class DeviceComponent:
             async for reading in self._driver.readings():
                 try:
                     committed = await self.router.on_reading(reading)
-                except Exception:
-                    # A bug in handling one reading must not stop the device's stream.
+                except Exception as err:
+                    # A bug in handling one reading must not stop the device's stream...
                     self.router.counters.count("reading_handler_failed")
                     log.exception("handling %r failed", reading)
-                    acks.stop("handling a record failed")
+                    if acknowledge is not None and isinstance(reading, TerminalAttendance | TerminalAccess):
+                        # ...but a terminal's record must not be skipped: nothing after it is
+                        # acknowledged, and the supervisor restarts the device (with its backoff),
+                        # whose driver delivers the record again from its mark.
+                        raise DeviceRecordNotHandled(self.config.id, reading) from err
                     continue
                 if committed is not None:
                     acks.after(committed, reading)
@@ -215,13 +219,21 @@ class DeviceComponent:
             await stack.aclose()
 
 
+class DeviceRecordNotHandled(Exception):
+    """A terminal's record could not be turned into an event: the device is restarted rather than
+    the record skipped."""
+
+    def __init__(self, device_id: str, reading: Reading) -> None:
+        super().__init__(f"{device_id}: a record could not be handled ({reading!r}); restarting the device")
+
+
 class _InOrderAcks:
     """Tells the driver each reading is safe, in reading order, once its event is committed.
 
     A driver that keeps a high-water mark (a terminal's log position, records the terminal marks as
     sent) moves it only here, so a record is never given up before it is durable. After a failed
-    commit or handler nothing more is acknowledged: the driver delivers those records again at its
-    next start, and the same record gives the same event id, so the centre de-duplicates them."""
+    commit nothing more is acknowledged: the driver delivers those records again at its next start,
+    and the same record gives the same event id, so the centre de-duplicates them."""
 
     def __init__(
         self, device_id: str, acknowledge: Callable[[Reading], None] | None, counters: Counters
@@ -267,4 +279,11 @@ class _InOrderAcks:
                 self.stop("acknowledging a record failed")
 
 
-__all__ = ["Committed", "DeviceComponent", "InputHandler", "ReadingRouter", "TerminalHandler"]
+__all__ = [
+    "Committed",
+    "DeviceComponent",
+    "DeviceRecordNotHandled",
+    "InputHandler",
+    "ReadingRouter",
+    "TerminalHandler",
+]

@@ -270,3 +270,51 @@ def test_agent_killed_mid_download_skips_nothing_after_restart(
     by_id: dict[str, dict[str, Any]] = {}
     for e in events:  # a record delivered again is the same event, to the byte of its data
         assert by_id.setdefault(e["id"], e)["data"]["terminal_time"] == e["data"]["terminal_time"]
+
+
+def test_a_record_the_agent_fails_to_handle_is_delivered_after_the_device_restarts(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """A bug turning one terminal record into an event must not skip it: nothing after it is
+    acknowledged, the supervisor restarts the device, and its driver delivers it again from the
+    mark. (The fault is injected into the agent's handler: it is the agent's own failure.)"""
+    collector = Collector(mosquitto.url, f"campus/v1/{SITE}/{GW}/#")
+    n = 40
+
+    async def scenario() -> None:
+        async with ZkDeviceSimulator(users=USERS, timezone="Asia/Shanghai") as sim:
+            agent, task = await start(config_text(tmp_path, mosquitto.url, pull_device(sim.port)), tmp_path)
+            try:
+                await until(lambda: agent.router.terminals is not None, "the gates and terminals built")
+                await until(lambda: agent.devices.state["zk-office"]["online"], "the terminal online")
+                handler = agent.router.terminals
+                assert handler is not None
+                real = handler.on_record
+                failures = []
+
+                def on_record(reading: Any) -> Any:
+                    if not failures and reading.record_id.startswith("103|"):
+                        failures.append(reading.record_id)
+                        raise RuntimeError("injected: the record cannot be made an event")
+                    return real(reading)
+
+                handler.on_record = on_record  # type: ignore[method-assign]
+                for record in log(n):
+                    sim.add_record(record.user_id, record.timestamp, record.status, record.punch)
+                await until(lambda: len(events_of(collector, RECORDED, UNMAPPED)) >= n, f"{n} records")
+                assert failures, "the fault was never hit"
+                assert agent.counters.snapshot().get("reading_handler_failed") == 1
+                restarts = agent.supervisor.snapshot()["device-zk-office"]["restarts"]
+                assert isinstance(restarts, int) and restarts >= 1
+            finally:
+                await stop(agent, task)
+
+    asyncio.run(scenario())
+    collector.close()
+    events = events_of(collector, RECORDED, UNMAPPED)
+    ids = [e["id"] for e in events]
+    # Every record, the failed one included; what the restart re-read before the failure carries
+    # the ids it had (the centre de-duplicates on them).
+    assert len(set(ids)) == n
+    failed = next(e for e in events if e["data"].get("terminal_user_id") == "103" and e["type"] == RECORDED)
+    assert failed["subject"] == "T1"
