@@ -70,6 +70,7 @@ from device_drivers.turnstile.driver import TurnstileDriver
 from device_drivers.wedge.codec import KeystrokeDecoder
 from device_drivers.wedge.config import KeyboardWedgeConfig
 from device_drivers.wedge.driver import KeyboardWedgeReader
+from device_drivers.zkteco.codec import parse_comm_key
 
 __all__ = [
     "FAMILIES",
@@ -141,6 +142,7 @@ __all__ = [
     "normalise_hex",
     "open_camera",
     "open_driver",
+    "parse_comm_key",
     "parse_discovery_target",
     "parse_source",
     "redact_url",

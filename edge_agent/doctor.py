@@ -50,6 +50,7 @@ from device_drivers import (
     TurnstileConfig,
     load_profile,
     load_secret,
+    parse_comm_key,
     parse_source,
     redact_url,
     resolve_profile,
@@ -379,8 +380,10 @@ def _validate_credential(config: GatewayConfig, name: str, text: str) -> str:
             raise ConfigError("not a PEM private key (no '-----BEGIN ... PRIVATE KEY-----')", code="bad_pem")
         return "a PEM private key"
     if any(d.kind == "zkteco" and getattr(d, "password_credential", None) == name for d in config.devices):
-        if not text.strip().isdigit():
-            raise ConfigError("a ZKTeco comm key is a number (0 when the terminal has none)", code="bad_key")
+        try:
+            parse_comm_key(text)
+        except ValueError as err:
+            raise ConfigError(str(err), code="bad_key") from None
         return "a ZKTeco comm key"
     return f"{len(text)} characters"
 

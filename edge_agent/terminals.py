@@ -88,7 +88,10 @@ class TerminalRecords:
         self._unmapped_unlogged = 0
 
     def _setup(self, device_id: str) -> TerminalSetup:
-        return self.setups.get(device_id) or TerminalSetup(device=device_id)
+        setup = self.setups.get(device_id)
+        if setup is None:  # not in `terminals:`: its defaults, made once (this runs per record)
+            setup = self.setups[device_id] = TerminalSetup(device=device_id)
+        return setup
 
     def person(self, device_id: str, user_id: str) -> Person | None:
         index = self.roster()

@@ -27,6 +27,7 @@ import httpx
 
 from device_drivers._io.backoff import Backoff
 from device_drivers._io.probe import ProbeResult
+from device_drivers._io.state import write_atomically
 from device_drivers.errors import DeviceError
 from device_drivers.hikvision import codec
 from device_drivers.hikvision.config import SIMULATED_PASSWORD, SIMULATED_USERNAME, HikvisionConfig
@@ -436,17 +437,8 @@ class HikvisionDriver:
     def _save_state(self) -> None:
         if self.state_dir is None or self._acked is None:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / STATE_FILE
-        tmp = path.with_suffix(".tmp")
         data = json.dumps({"serial": self._acked[0], "time": self._acked[1].isoformat()}).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomically(self.state_dir / STATE_FILE, data)
 
     # -- requests --------------------------------------------------------------------------------
 

@@ -151,6 +151,17 @@ class PacketReader:
         return packets
 
 
+def parse_comm_key(text: str) -> int:
+    """A terminal's comm key as its credential file holds it: a whole number (0: none), at most 32
+    bits (what :func:`make_commkey` scrambles); ``ValueError`` otherwise."""
+    digits = text.strip()
+    if not digits.isdigit() or int(digits) >= 1 << 32:
+        raise ValueError(
+            "a ZKTeco comm key is a whole number below 4294967296 (0 when the terminal has none)"
+        )
+    return int(digits)
+
+
 def make_commkey(key: int, session_id: int, ticks: int = 50) -> bytes:
     """The scrambled comm key of CMD_AUTH (commpro.c MakeKey; pyzk ``make_commkey``)."""
     k = 0

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import struct
 import time
 from collections import deque
@@ -40,6 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from device_drivers._io.backoff import Backoff
 from device_drivers._io.probe import ProbeResult
 from device_drivers._io.source import AttachedSimulator
+from device_drivers._io.state import write_atomically
 from device_drivers._io.stream import DropSummary
 from device_drivers.errors import DeviceError
 from device_drivers.readings import DeviceOffline, DeviceOnline, Reading, TerminalAttendance, utc_now
@@ -63,22 +63,6 @@ def _zone(name: str | None) -> ZoneInfo:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
         raise DeviceError(f"unknown timezone {name!r}", code="bad_timezone") from None
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ZkClient:
@@ -373,16 +357,7 @@ class ZkPullDriver:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        if self.config.password_credential:
-            text = load_password(self.config.password_credential)
-            try:
-                self._comm_key = int(text.strip())
-            except ValueError:
-                raise DeviceError(
-                    f"{self.device_id}: the comm key in {self.config.password_credential} is not a number",
-                    device_id=self.device_id,
-                    code="bad_comm_key",
-                ) from None
+        self._comm_key = comm_key(self.config)
         if self.simulator is not None:
             await self.simulator.__aenter__()
             where = urlsplit(self.simulator.url)  # tcp://127.0.0.1:<free port>
@@ -562,12 +537,27 @@ class ZkPullDriver:
         return out
 
 
+def comm_key(config: ZktecoConfig) -> int:
+    """The terminal's comm key from its credential (0 without one); :class:`DeviceError`
+    ``bad_comm_key`` when the credential holds no comm key, ``no_password`` when it is missing."""
+    if not config.password_credential:
+        return 0
+    try:
+        return codec.parse_comm_key(load_password(config.password_credential))
+    except ValueError as err:
+        raise DeviceError(
+            f"{config.id}: the credential {config.password_credential} is no comm key: {err}",
+            device_id=config.id,
+            code="bad_comm_key",
+        ) from None
+
+
 async def probe_zkteco(config: ZktecoConfig) -> list[ProbeResult]:
     """Doctor: reachable, authenticated (comm key), clock skew."""
     host, port = config.host or "127.0.0.1", config.port or DEFAULT_PORT
     try:
-        key = int(load_password(config.password_credential)) if config.password_credential else 0
-    except (DeviceError, ValueError) as err:
+        key = comm_key(config)
+    except DeviceError as err:
         return [ProbeResult("authenticated", "fail", f"comm key: {err}")]
     try:
         client = await ZkClient.open(host, port, config.timeout_s, key)

@@ -20,8 +20,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from device_drivers.errors import DeviceError
 from device_drivers.zkteco import codec
 from device_drivers.zkteco.codec import Record, User
+from device_drivers.zkteco.driver import comm_key
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +80,9 @@ class ZkDeviceSimulator:
     def from_config(cls, config: Any) -> Self:
         """The demo terminal of a ``simulated: true`` device: three users, a punch every 20 s."""
         key = 0
-        if getattr(config, "password_credential", None):
-            from device_drivers.secrets import load_password
-
-            with contextlib.suppress(Exception):
-                key = int(load_password(config.password_credential))
+        # A missing or unusable comm key: the driver refuses it with the clear error when entered.
+        with contextlib.suppress(DeviceError):
+            key = comm_key(config)
         named = list(getattr(config, "sim_users", None) or [])
         users = [User(i, user_id, f"Demo {user_id}") for i, user_id in enumerate(named, 1)] or [
             User(i, str(1000 + i), f"Demo {i}") for i in range(1, 4)

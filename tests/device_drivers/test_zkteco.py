@@ -19,6 +19,7 @@ from zk import ZK  # type: ignore[import-untyped]
 from zk.exception import ZKErrorResponse  # type: ignore[import-untyped]
 
 from device_drivers import BackoffConfig
+from device_drivers.errors import DeviceError
 from device_drivers.readings import DeviceOffline, DeviceOnline, Reading, TerminalAttendance
 from device_drivers.zkteco import codec
 from device_drivers.zkteco.codec import Record, User
@@ -409,6 +410,44 @@ def test_probe_reports_reachable_authenticated_and_clock(monkeypatch: pytest.Mon
         assert results[0].status == "fail"
 
     run(main())
+
+
+def test_a_comm_key_that_is_no_number_is_refused_alike_by_driver_probe_and_doctor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One reading of the comm key credential (codec.parse_comm_key) for the driver, its probe,
+    the simulator and doctor's credential check."""
+    assert codec.parse_comm_key("123456\n") == 123456 and codec.parse_comm_key("0") == 0
+    for bad in ("", "abc", "-5", "+5", "12 34", str(1 << 32)):
+        with pytest.raises(ValueError):
+            codec.parse_comm_key(bad)
+    monkeypatch.setenv("EDGE_AGENT_ZK_BAD", "seven")
+    bad = ZktecoConfig(kind="zkteco", id="zk-bad", host="127.0.0.1", password_credential="zk_bad")
+    with pytest.raises(DeviceError) as err:
+        run(ZkPullDriver.from_config(bad, state_dir=tmp_path).__aenter__())
+    assert err.value.code == "bad_comm_key" and "zk_bad" in str(err.value)
+    (probed,) = run(probe_zkteco(bad))
+    assert (probed.check, probed.status) == ("authenticated", "fail") and "comm key" in probed.detail
+
+    from edge_agent.config import GatewayConfig
+    from edge_agent.doctor import Status, check_credentials
+
+    site = GatewayConfig.model_validate(
+        {
+            "gateway": {"site": "s", "id": "gw"},
+            "api": {"enabled": False},
+            "agent": {"roster_signatures": "optional"},
+            "devices": [bad.model_dump(exclude_defaults=True) | {"kind": "zkteco"}],
+        }
+    )
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "zk_bad").write_text("seven\n")
+    (result,) = check_credentials(site, credentials)
+    assert result.status is Status.FAIL and "comm key is a whole number" in result.detail
+    (credentials / "zk_bad").write_text("4711\n")
+    (result,) = check_credentials(site, credentials)
+    assert result.status is Status.OK and result.detail == "a ZKTeco comm key"
 
 
 def test_config_host_rules() -> None:
