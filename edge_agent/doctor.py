@@ -340,7 +340,7 @@ def check_cameras(config: GatewayConfig) -> list[CheckResult]:
     for setup in config.cameras:
         device = setup.device
         if isinstance(device, CameraConfig):
-            results.append(check_camera(device.id, device.url))
+            results.append(check_camera(device.id, device.analysis_url))
         else:
             results.append(CheckResult(f"camera {device.id}", Status.OK, "simulated; nothing to open"))
     return results

@@ -35,7 +35,14 @@ from edge_agent.config.cameras import FaceSettings
 from edge_agent.face_templates import FaceTemplateStore
 from edge_agent.roster import FaceTemplateChange, RosterIndex
 from sync import utc_now
-from vision import EnrollmentError, FaceDetector, FaceEmbedder, Gallery, embed_enrollment_photo
+from vision import (
+    EnrollmentError,
+    FaceDetector,
+    FaceEmbedder,
+    Gallery,
+    RuntimeConfig,
+    embed_enrollment_photo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +128,12 @@ class FaceService:
         roster: Callable[[], RosterIndex] | None = None,
         now: Callable[[], datetime] = utc_now,
         publish_audit: Callable[[dict[str, Any]], None] | None = None,
+        runtime: RuntimeConfig | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
-        self.detector = FaceDetector()
-        self.embedder = FaceEmbedder()
+        self.detector = FaceDetector(runtime=runtime)
+        self.embedder = FaceEmbedder(runtime=runtime)
         self.model_id = self.embedder.model_id
         self._roster = roster
         self._now = now

@@ -78,7 +78,7 @@ from edge_agent.simulated import SimulatedDevice
 from edge_agent.terminal_roster import TerminalRosterSync
 from edge_agent.terminals import TerminalRecords
 from sync import Event, MqttLink, Outbox, OutboxError, SyncError, format_time, synchronous_of
-from vision import PersonDetector, VisionError
+from vision import PersonDetector, PersonDetectorConfig, VisionError
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +371,7 @@ class Gateway:
                 roster=lambda: roster.index,
                 now=self.clock.now,
                 publish_audit=publish_audit,
+                runtime=self.config.vision.runtime(),
             )
         except (TemplateKeyError, VisionError) as err:
             self.cameras.face_error = (
@@ -532,7 +533,10 @@ class Gateway:
     async def person_detector(self) -> PersonDetector:
         """The person detector, loaded once and shared by every camera."""
         if self._person_detector is None:
-            self._person_detector = await asyncio.to_thread(PersonDetector)
+            runtime = self.config.vision.runtime()
+            self._person_detector = await asyncio.to_thread(
+                PersonDetector, PersonDetectorConfig(runtime=runtime)
+            )
         return self._person_detector
 
     async def _confirm_pushed_config(self) -> None:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
@@ -142,6 +142,10 @@ TamperKind = Literal["covered", "defocused", "moved", "stream_lost"]
 TAMPER_KINDS: tuple[TamperKind, ...] = ("covered", "defocused", "moved", "stream_lost")
 
 
+ExecutionProvider = Literal["cpu", "openvino", "cuda", "tensorrt"]
+"""ONNX Runtime execution providers by their config names (vision.runtime maps them to ORT's)."""
+
+
 class RuntimeConfig(BaseModel):
     """ONNX Runtime session options for one model."""
 
@@ -162,6 +166,19 @@ class RuntimeConfig(BaseModel):
     verify_checksum: bool = Field(
         default=True, description="Check the sha256 against the manifest at load (off only in benches)."
     )
+    execution_providers: tuple[ExecutionProvider, ...] = Field(
+        default=("cpu",),
+        min_length=1,
+        description="ONNX Runtime execution providers in order of preference. Ones this onnxruntime build "
+        "lacks are skipped with a warning; CPU is always the last resort.",
+    )
+
+    @field_validator("execution_providers")
+    @classmethod
+    def _no_duplicate_providers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"execution_providers lists a provider twice: {value}")
+        return value
 
 
 class MotionConfig(BaseModel):
@@ -580,6 +597,7 @@ __all__ = [
     "TAMPER_KINDS",
     "Box",
     "CameraZones",
+    "ExecutionProvider",
     "FaceDetectorConfig",
     "FaceEmbedderConfig",
     "FacePipelineConfig",

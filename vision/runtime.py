@@ -31,6 +31,17 @@ _OPT_LEVELS = {
 }
 
 
+_CPU = "CPUExecutionProvider"
+# Config short names to ONNX Runtime's provider names, so config files never spell ORT internals.
+_ORT_NAMES = {
+    "cpu": _CPU,
+    "openvino": "OpenVINOExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+_SHORT_NAMES = {ort_name: short for short, ort_name in _ORT_NAMES.items()}
+
+
 class ModelLoadError(VisionError):
     """A model file is missing, truncated, has the wrong sha256, or does not have the declared signature.
 
@@ -128,6 +139,8 @@ class OnnxModel:
         self.total_latency_s = 0.0
         self.runs = 0
         self._one_run_at_a_time = threading.Lock()
+        self.provider = "cpu"
+        self.fallback_reason: str | None = None
         data = self._read_verified()
         self._session = self._create_session(data)
         del data  # the only other reference was ONNX Runtime's, dropped in _create_session
@@ -174,16 +187,49 @@ class OnnxModel:
         opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = _OPT_LEVELS[self.config.graph_optimization]
         opts.log_severity_level = 3
+        providers = self._choose_providers()
         try:
             # The session is built from the bytes we hashed, not from the path, so the file cannot be
             # swapped between the checksum and the load.
-            session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+            try:
+                session = ort.InferenceSession(data, sess_options=opts, providers=providers)
+            except Exception as err:
+                if providers == [_CPU]:
+                    raise
+                log.warning(
+                    "model %s: execution providers %s failed to initialise (%s); running on cpu",
+                    self.model_id,
+                    providers,
+                    err,
+                )
+                self.fallback_reason = f"init failed: {err}"[:200]
+                session = ort.InferenceSession(data, sess_options=opts, providers=[_CPU])
         except Exception as err:  # onnxruntime raises several unrelated exception types
             raise ModelLoadError(
                 f"onnxruntime cannot load {self.path}: {err}", code="model_invalid", model_id=self.model_id
             ) from err
         _release_model_bytes(session)
+        self.provider = _SHORT_NAMES.get(session.get_providers()[0], session.get_providers()[0])
         return session
+
+    def _choose_providers(self) -> list[str]:
+        """The configured providers this onnxruntime build has, in order, with CPU always last."""
+        available = ort.get_available_providers()
+        chosen: list[str] = []
+        for short in self.config.execution_providers:
+            name = _ORT_NAMES[short]
+            if name in available:
+                chosen.append(name)
+            else:
+                log.warning(
+                    "model %s: execution provider %s is not in this onnxruntime build (it has %s); "
+                    "skipped, CPU is the last resort",
+                    self.model_id,
+                    short,
+                    ", ".join(available),
+                )
+                self.fallback_reason = f"{short} not available"
+        return chosen if _CPU in chosen else [*chosen, _CPU]
 
     def _check_signature(self) -> None:
         got_in = [i.name for i in self._session.get_inputs()]
@@ -205,8 +251,9 @@ class OnnxModel:
         for _ in range(self.config.warmup_runs):
             self._run_raw(feeds)
         log.info(
-            "model %s loaded and warmed up (%d runs, %.1f ms)",
+            "model %s loaded on %s and warmed up (%d runs, %.1f ms)",
             self.model_id,
+            self.provider,
             self.config.warmup_runs,
             (time.perf_counter() - started) * 1e3,
         )

@@ -14,7 +14,12 @@ SourceKind = Literal["stream", "usb", "file"]
 
 
 class CameraConfig(BaseModel):
-    """One camera. ``url`` is an RTSP/HTTP URL, ``usb:N`` or ``/dev/videoN``, or a video file path."""
+    """One camera. ``url`` is an RTSP/HTTP URL, ``usb:N`` or ``/dev/videoN``, or a video file path.
+
+    Analysis runs on the frames of :attr:`analysis_url`: ``substream_url`` when the camera has a
+    low-resolution sub-stream (then ``url`` is not opened by the driver at all), else ``url``.
+    Evidence snapshots are taken from the same frames (no main-stream frame is kept yet).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,6 +31,12 @@ class CameraConfig(BaseModel):
         min_length=1,
         description="`rtsp://user:pass@host/path`, `http(s)://...` (MJPEG), `usb:0` or `/dev/video0`, or a "
         "video file (`file:///path` or a path). Credentials in it are redacted from logs and events.",
+    )
+    substream_url: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The camera's low-resolution sub-stream (same URL forms as `url`): when set, analysis "
+        "frames are read from it and `url` is not opened. Credentials are redacted like `url`'s.",
     )
     analysis_fps: float = Field(
         default=5.0,
@@ -54,11 +65,17 @@ class CameraConfig(BaseModel):
         default=BackoffConfig(initial_s=1.0, max_s=30.0), description="Reconnect delays."
     )
 
-    @field_validator("url")
+    @field_validator("url", "substream_url")
     @classmethod
-    def _known_url(cls, url: str) -> str:
-        parse_source(url)
+    def _known_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parse_source(url)
         return url
+
+    @property
+    def analysis_url(self) -> str:
+        """The URL the driver opens: the sub-stream when there is one, else the main stream."""
+        return self.substream_url or self.url
 
 
 def parse_source(url: str) -> tuple[SourceKind, str | int]:

@@ -79,8 +79,9 @@ def check_frame(frame: object, expected_shape: tuple[int, ...] | None) -> str | 
 
 
 def open_capture(config: CameraConfig) -> CaptureLike:
-    """Open the source with OpenCV; blocking (call from the capture thread)."""
-    kind, target = parse_source(config.url)
+    """Open ``config.analysis_url`` (the sub-stream if set) with OpenCV; blocking (call from the
+    capture thread)."""
+    kind, target = parse_source(config.analysis_url)
     if kind == "usb":
         assert isinstance(target, int)
         return cv2.VideoCapture(target, cv2.CAP_V4L2)
@@ -414,7 +415,7 @@ class Camera:
     def _capture_loop(self, generation: int, initial_delay_s: float) -> None:
         cfg = self.config
         backoff = Backoff(cfg.backoff)
-        kind, _ = parse_source(cfg.url)
+        kind, _ = parse_source(cfg.analysis_url)
         if initial_delay_s:
             self._stop.wait(initial_delay_s)
         first = True
@@ -428,7 +429,7 @@ class Camera:
                 cap = self._factory(cfg)
                 if not cap.isOpened():
                     raise CameraError(
-                        f"cannot open {redact_url(cfg.url)}", device_id=cfg.id, code="open_failed"
+                        f"cannot open {redact_url(cfg.analysis_url)}", device_id=cfg.id, code="open_failed"
                     )
             except Exception as err:  # OpenCV and factories raise assorted types
                 log.debug("camera %s: open failed: %r", cfg.id, err)

@@ -10,7 +10,7 @@ models, OpenCV or the agent.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -23,11 +23,13 @@ from sync.config import WEEKDAYS, Severity, TimeWindow, Weekday
 from vision.config import (
     TAMPER_KINDS,
     CameraZones,
+    ExecutionProvider,
     FacePipelineConfig,
     FaceTrackerConfig,
     LineZone,
     PersonPipelineConfig,
     PolygonZone,
+    RuntimeConfig,
     TamperKind,
 )
 
@@ -219,6 +221,30 @@ class CameraSetup(BaseModel):
     @property
     def id(self) -> str:
         return self.device.id
+
+
+class VisionSettings(BaseModel):
+    """Gateway-wide model runtime settings: every model the gateway loads (face detector, face
+    embedder, person detector) runs on the same execution providers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    execution_providers: tuple[ExecutionProvider, ...] = Field(
+        ("cpu",),
+        min_length=1,
+        description="ONNX Runtime execution providers in order of preference (cpu, openvino, cuda, "
+        "tensorrt). One this onnxruntime build lacks is skipped with a warning naming it; CPU is always "
+        "the last resort.",
+    )
+
+    def runtime(self) -> RuntimeConfig:
+        """The runtime options of every model (validated there: no duplicates)."""
+        return RuntimeConfig(execution_providers=self.execution_providers)
+
+    @model_validator(mode="after")
+    def _valid_runtime(self) -> Self:
+        self.runtime()
+        return self
 
 
 class FaceSettings(BaseModel):

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 from device_drivers import CardReaderConfig, DeviceConfig, OsdpBusConfig, RelayDoorConfig, TurnstileConfig
 from edge_agent.config.access import GateConfig
 from edge_agent.config.api import ApiSettings
-from edge_agent.config.cameras import CameraSetup, FaceSettings
+from edge_agent.config.cameras import CameraSetup, FaceSettings, VisionSettings
 from edge_agent.config.commands import CommandSettings
 from edge_agent.config.identity import AgentConfig, GatewayIdentity, SimulatedSourceConfig
 from edge_agent.config.references import (
@@ -52,6 +52,9 @@ class GatewayConfig(BaseModel):
         "a terminal not listed counts for a point named after it, with no timetable).",
     )
     faces: FaceSettings = Field(default_factory=FaceSettings, description="Face recognition settings.")
+    vision: VisionSettings = Field(
+        default_factory=VisionSettings, description="Model runtime: execution providers of every model."
+    )
     api: ApiSettings = Field(default_factory=ApiSettings, description="Local API, metrics and console.")
     commands: CommandSettings = Field(
         default_factory=CommandSettings,

@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+import pydantic
+import pytest
 
 from device_drivers.camera.config import CameraConfig
 from device_drivers.camera.driver import Camera, MjpegPackets, open_capture
@@ -100,3 +102,22 @@ def test_a_camera_skips_frames_undecoded_and_delivers_the_due_ones_in_order(tmp_
     assert counters["frames_read"] >= 3 * counters["frames_delivered"]
     assert counters.get("bad_frames", 0) == 0 and counters["ended"] >= 1
     assert all((b - a) % FRAMES != 0 for a, b in itertools.pairwise(seen)), seen
+
+
+def test_substream_url_is_what_is_opened(tmp_path: Path) -> None:
+    sub = write(tmp_path / "sub.avi", "MJPG")
+    config = CameraConfig(id="cam", url=str(tmp_path / "main-missing.avi"), substream_url=str(sub))
+    assert config.analysis_url == str(sub)
+    capture = open_capture(config)  # the missing main file would raise not_found if it were opened
+    try:
+        assert capture.grab()
+        ok, frame = capture.retrieve()
+        assert ok and frame.shape == (SIZE[1], SIZE[0], 3) and which(frame) == 0
+    finally:
+        capture.release()
+
+
+def test_substream_url_is_validated_like_url() -> None:
+    with pytest.raises(pydantic.ValidationError, match="unsupported camera URL scheme"):
+        CameraConfig(id="cam", url="rtsp://10.0.0.5/main", substream_url="gopher://x")
+    assert CameraConfig(id="cam", url="rtsp://10.0.0.5/main").analysis_url == "rtsp://10.0.0.5/main"
