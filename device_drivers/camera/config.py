@@ -18,7 +18,9 @@ class CameraConfig(BaseModel):
 
     Analysis runs on the frames of :attr:`analysis_url`: ``substream_url`` when the camera has a
     low-resolution sub-stream (then ``url`` is not opened by the driver at all), else ``url``.
-    Evidence snapshots are taken from the same frames (no main-stream frame is kept yet).
+    ``analysis_width`` shrinks them right after decode (MJPEG packets are decoded at a reduced size
+    straight away). Evidence snapshots are taken from the same frames (no main-stream frame is
+    kept yet).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,6 +45,13 @@ class CameraConfig(BaseModel):
         gt=0,
         le=60,
         description="Frames per second handed on for analysis; the rest are skipped.",
+    )
+    analysis_width: int | None = Field(
+        default=None,
+        ge=64,
+        le=3840,
+        description="Frames handed on for analysis are shrunk to this width (aspect kept, never enlarged) "
+        "right after decode; unset: as decoded. Pixel zones then need `security.reference_size`.",
     )
     stall_timeout_s: float = Field(
         default=10.0, gt=0, le=3600, description="No good frame for this long: the camera is offline."
@@ -122,6 +131,9 @@ class SimulatedCameraConfig(BaseModel):
     analysis_fps: float = Field(
         default=5.0, gt=0, le=60, description="Frames per second handed on for analysis."
     )
+    analysis_width: int | None = Field(
+        default=None, ge=64, le=3840, description="Shrink analysed frames to this width (see `camera`)."
+    )
     stall_timeout_s: float = Field(
         default=10.0, gt=0, le=3600, description="No frame for this long: offline."
     )
@@ -137,6 +149,7 @@ class SimulatedCameraConfig(BaseModel):
             id=self.id,
             url=str(video_path),
             analysis_fps=self.analysis_fps,
+            analysis_width=self.analysis_width,
             stall_timeout_s=self.stall_timeout_s,
             loop=self.loop,
             realtime=True,

@@ -100,7 +100,7 @@ def open_capture(config: CameraConfig) -> CaptureLike:
     cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
     if not cap.isOpened() or _fourcc(cap) != "MJPG":
         return cap
-    packets = MjpegPackets.of(cap, rewind=kind == "file")
+    packets = MjpegPackets.of(cap, rewind=kind == "file", analysis_width=config.analysis_width)
     if packets is not None:
         return packets
     # The packets are not JPEG images imdecode reads: decode with FFmpeg, on a fresh capture (a
@@ -124,23 +124,29 @@ class MjpegPackets:
     depend on earlier ones (H.264, H.265) must decode every frame and are read by FFmpeg as before.
     """
 
-    def __init__(self, capture: cv2.VideoCapture) -> None:
+    def __init__(self, capture: cv2.VideoCapture, *, analysis_width: int | None = None) -> None:
         self._capture = capture
+        self._analysis_width = analysis_width
+        self._imread_flag = cv2.IMREAD_COLOR
 
     @classmethod
-    def of(cls, capture: cv2.VideoCapture, *, rewind: bool) -> MjpegPackets | None:
+    def of(
+        cls, capture: cv2.VideoCapture, *, rewind: bool, analysis_width: int | None = None
+    ) -> MjpegPackets | None:
         """``capture`` (open, MJPEG) switched to packets, or None when its packets do not decode as
         JPEG images (then ``capture`` has lost a frame and is left in packet mode: release it).
-        ``rewind``: go back to the first frame after trying one (a file)."""
+        ``rewind``: go back to the first frame after trying one (a file). With ``analysis_width``,
+        packets are decoded at the smallest JPEG scale (1/2, 1/4, 1/8) still at least that wide."""
         if not capture.set(cv2.CAP_PROP_FORMAT, -1):  # -1: OpenCV's "raw stream" format
             return None
-        packets = cls(capture)
+        packets = cls(capture, analysis_width=analysis_width)
         if not packets.grab():
             return None
         ok, frame = packets.retrieve()
         if not ok or frame is None:
             log.info("MJPEG packets of this source are not plain JPEG images: decoding them with FFmpeg")
             return None
+        packets._imread_flag = _reduced_decode_flag(frame.shape[1], analysis_width)
         if rewind and not capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
             return None
         return packets
@@ -158,7 +164,7 @@ class MjpegPackets:
         if not ok or packet is None or packet.size == 0:
             return False, None
         try:
-            frame = cv2.imdecode(packet, cv2.IMREAD_COLOR)
+            frame = cv2.imdecode(packet, self._imread_flag)
         except cv2.error:
             return False, None
         return frame is not None, frame
@@ -171,6 +177,28 @@ class MjpegPackets:
 
     def release(self) -> None:
         self._capture.release()
+
+
+def _reduced_decode_flag(source_width: int, analysis_width: int | None) -> int:
+    """The imdecode flag that decodes a JPEG straight at the smallest of its DCT scales (1/8, 1/4,
+    1/2) still at least ``analysis_width`` wide: decoding at a quarter of the size skips most of the
+    inverse DCT and the colour conversion, instead of paying for them and then shrinking."""
+    if analysis_width is not None:
+        for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4)):
+            if source_width // factor >= analysis_width:
+                return flag
+        if source_width // 2 >= analysis_width:
+            return cv2.IMREAD_REDUCED_COLOR_2
+    return cv2.IMREAD_COLOR
+
+
+def shrink_to_width(frame: NDArray[np.uint8], width: int | None) -> NDArray[np.uint8]:
+    """``frame`` at ``width`` pixels wide, aspect kept (never enlarged; as it is when None)."""
+    h, w = frame.shape[:2]
+    if width is None or w <= width:
+        return frame
+    height = max(1, round(h * width / w))
+    return np.asarray(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
 
 CaptureFactory = Callable[[CameraConfig], CaptureLike]
@@ -518,8 +546,9 @@ class Camera:
                 continue
             consecutive_bad = 0
             if shape is None:
-                shape = frame.shape
+                shape = frame.shape  # as decoded: the next frames are checked against it
                 backoff.reset()
+            frame = shrink_to_width(frame, cfg.analysis_width)
             behind = now_ns - next_due_ns >= interval_ns
             next_due_ns = now_ns + interval_ns if behind else next_due_ns + interval_ns
             self._hand_over(generation, frame, utc_now(), now_ns)

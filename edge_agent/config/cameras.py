@@ -218,6 +218,22 @@ class CameraSetup(BaseModel):
     )
     idle_after_s: float = Field(10.0, gt=0, description="How long a still scene lasts before the idle rate.")
 
+    @model_validator(mode="after")
+    def _pixel_zones_know_their_size(self) -> Self:
+        # Pixel zones are in the analysed frame's pixels; a shrunk frame would put them elsewhere.
+        if self.device.analysis_width is None or self.security is None:
+            return self
+        if self.security.reference_size is not None:
+            return self
+        pixel = [z.id for z in (*self.security.zones, *self.security.lines) if z.coords == "pixel"]
+        if pixel:
+            raise ValueError(
+                f"camera {self.id}: analysis_width shrinks the frames, so pixel zones/lines "
+                f"({', '.join(pixel)}) need security.reference_size (the width and height they were "
+                "drawn on), or coords: normalized"
+            )
+        return self
+
     @property
     def id(self) -> str:
         return self.device.id

@@ -474,3 +474,23 @@ gates:
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()[1:]
     assert len(lines) == 1 and "sim_interval_s" in lines[0] and "gate-reder" not in proc.stderr, proc.stderr
+
+
+def test_analysis_width_needs_the_size_pixel_zones_were_drawn_on() -> None:
+    """A shrunk frame would put pixel zones elsewhere: refused without reference_size, accepted with
+    it (the zones are then scaled to the analysed frame) or with normalized coordinates."""
+    camera = """
+cameras:
+  - device: {{kind: camera, id: cam-1, url: /srv/clip.avi, analysis_width: 640}}
+    security:
+      {extra}
+      zones:
+        - {{id: yard, {coords} points: [[10, 10], [300, 10], [300, 200]]}}
+      rules: [{{id: r1, kind: intrusion, zone: yard}}]
+"""
+    head = "gateway:\n  site: north\n  id: gw-1\n"
+    with pytest.raises(ConfigFileError, match=r"need security\.reference_size"):
+        parse_config(head + camera.format(extra="", coords=""))
+    parse_config(head + camera.format(extra="reference_size: [1280, 720]", coords=""))
+    normalized = camera.replace("[[10, 10], [300, 10], [300, 200]]", "[[0.1, 0.1], [0.5, 0.1], [0.5, 0.4]]")
+    parse_config(head + normalized.format(extra="", coords="coords: normalized,"))

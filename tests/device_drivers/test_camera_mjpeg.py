@@ -121,3 +121,62 @@ def test_substream_url_is_validated_like_url() -> None:
     with pytest.raises(pydantic.ValidationError, match="unsupported camera URL scheme"):
         CameraConfig(id="cam", url="rtsp://10.0.0.5/main", substream_url="gopher://x")
     assert CameraConfig(id="cam", url="rtsp://10.0.0.5/main").analysis_url == "rtsp://10.0.0.5/main"
+
+
+def _delivered(config: CameraConfig, count: int) -> tuple[list[npt.NDArray[np.uint8]], dict[str, int]]:
+    async def scenario() -> tuple[list[npt.NDArray[np.uint8]], dict[str, int]]:
+        frames: list[npt.NDArray[np.uint8]] = []
+        async with Camera(config) as cam:
+            async for item in cam.frames():
+                if isinstance(item, CameraFrame):
+                    frames.append(item.frame)
+                if len(frames) == count:
+                    return frames, dict(cam.counters)
+        raise AssertionError("the camera closed")
+
+    return asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def small(picture: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
+    height = round(picture.shape[0] * width / picture.shape[1])
+    return np.asarray(cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("fourcc", ["MJPG", "mp4v"])
+def test_analysis_width_shrinks_frames_right_after_decode(tmp_path: Path, fourcc: str) -> None:
+    """MJPEG packets are decoded at half size (320 → 160 wide needs a 1/2 JPEG scale) and other
+    codecs are shrunk after FFmpeg's decode: either way the frames come out 100 pixels wide with the
+    source's aspect, every frame (the shape check runs on the decoded size, so none is 'bad')."""
+    clip = write(tmp_path / f"clip-{fourcc}.avi", fourcc, fps=20.0)
+    config = CameraConfig(id="cam", url=str(clip), analysis_fps=10.0, analysis_width=100, loop=True)
+    frames, counters = _delivered(config, 6)
+    assert all(f.shape == (75, 100, 3) for f in frames), [f.shape for f in frames]
+    assert counters.get("bad_frames", 0) == 0
+    # Still the source's pictures: each is close to one shrunk picture of the clip.
+    references = [small(p, 100) for p in pictures()]
+    for frame in frames:
+        assert min(float(np.abs(frame.astype(int) - r).mean()) for r in references) < 12
+
+
+def test_mjpeg_packets_decode_at_the_smallest_jpeg_scale_wide_enough(tmp_path: Path) -> None:
+    clip = write(tmp_path / "clip.avi", "MJPG")
+    sizes = {}
+    for width in (None, 200, 160, 80, 64):
+        capture = open_capture(CameraConfig(id="cam", url=str(clip), analysis_width=width or 320))
+        try:
+            assert isinstance(capture, MjpegPackets) and capture.grab()
+            ok, frame = capture.retrieve()
+            assert ok
+            sizes[width] = frame.shape[1]
+        finally:
+            capture.release()
+    # 320 wide: 200 needs the full decode, 160 a half, 80 a quarter, and 64 a quarter too (an
+    # eighth, 40, would be narrower than asked).
+    assert sizes == {None: 320, 200: 320, 160: 160, 80: 80, 64: 80}
+
+
+def test_analysis_width_never_enlarges(tmp_path: Path) -> None:
+    clip = write(tmp_path / "clip.avi", "MJPG", fps=20.0)
+    config = CameraConfig(id="cam", url=str(clip), analysis_fps=10.0, analysis_width=640, loop=True)
+    frames, _ = _delivered(config, 2)
+    assert all(f.shape == (SIZE[1], SIZE[0], 3) for f in frames)
