@@ -124,10 +124,9 @@ class MjpegPackets:
     depend on earlier ones (H.264, H.265) must decode every frame and are read by FFmpeg as before.
     """
 
-    def __init__(self, capture: cv2.VideoCapture, *, analysis_width: int | None = None) -> None:
+    def __init__(self, capture: cv2.VideoCapture) -> None:
         self._capture = capture
-        self._analysis_width = analysis_width
-        self._imread_flag = cv2.IMREAD_COLOR
+        self._imread_flag = cv2.IMREAD_COLOR  # set by of() from the first packet's width
 
     @classmethod
     def of(
@@ -139,7 +138,7 @@ class MjpegPackets:
         packets are decoded at the smallest JPEG scale (1/2, 1/4, 1/8) still at least that wide."""
         if not capture.set(cv2.CAP_PROP_FORMAT, -1):  # -1: OpenCV's "raw stream" format
             return None
-        packets = cls(capture, analysis_width=analysis_width)
+        packets = cls(capture)
         if not packets.grab():
             return None
         ok, frame = packets.retrieve()
@@ -184,11 +183,13 @@ def _reduced_decode_flag(source_width: int, analysis_width: int | None) -> int:
     1/2) still at least ``analysis_width`` wide: decoding at a quarter of the size skips most of the
     inverse DCT and the colour conversion, instead of paying for them and then shrinking."""
     if analysis_width is not None:
-        for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4)):
+        for factor, flag in (
+            (8, cv2.IMREAD_REDUCED_COLOR_8),
+            (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2),
+        ):
             if source_width // factor >= analysis_width:
                 return flag
-        if source_width // 2 >= analysis_width:
-            return cv2.IMREAD_REDUCED_COLOR_2
     return cv2.IMREAD_COLOR
 
 
