@@ -207,11 +207,28 @@ class CameraFrame:
     at: datetime
     seq: int
     received_ns: int = field(default=0, compare=False)
+    original: NDArray[np.uint8] | None = field(default=None, repr=False, compare=False)
+    """The picture at the main stream's resolution when ``frame`` is smaller (``analysis_width``):
+    the decoded frame before it was shrunk, or the JPEG packet (1-D bytes) an MJPEG frame was
+    decoded from at a reduced scale. None when ``frame`` is all there is (a sub-stream, no shrink)."""
 
     @property
     def monotonic_s(self) -> float:
         """Capture time in seconds on the monotonic clock (for trackers and tamper checks)."""
         return self.received_ns / 1e9
+
+    def full_resolution(self) -> NDArray[np.uint8]:
+        """The picture at the best resolution this frame holds, for evidence (decodes a kept JPEG
+        packet, so call it off the event loop); ``frame`` when nothing better was kept or the packet
+        does not decode."""
+        if self.original is None:
+            return self.frame
+        if self.original.ndim == 3:
+            return self.original
+        import cv2  # only evidence needs it; readings stay importable without OpenCV loaded
+
+        decoded = cv2.imdecode(self.original, cv2.IMREAD_COLOR)
+        return self.frame if decoded is None else np.asarray(decoded, dtype=np.uint8)
 
 
 @dataclass(frozen=True, slots=True)

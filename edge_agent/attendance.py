@@ -1,8 +1,11 @@
 """Attendance: timetable sessions per attendance point, one record per person per session.
 
-Used by classroom card readers (method ``card``) and, later, cameras (``face``). The de-duplication
-survives restarts: what was recorded today is kept in SQLite, so a restarted agent does not record
-the same student twice.
+Used by classroom card readers (method ``card``), cameras (``face``, ``face+card``) and vendor
+terminals (``terminal``). The de-duplication survives restarts: what was recorded today is kept in
+SQLite, so a restarted agent does not record the same student twice. Each record also keeps what the
+roll-call (edge_agent/rollcall.py) reports of it: its status, the methods that saw the person and
+the evidence (observations: a face decision's votes, each card swipe). The same file keeps which
+sessions' roll-calls were closed, so a restart neither repeats nor misses one.
 """
 
 from __future__ import annotations
@@ -66,7 +69,39 @@ def attendance_event(
     )
 
 
-def _at(day: date, hhmm: str) -> datetime:
+@dataclass(frozen=True, slots=True)
+class RecordRow:
+    """One kept record: who was recorded at which point in which session, when (gateway local time,
+    naive), as what, on how many observations."""
+
+    point: str
+    session: str
+    day: date
+    person_id: str
+    at: datetime
+    status: Literal["present", "late"] | None
+    """None for a record kept before statuses were (migration 3): the roll-call derives it."""
+    method: str
+    evidence: int
+
+
+UNKNOWN_METHOD = "unknown"
+"""The method of a record kept before methods were (migration 3)."""
+
+_METHOD_ORDER = ("face", "card", "terminal")
+
+
+def merged_method(first: str, then: str) -> str:
+    """The methods that saw a person, as one name: ``face`` then ``card`` is ``face+card``."""
+    parts = {*first.split("+"), *then.split("+")}
+    if len(parts) > 1:
+        parts.discard(UNKNOWN_METHOD)
+    known = [m for m in _METHOD_ORDER if m in parts]
+    return "+".join(known + sorted(parts - set(known)))
+
+
+def session_at(day: date, hhmm: str) -> datetime:
+    """``HH:MM`` of ``day`` as a naive local datetime (``24:00`` is the next midnight)."""
     if hhmm == "24:00":
         return datetime.combine(day, datetime.min.time()) + timedelta(days=1)
     return datetime.combine(day, datetime.strptime(hhmm, "%H:%M").time())
@@ -80,8 +115,8 @@ def current_session(point: AttendancePointConfig, local_now: datetime) -> tuple[
     for session in point.sessions:
         if weekday not in session.weekdays:
             continue
-        start = _at(day, session.start)
-        if start - timedelta(minutes=session.open_before_min) <= local_now < _at(day, session.end):
+        start = session_at(day, session.start)
+        if start - timedelta(minutes=session.open_before_min) <= local_now < session_at(day, session.end):
             late = local_now > start + timedelta(minutes=session.late_after_min)
             return session, "late" if late else "present"
     return None
@@ -99,9 +134,27 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db["recorded"].create_index(["person_id"])  # type: ignore[union-attr]
 
 
+def _migration_3(db: sqlite_utils.Database) -> None:
+    # What the roll-call reports of a record. Rows kept before have NULL status and method (the
+    # roll-call derives the status from `at`; the method is unknown) and one observation.
+    recorded = db["recorded"]
+    recorded.add_column("status", str)  # type: ignore[union-attr]
+    recorded.add_column("method", str)  # type: ignore[union-attr]
+    recorded.add_column("evidence", int, not_null_default=1)  # type: ignore[union-attr]
+    # One roll-call per (point, session, day): its row is written once its event is committed.
+    db["closed"].create(  # type: ignore[union-attr]
+        {"point": str, "session": str, "day": str, "closed_at": str, "event_id": str},
+        pk=("point", "session", "day"),
+    )
+    # When this file began recording: a roll-call of a session that ended before then would list
+    # everyone absent (a fresh install, a store replaced after corruption), so none is made.
+    db["book"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_attendance_initial", _migration_1),
     ("0002_attendance_by_person", _migration_2),
+    ("0003_attendance_rollcall", _migration_3),
 ]
 
 
@@ -130,12 +183,29 @@ class AttendanceBook:
         )
         self.duplicates = 0
         self.unrecorded = DamagedRows("attendance")
-        """De-duplication records that could not be written (the attendance was still reported)."""
+        """Records that could not be written (the attendance was still reported) or read back (the
+        roll-call goes on without them)."""
+        self._conn.execute(
+            "INSERT OR IGNORE INTO book (key, value) VALUES ('recording_since', ?)", (now().isoformat(),)
+        )
+        (since,) = self._conn.execute("SELECT value FROM book WHERE key='recording_since'").fetchone()
+        self.recording_since = datetime.fromisoformat(since)
+        """When this file began keeping records (UTC): nothing before then was recorded here."""
 
     def record(
-        self, point_id: str, point: AttendancePointConfig, person: Person, local_now: datetime
+        self,
+        point_id: str,
+        point: AttendancePointConfig,
+        person: Person,
+        local_now: datetime,
+        *,
+        method: str = "card",
+        evidence: int = 1,
     ) -> Attendance | None:
-        """The attendance to report, or None (no session now, not expected, or already recorded)."""
+        """The attendance to report, or None (no session now, not expected, or already recorded).
+
+        ``method`` and ``evidence`` (observations behind this record) are kept for the roll-call; a
+        repeat in the same session adds its evidence and method to the first record."""
         found = current_session(point, local_now)
         if found is None:
             return None
@@ -143,10 +213,12 @@ class AttendanceBook:
         if session.groups and person.group not in session.groups:
             return None
         day = local_now.date()
+        key = (point_id, session.id, day.isoformat(), person.id)
         try:
             cur = self._conn.execute(
-                "INSERT OR IGNORE INTO recorded (point, session, day, person_id, at) VALUES (?, ?, ?, ?, ?)",
-                (point_id, session.id, day.isoformat(), person.id, local_now.isoformat()),
+                "INSERT OR IGNORE INTO recorded (point, session, day, person_id, at, status, method, "
+                "evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, local_now.isoformat(), status, method, evidence),
             )
         except sqlite3.Error as err:
             # The de-duplication record is lost, not the attendance: reporting it (perhaps twice)
@@ -155,8 +227,66 @@ class AttendanceBook:
             return Attendance(session, day, status)  # type: ignore[arg-type]
         if cur.rowcount == 0:
             self.duplicates += 1
+            try:
+                self._add_evidence(key, method, evidence)
+            except sqlite3.Error as err:
+                # Already recorded and reported: only the roll-call's evidence count stays short.
+                self.unrecorded.note(f"{point_id}/{session.id}/{person.id}", err)
             return None
         return Attendance(session, day, status)  # type: ignore[arg-type]
+
+    def _add_evidence(self, key: tuple[str, str, str, str], method: str, evidence: int) -> None:
+        (first,) = self._conn.execute(
+            "SELECT method FROM recorded WHERE point=? AND session=? AND day=? AND person_id=?", key
+        ).fetchone()
+        self._conn.execute(
+            "UPDATE recorded SET evidence = evidence + ?, method = ? "
+            "WHERE point=? AND session=? AND day=? AND person_id=?",
+            (evidence, merged_method(first or UNKNOWN_METHOD, method), *key),
+        )
+
+    def rows_of(self, day: date, *, point: str | None = None, session: str | None = None) -> list[RecordRow]:
+        """The records of ``day`` (of one point, of one session), oldest first."""
+        query = (
+            "SELECT point, session, day, person_id, at, status, method, evidence FROM recorded WHERE day=?"
+        )
+        args: list[str] = [day.isoformat()]
+        for column, value in (("point", point), ("session", session)):
+            if value is not None:
+                query += f" AND {column}=?"
+                args.append(value)
+        rows = []
+        for p, s, d, who, at, status, method, evidence in self._conn.execute(query + " ORDER BY at", args):
+            try:
+                row = RecordRow(
+                    point=p,
+                    session=s,
+                    day=date.fromisoformat(d),
+                    person_id=who,
+                    # Kept as the caller's local time, with or without its offset: compared naive.
+                    at=datetime.fromisoformat(at).replace(tzinfo=None),
+                    status=status if status in ("present", "late") else None,
+                    method=method or UNKNOWN_METHOD,
+                    evidence=int(evidence),
+                )
+            except (TypeError, ValueError) as err:
+                self.unrecorded.note(f"{p}/{s}/{who}", err)
+                continue
+            rows.append(row)
+        return rows
+
+    def is_closed(self, point: str, session: str, day: date) -> bool:
+        """Whether the roll-call of this session on ``day`` was closed (its event committed)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM closed WHERE point=? AND session=? AND day=?", (point, session, day.isoformat())
+        ).fetchone()
+        return row is not None
+
+    def mark_closed(self, point: str, session: str, day: date, closed_at: datetime, event_id: str) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO closed (point, session, day, closed_at, event_id) VALUES (?, ?, ?, ?, ?)",
+            (point, session, day.isoformat(), closed_at.isoformat(), event_id),
+        )
 
     def records_of(self, person_id: str) -> list[dict[str, str]]:
         """The de-duplication records kept of ``person_id`` (point, session, day, local time), oldest
@@ -177,6 +307,8 @@ class AttendanceBook:
         only prevents a second one in its session, so older ones are kept no longer. Returns how many
         went."""
         cutoff = (today - timedelta(days=keep_days)).isoformat()
+        # Closing marks go with them: a roll-call is only ever made for today's sessions.
+        self._conn.execute("DELETE FROM closed WHERE day < ?", (cutoff,))
         return self._conn.execute("DELETE FROM recorded WHERE day < ?", (cutoff,)).rowcount
 
     def close(self) -> None:
@@ -184,8 +316,12 @@ class AttendanceBook:
 
 
 __all__ = [
+    "UNKNOWN_METHOD",
     "Attendance",
     "AttendanceBook",
+    "RecordRow",
     "attendance_event",
     "current_session",
+    "merged_method",
+    "session_at",
 ]

@@ -1,11 +1,12 @@
 """Cameras in the agent: frames → vision (off the event loop) → observations → rules → events.
 
-Two workers per camera, each a component the gateway's TaskGroup runs: :class:`CameraWorker` (face
-recognition → attendance and stranger alerts) and :class:`SecurityWorker` (person detection, zones
-and tamper → security alerts). The camera's reader hands each frame to :meth:`submit`, which never
-blocks: each worker keeps only the newest frame it has not started on (latest frame wins), so a slow
-model never builds a queue and never holds back the other worker. :meth:`run` analyses frames one
-after another in the worker's own thread until cancelled.
+Two workers per camera: :class:`CameraWorker` (face recognition → attendance and stranger alerts)
+and :class:`SecurityWorker` (person detection, zones and tamper → security alerts). Each has a lane
+in the agent's one inference service (:mod:`edge_agent.inference`: a thread per core for every
+camera, security first, round-robin, face frames batched). The camera's reader hands each frame to
+:meth:`submit`, which never blocks: the lane keeps only the newest frame not yet taken (latest frame
+wins), so a slow model never builds a queue; the outcome comes back to the event loop, where the
+worker acts on it (events, alerts) in frame order.
 
 Time: every frame is judged by its capture time (``CameraFrame.monotonic_s`` for the pipelines and
 rules, ``CameraFrame.at`` for events and schedules). The only periodic check, "no frame for a
@@ -25,13 +26,13 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from edge_agent.attendance import AttendanceBook, attendance_event
 from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig
+from edge_agent.inference import Analysis, InferenceService, Lane, Outcome, Skipped
 from edge_agent.memory import release_free_memory
 from edge_agent.metrics import MODEL_SECONDS
 from edge_agent.security import Alert, SecurityRules
@@ -47,6 +48,7 @@ from vision import (
     TamperChange,
     VisionError,
     evidence_jpeg,
+    process_cameras,
     snapshot_jpeg,
 )
 
@@ -70,35 +72,14 @@ class Emit(Protocol):
 Sleep = Callable[[float], Awaitable[None]]
 
 
-class FrameSlot:
-    """One frame waiting for a worker: a newer frame replaces one nobody has taken yet.
-
-    Owned by the event loop (``put`` and ``get`` are called from it only)."""
-
-    def __init__(self) -> None:
-        self._frame: CameraFrame | None = None
-        self._ready = asyncio.Event()
-
-    def put(self, frame: CameraFrame) -> bool:
-        """Leave ``frame`` for the worker; True when it replaced one that was never taken."""
-        replaced = self._frame is not None
-        self._frame = frame
-        self._ready.set()
-        return replaced
-
-    async def get(self) -> CameraFrame:
-        """The newest frame, waiting for one if there is none."""
-        while self._frame is None:
-            self._ready.clear()
-            await self._ready.wait()
-        frame, self._frame = self._frame, None
-        return frame
-
-
 class _Worker:
-    """What both workers share: the frame slot, the worker thread, counters and the run loop."""
+    """What both workers share: the lane in the inference service, counters, and acting on results.
 
-    kind = "camera"
+    ``inference`` is the agent's shared service; a worker made without one (a test, a tool) gets a
+    one-thread service of its own, closed with the worker.
+    """
+
+    kind: Analysis = "security"
 
     def __init__(
         self,
@@ -108,13 +89,14 @@ class _Worker:
         source: Callable[[str], str],
         tz: tzinfo,
         still_after_s: float,
+        inference: InferenceService | None,
     ) -> None:
         self.camera_id = camera_id
         self._emit = emit
         self._source = source
         self._tz = tz
-        self._slot = FrameSlot()
-        self._executor: ThreadPoolExecutor | None = None
+        self._own_inference = inference is None
+        self.inference = inference or InferenceService(workers=1, name=f"{self.kind}-{camera_id}")
         self.counters: Counter[str] = Counter()
         """``frames_submitted``, ``frames_replaced`` (newer frame won), ``frames_analysed``,
         ``analysis_errors``, ``alerts``, ``heap_releases`` (still spells that asked for the freed heap
@@ -127,31 +109,60 @@ class _Worker:
         self._still_after_s = still_after_s
         self._heap_released = False
 
-    def submit(self, frame: CameraFrame) -> None:
-        """A new frame from the camera (never blocks; the newest frame wins)."""
-        self.counters["frames_submitted"] += 1
-        if self._slot.put(frame):
-            self.counters["frames_replaced"] += 1
-
-    def _thread(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"{self.kind}-{self.camera_id}"
-            )
-        return self._executor
-
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._thread(), fn, *args)
-
-    async def _consume(self) -> None:
-        while True:
-            frame = await self._slot.get()
-            await self.on_frame(frame)
-
-    async def on_frame(self, frame: CameraFrame) -> object:
+    @property
+    def lane(self) -> Lane[Any]:
         raise NotImplementedError
 
-    async def _release_heap_when_still(self, frame: CameraFrame) -> None:
+    def submit(self, frame: CameraFrame) -> None:
+        """A new frame from the camera (never blocks; the newest frame wins): its outcome is acted
+        on when the service has analysed it."""
+        self.counters["frames_submitted"] += 1
+        self.lane.offer(frame).add_done_callback(lambda done: self._settle(frame, done.result()))
+
+    async def on_frame(self, frame: CameraFrame) -> Any:
+        """Analyse one frame (through the service, off the event loop) and act on it; returns what
+        acting gave (nothing for a frame replaced before it was taken)."""
+        return self._settle(frame, await self.lane.offer(frame))
+
+    def _settle(self, frame: CameraFrame, outcome: Outcome) -> Any:
+        if isinstance(outcome, Skipped):
+            if outcome.reason == "replaced":
+                self.counters["frames_replaced"] += 1
+            return self._nothing()
+        if isinstance(outcome, VisionError):
+            self._failed(frame, outcome)
+            return self._nothing()
+        if isinstance(outcome, BaseException):
+            # A bug, not a bad frame: logged with its traceback; the camera goes on.
+            self.errors += 1
+            self.counters["analysis_errors"] += 1
+            self.counters["analysis_errors_unexpected"] += 1
+            log.error(
+                "camera %s: frame %d not analysed (%s): unexpected error",
+                self.camera_id,
+                frame.seq,
+                self.kind,
+                exc_info=outcome,
+                extra={"camera": self.camera_id, "code": "unexpected"},
+            )
+            return self._nothing()
+        self.counters["frames_analysed"] += 1
+        acted = self._act(frame, outcome)
+        self._release_heap_when_still(frame)  # after the events: never delays one
+        return acted
+
+    def _nothing(self) -> Any:
+        raise NotImplementedError
+
+    def _act(self, frame: CameraFrame, outcome: Any) -> Any:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Frames reach the worker through :meth:`submit`; ``run`` holds the camera's component
+        until cancelled (the security worker also watches for a silent camera meanwhile)."""
+        await asyncio.Event().wait()
+
+    def _release_heap_when_still(self, frame: CameraFrame) -> None:
         """Once per still spell: when the scene has been still for ``idle_after_s`` (the moment the
         camera drops to its idle rate), hand the heap memory freed by the analysis back to the
         system. A burst of analysis (and the start: model loading, the first runs) leaves frames and
@@ -161,14 +172,15 @@ class _Worker:
         elif not self._heap_released:
             self._heap_released = True
             self.counters["heap_releases"] += 1
-            await self._in_thread(release_free_memory)
+            # Off the loop, and off the inference threads: it walks the heap.
+            asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     def close(self) -> None:
-        """Release the worker thread (an analysis under way finishes in the background). The worker
-        may run again after it: a new thread is started on the next frame."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        """Leave the inference service (a frame still waiting is dropped; an analysis under way
+        finishes in the background). The worker may be used again: the next frame re-joins."""
+        self.lane.close()
+        if self._own_inference:
+            self.inference.close()
 
     async def stop(self) -> None:
         """:meth:`close`, for the component contract."""
@@ -212,10 +224,18 @@ class CameraWorker(_Worker):
         source: Callable[[str], str],
         timezone: tzinfo,
         monotonic: Callable[[], float] = time.monotonic,
+        inference: InferenceService | None = None,
     ) -> None:
         if setup.face is None:
             raise ValueError(f"camera {setup.id} has no face analysis configured")
-        super().__init__(setup.id, emit=emit, source=source, tz=timezone, still_after_s=setup.idle_after_s)
+        super().__init__(
+            setup.id,
+            emit=emit,
+            source=source,
+            tz=timezone,
+            still_after_s=setup.idle_after_s,
+            inference=inference,
+        )
         self.config: FaceAnalysisConfig = setup.face
         self._person = person
         self._attendance = attendance
@@ -233,24 +253,29 @@ class CameraWorker(_Worker):
         """Read by the metrics for its ``counters``."""
         self._last_stranger = -math.inf
 
-    async def run(self) -> None:
-        """Analyse submitted frames until cancelled."""
-        await self._consume()
+        # Every face camera is in one batch group: the detector and embedder are the agent's.
+        self._lane: Lane[FaceFrameResult] = self.inference.lane(
+            setup.id, "faces", self._analyse, batch_group="faces", analyse_batch=_analyse_faces, owner=self
+        )
+
+    @property
+    def lane(self) -> Lane[FaceFrameResult]:
+        return self._lane
 
     def _analyse(self, frame: CameraFrame) -> FaceFrameResult:
         result = self.pipeline.process(frame.frame, frame.monotonic_s)
-        for stage, seconds in result.timings.items():
-            MODEL_SECONDS.labels(self.camera_id, stage).observe(seconds)
+        self._observe(result)
         return result
 
-    async def on_frame(self, frame: CameraFrame) -> list[IdentityDecision]:
-        """Analyse one frame off the event loop and act on what the tracker decided."""
-        try:
-            result: FaceFrameResult = await self._in_thread(self._analyse, frame)
-        except VisionError as err:
-            self._failed(frame, err)
-            return []
-        self.counters["frames_analysed"] += 1
+    def _observe(self, result: FaceFrameResult) -> None:
+        for stage, seconds in result.timings.items():
+            MODEL_SECONDS.labels(self.camera_id, stage).observe(seconds)
+
+    def _nothing(self) -> list[IdentityDecision]:
+        return []
+
+    def _act(self, frame: CameraFrame, result: FaceFrameResult) -> list[IdentityDecision]:
+        """Act on what the tracker decided with this frame."""
         if result.faces or result.moving:
             self.last_activity = max(self.last_activity, result.at)
         for decision in result.decisions:
@@ -258,7 +283,6 @@ class CameraWorker(_Worker):
                 self._stranger(decision, frame)
             else:
                 self._identified(decision, frame, result.threshold)
-        await self._release_heap_when_still(frame)  # after the events: never delays one
         return result.decisions
 
     def _identified(
@@ -271,15 +295,24 @@ class CameraWorker(_Worker):
         if person is None or cfg.attendance is None:
             return
         point = cfg.point or self.camera_id
-        found = self._attendance.record(point, cfg.attendance, person, frame.at.astimezone(self._tz))
+        both = cfg.card_gate is not None and self._recent_card(cfg.card_gate, person.id, cfg.card_window_s)
+        method: Literal["face", "face+card"] = "face+card" if both else "face"
+        # The roll-call counts the votes that named the person as the evidence of this record.
+        found = self._attendance.record(
+            point,
+            cfg.attendance,
+            person,
+            frame.at.astimezone(self._tz),
+            method=method,
+            evidence=decision.votes,
+        )
         if found is None:
             return
-        both = cfg.card_gate is not None and self._recent_card(cfg.card_gate, person.id, cfg.card_window_s)
         self._emit(
             attendance_event(
                 found,
                 person,
-                method="face+card" if both else "face",
+                method=method,
                 point=point,
                 device=self.camera_id,
                 source=self._source(self.camera_id),
@@ -321,6 +354,24 @@ class CameraWorker(_Worker):
         )
 
 
+def _analyse_faces(
+    jobs: Sequence[tuple[Lane[FaceFrameResult], CameraFrame]],
+) -> list[FaceFrameResult | VisionError]:
+    """One frame of each of several face cameras, the models run once for all (the service's batch
+    function for the ``faces`` group)."""
+    workers: list[CameraWorker] = [lane.owner for lane, _ in jobs]
+    outcomes = process_cameras(
+        [
+            (worker.pipeline, frame.frame, frame.monotonic_s)
+            for worker, (_, frame) in zip(workers, jobs, strict=True)
+        ]
+    )
+    for worker, outcome in zip(workers, outcomes, strict=True):
+        if not isinstance(outcome, VisionError):
+            worker._observe(outcome)
+    return outcomes
+
+
 class SecurityWorker(_Worker):
     """One camera's person pipeline and security rules; raises alerts with a snapshot (zones and the
     alert's tracks drawn), and ``stream_lost`` tamper alerts when the camera falls silent.
@@ -347,10 +398,18 @@ class SecurityWorker(_Worker):
         now: Callable[[], datetime] = utc_now,
         sleep: Sleep = asyncio.sleep,
         stream_check_interval_s: float = STREAM_CHECK_INTERVAL_S,
+        inference: InferenceService | None = None,
     ) -> None:
         if setup.security is None:
             raise ValueError(f"camera {setup.id} has no security analysis configured")
-        super().__init__(setup.id, emit=emit, source=source, tz=timezone, still_after_s=setup.idle_after_s)
+        super().__init__(
+            setup.id,
+            emit=emit,
+            source=source,
+            tz=timezone,
+            still_after_s=setup.idle_after_s,
+            inference=inference,
+        )
         self.config = setup.security
         self._zones = self.config.camera_zones(setup.id)
         self.pipeline = PersonPipeline(setup.id, self._zones, self.config.pipeline, detector=detector)
@@ -363,6 +422,14 @@ class SecurityWorker(_Worker):
         self._check_interval_s = stream_check_interval_s
         tamper = self.config.pipeline.tamper
         self._stream = StreamWatch(setup.id, tamper.stream_timeout_s) if tamper is not None else None
+        # NanoDet's graph has a fixed batch of one: security frames are analysed one at a time.
+        self._lane: Lane[tuple[PersonFrameResult, list[tuple[Alert, bytes]]]] = self.inference.lane(
+            setup.id, "security", self._analyse, owner=self
+        )
+
+    @property
+    def lane(self) -> Lane[tuple[PersonFrameResult, list[tuple[Alert, bytes]]]]:
+        return self._lane
 
     def submit(self, frame: CameraFrame) -> None:
         if self._stream is not None:
@@ -370,13 +437,12 @@ class SecurityWorker(_Worker):
         super().submit(frame)
 
     async def run(self) -> None:
-        """Analyse submitted frames and watch for a silent camera, until cancelled. Frames may also
-        be handed straight to :meth:`on_frame` instead of :meth:`submit`; ``run`` is still what
-        watches for silence then."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._consume(), name=f"security-frames:{self.camera_id}")
-            if self._stream is not None:
-                tasks.create_task(self._watch(), name=f"security-stream:{self.camera_id}")
+        """Watch for a silent camera (with tamper checks on) until cancelled; frames reach the
+        worker through :meth:`submit` (or straight through :meth:`on_frame`)."""
+        if self._stream is None:
+            await super().run()
+        else:
+            await self._watch()
 
     async def _watch(self) -> None:
         while True:
@@ -416,17 +482,18 @@ class SecurityWorker(_Worker):
         """Analyse one frame off the event loop; returns how many alerts it raised."""
         if self._stream is not None:
             self._stream_changes(self._stream.seen(frame.monotonic_s))
-        try:
-            result, found = await self._in_thread(self._analyse, frame)
-        except VisionError as err:
-            self._failed(frame, err)
-            return 0
-        self.counters["frames_analysed"] += 1
+        acted: int = await super().on_frame(frame)
+        return acted
+
+    def _nothing(self) -> int:
+        return 0
+
+    def _act(self, frame: CameraFrame, outcome: tuple[PersonFrameResult, list[tuple[Alert, bytes]]]) -> int:
+        result, found = outcome
         if result.tracks or result.detections or result.moving:
             self.last_activity = max(self.last_activity, result.at)
         for alert, jpeg in found:
             self._raise(alert, jpeg, frame.at)
-        await self._release_heap_when_still(frame)  # after the alerts: never delays one
         return len(found)
 
     def _raise(self, alert: Alert, jpeg: bytes, at: datetime) -> None:
@@ -449,6 +516,5 @@ __all__ = [
     "STREAM_CHECK_INTERVAL_S",
     "CameraWorker",
     "Emit",
-    "FrameSlot",
     "SecurityWorker",
 ]

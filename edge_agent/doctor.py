@@ -827,6 +827,25 @@ def check_databases(data_dir: Path) -> list[CheckResult]:
     ]
 
 
+def check_execution_providers(config: GatewayConfig, data_dir: Path) -> CheckResult:
+    """Which ONNX Runtime execution provider the models will run on (the configured order against
+    this onnxruntime build), and, when an agent runs with this data dir, which each model runs on."""
+    from vision import provider_plan  # loads onnxruntime; only this check needs it
+
+    name = "execution providers"
+    preferred = config.vision.execution_providers
+    chosen, missing = provider_plan(preferred)
+    running = ""
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+        models = json.loads((data_dir / STATUS_FILE).read_text()).get("vision", {}).get("models", [])
+        if models:
+            running = "; the running agent: " + ", ".join(f"{m['model']} on {m['provider']}" for m in models)
+    detail = f"models run on {chosen[0]} (configured: {', '.join(preferred)}){running}"
+    if missing:
+        return _warn(name, f"{', '.join(missing)} not in this onnxruntime build: {detail}")
+    return _ok(name, detail)
+
+
 def check_agent_status(data_dir: Path, now: float | None = None) -> CheckResult:
     """Whether an agent is writing ``status.json`` in this data dir, and what it says."""
     name = "running agent"
@@ -917,6 +936,8 @@ def run_doctor(
         results.extend(check_credentials(config, credentials_dir))
         results.extend(check_face_key(config, directory, credentials_dir))
         results.extend(check_cameras(config))
+        if config.cameras:
+            results.append(check_execution_providers(config, directory))
         results.extend(check_broker(config, credentials_dir))
     results.extend(check_models())
     results.append(check_clock(check_clock_command))

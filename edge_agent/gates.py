@@ -277,7 +277,7 @@ class GateController:
     ) -> None:
         assert self.config.attendance is not None and self.attendance is not None
         local = read.at.astimezone(self.timezone)
-        found = self.attendance.record(self.config.id, self.config.attendance, person, local)
+        found = self.attendance.record(self.config.id, self.config.attendance, person, local, method=method)
         if found is None:
             return
         self.emit(

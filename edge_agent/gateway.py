@@ -57,8 +57,10 @@ from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse
 from edge_agent.faces import FaceService
 from edge_agent.gates import Feedback, GateController, GrantLog
 from edge_agent.identity import IdentityService
+from edge_agent.inference import InferenceService
 from edge_agent.install import needed_credentials, where_to_put
 from edge_agent.logs import setup_logging
+from edge_agent.rollcall import RollCall, attendance_points
 from edge_agent.roster import Roster
 from edge_agent.roster_sync import NONCE_FILE as ROSTER_NONCE_FILE
 from edge_agent.roster_sync import RosterSignatures, RosterSync, seed_roster
@@ -166,7 +168,17 @@ class Gateway:
         )
         self.devices = DeviceDirectory()
         self.gates: dict[str, GateController] = {}
-        self.cameras = CameraDirectory()
+        vision = config.vision
+        # One pool of inference threads for every camera (edge_agent.inference): security first,
+        # each camera its share, no backlog.
+        self.cameras = CameraDirectory(
+            inference=InferenceService(
+                workers=vision.threads,
+                max_batch=vision.max_batch,
+                attendance_max_wait_s=vision.attendance_max_wait_s,
+                monotonic=self.clock.monotonic,
+            )
+        )
         self.grants = GrantLog(self.clock)
         self.anti_passback = AntiPassback()
         self.router = ReadingRouter(self.devices, self.emitter, self.counters)
@@ -185,7 +197,6 @@ class Gateway:
         """Who may sign master data (keys re-read on SIGHUP) and the roster nonces taken."""
         self.identity: IdentityService | None = None
         """Deletes leavers' data and lapsed templates, with audit events; the templates digest."""
-        self._person_detector: PersonDetector | None = None
         self.simulated = _SimulatedDevices(self)
         self.supervisor = Supervisor(
             self.components(), clock=self.clock, counters=self.counters, backoff=BackoffConfig()
@@ -217,6 +228,7 @@ class Gateway:
             ComponentSpec("storage-alarm", _StorageAlarm(self), restart),
             ComponentSpec("lifecycle", _Lifecycle(self), leave_off),
             ComponentSpec("gates", _Task(self._gate_timers, self._build_gates), restart),
+            ComponentSpec("rollcall", _Deferred(self._rollcall), restart),
             ComponentSpec("simulated", self.simulated, restart),
             *(
                 ComponentSpec(
@@ -306,6 +318,8 @@ class Gateway:
         except FatalComponentError as err:
             log.critical("the gateway stops: %s", err)
             self.exit_code = self.exit_code or 1
+        finally:
+            self.cameras.inference.close()
         self._write_status()
         if self.supervisor.fatal_reason is None:
             self._write_state("clean")
@@ -503,6 +517,22 @@ class Gateway:
             self.router.add_gate(gate)
             self.doors.add_gate(gate)
 
+    def _rollcall(self) -> RollCall:
+        """Closes each attendance point's sessions (edge_agent/rollcall.py); the API shows them."""
+        assert self.roster is not None and self.attendance is not None and self.services is not None
+        roster = self.roster
+        rollcall = RollCall(
+            attendance_points(self.config),
+            book=self.attendance,
+            persons=lambda: roster.index.persons,
+            emitter=self.emitter,
+            clock=self.clock,
+            timezone=self.timezone,
+            counters=self.counters,
+        )
+        self.services.rollcall = rollcall
+        return rollcall
+
     def _opener(self, device_id: str) -> Callable[[Any], Awaitable[None]]:
         async def open_(direction: Any) -> None:
             driver = self.devices.drivers.get(device_id)
@@ -532,12 +562,12 @@ class Gateway:
 
     async def person_detector(self) -> PersonDetector:
         """The person detector, loaded once and shared by every camera."""
-        if self._person_detector is None:
+        if self.cameras.person_detector is None:
             runtime = self.config.vision.runtime()
-            self._person_detector = await asyncio.to_thread(
+            self.cameras.person_detector = await asyncio.to_thread(
                 PersonDetector, PersonDetectorConfig(runtime=runtime)
             )
-        return self._person_detector
+        return self.cameras.person_detector
 
     async def _confirm_pushed_config(self) -> None:
         """A configuration pushed by the centre proves itself by reaching the broker; if it does not
@@ -581,7 +611,7 @@ class Gateway:
             # systemd holds the unit in "reloading" until READY=1, refused or not.
             self.notifier.ready(f"reload refused; {self.one_line_status()}")
             return
-        for section in ("gateway", "mqtt", "outbox", "devices", "gates", "cameras"):
+        for section in ("gateway", "mqtt", "outbox", "devices", "gates", "cameras", "vision"):
             if getattr(new, section) != getattr(self.config, section):
                 log.warning("reload: changes to '%s' take effect after a restart", section)
         setup_logging(new.agent.log_level)
@@ -729,7 +759,32 @@ class Gateway:
                 "templates": faces.gallery.template_count if faces else 0,
                 **(self.identity.status() if self.identity is not None else {}),
             }
+            extra["vision"] = self._vision_status()
         return extra
+
+    def _vision_status(self) -> dict[str, Any]:
+        inference = self.cameras.inference
+        return {
+            "models": [
+                {"model": m.model_id, "provider": m.provider, "fallback": m.fallback_reason}
+                for m in self.cameras.models()
+            ],
+            "inference": {
+                "threads": inference.workers,
+                "max_batch": inference.max_batch,
+                "lanes": [
+                    {
+                        "camera": lane.camera_id,
+                        "analysis": lane.analysis,
+                        "analysed": lane.counters["analysed"],
+                        "replaced": lane.counters["replaced"],
+                        "failed": lane.counters["failed"],
+                        "last_lag_s": round(lane.last_lag_s, 4),
+                    }
+                    for lane in inference.lanes
+                ],
+            },
+        }
 
     def status(self) -> dict[str, Any]:
         """What ``edge-agent status`` and the local API show."""
@@ -1137,6 +1192,7 @@ class _CameraComponent:
                     monotonic=gw.clock.monotonic,
                     now=gw.clock.now,
                     sleep=gw.clock.sleep,
+                    inference=gw.cameras.inference,
                 )
             except VisionError as err:
                 gw.counters.count(f"security_disabled_{err.code}")
@@ -1160,6 +1216,7 @@ class _CameraComponent:
                 source=gw.emitter.source,
                 timezone=gw.timezone,
                 monotonic=gw.clock.monotonic,
+                inference=gw.cameras.inference,
             )
             gw.cameras.face_workers[setup.id] = face
             self.workers.append(face)
@@ -1169,14 +1226,15 @@ class _CameraComponent:
         camera, setup, gw = self.camera, self.setup, self.gateway
         assert camera is not None
         async with asyncio.TaskGroup() as workers:
-            # Faces and persons each analyse in their own thread, side by side on the two cores;
-            # each takes the newest frame when it is free (a slow model skips frames, never lags).
+            # The workers hand frames to the shared inference service: each camera's newest frame
+            # waits there for a thread (a slow model skips frames, never lags).
             tasks = [workers.create_task(w.run(), name=f"{w.kind}-{setup.id}") for w in self.workers]
             idle = False
             async for item in camera.frames():
                 if not isinstance(item, CameraFrame):
                     await gw.router.on_reading(item)
                     continue
+                gw.cameras.latest_frames[setup.id] = item
                 if not self.workers:
                     continue
                 for worker in self.workers:
@@ -1198,6 +1256,7 @@ class _CameraComponent:
         gw.devices.drivers.pop(self.setup.id, None)
         gw.cameras.face_workers.pop(self.setup.id, None)
         gw.cameras.security_workers.pop(self.setup.id, None)
+        gw.cameras.latest_frames.pop(self.setup.id, None)
         self.workers = []
         stack, self._stack = self._stack, None
         if stack is not None:

@@ -3,7 +3,8 @@
 :class:`GatewayCollector` reads the gateway's counters and state through its services when
 Prometheus scrapes, so the hot paths keep plain integer counters and pay nothing for metrics. The
 exceptions are latency histograms, which must see every observation: the gate path calls
-``DECISION_SECONDS.observe`` and the camera workers ``MODEL_SECONDS.labels(camera, stage).observe``.
+``DECISION_SECONDS.observe``, the camera workers ``MODEL_SECONDS.labels(camera, stage).observe``
+and the inference service ``INFERENCE_LAG_SECONDS``.
 They are created unregistered; each app registers them into its own
 :class:`~prometheus_client.CollectorRegistry`, so tests can run several gateways in one process.
 """
@@ -37,6 +38,14 @@ MODEL_SECONDS = Histogram(
     "Time per vision stage (detect, embed, match, ...) per camera, seconds.",
     ["camera", "stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=None,
+)
+
+INFERENCE_LAG_SECONDS = Histogram(
+    "edge_inference_lag_seconds",
+    "Frame capture to analysis done, per analysis (security, faces), seconds.",
+    ["analysis"],
+    buckets=(0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0),
     registry=None,
 )
 
@@ -81,6 +90,7 @@ class GatewayCollector(Collector):
             self._gates,
             self._cameras,
             self._security,
+            self._inference,
             self._commands,
             self._alerts,
         ]
@@ -289,6 +299,42 @@ class GatewayCollector(Collector):
         yield family
         yield errors
 
+    def _inference(self) -> Iterable[Metric]:
+        cameras = self.services.cameras
+        frames = CounterMetricFamily(
+            "edge_inference_frames",
+            "Frames per camera and analysis by outcome: analysed, replaced (a newer frame came before "
+            "a thread was free: skipped), failed, closed.",
+            labels=["camera", "analysis", "outcome"],
+        )
+        lag = GaugeMetricFamily(
+            "edge_inference_last_lag_seconds",
+            "Capture to analysis done of the newest analysed frame, per camera and analysis.",
+            labels=["camera", "analysis"],
+        )
+        for lane in sorted(cameras.inference.lanes, key=lambda lane: (lane.camera_id, lane.analysis)):
+            for outcome in ("analysed", "replaced", "failed", "closed"):
+                frames.add_metric([lane.camera_id, lane.analysis, outcome], lane.counters[outcome])
+            lag.add_metric([lane.camera_id, lane.analysis], lane.last_lag_s)
+        yield frames
+        yield lag
+        batches = CounterMetricFamily(
+            "edge_inference_batches",
+            "Batched runs of the inference service, and the frames in them.",
+            labels=["name"],
+        )
+        for name in ("batches", "batched_frames"):
+            batches.add_metric([name], cameras.inference.counters[name])
+        yield batches
+        providers = GaugeMetricFamily(
+            "edge_model_execution_provider",
+            "1 for the ONNX Runtime execution provider each loaded model runs on.",
+            labels=["model", "provider"],
+        )
+        for model in cameras.models():
+            providers.add_metric([model.model_id, model.provider], 1)
+        yield providers
+
     def _commands(self) -> Iterable[Metric]:
         processor = self.services.commands
         if processor is None:
@@ -330,7 +376,14 @@ def gateway_registry(services: Services) -> CollectorRegistry:
     registry.register(GatewayCollector(services))
     registry.register(DECISION_SECONDS)
     registry.register(MODEL_SECONDS)
+    registry.register(INFERENCE_LAG_SECONDS)
     return registry
 
 
-__all__ = ["DECISION_SECONDS", "MODEL_SECONDS", "GatewayCollector", "gateway_registry"]
+__all__ = [
+    "DECISION_SECONDS",
+    "INFERENCE_LAG_SECONDS",
+    "MODEL_SECONDS",
+    "GatewayCollector",
+    "gateway_registry",
+]

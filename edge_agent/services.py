@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from device_drivers import Camera, Driver
+from device_drivers import Camera, CameraFrame, Driver
 from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.clock import Clock
 from edge_agent.config import GatewayConfig
+from edge_agent.inference import InferenceService
 from edge_agent.roster import Roster
 from sync import Committed, Event, MqttLink, Outbox, make_source
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from edge_agent.commands import CommandProcessor
     from edge_agent.faces import FaceService
     from edge_agent.gates import GateController
+    from edge_agent.rollcall import RollCall
+    from vision import OnnxModel, PersonDetector
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +113,26 @@ class DeviceDirectory:
 
 @dataclass
 class CameraDirectory:
-    """The face service (when face recognition runs) and the analysis workers of every camera."""
+    """The face service (when face recognition runs), the person detector (once a camera needs it),
+    the inference service every camera's analysis runs on, and the analysis workers of every camera."""
 
+    inference: InferenceService = field(default_factory=InferenceService)
     faces: FaceService | None = None
+    person_detector: PersonDetector | None = None
     face_error: str = ""
     face_workers: dict[str, CameraWorker] = field(default_factory=dict)
     security_workers: dict[str, SecurityWorker] = field(default_factory=dict)
+    latest_frames: dict[str, CameraFrame] = field(default_factory=dict)
+    """The newest frame of every open camera (the console draws zones on it)."""
+
+    def models(self) -> list[OnnxModel]:
+        """The models loaded so far (for the providers they run on, in metrics, status and doctor)."""
+        loaded = []
+        if self.faces is not None:
+            loaded += [self.faces.models.detector.model, self.faces.models.embedder.model]
+        if self.person_detector is not None:
+            loaded.append(self.person_detector.model)
+        return loaded
 
 
 @dataclass
@@ -186,6 +203,8 @@ class Services:
     report: StatusView
     commands: CommandProcessor | None = None
     """Set once remote commands run (they start after the API); metrics read their counters."""
+    rollcall: RollCall | None = None
+    """Set once the roll-call component runs (it starts after the API)."""
 
 
 __all__ = [

@@ -150,7 +150,11 @@ class TerminalRecords:
         found = current_session(timetable, local) if timetable is not None else None
         if timetable is not None and found is not None:
             session, status = found
-            first = self.attendance.record(point, timetable, person, local) if self.attendance else None
+            first = (
+                self.attendance.record(point, timetable, person, local, method="terminal")
+                if self.attendance
+                else None
+            )
             data["session"] = {
                 "id": session.id,
                 "name": session.name,

@@ -63,6 +63,8 @@ _TYPES = [
     EventType("edu.campus.attendance.recorded.v1", Lane.ACCESS),
     # A terminal's record for a user id the roster does not map: never a guessed person.
     EventType("edu.campus.attendance.unmapped.v1", Lane.ACCESS),
+    # A session's roll-call when it closes: present, late, absent (edge_agent/rollcall.py).
+    EventType("edu.campus.attendance.session_closed.v1", Lane.ACCESS),
     EventType("edu.campus.device.online.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.offline.v1", Lane.TELEMETRY),
     EventType("edu.campus.device.heartbeat.v1", Lane.TELEMETRY),

@@ -204,6 +204,27 @@ _EVENTS: dict[str, tuple[str, dict[str, Any], str | None, Severity | None]] = {
         "S1001",
         None,
     ),
+    "edu.campus.attendance.session_closed.v1": (
+        "gateway",
+        {
+            "point": "room-7a",
+            "session": SESSION["id"],
+            "session_name": SESSION["name"],
+            "day": SESSION["date"],
+            "start": SESSION["start"],
+            "end": SESSION["end"],
+            "expected": 4,
+            "present": ["S1001", "S1002"],
+            "late": ["S1003"],
+            "absent": ["S1004"],
+            "evidence": {"S1001": 7, "S1002": 1, "S1003": 2},
+            "method": {"S1001": "face", "S1002": "card", "S1003": "face+card"},
+            "seen_elsewhere": ["S1004"],
+            "closed_at": "2026-09-01T07:42:13.250Z",
+        },
+        None,
+        None,
+    ),
     "edu.campus.attendance.unmapped.v1": (
         "zk-office-1",
         {

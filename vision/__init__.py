@@ -24,7 +24,7 @@ from vision.config import (
     TrackerConfig,
 )
 from vision.errors import VisionError, ZoneConfigError
-from vision.face_camera import FaceCamera, FaceFrameResult
+from vision.face_camera import FaceCamera, FaceFrameResult, process_cameras
 from vision.face_detect import FaceDetection, FaceDetector
 from vision.face_embed import FaceEmbedder
 from vision.face_eval import crop_around, realistic_variants, walking_clip
@@ -50,7 +50,7 @@ from vision.person import (
 )
 from vision.quality import ENROLLMENT_QUALITY, FaceQuality, assess_face
 from vision.render import draw_boxes, draw_zones, encode_jpeg, evidence_jpeg, snapshot_jpeg
-from vision.runtime import InferenceError, InvalidImageError, ModelLoadError, OnnxModel
+from vision.runtime import InferenceError, InvalidImageError, ModelLoadError, OnnxModel, provider_plan
 from vision.scenes import (
     SPRITE_HEIGHT,
     WalkerPath,
@@ -149,6 +149,8 @@ __all__ = [
     "load_manifest",
     "load_photo",
     "person_sprite",
+    "process_cameras",
+    "provider_plan",
     "realistic_variants",
     "snapshot_jpeg",
     "walk_clip",

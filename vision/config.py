@@ -159,6 +159,14 @@ class RuntimeConfig(BaseModel):
         "and per-core throughput is what we size for.",
     )
     inter_op_threads: int = Field(default=1, ge=1, le=64, description="Threads for independent operators.")
+    concurrent_runs: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Runs of one model at the same time (the agent sets its inference threads). ONNX "
+        "Runtime's memory arena keeps, for good, the activations of the most runs ever in flight at once, "
+        "so this bounds the model's memory; further runs wait.",
+    )
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         default="all", description="ONNX Runtime graph optimisation level."
     )
@@ -218,10 +226,12 @@ class QualityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_face_px: float = Field(
-        default=40.0,
+        default=24.0,
         ge=8.0,
-        description="Minimum face size (geometric mean of box width and height, frame pixels). dlib's "
-        "embedder works on 150 px chips; much below 40 px the chip is mostly interpolation.",
+        description="Minimum face size (geometric mean of box width and height, frame pixels). Measured "
+        "on the roll-call clip (bench/bench_rollcall.py, docs/FACE_ACCURACY.md): 24 px recalls the most "
+        "students with no false match; below it nothing changes, as the sharpness limit already refuses "
+        "such faces. A face's vote weight grows with its size over twice this value.",
     )
     min_sharpness: float = Field(
         default=25.0,

@@ -5,7 +5,7 @@ gate, detect, quality, align, embed, match) and the tracker that votes over fram
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ from vision.config import FacePipelineConfig, FaceTrackerConfig
 from vision.errors import VisionError
 from vision.face_detect import FaceDetector
 from vision.face_embed import FaceEmbedder
-from vision.face_pipeline import FaceObservation, FacePipeline
+from vision.face_pipeline import FaceObservation, FacePipeline, FrameAnalysis, process_frames
 from vision.face_track import FaceTracker, IdentityDecision
 from vision.gallery import Gallery
 
@@ -69,15 +69,14 @@ class FaceCamera:
     def process(self, frame_bgr: npt.NDArray[Any], at: float) -> FaceFrameResult:
         """Analyse one frame captured at ``at`` (seconds, monotonic). Raises a
         :class:`vision.VisionError` for an unusable frame or a failed model run."""
-        gallery = self._gallery()
-        self._pipeline.gallery = gallery
-        try:
-            analysis = self._pipeline.process(frame_bgr, at)
-        except VisionError as err:
-            err.camera_id = err.camera_id or self.camera_id
-            raise
+        outcome = process_cameras([(self, frame_bgr, at)])[0]
+        if isinstance(outcome, VisionError):
+            raise outcome
+        return outcome
+
+    def _decide(self, analysis: FrameAnalysis, at: float) -> FaceFrameResult:
         decisions = self._tracker.update(analysis.faces, at)
-        threshold = self._pipeline.config.threshold or gallery.threshold
+        threshold = self._pipeline.config.threshold or self._pipeline.gallery.threshold
         return FaceFrameResult(
             camera_id=self.camera_id,
             at=at,
@@ -90,4 +89,24 @@ class FaceCamera:
         )
 
 
-__all__ = ["FaceCamera", "FaceFrameResult"]
+def process_cameras(
+    jobs: Sequence[tuple[FaceCamera, npt.NDArray[Any], float]],
+) -> list[FaceFrameResult | VisionError]:
+    """:meth:`FaceCamera.process` for one frame of each of several cameras, with the models run once
+    for all of them (:func:`vision.face_pipeline.process_frames`); each camera's result, or the
+    :class:`vision.VisionError` (naming the camera) that its frame gave, in order. Call it from one
+    thread per camera at a time, like ``process``."""
+    for camera, _, _ in jobs:
+        camera._pipeline.gallery = camera._gallery()  # read at every frame: enrolments apply at once
+    outcomes = process_frames([(camera._pipeline, frame, at) for camera, frame, at in jobs])
+    results: list[FaceFrameResult | VisionError] = []
+    for (camera, _, at), outcome in zip(jobs, outcomes, strict=True):
+        if isinstance(outcome, VisionError):
+            outcome.camera_id = outcome.camera_id or camera.camera_id
+            results.append(outcome)
+        else:
+            results.append(camera._decide(outcome, at))
+    return results
+
+
+__all__ = ["FaceCamera", "FaceFrameResult", "process_cameras"]

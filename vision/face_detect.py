@@ -6,6 +6,7 @@ to multiples of 32; outputs at 1/4 resolution decoded per heatmap cell, then NMS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,7 +146,8 @@ def postprocess(
 
 
 class FaceDetector:
-    """CenterFace on one frame at a time. Thread-safe (onnxruntime sessions are)."""
+    """CenterFace on a frame, or on the frames of several cameras at once. Thread-safe (onnxruntime
+    sessions are)."""
 
     def __init__(
         self,
@@ -168,7 +170,30 @@ class FaceDetector:
 
         Raises :class:`vision.runtime.InvalidImageError` for a frame of the wrong dtype or shape.
         """
-        frame = as_bgr_frame(frame)
-        blob, factor = preprocess(frame, self.config.max_side)
-        outputs = self.model.run({self.model.input_names[0]: blob})
-        return postprocess(outputs, factor, frame.shape, self.config)
+        return self.detect_many([frame])[0]
+
+    def detect_many(self, frames: Sequence[npt.NDArray[Any]]) -> list[list[FaceDetection]]:
+        """Faces in each of ``frames``, in their order: frames whose network input has the same size
+        (cameras of one resolution) go through the model as one batch (the graph's batch axis is
+        dynamic), the others one size at a time.
+
+        Raises :class:`vision.runtime.InvalidImageError` if any frame has the wrong dtype or shape
+        (check frames first where one bad frame must not cost the others).
+        """
+        checked = [as_bgr_frame(frame) for frame in frames]
+        prepared = [preprocess(frame, self.config.max_side) for frame in checked]
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, (blob, _) in enumerate(prepared):
+            by_size.setdefault(blob.shape, []).append(i)
+        found: list[list[FaceDetection]] = [[] for _ in checked]
+        for members in by_size.values():
+            batch = (
+                np.concatenate([prepared[i][0] for i in members])
+                if len(members) > 1
+                else prepared[members[0]][0]
+            )
+            outputs = self.model.run({self.model.input_names[0]: batch})
+            for row, i in enumerate(members):
+                mine = [o[row : row + 1] for o in outputs]
+                found[i] = postprocess(mine, prepared[i][1], checked[i].shape, self.config)
+        return found

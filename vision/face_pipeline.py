@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -98,56 +99,38 @@ class FacePipeline:
 
     def analyse(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
         """Detect, check, embed and match every face in ``frame`` (HxWx3 uint8 BGR), no motion gate."""
-        frame = as_bgr_frame(frame)
-        timings: dict[str, float] = {}
+        return _result(analyse_frames([(self, frame)])[0])
+
+    def process(self, frame: npt.NDArray[Any], timestamp: float | None = None) -> FrameAnalysis:
+        """The camera path: run the motion gate, and :meth:`analyse` only when something changed, or
+        when nothing has been analysed for ``max_skip_s`` (``timestamp`` in seconds, default the
+        monotonic clock; pass the frame's capture time when replaying a clip)."""
+        return _result(process_frames([(self, frame, timestamp)])[0])
+
+    def _gate(
+        self, frame: npt.NDArray[Any], timestamp: float | None
+    ) -> FrameAnalysis | tuple[npt.NDArray[np.uint8], MotionResult | None, float]:
+        """The motion gate's verdict on one frame: a skipped :class:`FrameAnalysis`, or the checked
+        frame to analyse with its motion (None with the gate off) and the gate's time."""
+        checked = as_bgr_frame(frame)
+        now = time.monotonic() if timestamp is None else timestamp
+        self.counters["frames"] += 1
+        if not self.config.motion_gate:
+            self._last_analysed = now
+            return checked, None, 0.0
         t0 = time.perf_counter()
-        detections = self.detector.detect(frame)
-        t1 = time.perf_counter()
-        timings["detect"] = t1 - t0
-        qualities = [assess_face(frame, d.box, d.landmarks, self.config.quality) for d in detections]
-        t2 = time.perf_counter()
-        timings["quality"] = t2 - t1
-        matches: dict[int, tuple[str | None, float]] = {}
-        good, chip_list = [], []
-        for i, q in enumerate(qualities):
-            if not q.ok:
-                continue
-            try:
-                chip_list.append(align_face(frame, detections[i].landmarks))
-            except AlignmentError:
-                # Degenerate landmarks on one face must not cost the other faces of the frame.
-                qualities[i] = replace(q, ok=False, reasons=(*q.reasons, ALIGNMENT_FAILED))
-                continue
-            good.append(i)
-        if good:
-            chips = np.stack(chip_list)
-            t3 = time.perf_counter()
-            timings["align"] = t3 - t2
-            embeddings = self.embedder.embed(chips)
-            t4 = time.perf_counter()
-            timings["embed"] = t4 - t3
-            for i, m in zip(
-                good, self.gallery.match(embeddings, threshold=self.config.threshold), strict=True
-            ):
-                matches[i] = (m.person_id, m.distance)
-            timings["match"] = time.perf_counter() - t4
-        faces = []
-        for i, (det, q) in enumerate(zip(detections, qualities, strict=True)):
-            person, dist = matches.get(i, (None, None))
-            faces.append(
-                FaceObservation(
-                    box=det.box,
-                    landmarks=det.landmarks,
-                    detection_score=det.score,
-                    quality=q,
-                    matched=i in matches,
-                    person_id=person,
-                    distance=dist,
-                    model_id=self.embedder.model_id,
-                )
-            )
-        self._count(faces)
-        return FrameAnalysis(True, None, faces, timings)
+        motion = self.motion_gate.update(checked)
+        gate_s = time.perf_counter() - t0
+        # The periodic analysis is for a face that sits still; with no face last time and nothing
+        # moving, there is no face to confirm, so an empty still room costs no detector runs.
+        overdue = self._last_analysed is None or (
+            self._faces_last_time and now - self._last_analysed >= self.config.max_skip_s
+        )
+        if not motion.motion and not overdue:
+            self.counters["frames_skipped"] += 1
+            return FrameAnalysis(False, motion, [], {"motion": gate_s})
+        self._last_analysed = now
+        return checked, motion, gate_s
 
     def _count(self, faces: list[FaceObservation]) -> None:
         c = self.counters
@@ -159,31 +142,159 @@ class FacePipeline:
             for reason in obs.quality.reasons:
                 c[f"rejected_{reason}"] += 1
 
-    def process(self, frame: npt.NDArray[Any], timestamp: float | None = None) -> FrameAnalysis:
-        """The camera path: run the motion gate, and :meth:`analyse` only when something changed, or
-        when nothing has been analysed for ``max_skip_s`` (``timestamp`` in seconds, default the
-        monotonic clock; pass the frame's capture time when replaying a clip)."""
-        frame = as_bgr_frame(frame)
-        now = time.monotonic() if timestamp is None else timestamp
-        self.counters["frames"] += 1
-        if not self.config.motion_gate:
-            self._last_analysed = now
-            return self.analyse(frame)
+
+FrameOutcome = FrameAnalysis | VisionError
+"""One frame's analysis, or why it has none (a bad frame, a failed model run)."""
+
+
+def _result(outcome: FrameOutcome) -> FrameAnalysis:
+    if isinstance(outcome, VisionError):
+        raise outcome
+    return outcome
+
+
+def _every(outcomes: list[FrameOutcome | None]) -> list[FrameOutcome]:
+    missing = [i for i, o in enumerate(outcomes) if o is None]
+    assert not missing, f"frames {missing} were given no outcome"
+    return [o for o in outcomes if o is not None]
+
+
+_Model = TypeVar("_Model")
+
+
+def _by_model(indices: Iterable[int], model_of: Callable[[int], _Model]) -> list[tuple[_Model, list[int]]]:
+    """``indices`` grouped by the model instance they use (cameras share one; a test may not), in
+    order of first use."""
+    groups: dict[int, tuple[_Model, list[int]]] = {}
+    for i in indices:
+        model = model_of(i)
+        groups.setdefault(id(model), (model, []))[1].append(i)
+    return list(groups.values())
+
+
+def analyse_frames(jobs: Sequence[tuple[FacePipeline, npt.NDArray[Any]]]) -> list[FrameOutcome]:
+    """:meth:`FacePipeline.analyse` for the frames of several cameras at once, each with its own
+    pipeline: the detector runs once per batch of equal-size frames, the embedder once for every
+    face of every frame. Each frame's result is what analysing it alone gives; a frame's timings are
+    its share of the batched runs. A bad frame is its own error; a failed model run is the error of
+    every frame in it."""
+    outcomes: list[FrameOutcome | None] = [None] * len(jobs)
+    frames: dict[int, npt.NDArray[np.uint8]] = {}
+    for i, (_, frame) in enumerate(jobs):
+        try:
+            frames[i] = as_bgr_frame(frame)
+        except VisionError as err:
+            outcomes[i] = err
+    timings: dict[int, dict[str, float]] = {i: {} for i in frames}
+    detections: dict[int, list[FaceDetection]] = {}
+    for detector, members in _by_model(frames, lambda i: jobs[i][0].detector):
         t0 = time.perf_counter()
-        motion = self.motion_gate.update(frame)
-        gate_s = time.perf_counter() - t0
-        # The periodic analysis is for a face that sits still; with no face last time and nothing
-        # moving, there is no face to confirm, so an empty still room costs no detector runs.
-        overdue = self._last_analysed is None or (
-            self._faces_last_time and now - self._last_analysed >= self.config.max_skip_s
-        )
-        if not motion.motion and not overdue:
-            self.counters["frames_skipped"] += 1
-            return FrameAnalysis(False, motion, [], {"motion": gate_s})
-        self._last_analysed = now
-        result = self.analyse(frame)
-        self._faces_last_time = bool(result.faces)
-        return FrameAnalysis(True, motion, result.faces, {"motion": gate_s, **result.timings})
+        try:
+            found = detector.detect_many([frames[i] for i in members])
+        except VisionError as err:
+            for i in members:
+                outcomes[i] = err
+            continue
+        share = (time.perf_counter() - t0) / len(members)
+        for i, dets in zip(members, found, strict=True):
+            detections[i] = dets
+            timings[i]["detect"] = share
+    qualities: dict[int, list[FaceQuality]] = {}
+    good: dict[int, list[int]] = {}
+    chips: dict[int, list[npt.NDArray[np.uint8]]] = {}
+    for i, dets in detections.items():
+        pipeline, frame = jobs[i][0], frames[i]
+        t1 = time.perf_counter()
+        qualities[i] = [assess_face(frame, d.box, d.landmarks, pipeline.config.quality) for d in dets]
+        t2 = time.perf_counter()
+        timings[i]["quality"] = t2 - t1
+        good[i], chips[i] = [], []
+        for k, q in enumerate(qualities[i]):
+            if not q.ok:
+                continue
+            try:
+                chips[i].append(align_face(frame, dets[k].landmarks))
+            except AlignmentError:
+                # Degenerate landmarks on one face must not cost the other faces of the frame.
+                qualities[i][k] = replace(q, ok=False, reasons=(*q.reasons, ALIGNMENT_FAILED))
+                continue
+            good[i].append(k)
+        if good[i]:
+            timings[i]["align"] = time.perf_counter() - t2
+    embeddings: dict[int, npt.NDArray[np.float32]] = {}
+    with_faces = [i for i, faces in good.items() if faces]
+    for embedder, members in _by_model(with_faces, lambda i: jobs[i][0].embedder):
+        t3 = time.perf_counter()
+        try:
+            out = embedder.embed(np.stack([chip for i in members for chip in chips[i]]))
+        except VisionError as err:
+            for i in members:
+                outcomes[i] = err
+            continue
+        share = (time.perf_counter() - t3) / len(members)
+        start = 0
+        for i in members:
+            embeddings[i] = out[start : start + len(chips[i])]
+            start += len(chips[i])
+            timings[i]["embed"] = share
+    for i, dets in detections.items():
+        if outcomes[i] is not None:
+            continue
+        pipeline = jobs[i][0]
+        matches: dict[int, tuple[str | None, float]] = {}
+        if i in embeddings:
+            t4 = time.perf_counter()
+            found_matches = pipeline.gallery.match(embeddings[i], threshold=pipeline.config.threshold)
+            for k, m in zip(good[i], found_matches, strict=True):
+                matches[k] = (m.person_id, m.distance)
+            timings[i]["match"] = time.perf_counter() - t4
+        faces = []
+        for k, (det, q) in enumerate(zip(dets, qualities[i], strict=True)):
+            person, dist = matches.get(k, (None, None))
+            faces.append(
+                FaceObservation(
+                    box=det.box,
+                    landmarks=det.landmarks,
+                    detection_score=det.score,
+                    quality=q,
+                    matched=k in matches,
+                    person_id=person,
+                    distance=dist,
+                    model_id=pipeline.embedder.model_id,
+                )
+            )
+        pipeline._count(faces)
+        outcomes[i] = FrameAnalysis(True, None, faces, timings[i])
+    return _every(outcomes)
+
+
+def process_frames(
+    jobs: Sequence[tuple[FacePipeline, npt.NDArray[Any], float | None]],
+) -> list[FrameOutcome]:
+    """:meth:`FacePipeline.process` for the frames of several cameras at once (each camera's motion
+    gate first, then :func:`analyse_frames` on the frames it let through)."""
+    outcomes: list[FrameOutcome | None] = [None] * len(jobs)
+    gated: dict[int, tuple[npt.NDArray[np.uint8], MotionResult | None, float]] = {}
+    for i, (pipeline, frame, timestamp) in enumerate(jobs):
+        try:
+            verdict = pipeline._gate(frame, timestamp)
+        except VisionError as err:
+            outcomes[i] = err
+            continue
+        if isinstance(verdict, FrameAnalysis):
+            outcomes[i] = verdict
+        else:
+            gated[i] = verdict
+    order = list(gated)
+    analysed = analyse_frames([(jobs[i][0], gated[i][0]) for i in order])
+    for i, outcome in zip(order, analysed, strict=True):
+        _, motion, gate_s = gated[i]
+        if isinstance(outcome, VisionError) or motion is None:
+            outcomes[i] = outcome
+            continue
+        jobs[i][0]._faces_last_time = bool(outcome.faces)
+        outcomes[i] = FrameAnalysis(True, motion, outcome.faces, {"motion": gate_s, **outcome.timings})
+    return _every(outcomes)
 
 
 class EnrollmentError(VisionError):

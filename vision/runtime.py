@@ -10,7 +10,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,15 @@ _ORT_NAMES = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 _SHORT_NAMES = {ort_name: short for short, ort_name in _ORT_NAMES.items()}
+
+
+def provider_plan(preferred: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the providers a session is asked for, in order, CPU always last; the preferred ones this
+    onnxruntime build does not have), as config short names. Models and doctor both use it."""
+    available = ort.get_available_providers()
+    chosen = [short for short in preferred if _ORT_NAMES[short] in available]
+    missing = [short for short in preferred if _ORT_NAMES[short] not in available]
+    return (chosen if "cpu" in chosen else [*chosen, "cpu"]), missing
 
 
 class ModelLoadError(VisionError):
@@ -110,12 +119,11 @@ def _release_model_bytes(session: ort.InferenceSession) -> None:
 class OnnxModel:
     """One ONNX model, verified against the manifest, warmed up, ready to ``run``.
 
-    One instance serves every camera (the agent loads each model once), and runs one inference at a
-    time: ONNX Runtime's memory arena keeps, for good, the activations of the most runs that were ever
-    in flight at once, so two cameras analysing side by side would keep a second set of activations
-    (tens of MiB for CenterFace at 640x384) for the life of the process, a set more per camera. With
-    one-thread sessions the cores are shared between the models anyway: faces and persons still run
-    side by side, and a second camera's run waits for one run of the same model.
+    One instance serves every camera (the agent loads each model once), and runs at most
+    ``config.concurrent_runs`` inferences at a time: ONNX Runtime's memory arena keeps, for good, the
+    activations of the most runs that were ever in flight at once (tens of MiB for CenterFace at
+    640x384 per run), so the agent allows as many as it has inference threads (one per core), and
+    no more however many cameras there are.
 
     ``last_latency_s`` is the wall time of the most recent :meth:`run` (for metrics); ``runs`` and
     ``total_latency_s`` count every run since load (warm-up excluded).
@@ -138,7 +146,7 @@ class OnnxModel:
         self.last_latency_s = 0.0
         self.total_latency_s = 0.0
         self.runs = 0
-        self._one_run_at_a_time = threading.Lock()
+        self._runs_in_flight = threading.BoundedSemaphore(self.config.concurrent_runs)
         self.provider = "cpu"
         self.fallback_reason: str | None = None
         data = self._read_verified()
@@ -214,22 +222,17 @@ class OnnxModel:
 
     def _choose_providers(self) -> list[str]:
         """The configured providers this onnxruntime build has, in order, with CPU always last."""
-        available = ort.get_available_providers()
-        chosen: list[str] = []
-        for short in self.config.execution_providers:
-            name = _ORT_NAMES[short]
-            if name in available:
-                chosen.append(name)
-            else:
-                log.warning(
-                    "model %s: execution provider %s is not in this onnxruntime build (it has %s); "
-                    "skipped, CPU is the last resort",
-                    self.model_id,
-                    short,
-                    ", ".join(available),
-                )
-                self.fallback_reason = f"{short} not available"
-        return chosen if _CPU in chosen else [*chosen, _CPU]
+        chosen, missing = provider_plan(self.config.execution_providers)
+        for short in missing:
+            log.warning(
+                "model %s: execution provider %s is not in this onnxruntime build (it has %s); "
+                "skipped, CPU is the last resort",
+                self.model_id,
+                short,
+                ", ".join(ort.get_available_providers()),
+            )
+            self.fallback_reason = f"{short} not available"
+        return [_ORT_NAMES[short] for short in chosen]
 
     def _check_signature(self) -> None:
         got_in = [i.name for i in self._session.get_inputs()]
@@ -260,7 +263,7 @@ class OnnxModel:
 
     def _run_raw(self, feeds: Mapping[str, npt.NDArray[np.generic]]) -> list[npt.NDArray[np.float32]]:
         try:
-            with self._one_run_at_a_time:
+            with self._runs_in_flight:
                 out = self._session.run(self.output_names, dict(feeds))
         except Exception as err:  # onnxruntime's own exception classes are not part of its typed API
             raise InferenceError(

@@ -127,6 +127,9 @@ class MjpegPackets:
     def __init__(self, capture: cv2.VideoCapture) -> None:
         self._capture = capture
         self._imread_flag = cv2.IMREAD_COLOR  # set by of() from the first packet's width
+        self.last_packet: NDArray[np.uint8] | None = None
+        """The JPEG of the last frame when it was decoded at a reduced scale (evidence decodes it in
+        full on demand); None when frames are decoded in full."""
 
     @classmethod
     def of(
@@ -166,6 +169,8 @@ class MjpegPackets:
             frame = cv2.imdecode(packet, self._imread_flag)
         except cv2.error:
             return False, None
+        reduced = self._imread_flag != cv2.IMREAD_COLOR and frame is not None
+        self.last_packet = np.asarray(packet, dtype=np.uint8).reshape(-1) if reduced else None
         return frame is not None, frame
 
     def get(self, prop_id: int) -> float:
@@ -230,7 +235,7 @@ class Camera:
         self._counter_lock = threading.Lock()
         # The capture thread's newest frame waiting for the loop: one slot, so a busy loop never
         # lets frames (or callbacks carrying them) pile up.
-        self._slot: tuple[int, NDArray[np.uint8], datetime, int] | None = None
+        self._slot: tuple[int, NDArray[np.uint8], datetime, int, NDArray[np.uint8] | None] | None = None
         self._generation = 0
         self._stop = threading.Event()
         self._wake: asyncio.Event | None = None
@@ -329,11 +334,18 @@ class Camera:
         with self._counter_lock:
             self.counters[key] = self.counters.get(key, 0) + n
 
-    def _hand_over(self, generation: int, frame: NDArray[np.uint8], at: datetime, received_ns: int) -> None:
+    def _hand_over(
+        self,
+        generation: int,
+        frame: NDArray[np.uint8],
+        at: datetime,
+        received_ns: int,
+        original: NDArray[np.uint8] | None = None,
+    ) -> None:
         """Capture thread: put the frame in the slot; wake the loop only if the slot was empty."""
         with self._lock:
             pending = self._slot is not None
-            self._slot = (generation, frame, at, received_ns)
+            self._slot = (generation, frame, at, received_ns, original)
         if pending:
             self._count("frames_replaced")
         else:
@@ -353,7 +365,12 @@ class Camera:
             loop.call_soon_threadsafe(fn, *args)
 
     def _deliver_frame(
-        self, generation: int, frame: NDArray[np.uint8], at: datetime, received_ns: int
+        self,
+        generation: int,
+        frame: NDArray[np.uint8],
+        at: datetime,
+        received_ns: int,
+        original: NDArray[np.uint8] | None,
     ) -> None:
         if generation != self._generation or self._closed:
             return  # from an abandoned thread
@@ -363,7 +380,7 @@ class Camera:
         self._seq += 1
         if self._latest is not None:
             self._count("frames_replaced")
-        self._latest = CameraFrame(self.device_id, frame, at, self._seq, received_ns)
+        self._latest = CameraFrame(self.device_id, frame, at, self._seq, received_ns, original)
         self._count("frames_delivered")
         self._wake_up()
 
@@ -549,10 +566,14 @@ class Camera:
             if shape is None:
                 shape = frame.shape  # as decoded: the next frames are checked against it
                 backoff.reset()
-            frame = shrink_to_width(frame, cfg.analysis_width)
+            # The main stream's picture is kept for evidence when the analysed frame is smaller.
+            original = getattr(cap, "last_packet", None) if cfg.substream_url is None else None
+            shrunk = shrink_to_width(frame, cfg.analysis_width)
+            if original is None and shrunk is not frame and cfg.substream_url is None:
+                original = frame
             behind = now_ns - next_due_ns >= interval_ns
             next_due_ns = now_ns + interval_ns if behind else next_due_ns + interval_ns
-            self._hand_over(generation, frame, utc_now(), now_ns)
+            self._hand_over(generation, shrunk, utc_now(), now_ns, original)
         return None
 
 

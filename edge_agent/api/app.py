@@ -28,7 +28,18 @@ from edge_agent.api.auth import TokenTable
 from edge_agent.api.connections import ConnectionGuard
 from edge_agent.api.deps import ApiContext, ApiError, ApiMetrics
 from edge_agent.api.models import ErrorBody
-from edge_agent.api.routers import alerts, config, enrollments, events, health, roster, session, status
+from edge_agent.api.routers import (
+    alerts,
+    attendance,
+    cameras,
+    config,
+    enrollments,
+    events,
+    health,
+    roster,
+    session,
+    status,
+)
 from edge_agent.config import ApiSettings
 from edge_agent.metrics import gateway_registry
 from edge_agent.services import Services
@@ -265,7 +276,7 @@ def create_app(services: Services, settings: ApiSettings, *, tokens: TokenTable 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Observe, metrics=ctx.metrics)
 
-    for module in (health, status, events, roster, enrollments, alerts, config, session):
+    for module in (health, status, events, roster, enrollments, alerts, config, session, cameras, attendance):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from vision.config import FinitePoint
 
 
 class _Model(BaseModel):
@@ -231,11 +233,166 @@ class ConfigValidation(_Model):
     issues: list[ConfigIssueOut] = Field(description="Every problem found, by line.")
 
 
+class CameraZone(_Model):
+    """A polygon zone of a camera, as the configuration has it (``security.zones``)."""
+
+    id: str = Field(min_length=1, description="Zone id, unique per camera; named in alerts.")
+    name: str = Field("", description="Human-readable name.")
+    coords: Literal["pixel", "normalized"] = Field(
+        "pixel", description="'pixel': pixels of the analysed frame (or reference_size); 'normalized': 0..1."
+    )
+    inertia_frames: int = Field(3, ge=1, le=100, description="Frames a point stays in before it counts.")
+    points: list[FinitePoint] = Field(description="Vertices in order, [x, y] each.")
+
+
+class CameraLine(_Model):
+    """A directed line of a camera (``security.lines``): side A is on the left walking start→end."""
+
+    id: str = Field(min_length=1, description="Line id, unique per camera (zones included).")
+    name: str = Field("", description="Human-readable name.")
+    coords: Literal["pixel", "normalized"] = Field("pixel", description="As for zones.")
+    inertia_frames: int = Field(
+        3, ge=1, le=100, description="Frames a point stays on a side before it counts."
+    )
+    start: FinitePoint = Field(description="First end, [x, y].")
+    end: FinitePoint = Field(description="Second end, [x, y].")
+    label_a_to_b: str = Field("a_to_b", description="Name of the crossing from side A to side B.")
+    label_b_to_a: str = Field("b_to_a", description="Name of the crossing from side B to side A.")
+
+
+class FrameInfo(_Model):
+    """The newest frame a camera delivered for analysis."""
+
+    width: int = Field(description="Width in pixels (the analysed resolution).")
+    height: int = Field(description="Height in pixels.")
+    at: str = Field(description="When it was captured (UTC, ISO 8601).")
+
+
+class CameraView(_Model):
+    """A camera with its newest frame's size and its zones and lines as configured."""
+
+    id: str = Field(description="Device id of the camera.")
+    kind: str = Field(description="camera or camera_sim.")
+    frame: FrameInfo | None = Field(description="The newest frame; null until the camera delivers one.")
+    frame_url: str = Field(description="Where the newest frame is as JPEG (add ?overlay=1 for the zones).")
+    security: bool = Field(description="The camera has a security section (person detection, rules).")
+    reference_size: tuple[int, int] | None = Field(
+        description="[width, height] the pixel coordinates were drawn on; null: the frame's own pixels."
+    )
+    zones: list[CameraZone] = Field(description="Polygon zones.")
+    lines: list[CameraLine] = Field(description="Directed lines.")
+
+
+class CameraList(_Model):
+    """Every configured camera."""
+
+    cameras: list[CameraView] = Field(description="Cameras in configuration order.")
+
+
+# A camera's zones and lines are a handful; a drawing with more is a runaway script, not a site plan.
+MAX_SHAPES = 64
+
+
+class ZoneEdit(_Model):
+    """A camera's zones and lines as drawn on the console: they replace the configured ones."""
+
+    reference_size: tuple[Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]] | None = Field(
+        None,
+        description="[width, height] the pixel coordinates are in; null: the newest frame's size.",
+    )
+    zones: list[CameraZone] = Field(default_factory=list, max_length=MAX_SHAPES, description="Polygon zones.")
+    lines: list[CameraLine] = Field(
+        default_factory=list, max_length=MAX_SHAPES, description="Directed lines."
+    )
+
+
+class ZoneYaml(_Model):
+    """The edited zones as the YAML to paste, and the whole configuration checked with them in."""
+
+    camera: str = Field(description="Camera id: paste under this camera's entry of `cameras:`.")
+    yaml: str = Field(description="The camera's `security:` zones, lines and reference_size, as YAML.")
+    checked_against: str = Field(
+        description="The configuration the fragment was checked in: the agent's file, or the running "
+        "configuration when the agent was not started from a file."
+    )
+    validation: ConfigValidation = Field(description="That configuration with the fragment applied.")
+
+
+class RollCallSession(_Model):
+    """A timetable session of an attendance point on one day."""
+
+    id: str = Field(description="Session id from the timetable.")
+    name: str = Field(description="Display name.")
+    start: str = Field(description="HH:MM local start.")
+    end: str = Field(description="HH:MM local end.")
+    day: str = Field(description="Gateway-local date (ISO 8601).")
+
+
+class AttendancePoint(_Model):
+    """An attendance point and its session now (or its last one today)."""
+
+    point: str = Field(description="Point id: a gate, a camera's face.point, a terminal's point.")
+    session: RollCallSession | None = Field(description="Its session now or its last today; null: none yet.")
+    state: Literal["open", "closed", "none"] = Field(
+        description="open: arrivals count now; closed: its roll-call is closed; none: no session today yet."
+    )
+
+
+class AttendancePointList(_Model):
+    """Every attendance point of the configuration."""
+
+    points: list[AttendancePoint] = Field(description="Points sorted by id.")
+
+
+class RollCallPresent(_Model):
+    """A person recorded in the session."""
+
+    person_id: str = Field(description="Person id.")
+    name: str = Field(description="Display name from the roster; empty when no longer in it.")
+    at: str = Field(description="When recorded (gateway local time, ISO 8601 with offset).")
+    method: str = Field(
+        description="What saw them: face, card, face+card, terminal (unknown: before methods were kept)."
+    )
+    evidence: int = Field(description="Observations behind the record (face votes, card swipes).")
+    seen_elsewhere: bool = Field(
+        description="Also recorded at another point in an overlapping session today."
+    )
+
+
+class RollCallAbsent(_Model):
+    """A person expected and not recorded."""
+
+    person_id: str = Field(description="Person id.")
+    name: str = Field(description="Display name from the roster.")
+
+
+class RollCall(_Model):
+    """The roll-call of a point's session, as the records are now."""
+
+    point: str = Field(description="Point id.")
+    session: RollCallSession | None = Field(
+        description="The session shown; null when the point has none today yet."
+    )
+    state: Literal["open", "closed", "none"] = Field(description="As in the list of points.")
+    expected: int = Field(description="present + late + absent.")
+    present: list[RollCallPresent] = Field(description="Recorded by start + late_after_min, by person id.")
+    late: list[RollCallPresent] = Field(description="Recorded later, by person id.")
+    absent: list[RollCallAbsent] = Field(
+        description="Expected (the session's groups) and not recorded, by person id."
+    )
+
+
 __all__ = [
     "AckRequest",
     "Alert",
     "AlertList",
+    "AttendancePoint",
+    "AttendancePointList",
     "BrokerStatus",
+    "CameraLine",
+    "CameraList",
+    "CameraView",
+    "CameraZone",
     "ConfigIssueOut",
     "ConfigValidation",
     "Device",
@@ -243,6 +400,7 @@ __all__ = [
     "EnrollmentResult",
     "ErrorBody",
     "EventList",
+    "FrameInfo",
     "GatewayStatus",
     "Health",
     "LaneStatus",
@@ -253,7 +411,13 @@ __all__ = [
     "PersonTemplates",
     "Readiness",
     "RejectedPhoto",
+    "RollCall",
+    "RollCallAbsent",
+    "RollCallPresent",
+    "RollCallSession",
     "Session",
     "TemplateSummary",
     "TemplatesDeleted",
+    "ZoneEdit",
+    "ZoneYaml",
 ]

@@ -44,6 +44,13 @@ class SessionConfig(BaseModel):
     groups: list[str] = Field(
         default_factory=list, description="Class groups expected; empty means anyone with access."
     )
+    close_after_min: float | None = Field(
+        None,
+        gt=0,
+        le=1440,
+        description="Close the roll-call (attendance.session_closed) this long after the start; "
+        "default: at the end.",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> SessionConfig:

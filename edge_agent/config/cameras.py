@@ -9,6 +9,7 @@ models, OpenCV or the agent.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -253,9 +254,37 @@ class VisionSettings(BaseModel):
         "the last resort.",
     )
 
+    inference_threads: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="Threads of the inference service every camera shares (and runs of one model at "
+        "a time); unset: one per core, at most 8.",
+    )
+    max_batch: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Face camera frames one inference thread analyses together (the detector batches "
+        "equal-size frames, the embedder all their faces); more saves little on a CPU and grows the "
+        "model's memory per run.",
+    )
+    attendance_max_wait_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Security frames are analysed before face (attendance) frames; a face frame that "
+        "has waited this long goes next, so attendance is slowed under overload, never starved.",
+    )
+
+    @property
+    def threads(self) -> int:
+        """The inference threads: as configured, else one per core (at most 8)."""
+        return self.inference_threads or min(os.cpu_count() or 1, 8)
+
     def runtime(self) -> RuntimeConfig:
         """The runtime options of every model (validated there: no duplicates)."""
-        return RuntimeConfig(execution_providers=self.execution_providers)
+        return RuntimeConfig(execution_providers=self.execution_providers, concurrent_runs=self.threads)
 
     @model_validator(mode="after")
     def _valid_runtime(self) -> Self:

@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import jsonschema
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from edge_agent.config import parse_config
 from edge_agent.face_templates import FACES_DB, FaceTemplateStore, TemplateKeyError, parse_key
+from edge_agent.metrics import gateway_registry
+from sync.contract import SCHEMA_DIR as SCHEMAS
 from sync.contract import validate_event
 from tests.conftest import MosquittoBroker
 from tests.mqtt_helpers import Collector
@@ -186,6 +189,20 @@ def test_enroll_then_recognise_attendance_and_stranger(
                 )
                 faces = agent.cameras.faces
                 assert faces is not None and faces.gallery.template_count == 2
+                # Where each model runs and what the shared inference service did, in the retained
+                # status message (valid against its schema) and the metrics.
+                status = json.loads(agent.link.status_payload("online", "test"))
+                jsonschema.validate(status, json.loads((SCHEMAS / "status.json").read_text()))
+                models = {m["model"]: m["provider"] for m in status["vision"]["models"]}
+                assert models == {"centerface": "cpu", "dlib_resnet_v1": "cpu"}
+                lanes = {(x["camera"], x["analysis"]): x for x in status["vision"]["inference"]["lanes"]}
+                assert lanes[("cam-7a", "faces")]["analysed"] >= 30
+                assert agent.services is not None
+                registry = gateway_registry(agent.services)
+                provider = {"model": "centerface", "provider": "cpu"}
+                assert registry.get_sample_value("edge_model_execution_provider", provider) == 1
+                analysed = {"camera": "cam-7a", "analysis": "faces", "outcome": "analysed"}
+                assert (registry.get_sample_value("edge_inference_frames_total", analysed) or 0) >= 30
             finally:
                 agent.request_stop("test")
                 await asyncio.wait_for(task, 30)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
@@ -19,9 +20,10 @@ from prometheus_client import CollectorRegistry
 
 from device_drivers import CameraFrame
 from edge_agent.alerts import AlertError
-from edge_agent.cameras import FrameSlot, SecurityWorker
+from edge_agent.cameras import SecurityWorker
 from edge_agent.config import parse_config
 from edge_agent.config.cameras import CameraSetup
+from edge_agent.inference import InferenceService, Skipped
 from edge_agent.metrics import GatewayCollector
 from edge_agent.services import CameraDirectory
 from sync import Event
@@ -329,19 +331,32 @@ def test_a_periodic_check_beside_1000_frames_refuses_none_for_time_order() -> No
 
 def test_the_newest_frame_wins_when_a_worker_falls_behind() -> None:
     still = np.zeros((8, 8, 3), np.uint8)
+    started, release = threading.Event(), threading.Event()
 
     def frame(seq: int) -> CameraFrame:
         return CameraFrame("cam", still, EPOCH + timedelta(seconds=seq), seq, received_ns=seq * 10**9)
 
+    def analyse(f: CameraFrame) -> int:
+        started.set()
+        release.wait(10)  # the analysis of frame 1 is slow: frames 2 and 3 arrive meanwhile
+        return f.seq
+
     async def scenario() -> None:
-        slot = FrameSlot()
-        assert slot.put(frame(1)) is False
-        assert slot.put(frame(2)) is True  # frame 1 was never taken: replaced
-        assert (await slot.get()).seq == 2
-        waiting = asyncio.create_task(slot.get())
-        await asyncio.sleep(0)
-        assert not waiting.done()  # nothing left: it waits for the next frame
-        slot.put(frame(3))
-        assert (await asyncio.wait_for(waiting, 1)).seq == 3
+        service = InferenceService(workers=1)
+        lane = service.lane("cam", "security", analyse)
+        try:
+            first = lane.offer(frame(1))
+            await asyncio.to_thread(started.wait, 10)
+            second = lane.offer(frame(2))
+            third = lane.offer(frame(3))  # frame 2 was never taken: replaced
+            assert await asyncio.wait_for(second, 5) == Skipped("replaced")
+            assert not third.done()  # it waits for the thread
+            release.set()
+            assert await asyncio.wait_for(first, 5) == 1
+            assert await asyncio.wait_for(third, 5) == 3
+            assert lane.counters == {"offered": 3, "replaced": 1, "analysed": 2}
+        finally:
+            release.set()
+            service.close()
 
     asyncio.run(scenario())

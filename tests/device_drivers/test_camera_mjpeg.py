@@ -158,6 +158,36 @@ def test_analysis_width_shrinks_frames_right_after_decode(tmp_path: Path, fourcc
         assert min(float(np.abs(frame.astype(int) - r).mean()) for r in references) < 12
 
 
+@pytest.mark.parametrize("fourcc", ["MJPG", "mp4v"])
+def test_a_shrunk_frame_keeps_the_main_streams_picture_for_evidence(tmp_path: Path, fourcc: str) -> None:
+    clip = write(tmp_path / f"clip-{fourcc}.avi", fourcc, fps=20.0)
+
+    async def first(config: CameraConfig) -> CameraFrame:
+        async with Camera(config) as cam:
+            async for item in cam.frames():
+                if isinstance(item, CameraFrame):
+                    return item
+        raise AssertionError("the camera closed")
+
+    shrunk = asyncio.run(
+        asyncio.wait_for(first(CameraConfig(id="cam", url=str(clip), analysis_width=100, loop=True)), 30)
+    )
+    assert shrunk.frame.shape == (75, 100, 3)
+    assert shrunk.original is not None
+    # MJPEG keeps the packet (decoded on demand), other codecs the decoded frame before the shrink.
+    assert shrunk.original.ndim == (1 if fourcc == "MJPG" else 3)
+    full = shrunk.full_resolution()
+    assert full.shape == (SIZE[1], SIZE[0], 3)
+    assert float(np.abs(small(full, 100).astype(int) - shrunk.frame).mean()) < 12  # the same picture
+    # Analysed at the source's size, or from a sub-stream (the main stream is not open): nothing more.
+    plain = asyncio.run(asyncio.wait_for(first(CameraConfig(id="cam", url=str(clip), loop=True)), 30))
+    assert plain.original is None and plain.full_resolution() is plain.frame
+    sub = CameraConfig(
+        id="cam", url="rtsp://10.0.0.9/main", substream_url=str(clip), analysis_width=100, loop=True
+    )
+    assert asyncio.run(asyncio.wait_for(first(sub), 30)).original is None
+
+
 def test_mjpeg_packets_decode_at_the_smallest_jpeg_scale_wide_enough(tmp_path: Path) -> None:
     clip = write(tmp_path / "clip.avi", "MJPG")
     sizes = {}

@@ -45,6 +45,7 @@ from edge_agent.doctor import (
     check_database,
     check_device_node,
     check_devices,
+    check_execution_providers,
     check_models,
     check_osdp_keys,
     check_serial_port,
@@ -274,6 +275,26 @@ def test_camera_file_gives_a_frame_and_bad_sources_fail(tmp_path: Path) -> None:
     garbage.write_bytes(os.urandom(4096))
     assert check_camera("cam-3", str(garbage)).failed
     assert check_camera("cam-4", "ftp://10.0.0.1/x").failed
+
+
+def test_execution_providers_name_a_missing_provider_and_what_the_running_agent_uses(tmp_path: Path) -> None:
+    camera = {"device": {"kind": "camera_sim", "id": "cam-1"}}
+    wanted = load_config(
+        write_config(tmp_path / "g.yaml", cameras=[camera], vision={"execution_providers": ["cuda", "cpu"]})
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    missing = check_execution_providers(wanted, data)
+    # This onnxruntime build is the CPU one: CUDA is named, and the models run on the CPU.
+    assert missing.status is Status.WARN and missing.detail.startswith("cuda not in this onnxruntime build")
+    assert "models run on cpu (configured: cuda, cpu)" in missing.detail
+    plain = load_config(write_config(tmp_path / "p.yaml", cameras=[camera]))
+    (data / "status.json").write_text(
+        json.dumps({"vision": {"models": [{"model": "nanodet_m_416", "provider": "cpu"}], "inference": {}}})
+    )
+    ok = check_execution_providers(plain, data)
+    assert ok.status is Status.OK
+    assert ok.detail == "models run on cpu (configured: cpu); the running agent: nanodet_m_416 on cpu"
 
 
 # -- broker ----------------------------------------------------------------------------------------

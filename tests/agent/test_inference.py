@@ -1,0 +1,310 @@
+"""The shared inference service: a fixed pool, security first, round-robin, batching, no backlog.
+
+The scheduling tests give the lanes analysis functions that record the order they ran in (the
+scheduler is what is under test; the models' own results are checked in the batch test below, on
+the real models and the project's photos).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from device_drivers import CameraFrame
+from edge_agent.inference import InferenceService, Lane, Skipped
+from vision import FaceCamera, Gallery
+from vision.face_camera import process_cameras
+from vision.face_detect import FaceDetector
+from vision.face_embed import FaceEmbedder
+from vision.scenes import load_photo as load_scene
+
+EPOCH = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
+STILL = np.zeros((8, 8, 3), np.uint8)
+
+
+def frame(camera: str, seq: int, picture: np.ndarray = STILL, captured_s: float | None = None) -> CameraFrame:
+    at = time.monotonic() if captured_s is None else captured_s
+    return CameraFrame(camera, picture, EPOCH + timedelta(seconds=seq), seq, received_ns=round(at * 1e9))
+
+
+class Recorder:
+    """Analysis functions that log (camera, seq, thread) and can be held at a gate."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.ran: list[tuple[str, int]] = []
+        self.threads: set[str] = set()
+        self.seconds = seconds
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self._lock = threading.Lock()
+
+    def analyse(self, f: CameraFrame) -> int:
+        self.started.set()
+        self.gate.wait(10)
+        with self._lock:
+            self.ran.append((f.device_id, f.seq))
+            self.threads.add(threading.current_thread().name)
+        if self.seconds:
+            time.sleep(self.seconds)
+        return f.seq
+
+
+def test_security_lanes_are_served_before_waiting_attendance_lanes() -> None:
+    rec = Recorder()
+
+    async def scenario() -> None:
+        service = InferenceService(workers=1, attendance_max_wait_s=60)
+        blocker = service.lane("blocker", "security", rec.analyse)
+        faces = [service.lane(f"class-{i}", "faces", rec.analyse) for i in range(3)]
+        security = [service.lane(f"yard-{i}", "security", rec.analyse) for i in range(2)]
+        try:
+            rec.gate.clear()
+            held = blocker.offer(frame("blocker", 1))
+            await asyncio.to_thread(rec.started.wait, 5)
+            # While the only thread is busy, attendance frames arrive first, then security ones.
+            waiting = [lane.offer(frame(lane.camera_id, 1)) for lane in faces]
+            waiting += [lane.offer(frame(lane.camera_id, 1)) for lane in security]
+            rec.gate.set()
+            await asyncio.wait_for(asyncio.gather(held, *waiting), 10)
+        finally:
+            service.close()
+        order = [camera for camera, _ in rec.ran]
+        assert order[0] == "blocker"
+        assert order[1:3] == ["yard-0", "yard-1"]  # offered last, served first
+        assert order[3:] == ["class-0", "class-1", "class-2"]  # then in the order they waited
+
+    asyncio.run(scenario())
+
+
+def test_an_attendance_frame_that_waited_too_long_goes_next_even_under_security_load() -> None:
+    rec = Recorder(seconds=0.01)
+
+    async def scenario() -> None:
+        service = InferenceService(workers=1, attendance_max_wait_s=0.1)
+        yards = [service.lane(f"yard-{i}", "security", rec.analyse) for i in range(4)]
+        room = service.lane("class", "faces", rec.analyse)
+        room_done: asyncio.Future[object] | None = None
+        try:
+            # Security frames keep every lane full for 1.5 s: the box is saturated by security alone.
+            deadline = time.monotonic() + 1.5
+            seq = 0
+            while time.monotonic() < deadline:
+                seq += 1
+                for lane in yards:
+                    lane.offer(frame(lane.camera_id, seq))
+                if room_done is None:  # the room's frame arrives just after the first security ones
+                    room_done = room.offer(frame("class", 1))
+                await asyncio.sleep(0.005)
+            assert (
+                room_done is not None and room_done.done() and room_done.result() == 1
+            )  # served, though security never let up
+        finally:
+            service.close()
+
+    asyncio.run(scenario())
+    position = rec.ran.index(("class", 1))
+    # Not before the security frames that were there, but once it had waited 0.1 s: after about ten
+    # 10 ms security runs (fewer on a loaded machine), not at the end of the 1.5 s.
+    assert 2 <= position <= 40, position
+
+
+def test_cameras_of_one_class_share_the_threads_round_robin_and_skip_instead_of_queueing() -> None:
+    rec = Recorder(seconds=0.004)
+    cameras = 6
+
+    async def scenario() -> list[Lane[int]]:
+        service = InferenceService(workers=2)
+        lanes = [service.lane(f"cam-{i}", "faces", rec.analyse) for i in range(cameras)]
+        try:
+            # Demand far above capacity: every camera offers a frame each millisecond.
+            for seq in range(1, 400):
+                for lane in lanes:
+                    lane.offer(frame(lane.camera_id, seq))
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.05)
+        finally:
+            service.close()
+        return lanes
+
+    lanes = asyncio.run(scenario())
+    analysed = [lane.counters["analysed"] for lane in lanes]
+    assert min(analysed) > 0
+    assert min(analysed) >= 0.8 * (sum(analysed) / cameras), analysed  # each its share
+    for lane in lanes:
+        c = lane.counters
+        # Every offered frame was analysed, replaced by a newer one, or dropped at close: no queue.
+        assert c["offered"] == c["analysed"] + c["replaced"] + c["closed"]
+        assert c["replaced"] > c["analysed"]
+    assert len(rec.threads) == 2  # the pool, not a thread per camera
+    for camera in {c for c, _ in rec.ran}:
+        seqs = [s for c, s in rec.ran if c == camera]
+        assert seqs == sorted(seqs)  # a camera's frames in capture order, one at a time
+
+
+def test_a_batch_group_is_analysed_together_but_never_leaves_a_thread_idle() -> None:
+    batches: list[list[str]] = []
+    lock = threading.Lock()
+
+    def one(f: CameraFrame) -> str:
+        return f"one:{f.device_id}"
+
+    def many(jobs: Sequence[tuple[Lane[str], CameraFrame]]) -> list[str]:
+        with lock:
+            batches.append([f.device_id for _, f in jobs])
+        time.sleep(0.02)
+        return [f"batch:{f.device_id}" for _, f in jobs]
+
+    async def scenario() -> list[object]:
+        service = InferenceService(workers=2, max_batch=4)
+        hold = threading.Event()
+        busy = threading.Semaphore(0)
+
+        def blocker(f: CameraFrame) -> str:
+            busy.release()
+            hold.wait(10)
+            return "held"
+
+        blockers = [service.lane(f"yard-{i}", "security", blocker) for i in range(2)]
+        lanes = [
+            service.lane(f"cam-{i}", "faces", one, batch_group="faces", analyse_batch=many) for i in range(8)
+        ]
+        try:
+            # Both threads busy while 8 face frames arrive; then each thread takes its half (4).
+            held = [lane.offer(frame(lane.camera_id, 1)) for lane in blockers]
+            for _ in blockers:
+                await asyncio.to_thread(busy.acquire, True, 5)
+            futures = [lane.offer(frame(lane.camera_id, 1)) for lane in lanes]
+            hold.set()
+            outcomes = await asyncio.wait_for(asyncio.gather(*futures), 10)
+            await asyncio.wait_for(asyncio.gather(*held), 10)
+            # One frame alone is not a batch: the lane's own analysis runs.
+            alone = await asyncio.wait_for(lanes[0].offer(frame("cam-0", 2)), 10)
+        finally:
+            hold.set()
+            service.close()
+        assert service.counters["batches"] == 2
+        return [*outcomes, alone]
+
+    outcomes = asyncio.run(scenario())
+    assert sorted(len(b) for b in batches[:2]) == [4, 4], batches
+    assert sorted(c for b in batches for c in b) == sorted(f"cam-{i}" for i in range(8))
+    assert outcomes[:8] == [f"batch:cam-{i}" for i in range(8)]
+    assert outcomes[8] == "one:cam-0"
+
+
+def test_a_failed_analysis_is_that_frames_outcome_and_the_service_goes_on() -> None:
+    def analyse(f: CameraFrame) -> int:
+        if f.seq == 2:
+            raise ValueError("model exploded")
+        return f.seq
+
+    async def scenario() -> None:
+        service = InferenceService(workers=1)
+        lane = service.lane("cam", "security", analyse)
+        try:
+            assert await asyncio.wait_for(lane.offer(frame("cam", 1)), 5) == 1
+            failed = await asyncio.wait_for(lane.offer(frame("cam", 2)), 5)
+            assert isinstance(failed, ValueError) and "exploded" in str(failed)
+            assert await asyncio.wait_for(lane.offer(frame("cam", 3)), 5) == 3
+            assert lane.counters["failed"] == 1 and lane.counters["analysed"] == 2
+        finally:
+            service.close()
+
+    asyncio.run(scenario())
+
+
+def test_closing_drops_waiting_frames_and_the_service_can_start_again() -> None:
+    rec = Recorder()
+
+    async def scenario() -> None:
+        service = InferenceService(workers=1)
+        busy = service.lane("busy", "security", rec.analyse)
+        other = service.lane("other", "security", rec.analyse)
+        rec.gate.clear()
+        running = busy.offer(frame("busy", 1))
+        await asyncio.to_thread(rec.started.wait, 5)
+        waiting = other.offer(frame("other", 1))
+        service.close()
+        assert await asyncio.wait_for(waiting, 5) == Skipped("closed")
+        rec.gate.set()
+        assert await asyncio.wait_for(running, 5) == 1  # the analysis under way finished
+        # A closed lane left the service; offering again re-joins and new threads start.
+        other.close()
+        assert other not in service.lanes
+        assert await asyncio.wait_for(other.offer(frame("other", 2)), 5) == 2
+        assert other in service.lanes
+        service.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_lag_is_measured_from_capture_on_the_services_clock() -> None:
+    async def scenario() -> None:
+        service = InferenceService(workers=1, monotonic=lambda: 1000.0)
+        lane = service.lane("cam", "security", lambda f: f.seq)
+        try:
+            await asyncio.wait_for(lane.offer(frame("cam", 1, captured_s=999.25)), 5)
+        finally:
+            service.close()
+        assert lane.last_lag_s == pytest.approx(0.75)
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def face_models() -> tuple[FaceDetector, FaceEmbedder]:
+    return FaceDetector(), FaceEmbedder()
+
+
+def test_faces_of_several_cameras_analysed_in_one_batch_match_one_camera_at_a_time(
+    face_models: tuple[FaceDetector, FaceEmbedder],
+) -> None:
+    detector, embedder = face_models
+    scenes = [load_scene(name) for name in ("sample1.jpg", "sample2.jpg", "sample3.jpg")]
+    size = (640, 427)
+    frames = [np.ascontiguousarray(cv2_resize(img, size)) for img in scenes]
+    frames.append(np.ascontiguousarray(cv2_resize(scenes[0], (512, 512))))  # another size: its own run
+    gallery = Gallery(embedder.model_id)
+
+    def cameras() -> list[FaceCamera]:
+        return [
+            FaceCamera(f"cam-{i}", gallery, detector=detector, embedder=embedder) for i in range(len(frames))
+        ]
+
+    alone = [cam.process(f, 1.0) for cam, f in zip(cameras(), frames, strict=True)]
+    runs_before = detector.model.runs
+    together = process_cameras([(cam, f, 1.0) for cam, f in zip(cameras(), frames, strict=True)])
+    assert detector.model.runs - runs_before == 2  # three equal-size frames in one run, one alone
+    assert sum(len(r.faces) for r in alone) >= 6
+    for one, batched in zip(alone, together, strict=True):
+        assert not isinstance(batched, Exception)
+        assert len(one.faces) == len(batched.faces)
+        for a, b in zip(one.faces, batched.faces, strict=True):
+            assert np.allclose(a.box, b.box, atol=0.5)
+            assert a.quality.ok == b.quality.ok
+
+
+def test_a_bad_frame_in_a_batch_costs_only_its_own_camera(
+    face_models: tuple[FaceDetector, FaceEmbedder],
+) -> None:
+    detector, embedder = face_models
+    gallery = Gallery(embedder.model_id)
+    good = np.ascontiguousarray(cv2_resize(load_scene("sample2.jpg"), (640, 427)))
+    bad = np.zeros((427, 640), np.float32)  # not uint8
+    cams = [FaceCamera(f"cam-{i}", gallery, detector=detector, embedder=embedder) for i in range(2)]
+    results = process_cameras([(cams[0], bad, 1.0), (cams[1], good, 1.0)])
+    assert isinstance(results[0], Exception) and getattr(results[0], "camera_id", "") == "cam-0"
+    assert not isinstance(results[1], Exception) and results[1].faces
+
+
+def cv2_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    return np.asarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
