@@ -57,7 +57,15 @@ from vision.align import align_faces
 from vision.config import FacePipelineConfig
 from vision.face_detect import FaceDetector
 from vision.face_embed import FaceEmbedder
-from vision.face_eval import composite, crop_around, jpeg_roundtrip, realistic_variants, rotated, walking_clip
+from vision.face_eval import (
+    composite,
+    crop_around,
+    enrollment_photos,
+    jpeg_roundtrip,
+    realistic_variants,
+    subject_centre,
+    walking_clip,
+)
 from vision.face_pipeline import EnrollmentError, FacePipeline, embed_enrollment_photo
 from vision.gallery import DEFAULT_THRESHOLDS, Gallery
 from vision.scenes import SCENES_DIR, load_photo
@@ -91,27 +99,9 @@ def _shrink(image: Image, scale: float) -> Image:
     return np.asarray(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), np.uint8)
 
 
-def enrollment_photos(crop: Image, tight: Image) -> dict[str, Image]:
-    """The three enrollment "photos" of one face (see the module docstring for why these)."""
-    warm = np.clip(tight.astype(np.float32) * np.array([0.85, 1.0, 1.1], np.float32), 0, 255)  # BGR
-    return {
-        "crop": crop,
-        "warm light, tilted 4°": rotated(warm.astype(np.uint8), 4),
-        "from further away": jpeg_roundtrip(_shrink(tight, 0.6), 80),
-    }
-
-
 Point = tuple[float, float]
 WALK = ((200.0, 330.0), (1080.0, 400.0))
 """The walking clip's path of the patch centre across the frame (start, end)."""
-
-
-def subject_centre(image: Image, box: tuple[float, float, float, float], margin: float) -> Point:
-    """Where the face of ``box`` lies in ``crop_around(image, box, margin)``: the crop is clipped at
-    the image's edges, so its face is not always in the middle."""
-    x1, y1, x2, y2 = box
-    left, top = int(max(0, x1 - margin * (x2 - x1))), int(max(0, y1 - margin * (y2 - y1)))  # as it cuts
-    return (x1 + x2) / 2 - left, (y1 + y2) / 2 - top
 
 
 def _pasted(patch: Image, centre: Point, subject: Point, scale: float) -> Point:

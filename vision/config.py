@@ -226,12 +226,12 @@ class QualityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_face_px: float = Field(
-        default=24.0,
+        default=32.0,
         ge=8.0,
         description="Minimum face size (geometric mean of box width and height, frame pixels). Measured "
-        "on the roll-call clip (bench/bench_rollcall.py, docs/FACE_ACCURACY.md): 24 px recalls the most "
-        "students with no false match; below it nothing changes, as the sharpness limit already refuses "
-        "such faces. A face's vote weight grows with its size over twice this value.",
+        "on the roll-call clip (bench/bench_rollcall.py, docs/FACE_ACCURACY.md): at the detector's default "
+        "input (640 px) 32 px is the smallest with no false match in any single frame; 24-32 px faces are "
+        "not recognised there anyway. A face's vote weight grows with its size over twice this value.",
     )
     min_sharpness: float = Field(
         default=25.0,

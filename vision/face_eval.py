@@ -29,6 +29,16 @@ def crop_around(image: Image, box: tuple[float, float, float, float], margin: fl
     return np.ascontiguousarray(image[cy1:cy2, cx1:cx2])
 
 
+def subject_centre(
+    image: Image, box: tuple[float, float, float, float], margin: float = 1.0
+) -> tuple[float, float]:
+    """Where the centre of ``box`` lies in ``crop_around(image, box, margin)``: the crop is clipped
+    at the image's edges, so its face is not always in the middle."""
+    x1, y1, x2, y2 = box
+    left, top = int(max(0, x1 - margin * (x2 - x1))), int(max(0, y1 - margin * (y2 - y1)))  # as it cuts
+    return (x1 + x2) / 2 - left, (y1 + y2) / 2 - top
+
+
 def jpeg_roundtrip(image: Image, quality: int) -> Image:
     """``image`` as a camera's JPEG at ``quality`` gives it back (block artefacts, lost detail)."""
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -42,6 +52,28 @@ def rotated(image: Image, degrees: float) -> Image:
     h, w = image.shape[:2]
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     return np.asarray(cv2.warpAffine(image, matrix, (w, h), borderMode=cv2.BORDER_REFLECT), dtype=np.uint8)
+
+
+def enrollment_photos(crop: Image, tight: Image) -> dict[str, Image]:
+    """Three enrollment "photos" of one face, made from one real photo because we ship one per person,
+    each chosen to be unlike the probes the benches make (grey-level exposure, tilts of 6° and more,
+    classroom sizes, JPEG 40):
+
+    - ``crop``: the head-and-shoulders ID photo the school has (``crop_around``, margin 1);
+    - ``warm light, tilted 4°``: another day in another room: a warm colour cast, the head tilted 4°;
+    - ``from further away``: taken further back on a phone: 0.6 of the size, JPEG 80.
+
+    ``tight`` is a tighter crop of the same face (margin 0.6): at 0.6 of the size the wide crop
+    shows a neighbour large enough for the enrollment gate to refuse it as ``several_faces``, and a
+    school's photographer takes the pupil alone.
+    """
+    warm = np.clip(tight.astype(np.float32) * np.array([0.85, 1.0, 1.1], np.float32), 0, 255)  # BGR
+    further = np.asarray(cv2.resize(tight, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA), np.uint8)
+    return {
+        "crop": crop,
+        "warm light, tilted 4°": rotated(warm.astype(np.uint8), 4),
+        "from further away": jpeg_roundtrip(further, 80),
+    }
 
 
 def realistic_variants(image: Image) -> dict[str, Image]:

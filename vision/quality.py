@@ -79,20 +79,29 @@ def pose_from_landmarks(landmarks: npt.NDArray[Any]) -> tuple[float, float, floa
     return yaw, roll, pitch
 
 
-def _probe(frame_bgr: npt.NDArray[Any], box: tuple[float, float, float, float]) -> npt.NDArray[np.uint8]:
-    """The grey face crop resampled to _PROBE_SIZE square; the inner 80% of the box, so hair and
-    background at the box edge do not dominate the blur and exposure measures."""
+def _crop(frame_bgr: npt.NDArray[Any], box: tuple[float, float, float, float]) -> npt.NDArray[np.uint8]:
+    """The grey inner 80% of the face box, so hair and background at the box edge do not dominate
+    the blur and exposure measures (empty when the box has no inside)."""
     x1, y1, x2, y2 = box
     mx, my = (x2 - x1) * 0.1, (y2 - y1) * 0.1
     h, w = frame_bgr.shape[:2]
     ix1, iy1 = int(max(0, math.floor(x1 + mx))), int(max(0, math.floor(y1 + my)))
     ix2, iy2 = int(min(w, math.ceil(x2 - mx))), int(min(h, math.ceil(y2 - my)))
     if ix2 - ix1 < 2 or iy2 - iy1 < 2:
+        return np.zeros((0, 0), dtype=np.uint8)
+    return np.asarray(cv2.cvtColor(frame_bgr[iy1:iy2, ix1:ix2], cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+
+
+def _probe(crop: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """``crop`` at most _PROBE_SIZE square: a big face is shrunk (so one threshold fits all sizes),
+    a small one is measured as it is. Enlarging a small face would smooth its pixels into a blur it
+    does not have: a sharp 30 px face in a classroom's back row would read as out of focus."""
+    if crop.size == 0:
         return np.zeros((_PROBE_SIZE, _PROBE_SIZE), dtype=np.uint8)
-    crop = cv2.cvtColor(frame_bgr[iy1:iy2, ix1:ix2], cv2.COLOR_BGR2GRAY)
-    shrinking = (ix2 - ix1) > _PROBE_SIZE
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return np.asarray(cv2.resize(crop, (_PROBE_SIZE, _PROBE_SIZE), interpolation=interp), dtype=np.uint8)
+    if crop.shape[0] <= _PROBE_SIZE and crop.shape[1] <= _PROBE_SIZE:
+        return crop
+    size = (min(_PROBE_SIZE, crop.shape[1]), min(_PROBE_SIZE, crop.shape[0]))
+    return np.asarray(cv2.resize(crop, size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
 
 
 def assess_face(
@@ -104,7 +113,7 @@ def assess_face(
     """Measure one detected face and decide whether it is good enough to recognise."""
     cfg = config or QualityConfig()
     size = math.sqrt(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
-    probe = _probe(frame_bgr, box)
+    probe = _probe(_crop(frame_bgr, box))
     brightness = float(probe.mean())
     # Contrast-normalised (grey levels scaled to a standard deviation of _PROBE_STD) so a dim or flat
     # face is reported as dark, not also as blurred: raw Laplacian variance falls with contrast squared.

@@ -200,7 +200,12 @@ class OnnxModel:
             # The session is built from the bytes we hashed, not from the path, so the file cannot be
             # swapped between the checksum and the load.
             try:
-                session = ort.InferenceSession(data, sess_options=opts, providers=providers)
+                session = ort.InferenceSession(
+                    data,
+                    sess_options=opts,
+                    providers=providers,
+                    provider_options=self._provider_options(providers),
+                )
             except Exception as err:
                 if providers == [_CPU]:
                     raise
@@ -219,6 +224,12 @@ class OnnxModel:
         _release_model_bytes(session)
         self.provider = _SHORT_NAMES.get(session.get_providers()[0], session.get_providers()[0])
         return session
+
+    def _provider_options(self, providers: list[str]) -> list[dict[str, str]]:
+        """Per provider, the options that keep it to our thread budget: OpenVINO ignores the
+        session's intra-op thread count and would spread one run over every core."""
+        threads = str(self.config.intra_op_threads)
+        return [{"num_of_threads": threads} if p == _ORT_NAMES["openvino"] else {} for p in providers]
 
     def _choose_providers(self) -> list[str]:
         """The configured providers this onnxruntime build has, in order, with CPU always last."""
