@@ -66,13 +66,12 @@ Outcome = Any
 
 
 class _Job:
-    __slots__ = ("frame", "future", "loop", "offered_at")
+    __slots__ = ("frame", "future", "loop")
 
-    def __init__(self, frame: CameraFrame, loop: asyncio.AbstractEventLoop, offered_at: float) -> None:
+    def __init__(self, frame: CameraFrame, loop: asyncio.AbstractEventLoop) -> None:
         self.frame = frame
         self.loop = loop
         self.future: asyncio.Future[Outcome] = loop.create_future()
-        self.offered_at = offered_at
 
 
 class Lane(Generic[R]):
@@ -103,6 +102,9 @@ class Lane(Generic[R]):
         self.last_lag_s = 0.0
         """Capture → analysed, of the newest analysed frame (seconds of the service's clock)."""
         self._job: _Job | None = None
+        self._waiting_since = 0.0
+        """When the lane last went from empty to holding a frame: a newer frame replacing the one
+        waiting does not restart the wait (else a camera sending 5 frames/s would never wait long)."""
         self._busy = False
         self._served = 0  # the service's serve count when this lane was last taken (round-robin)
 
@@ -130,7 +132,7 @@ class InferenceService:
         *,
         workers: int = 2,
         max_batch: int = 2,
-        attendance_max_wait_s: float = 1.0,
+        attendance_max_wait_s: float = 0.4,
         monotonic: Callable[[], float] = time.monotonic,
         name: str = "inference",
     ) -> None:
@@ -185,11 +187,13 @@ class InferenceService:
     # -- the event loop's side ---------------------------------------------------------------
 
     def _offer(self, lane: Lane[Any], frame: CameraFrame) -> asyncio.Future[Outcome]:
-        job = _Job(frame, asyncio.get_running_loop(), self._monotonic())
+        job, now = _Job(frame, asyncio.get_running_loop()), self._monotonic()
         with self._cond:
             if lane not in self._lanes:
                 self._lanes.append(lane)
             replaced, lane._job = lane._job, job
+            if replaced is None:
+                lane._waiting_since = now
             lane.counters["offered"] += 1
             if replaced is not None:
                 lane.counters["replaced"] += 1
@@ -282,9 +286,7 @@ class InferenceService:
     def _class_of(self, lane: Lane[Any], now: float) -> int:
         if lane.analysis == "security":
             return 0
-        job = lane._job
-        assert job is not None
-        return 0 if now - job.offered_at >= self.attendance_max_wait_s else 1
+        return 0 if now - lane._waiting_since >= self.attendance_max_wait_s else 1
 
     def _run(self, taken: list[tuple[Lane[Any], _Job]]) -> None:
         try:

@@ -483,6 +483,14 @@ class FaceTrackerConfig(BaseModel):
     iou_threshold: float = Field(
         default=0.2, gt=0.0, lt=1.0, description="Minimum IoU between a track's last box and a new face."
     )
+    identity_reach: float = Field(
+        default=4.0,
+        ge=0.0,
+        description="A face that overlaps no track still joins the track whose leading vote names the "
+        "same person, if its centre is within this many face widths of the track's last box (0: IoU "
+        "only). A brisk walker seen at 2 frames/s (a saturated box) moves more than its own width "
+        "between two analysed frames.",
+    )
     max_age_s: float = Field(
         default=2.0,
         gt=0.0,

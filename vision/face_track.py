@@ -1,4 +1,5 @@
-"""Identity over time: faces tracked across frames by IoU, identity decided by weighted voting.
+"""Identity over time: faces tracked across frames by IoU (or, when a face moved further than its
+own width, by the person it matched), identity decided by weighted voting.
 
 A single frame never decides who someone is. Each matched observation votes for its person (or for
 "unknown") with a weight that grows with face size, sharpness and frontality (the quality score);
@@ -127,6 +128,36 @@ class FaceTracker:
             used_t.add(ti)
             used_f.add(fi)
             pairs.append((ti, fi))
+        return pairs + self._associate_by_identity(faces, used_t, used_f)
+
+    def _associate_by_identity(
+        self, faces: Sequence[FaceObservation], used_t: set[int], used_f: set[int]
+    ) -> list[tuple[int, int]]:
+        """Pairs of a face that overlaps no track with the nearest free track whose leading vote is
+        the person the face was matched to, within ``identity_reach`` face widths. The face still
+        only votes: it joins the votes of its own person, it never decides alone."""
+        reach = self.config.identity_reach
+        pairs: list[tuple[int, int]] = []
+        if reach <= 0:
+            return pairs
+        for fi, face in enumerate(faces):
+            if fi in used_f or not face.matched or face.person_id is None:
+                continue
+            width = max(face.box[2] - face.box[0], 1.0)
+            cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+            best: tuple[float, int] | None = None
+            for ti, track in enumerate(self._tracks):
+                lead = track.leader()
+                if ti in used_t or lead is None or lead[0] != face.person_id:
+                    continue
+                tx, ty = (track.box[0] + track.box[2]) / 2, (track.box[1] + track.box[3]) / 2
+                gap = float(np.hypot(cx - tx, cy - ty)) / width
+                if gap <= reach and (best is None or gap < best[0]):
+                    best = (gap, ti)
+            if best is not None:
+                used_t.add(best[1])
+                used_f.add(fi)
+                pairs.append((best[1], fi))
         return pairs
 
     def update(self, faces: Sequence[FaceObservation], timestamp: float) -> list[IdentityDecision]:

@@ -72,6 +72,23 @@ def test_confirmed_once_after_enough_votes() -> None:
     assert flat[0].model_id == MODEL and flat[0].distance == pytest.approx(0.2)
 
 
+def test_a_fast_walker_seen_at_a_low_rate_is_followed_by_who_they_are() -> None:
+    # 2 analysed frames/s (a saturated box) of a face 80 px wide crossing 140 px between frames: no
+    # overlap from one frame to the next, yet one track (the same person each time) and one decision.
+    frames = [[_obs(_box(100 + 140 * k), "alice")] for k in range(4)]
+    tracker = FaceTracker()
+    decisions = _run(tracker, frames, dt=0.5)
+    assert [d.person_id for d in decisions] == ["alice"] and decisions[0].votes == 3
+    assert len(tracker.tracks) == 1
+    # Not by IoU alone (identity_reach 0): four tracks of one vote, nobody decided.
+    iou_only = FaceTracker(FaceTrackerConfig(identity_reach=0))
+    assert _run(iou_only, frames, dt=0.5) == [] and len(iou_only.tracks) == 4
+    # Another person's match, or one too far away, starts a track of its own.
+    mixed = FaceTracker()
+    _run(mixed, [[_obs(_box(100), "alice")], [_obs(_box(240), "bob")], [_obs(_box(1000), "alice")]], 0.5)
+    assert len(mixed.tracks) == 3
+
+
 def test_one_blurry_frame_neither_adds_nor_loses() -> None:
     # A blurry frame in the middle of a walk: not a vote, and the track continues through it.
     frames = [[_obs(_box(100 + 5 * k), "alice", ok=(k != 2))] for k in range(6)]
