@@ -41,6 +41,10 @@ Run: ``.venv/bin/python bench/bench_cameras.py [--tree NAME=PATH ...] [--cameras
         --tree "working tree=."
     git -C /work/main worktree remove /tmp/baseline
 
+The 8-camera total on OpenVINO (bench/openvino_env.sh makes the venv)::
+
+    .venv-openvino/bin/python bench/bench_cameras.py --cameras 8 --providers openvino,cpu
+
 It starts its own Mosquitto.
 """
 
@@ -225,15 +229,20 @@ def cameras_yaml(clips: Clips, count: int) -> str:
     return "cameras:\n" + "".join(out)
 
 
-def agent_config(workdir: Path, clips: Clips, count: int, api_port: int) -> Path:
+def agent_config(
+    workdir: Path, clips: Clips, count: int, api_port: int, providers: str | None = None
+) -> Path:
+    """The agent's configuration; ``providers`` (e.g. ``openvino,cpu``) sets
+    ``vision.execution_providers`` (the agent's default, CPU, when None)."""
     from edge_agent.demo import DEMO_CONFIG
 
     path = workdir / f"agent-{count}.yaml"
+    vision = f"vision: {{execution_providers: [{providers}]}}\n" if providers else ""
     path.write_text(
         f"gateway: {{site: bench, id: gw-cams}}\n"
         f"agent: {{data_dir: {workdir / 'data'}, roster_seed: {DEMO_CONFIG.parent / 'demo-roster.json'}, "
         "log_level: warning}\n"
-        f"api: {{port: {api_port}}}\n" + cameras_yaml(clips, count)
+        f"api: {{port: {api_port}}}\n" + vision + cameras_yaml(clips, count)
     )
     return path
 
@@ -446,12 +455,13 @@ def run_agent(
     warmup: float,
     seconds: float,
     bare: BareLimit,
+    providers: str | None = None,
 ) -> AgentRun:
     run_dir = workdir / f"run-{count}-{len(list(workdir.glob('run-*')))}"
     run_dir.mkdir()
     shutil.copytree(data_template, run_dir / "data")
     api_port = free_port()
-    config = agent_config(run_dir, clips, count, api_port)
+    config = agent_config(run_dir, clips, count, api_port, providers)
     metrics_url = f"http://127.0.0.1:{api_port}/metrics"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["EDGE_AGENT_FACE_TEMPLATE_KEY"] = TEMPLATE_KEY
@@ -672,6 +682,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10.0, help="after every camera is online")
     parser.add_argument("--bare-s", type=float, default=10.0, help="bare limit measurement")
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 cameras, short windows")
+    parser.add_argument(
+        "--providers",
+        help="vision.execution_providers of the agents, e.g. openvino,cpu (run the bench with the "
+        "OpenVINO venv's python: .venv-openvino/bin/python)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.cameras, args.seconds, args.warmup, args.bare_s = "4", 8.0, 3.0, 3.0
@@ -707,6 +722,7 @@ def main() -> None:
                         args.warmup,
                         args.seconds,
                         bare,
+                        args.providers,
                     )
                 except (RuntimeError, OSError) as err:
                     # One tree failing (an agent that crashed, /metrics gone) must not lose the others.

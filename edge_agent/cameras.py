@@ -83,15 +83,14 @@ class _Worker:
 
     def __init__(
         self,
-        camera_id: str,
+        setup: CameraSetup,
         *,
         emit: Emit,
         source: Callable[[str], str],
         tz: tzinfo,
-        still_after_s: float,
         inference: InferenceService | None,
     ) -> None:
-        self.camera_id = camera_id
+        camera_id = self.camera_id = setup.id
         self._emit = emit
         self._source = source
         self._tz = tz
@@ -106,7 +105,7 @@ class _Worker:
         self.last_activity = 0.0
         """Capture time (monotonic) of the newest frame with motion, a face or a person (the start
         before the first); the agent lowers the camera's analysis rate when it is old."""
-        self._still_after_s = still_after_s
+        self._still_after_s = setup.idle_after_s
         self._heap_released = False
 
     @property
@@ -228,14 +227,7 @@ class CameraWorker(_Worker):
     ) -> None:
         if setup.face is None:
             raise ValueError(f"camera {setup.id} has no face analysis configured")
-        super().__init__(
-            setup.id,
-            emit=emit,
-            source=source,
-            tz=timezone,
-            still_after_s=setup.idle_after_s,
-            inference=inference,
-        )
+        super().__init__(setup, emit=emit, source=source, tz=timezone, inference=inference)
         self.config: FaceAnalysisConfig = setup.face
         self._person = person
         self._attendance = attendance
@@ -402,14 +394,7 @@ class SecurityWorker(_Worker):
     ) -> None:
         if setup.security is None:
             raise ValueError(f"camera {setup.id} has no security analysis configured")
-        super().__init__(
-            setup.id,
-            emit=emit,
-            source=source,
-            tz=timezone,
-            still_after_s=setup.idle_after_s,
-            inference=inference,
-        )
+        super().__init__(setup, emit=emit, source=source, tz=timezone, inference=inference)
         self.config = setup.security
         self._zones = self.config.camera_zones(setup.id)
         self.pipeline = PersonPipeline(setup.id, self._zones, self.config.pipeline, detector=detector)

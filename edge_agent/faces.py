@@ -38,6 +38,7 @@ from sync import utc_now
 from vision import (
     EnrollmentError,
     FaceDetector,
+    FaceDetectorConfig,
     FaceEmbedder,
     Gallery,
     RuntimeConfig,
@@ -129,10 +130,11 @@ class FaceService:
         now: Callable[[], datetime] = utc_now,
         publish_audit: Callable[[dict[str, Any]], None] | None = None,
         runtime: RuntimeConfig | None = None,
+        detector: FaceDetectorConfig | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
-        self.detector = FaceDetector(runtime=runtime)
+        self.detector = FaceDetector(detector, runtime=runtime)
         self.embedder = FaceEmbedder(runtime=runtime)
         self.model_id = self.embedder.model_id
         self._roster = roster

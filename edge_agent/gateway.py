@@ -80,7 +80,7 @@ from edge_agent.simulated import SimulatedDevice
 from edge_agent.terminal_roster import TerminalRosterSync
 from edge_agent.terminals import TerminalRecords
 from sync import Event, MqttLink, Outbox, OutboxError, SyncError, format_time, synchronous_of
-from vision import PersonDetector, PersonDetectorConfig, VisionError
+from vision import FaceDetectorConfig, PersonDetector, PersonDetectorConfig, VisionError
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +386,7 @@ class Gateway:
                 now=self.clock.now,
                 publish_audit=publish_audit,
                 runtime=self.config.vision.runtime(),
+                detector=FaceDetectorConfig(max_batch=self.config.vision.detector_batch),
             )
         except (TemplateKeyError, VisionError) as err:
             self.cameras.face_error = (

@@ -174,8 +174,8 @@ class FaceDetector:
 
     def detect_many(self, frames: Sequence[npt.NDArray[Any]]) -> list[list[FaceDetection]]:
         """Faces in each of ``frames``, in their order: frames whose network input has the same size
-        (cameras of one resolution) go through the model as one batch (the graph's batch axis is
-        dynamic), the others one size at a time.
+        (cameras of one resolution) go through the model in batches of up to ``config.max_batch``
+        (the graph's batch axis is dynamic), the others one size at a time.
 
         Raises :class:`vision.runtime.InvalidImageError` if any frame has the wrong dtype or shape
         (check frames first where one bad frame must not cost the others).
@@ -186,14 +186,13 @@ class FaceDetector:
         for i, (blob, _) in enumerate(prepared):
             by_size.setdefault(blob.shape, []).append(i)
         found: list[list[FaceDetection]] = [[] for _ in checked]
-        for members in by_size.values():
-            batch = (
-                np.concatenate([prepared[i][0] for i in members])
-                if len(members) > 1
-                else prepared[members[0]][0]
-            )
-            outputs = self.model.run({self.model.input_names[0]: batch})
-            for row, i in enumerate(members):
-                mine = [o[row : row + 1] for o in outputs]
-                found[i] = postprocess(mine, prepared[i][1], checked[i].shape, self.config)
+        step = self.config.max_batch
+        for same_size in by_size.values():
+            for start in range(0, len(same_size), step):
+                members = same_size[start : start + step]
+                batch = np.concatenate([prepared[i][0] for i in members])
+                outputs = self.model.run({self.model.input_names[0]: batch})
+                for row, i in enumerate(members):
+                    mine = [o[row : row + 1] for o in outputs]
+                    found[i] = postprocess(mine, prepared[i][1], checked[i].shape, self.config)
         return found

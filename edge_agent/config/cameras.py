@@ -265,9 +265,16 @@ class VisionSettings(BaseModel):
         2,
         ge=1,
         le=16,
-        description="Face camera frames one inference thread analyses together (the detector batches "
-        "equal-size frames, the embedder all their faces); more saves little on a CPU and grows the "
-        "model's memory per run.",
+        description="Face camera frames one inference thread analyses together: the embedder takes all "
+        "their faces in one run, the detector up to detector_batch equal-size frames per run.",
+    )
+    detector_batch: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Equal-size face camera frames per face detector run (of the ones analysed together). "
+        "1 on a CPU: a batch saves little there and every frame of a run keeps its activations in the "
+        "model's memory arena (about 47 MiB at 640x384); raise it where a GPU or NPU runs the model.",
     )
     attendance_max_wait_s: float = Field(
         0.4,

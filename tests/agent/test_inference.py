@@ -19,6 +19,7 @@ import pytest
 from device_drivers import CameraFrame
 from edge_agent.inference import InferenceService, Lane, Skipped
 from vision import FaceCamera, Gallery
+from vision.config import FaceDetectorConfig
 from vision.face_camera import process_cameras
 from vision.face_detect import FaceDetector
 from vision.face_embed import FaceEmbedder
@@ -282,7 +283,22 @@ def test_faces_of_several_cameras_analysed_in_one_batch_match_one_camera_at_a_ti
     alone = [cam.process(f, 1.0) for cam, f in zip(cameras(), frames, strict=True)]
     runs_before = detector.model.runs
     together = process_cameras([(cam, f, 1.0) for cam, f in zip(cameras(), frames, strict=True)])
+    # The default detector batch is one frame (on a CPU a batch saves little and costs arena memory):
+    # four runs; the embedder took every face of the four frames in one run.
+    assert detector.model.runs - runs_before == 4
+    batched = FaceDetector(FaceDetectorConfig(max_batch=4), model=detector.model)
+    runs_before = detector.model.runs
+    batched_results = process_cameras(
+        [
+            (FaceCamera(f"cam-{i}", gallery, detector=batched, embedder=embedder), f, 1.0)
+            for i, f in enumerate(frames)
+        ]
+    )
     assert detector.model.runs - runs_before == 2  # three equal-size frames in one run, one alone
+    for one, other in zip(together, batched_results, strict=True):
+        assert not isinstance(one, Exception) and not isinstance(other, Exception)
+        assert len(one.faces) == len(other.faces)
+        assert np.allclose([f.box for f in one.faces], [f.box for f in other.faces], atol=0.5)
     assert sum(len(r.faces) for r in alone) >= 6
     for one, batched in zip(alone, together, strict=True):
         assert not isinstance(batched, Exception)
