@@ -13,9 +13,10 @@ queue for them:
   overload, never starved. Within a class, lanes are served round-robin (least recently served
   first): every camera gets its share.
 - **Batching.** A lane may name a *batch group* and a function that analyses several lanes' frames
-  at once (faces: the detector runs once for equal-size frames, the embedder once for all their
-  faces). A free thread then takes up to ``max_batch`` ready lanes of that group, but no more than
-  its share of the ready ones while other threads are idle, so batching never leaves a core idle.
+  at once (faces: the embedder runs once for all their faces, the detector once per
+  ``vision.detector_batch`` equal-size frames). A free thread then takes up to ``max_batch`` ready
+  lanes of that group, but no more than its share of the ready ones while other threads are idle,
+  so batching never leaves a core idle.
 - **Off the event loop.** :meth:`Lane.offer` is called from the event loop and never blocks (a
   lock held for a few microseconds); results come back to the loop as the offer's future.
 
