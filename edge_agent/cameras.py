@@ -246,8 +246,14 @@ class CameraWorker(_Worker):
         self._last_stranger = -math.inf
 
         # Every face camera is in one batch group: the detector and embedder are the agent's.
-        self._lane: Lane[FaceFrameResult] = self.inference.lane(
-            setup.id, "faces", self._analyse, batch_group="faces", analyse_batch=_analyse_faces, owner=self
+        self._lane: Lane[FaceFrameResult] = Lane(
+            self.inference,
+            setup.id,
+            "faces",
+            self._analyse,
+            batch_group="faces",
+            analyse_batch=_analyse_faces,
+            owner=self,
         )
 
     @property
@@ -408,8 +414,8 @@ class SecurityWorker(_Worker):
         tamper = self.config.pipeline.tamper
         self._stream = StreamWatch(setup.id, tamper.stream_timeout_s) if tamper is not None else None
         # NanoDet's graph has a fixed batch of one: security frames are analysed one at a time.
-        self._lane: Lane[tuple[PersonFrameResult, list[tuple[Alert, bytes]]]] = self.inference.lane(
-            setup.id, "security", self._analyse, owner=self
+        self._lane: Lane[tuple[PersonFrameResult, list[tuple[Alert, bytes]]]] = Lane(
+            self.inference, setup.id, "security", self._analyse, owner=self
         )
 
     @property

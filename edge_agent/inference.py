@@ -76,8 +76,11 @@ class _Job:
 
 
 class Lane(Generic[R]):
-    """One camera's one analysis in the service. ``counters``: ``offered``, ``replaced``,
-    ``analysed``, ``failed`` (the analysis raised), ``closed`` (dropped by :meth:`close`)."""
+    """One camera's one analysis in ``service`` (it joins the service when made): ``analyse(frame)``
+    runs one frame (blocking, in a service thread); with ``analyse_batch``, lanes of the same
+    ``batch_group`` may be analysed together (it returns one result or exception per lane, in
+    order). ``counters``: ``offered``, ``replaced``, ``analysed``, ``failed`` (the analysis raised),
+    ``closed`` (dropped by :meth:`close`)."""
 
     def __init__(
         self,
@@ -108,6 +111,7 @@ class Lane(Generic[R]):
         waiting does not restart the wait (else a camera sending 5 frames/s would never wait long)."""
         self._busy = False
         self._served = 0  # the service's serve count when this lane was last taken (round-robin)
+        service._join(self)
 
     def offer(self, frame: CameraFrame) -> asyncio.Future[Outcome]:
         """Leave ``frame`` for analysis (from the event loop; never blocks). The future gets the
@@ -153,33 +157,6 @@ class InferenceService:
         self.counters: Counter[str] = Counter()
         """``batches`` (runs of a batch function), ``batched_frames`` (frames in them)."""
 
-    def lane(
-        self,
-        camera_id: str,
-        analysis: Analysis,
-        analyse: Callable[[CameraFrame], R],
-        *,
-        batch_group: str | None = None,
-        analyse_batch: Callable[[Sequence[tuple[Lane[R], CameraFrame]]], Sequence[R | BaseException]]
-        | None = None,
-        owner: Any = None,
-    ) -> Lane[R]:
-        """A lane for ``camera_id``'s ``analysis``: ``analyse(frame)`` runs one frame (blocking, in a
-        service thread); with ``analyse_batch``, lanes of the same ``batch_group`` may be analysed
-        together (it returns one result or exception per lane, in order)."""
-        lane = Lane(
-            self,
-            camera_id,
-            analysis,
-            analyse,
-            batch_group=batch_group,
-            analyse_batch=analyse_batch,
-            owner=owner,
-        )
-        with self._cond:
-            self._lanes.append(lane)
-        return lane
-
     @property
     def lanes(self) -> list[Lane[Any]]:
         with self._cond:
@@ -187,11 +164,15 @@ class InferenceService:
 
     # -- the event loop's side ---------------------------------------------------------------
 
-    def _offer(self, lane: Lane[Any], frame: CameraFrame) -> asyncio.Future[Outcome]:
-        job, now = _Job(frame, asyncio.get_running_loop()), self._monotonic()
+    def _join(self, lane: Lane[Any]) -> None:
         with self._cond:
             if lane not in self._lanes:
                 self._lanes.append(lane)
+
+    def _offer(self, lane: Lane[Any], frame: CameraFrame) -> asyncio.Future[Outcome]:
+        job, now = _Job(frame, asyncio.get_running_loop()), self._monotonic()
+        self._join(lane)  # again after a close
+        with self._cond:
             replaced, lane._job = lane._job, job
             if replaced is None:
                 lane._waiting_since = now

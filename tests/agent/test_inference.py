@@ -62,9 +62,9 @@ def test_security_lanes_are_served_before_waiting_attendance_lanes() -> None:
 
     async def scenario() -> None:
         service = InferenceService(workers=1, attendance_max_wait_s=60)
-        blocker = service.lane("blocker", "security", rec.analyse)
-        faces = [service.lane(f"class-{i}", "faces", rec.analyse) for i in range(3)]
-        security = [service.lane(f"yard-{i}", "security", rec.analyse) for i in range(2)]
+        blocker = Lane(service, "blocker", "security", rec.analyse)
+        faces = [Lane(service, f"class-{i}", "faces", rec.analyse) for i in range(3)]
+        security = [Lane(service, f"yard-{i}", "security", rec.analyse) for i in range(2)]
         try:
             rec.gate.clear()
             held = blocker.offer(frame("blocker", 1))
@@ -89,8 +89,8 @@ def test_an_attendance_camera_that_waited_too_long_goes_next_even_under_security
 
     async def scenario() -> Lane[int]:
         service = InferenceService(workers=1, attendance_max_wait_s=0.1)
-        yards = [service.lane(f"yard-{i}", "security", rec.analyse) for i in range(4)]
-        room = service.lane("class", "faces", rec.analyse)
+        yards = [Lane(service, f"yard-{i}", "security", rec.analyse) for i in range(4)]
+        room = Lane(service, "class", "faces", rec.analyse)
         try:
             # Security frames keep every lane full for 1.5 s: the box is saturated by security alone.
             # The classroom camera sends frames as fast: each replaces the one waiting, and its wait
@@ -123,7 +123,7 @@ def test_cameras_of_one_class_share_the_threads_round_robin_and_skip_instead_of_
 
     async def scenario() -> list[Lane[int]]:
         service = InferenceService(workers=2)
-        lanes = [service.lane(f"cam-{i}", "faces", rec.analyse) for i in range(cameras)]
+        lanes = [Lane(service, f"cam-{i}", "faces", rec.analyse) for i in range(cameras)]
         try:
             # Demand far above capacity: every camera offers a frame each millisecond.
             for seq in range(1, 400):
@@ -173,9 +173,9 @@ def test_a_batch_group_is_analysed_together_but_never_leaves_a_thread_idle() -> 
             hold.wait(10)
             return "held"
 
-        blockers = [service.lane(f"yard-{i}", "security", blocker) for i in range(2)]
+        blockers = [Lane(service, f"yard-{i}", "security", blocker) for i in range(2)]
         lanes = [
-            service.lane(f"cam-{i}", "faces", one, batch_group="faces", analyse_batch=many) for i in range(8)
+            Lane(service, f"cam-{i}", "faces", one, batch_group="faces", analyse_batch=many) for i in range(8)
         ]
         try:
             # Both threads busy while 8 face frames arrive; then each thread takes its half (4).
@@ -209,7 +209,7 @@ def test_a_failed_analysis_is_that_frames_outcome_and_the_service_goes_on() -> N
 
     async def scenario() -> None:
         service = InferenceService(workers=1)
-        lane = service.lane("cam", "security", analyse)
+        lane = Lane(service, "cam", "security", analyse)
         try:
             assert await asyncio.wait_for(lane.offer(frame("cam", 1)), 5) == 1
             failed = await asyncio.wait_for(lane.offer(frame("cam", 2)), 5)
@@ -227,8 +227,8 @@ def test_closing_drops_waiting_frames_and_the_service_can_start_again() -> None:
 
     async def scenario() -> None:
         service = InferenceService(workers=1)
-        busy = service.lane("busy", "security", rec.analyse)
-        other = service.lane("other", "security", rec.analyse)
+        busy = Lane(service, "busy", "security", rec.analyse)
+        other = Lane(service, "other", "security", rec.analyse)
         rec.gate.clear()
         running = busy.offer(frame("busy", 1))
         await asyncio.to_thread(rec.started.wait, 5)
@@ -250,7 +250,7 @@ def test_closing_drops_waiting_frames_and_the_service_can_start_again() -> None:
 def test_the_lag_is_measured_from_capture_on_the_services_clock() -> None:
     async def scenario() -> None:
         service = InferenceService(workers=1, monotonic=lambda: 1000.0)
-        lane = service.lane("cam", "security", lambda f: f.seq)
+        lane = Lane(service, "cam", "security", lambda f: f.seq)
         try:
             await asyncio.wait_for(lane.offer(frame("cam", 1, captured_s=999.25)), 5)
         finally:

@@ -23,7 +23,7 @@ from edge_agent.alerts import AlertError
 from edge_agent.cameras import SecurityWorker
 from edge_agent.config import parse_config
 from edge_agent.config.cameras import CameraSetup
-from edge_agent.inference import InferenceService, Skipped
+from edge_agent.inference import InferenceService, Lane, Skipped
 from edge_agent.metrics import GatewayCollector
 from edge_agent.services import CameraDirectory
 from sync import Event
@@ -343,7 +343,7 @@ def test_the_newest_frame_wins_when_a_worker_falls_behind() -> None:
 
     async def scenario() -> None:
         service = InferenceService(workers=1)
-        lane = service.lane("cam", "security", analyse)
+        lane = Lane(service, "cam", "security", analyse)
         try:
             first = lane.offer(frame(1))
             await asyncio.to_thread(started.wait, 10)
