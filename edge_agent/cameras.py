@@ -108,9 +108,8 @@ class _Worker:
         self._still_after_s = setup.idle_after_s
         self._heap_released = False
 
-    @property
-    def lane(self) -> Lane[Any]:
-        raise NotImplementedError
+    lane: Lane[Any]
+    """The worker's lane in the inference service (each worker makes its own)."""
 
     def submit(self, frame: CameraFrame) -> None:
         """A new frame from the camera (never blocks; the newest frame wins): its outcome is acted
@@ -246,7 +245,7 @@ class CameraWorker(_Worker):
         self._last_stranger = -math.inf
 
         # Every face camera is in one batch group: the detector and embedder are the agent's.
-        self._lane: Lane[FaceFrameResult] = Lane(
+        self.lane: Lane[FaceFrameResult] = Lane(
             self.inference,
             setup.id,
             "faces",
@@ -255,10 +254,6 @@ class CameraWorker(_Worker):
             analyse_batch=_analyse_faces,
             owner=self,
         )
-
-    @property
-    def lane(self) -> Lane[FaceFrameResult]:
-        return self._lane
 
     def _analyse(self, frame: CameraFrame) -> FaceFrameResult:
         result = self.pipeline.process(frame.frame, frame.monotonic_s)
@@ -414,13 +409,9 @@ class SecurityWorker(_Worker):
         tamper = self.config.pipeline.tamper
         self._stream = StreamWatch(setup.id, tamper.stream_timeout_s) if tamper is not None else None
         # NanoDet's graph has a fixed batch of one: security frames are analysed one at a time.
-        self._lane: Lane[tuple[PersonFrameResult, list[tuple[Alert, bytes]]]] = Lane(
+        self.lane: Lane[tuple[PersonFrameResult, list[tuple[Alert, bytes]]]] = Lane(
             self.inference, setup.id, "security", self._analyse, owner=self
         )
-
-    @property
-    def lane(self) -> Lane[tuple[PersonFrameResult, list[tuple[Alert, bytes]]]]:
-        return self._lane
 
     def submit(self, frame: CameraFrame) -> None:
         if self._stream is not None:
