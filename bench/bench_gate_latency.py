@@ -2,7 +2,8 @@
 
 A simulated EM4100 reader writes each card's bytes into a pty; the agent's driver decodes it, the
 gate decides from a roster of 10,000 people, and the turnstile driver writes the open command into
-another pty, where the simulated turnstile timestamps it. The baseline, measured in the same run, is
+another pty, where the simulated turnstile timestamps it. The two simulators run in a process of
+their own, as real devices do, so their own work never waits on the agent's threads. The baseline, measured in the same run, is
 the bare wire: the same two frames through two pty pairs read by a blocking thread, with no agent.
 Bar (DESIGN.md): p99 < 10 ms excluding the wire time.
 
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -28,6 +30,7 @@ import tempfile
 import threading
 import time
 import tty
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +92,16 @@ def flood_yaml(workdir: Path, floor: bool) -> str:
     return f"simulated:\n{sims}{outbox}"
 
 
-async def agent_latencies(
-    workdir: Path, swipes: int, persons: int, broker_port: int, extra: str = "", settle_s: float = 0.0
-) -> tuple[list[float], bytes, bytes, dict[str, Any]]:
-    """Swipe → open latencies (ms) of the real agent; ``settle_s`` after its devices are online
-    before the first swipe (cameras in ``extra`` get their models loaded and their analysis going)."""
-    seed = workdir / "roster.json"
-    seed.write_text(json.dumps(roster(persons)))
+def swipe(i: int, persons: int) -> str:
+    """The i-th swipe's card: spread over the roster, so lookups do not hit one hot entry."""
+    return f"{0x5000000000 + (i * 7919) % persons:010X}"
+
+
+async def drive_devices(conn: Connection) -> None:
+    """The reader and the turnstile, in a process of their own (as real devices are): tells the
+    parent their pty paths, waits for ``(swipes, persons)``, swipes one card at a time (the next
+    once the open command arrived, or after 2 s) and sends back the latencies (ms), the count that
+    never opened the gate and one card frame and one open frame (for the wire baseline)."""
     reader = CardReaderSimulator(load_profile(resolve_profile("em4100_id12")), PtyEndpoint())
     turnstile = TimedTurnstile(
         load_profile(resolve_profile("turnstile_stx_xor")), PtyEndpoint(), passage_delay_s=0.001
@@ -103,13 +109,55 @@ async def agent_latencies(
     turnstile.arrivals = []
     turnstile.arrived = asyncio.Event()
     async with reader, turnstile:
+        conn.send((reader.url, turnstile.url))
+        swipes, persons = await asyncio.to_thread(conn.recv)
+        latencies = []
+        lost = 0
+        card_frame = b""
+        for i in range(swipes):
+            expected = len(turnstile.arrivals) + 1
+            turnstile.arrived.clear()
+            start = time.perf_counter_ns()
+            card_frame = reader.present(swipe(i, persons))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(turnstile.arrived.wait(), 2.0)
+            if len(turnstile.arrivals) < expected:
+                lost += 1  # reported: a swipe that never opened the gate is a failure, not a delay
+                continue
+            latencies.append((turnstile.arrivals[-1] - start) / 1e6)
+        conn.send((latencies, lost, card_frame, turnstile.codec.command("open", "entry")))
+        await asyncio.to_thread(conn.recv)  # the parent has stopped the agent: close the lines
+
+
+def devices_process(conn: Connection) -> None:
+    asyncio.run(drive_devices(conn))
+
+
+async def agent_latencies(
+    workdir: Path, swipes: int, persons: int, broker_port: int, extra: str = "", settle_s: float = 0.0
+) -> tuple[list[float], bytes, bytes, dict[str, Any]]:
+    """Swipe → open latencies (ms) of the real agent; ``settle_s`` after its devices are online
+    before the first swipe (cameras in ``extra`` get their models loaded and their analysis going).
+
+    The simulated reader and turnstile run in a child process, with their own interpreter: in the
+    agent's process their own decoding and time stamps would wait on the agent's threads (the
+    GIL, the event loop) and add that wait to every figure, which no real device does."""
+    seed = workdir / "roster.json"
+    seed.write_text(json.dumps(roster(persons)))
+    ours, theirs = multiprocessing.get_context("spawn").Pipe()
+    devices = multiprocessing.get_context("spawn").Process(
+        target=devices_process, args=(theirs,), name="bench-devices", daemon=True
+    )
+    devices.start()
+    try:
+        reader_url, turnstile_url = await asyncio.to_thread(ours.recv)
         config = parse_config(f"""
 gateway: {{site: bench, id: gw-1}}
 agent: {{data_dir: {workdir / "data"}, roster_seed: {seed}, log_level: warning}}
 mqtt: {{url: "mqtt://127.0.0.1:{broker_port}"}}
 devices:
-  - {{kind: card_reader, id: reader, profile: em4100_id12, port: "{reader.url}", debounce_s: 0}}
-  - {{kind: turnstile, id: turnstile, profile: turnstile_stx_xor, port: "{turnstile.url}"}}
+  - {{kind: card_reader, id: reader, profile: em4100_id12, port: "{reader_url}", debounce_s: 0}}
+  - {{kind: turnstile, id: turnstile, profile: turnstile_stx_xor, port: "{turnstile_url}"}}
 gates:
   - {{id: gate-1, readers: [{{device: reader}}], turnstile: turnstile}}
 {extra}""")
@@ -123,23 +171,9 @@ gates:
         ):
             await asyncio.sleep(0.05)
         await asyncio.sleep(settle_s)
-        latencies = []
-        lost = 0
-        card_frame = b""
-        for i in range(swipes):
-            expected = len(turnstile.arrivals) + 1
-            card = f"{0x5000000000 + (i * 7919) % persons:010X}"
-            turnstile.arrived.clear()
-            start = time.perf_counter_ns()
-            card_frame = reader.present(card)
-            # Wait without spinning: a busy wait here would compete with the agent for the GIL.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(turnstile.arrived.wait(), 2.0)
-            if len(turnstile.arrivals) < expected:
-                lost += 1  # reported below: a swipe that never opened the gate is a failure, not a delay
-                continue
-            latencies.append((turnstile.arrivals[-1] - start) / 1e6)
-        open_frame = turnstile.codec.command("open", "entry")
+        ours.send((swipes, persons))
+        # Waited for in a thread: the agent's loop goes on serving the gate meanwhile.
+        latencies, lost, card_frame, open_frame = await asyncio.to_thread(ours.recv)
         # The grant is reported right after the open command is written; let the last one land.
         deadline = time.monotonic() + 5
         while agent.gates["gate-1"].stats.granted < swipes - lost and time.monotonic() < deadline:
@@ -152,7 +186,12 @@ gates:
         }
         agent.request_stop("bench")
         await task
+        ours.send("done")
         print(f"swipes: {swipes:,}; granted {granted:,}; never opened the gate: {lost}")
+    finally:
+        devices.join(10)
+        if devices.is_alive():
+            devices.kill()
     return latencies, card_frame, open_frame, outbox
 
 

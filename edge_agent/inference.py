@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
+from device_drivers import lower_thread_priority
 from edge_agent.metrics import INFERENCE_LAG_SECONDS
 
 if TYPE_CHECKING:
@@ -224,6 +225,7 @@ class InferenceService:
             thread.start()
 
     def _work(self) -> None:
+        lower_thread_priority()  # analysis yields the CPU to the gates and the loop (see the function)
         me = threading.current_thread()
         while True:
             with self._cond:

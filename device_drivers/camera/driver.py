@@ -42,6 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from device_drivers._io.backoff import Backoff
+from device_drivers._io.threads import lower_thread_priority
 from device_drivers.camera.config import CameraConfig, SourceKind, parse_source, redact_url
 from device_drivers.errors import CameraError
 from device_drivers.readings import CameraFrame, CameraItem, CameraOffline, CameraOnline, utc_now
@@ -459,6 +460,7 @@ class Camera:
         return generation == self._generation and not self._stop.is_set()
 
     def _capture_loop(self, generation: int, initial_delay_s: float) -> None:
+        lower_thread_priority()  # decoding yields the CPU to the gates' threads (see the function)
         cfg = self.config
         backoff = Backoff(cfg.backoff)
         kind, _ = parse_source(cfg.analysis_url)

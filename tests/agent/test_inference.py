@@ -8,6 +8,7 @@ the real models and the project's photos).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from device_drivers import CameraFrame
+from device_drivers._io.threads import BULK_NICENESS
 from edge_agent.inference import InferenceService, Lane, Skipped
 from vision import FaceCamera, Gallery
 from vision.config import FaceDetectorConfig
@@ -40,6 +42,7 @@ class Recorder:
     def __init__(self, seconds: float = 0.0) -> None:
         self.ran: list[tuple[str, int]] = []
         self.threads: set[str] = set()
+        self.priorities: set[int] = set()
         self.seconds = seconds
         self.gate = threading.Event()
         self.gate.set()
@@ -52,6 +55,7 @@ class Recorder:
         with self._lock:
             self.ran.append((f.device_id, f.seq))
             self.threads.add(threading.current_thread().name)
+            self.priorities.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
         if self.seconds:
             time.sleep(self.seconds)
         return f.seq
@@ -145,6 +149,9 @@ def test_cameras_of_one_class_share_the_threads_round_robin_and_skip_instead_of_
         assert c["offered"] == c["analysed"] + c["replaced"] + c["closed"]
         assert c["replaced"] > c["analysed"]
     assert len(rec.threads) == 2  # the pool, not a thread per camera
+    # Its threads yield the CPU to the gates' threads and the event loop (this test's thread here).
+    ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert rec.priorities == {min(19, ours + BULK_NICENESS)}
     for camera in {c for c, _ in rec.ran}:
         seqs = [s for c, s in rec.ran if c == camera]
         assert seqs == sorted(seqs)  # a camera's frames in capture order, one at a time

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from device_drivers import BackoffConfig, open_camera
+from device_drivers._io.threads import BULK_NICENESS
 from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig, parse_source, redact_url
 from device_drivers.camera.driver import Camera, check_frame
 from device_drivers.camera.sim import ScriptedCapture, SimulatedCamera, generate_clip
@@ -233,6 +236,22 @@ def test_garbage_frames_are_counted_and_dropped() -> None:
     assert all(f.frame.shape == (120, 160, 3) for f in frames)
     assert cam.counters["bad_frames"] == 3  # two garbage arrays and one that changed size mid-stream
     assert cam.online is False  # closed
+
+
+def test_the_capture_thread_runs_at_a_lower_priority_than_the_agent() -> None:
+    # Decoding must not keep the gates' threads and the event loop waiting for a core.
+    ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[int] = []
+
+    def factory(cfg: CameraConfig) -> ScriptedCapture:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return ScriptedCapture(good(20), fps=50)
+
+    cam = Camera(CameraConfig(id="usb1", url="usb:0", analysis_fps=50), capture_factory=factory)
+    items = asyncio.run(collect(cam, lambda it: any(isinstance(i, CameraFrame) for i in it), 5.0))
+    assert any(isinstance(i, CameraFrame) for i in items)
+    assert seen == [min(19, ours + BULK_NICENESS)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # only that thread
 
 
 def test_stalled_camera_goes_offline_and_is_restarted() -> None:
