@@ -397,7 +397,11 @@ class PersonPipeline:
         observations += judge.update({t.track_id: t.bottom_centre for t in update.visible}, at)
         for gone in update.removed:
             observations += judge.forget(gone.track_id, at)
-        tamper = self.tamper.update(frame, at) if self.tamper is not None else []
+        tamper = (
+            self.tamper.update(frame, at, [d.box for d in self._last_detections])
+            if self.tamper is not None
+            else []
+        )
         return PersonFrameResult(
             camera_id=self.camera_id,
             moving=motion.motion,

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from vision.config import TAMPER_KINDS, TamperConfig, TamperKind
+from vision.config import TAMPER_KINDS, Box, TamperConfig, TamperKind
 from vision.errors import VisionError
 from vision.runtime import InvalidImageError, as_bgr_frame
 
@@ -130,7 +131,11 @@ def edge_map(gray: NDArray[np.uint8]) -> NDArray[np.bool_]:
 
 
 def edge_overlap(
-    reference: NDArray[np.bool_], current: NDArray[np.bool_], tolerance_px: int = 1, grid: int = 4
+    reference: NDArray[np.bool_],
+    current: NDArray[np.bool_],
+    tolerance_px: int = 1,
+    grid: int = 4,
+    visible: NDArray[np.bool_] | None = None,
 ) -> float:
     """Median over a ``grid`` × ``grid`` split of the picture of the fraction of reference edge pixels
     with a current edge within ``tolerance_px`` (1.0 when the reference has no edges).
@@ -140,6 +145,8 @@ def edge_overlap(
     """
     k = 2 * tolerance_px + 1
     grown = cv2.dilate(current.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    if visible is not None:
+        reference = reference & visible  # hidden by someone in front: no evidence either way
     h, w = reference.shape
     min_edges = max(10, reference.size // (grid * grid * 200))
     fractions = []
@@ -152,6 +159,28 @@ def edge_overlap(
             if total >= min_edges:  # cells of plain wall say nothing either way
                 fractions.append(float((ref & grown[ys, xs]).sum()) / total)
     return float(np.median(fractions)) if fractions else 1.0
+
+
+PERSON_MARGIN = 0.1
+"""Each person's box is widened by this fraction of its size on every side before it is left out
+(detector boxes are tight, and an arm or a shadow reaches past them)."""
+
+
+def _background_mask(
+    shape: tuple[int, ...], frame_width: int, people: Sequence[Box]
+) -> NDArray[np.uint8] | None:
+    """255 where the picture (at ``shape``, shrunk from ``frame_width``) shows background, 0 under
+    ``people``; None when nobody is in it (the whole picture counts)."""
+    if not people:
+        return None
+    scale = shape[1] / frame_width
+    mask = np.full(shape[:2], 255, np.uint8)
+    for x1, y1, x2, y2 in people:
+        dx, dy = PERSON_MARGIN * (x2 - x1), PERSON_MARGIN * (y2 - y1)
+        left, top = math.floor((x1 - dx) * scale), math.floor((y1 - dy) * scale)
+        right, bottom = math.ceil((x2 + dx) * scale), math.ceil((y2 + dy) * scale)
+        mask[max(0, top) : max(0, bottom), max(0, left) : max(0, right)] = 0
+    return mask
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +205,8 @@ class _Features:
         self._ref_pts: NDArray[np.float32] | None = None
         self._ref_desc: NDArray[np.uint8] | None = None
 
-    def set_reference(self, gray: NDArray[np.uint8]) -> int:
-        kps, desc = self._orb.detectAndCompute(gray, None)
+    def set_reference(self, gray: NDArray[np.uint8], visible: NDArray[np.uint8] | None = None) -> int:
+        kps, desc = self._orb.detectAndCompute(gray, visible)
         self._ref_pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)
         self._ref_desc = None if desc is None else np.asarray(desc, dtype=np.uint8)
         return len(kps)
@@ -186,10 +215,12 @@ class _Features:
     def reference_keypoints(self) -> int:
         return 0 if self._ref_pts is None else len(self._ref_pts)
 
-    def motion(self, gray: NDArray[np.uint8]) -> ViewMotion:
+    def motion(self, gray: NDArray[np.uint8], visible: NDArray[np.uint8] | None = None) -> ViewMotion:
+        """How the view moved, from the keypoints where ``visible`` (a mask, 255 = background) is
+        set: the people's keypoints move with them, and a crowd of them outvotes the background."""
         if self._ref_desc is None or self._ref_pts is None:
             return ViewMotion(0.0, 0.0, 0, 0, 0)
-        kps, desc = self._orb.detectAndCompute(gray, None)
+        kps, desc = self._orb.detectAndCompute(gray, visible)
         if desc is None or len(kps) < 3:
             return ViewMotion(0.0, 0.0, 0, 0, len(kps))
         matches = self._matcher.match(self._ref_desc, desc)
@@ -227,6 +258,8 @@ class TamperDetector:
         """Forget the reference (after an intended camera move); the next good frames become it."""
         self._ref_count = 0
         self._ref_sum: NDArray[np.float64] | None = None
+        self._ref_background_sum: NDArray[np.float64] | None = None
+        self._ref_background_count: NDArray[np.float64] | None = None
         self._ref_sharp_sum = 0.0
         self._ref_gray: NDArray[np.float32] | None = None
         self._ref_edges: NDArray[np.bool_] | None = None
@@ -256,9 +289,14 @@ class TamperDetector:
             )
         self._last_time = at
 
-    def update(self, frame_bgr: NDArray[np.uint8], at: float) -> list[TamperChange]:
+    def update(
+        self, frame_bgr: NDArray[np.uint8], at: float, people: Sequence[Box] = ()
+    ) -> list[TamperChange]:
         """Judge one frame captured at ``at`` (seconds; capture times of one camera never go back:
-        an earlier one raises :class:`TamperError` ``time_backwards``). A garbage frame is counted in
+        an earlier one raises :class:`TamperError` ``time_backwards``). ``people``: boxes (frame
+        pixels) of people detected in it, left out of the "moved" checks: walkers close to the lens
+        hide the background and bring keypoints and edges of their own, and a courtyard with two
+        of them crossing it otherwise looks like another view. A garbage frame is counted in
         ``bad_frames``, logged, and otherwise ignored."""
         self._check_time(at)
         try:
@@ -286,34 +324,51 @@ class TamperDetector:
         defocused = moved = False
         judged = False  # covered or still learning: no evidence either way, states are held
         defocus_reason = moved_reason = ""
+        visible = _background_mask(gray.shape, frame.shape[1], people)
         if not covered and self._ref_gray is None:
-            self._learn(gray, sharp)
+            self._learn(gray, sharp, visible)
         elif not covered and self._ref_gray is not None and self._ref_sharpness is not None:
             if gray.shape != self._ref_gray.shape:
                 # Resolution changed (camera reconfigured): a new view, judged from scratch.
                 log.info("camera %s: frame size changed, relearning the tamper reference", self.camera_id)
                 self.relearn()
-                self._learn(gray, sharp)
+                self._learn(gray, sharp, _background_mask(gray.shape, frame.shape[1], people))
             else:
                 judged = True
                 ref_sharp = self._ref_sharpness
                 defocused = sharp < cfg.defocus_ratio * ref_sharp
                 rel = sharp / max(ref_sharp, 1e-9)
                 defocus_reason = f"sharpness {sharp:.3f} is {rel:.0%} of the usual {ref_sharp:.3f}"
-                motion = self._features.motion(gray)
+                motion = self._features.motion(gray, visible)
                 shift_px, angle, inliers = motion.displacement_px, motion.angle_deg, motion.inliers
                 width = gray.shape[1]
                 trusted = motion.inliers >= cfg.min_inliers
                 shifted = trusted and shift_px > cfg.moved_shift_frac * width
                 overlap = (
-                    edge_overlap(self._ref_edges, edge_map(gray)) if self._ref_edges is not None else 1.0
+                    edge_overlap(
+                        self._ref_edges,
+                        edge_map(gray),
+                        visible=None if visible is None else visible > 0,
+                    )
+                    if self._ref_edges is not None
+                    else 1.0
                 )
                 # Without a trusted match: a picture full of features of which almost none match the
                 # reference is another view; in a plain scene (few features) the edges tell. A blurred
-                # picture loses both, so neither is used while it is defocused.
+                # picture loses both, so neither is used while it is defocused. But a few matches
+                # that agree on an unmoved view, with the edges in place, are the same view partly
+                # hidden (people in front of the camera): chance matches of another view agree on
+                # no motion at all.
                 plenty = 3 * cfg.min_inliers
-                unrecognised = motion.keypoints >= plenty and self._features.reference_keypoints >= plenty
                 lost_edges = overlap < cfg.edge_overlap_min
+                held = (
+                    motion.inliers >= cfg.min_inliers // 2
+                    and shift_px <= cfg.moved_shift_frac * width
+                    and not lost_edges
+                )
+                unrecognised = (
+                    motion.keypoints >= plenty and self._features.reference_keypoints >= plenty and not held
+                )
                 moved = shifted or (not trusted and not defocused and (unrecognised or lost_edges))
                 if shifted:
                     moved_reason = (
@@ -339,18 +394,33 @@ class TamperDetector:
         )
         return changes
 
-    def _learn(self, gray: NDArray[np.uint8], sharp: float) -> None:
+    def _learn(self, gray: NDArray[np.uint8], sharp: float, visible: NDArray[np.uint8] | None) -> None:
+        """Fold one good frame into the reference. The people in it are left out: the reference is
+        the background wherever any learning frame showed it (walkers averaged in would leave ghosts
+        whose keypoints and edges no later frame has), and the picture's plain mean where none did."""
         g = gray.astype(np.float64)
-        self._ref_sum = g if self._ref_sum is None else self._ref_sum + g
+        seen = np.ones(g.shape) if visible is None else (visible > 0).astype(np.float64)
+        if self._ref_sum is None or self._ref_background_sum is None or self._ref_background_count is None:
+            self._ref_sum, self._ref_background_sum, self._ref_background_count = g, g * seen, seen
+        else:
+            self._ref_sum = self._ref_sum + g
+            self._ref_background_sum = self._ref_background_sum + g * seen
+            self._ref_background_count = self._ref_background_count + seen
         self._ref_sharp_sum += sharp
         self._ref_count += 1
         if self._ref_count >= self.config.reference_frames:
-            mean_gray = self._ref_sum / self._ref_count
+            shown = self._ref_background_count > 0
+            mean_gray = np.where(
+                shown,
+                self._ref_background_sum / np.maximum(self._ref_background_count, 1.0),
+                self._ref_sum / self._ref_count,
+            )
+            reference = np.clip(mean_gray, 0, 255).astype(np.uint8)
             self._ref_gray = mean_gray.astype(np.float32)
-            self._ref_edges = edge_map(np.clip(mean_gray, 0, 255).astype(np.uint8))
+            self._ref_edges = edge_map(reference) & shown
             self._ref_sharpness = self._ref_sharp_sum / self._ref_count
-            self._features.set_reference(np.clip(mean_gray, 0, 255).astype(np.uint8))
-            self._ref_sum = None
+            self._features.set_reference(reference, None if shown.all() else shown.astype(np.uint8) * 255)
+            self._ref_sum = self._ref_background_sum = self._ref_background_count = None
             log.info(
                 "camera %s: tamper reference learned (sharpness %.3f)", self.camera_id, self._ref_sharpness
             )
