@@ -3,8 +3,9 @@
 A simulated EM4100 reader writes each card's bytes into a pty; the agent's driver decodes it, the
 gate decides from a roster of 10,000 people, and the turnstile driver writes the open command into
 another pty, where the simulated turnstile timestamps it. The two simulators run in a process of
-their own, as real devices do, so their own work never waits on the agent's threads. The baseline, measured in the same run, is
-the bare wire: the same two frames through two pty pairs read by a blocking thread, with no agent.
+their own, as real devices do, so their own work never waits on the agent's threads. The baseline,
+measured in the same run, is the bare wire: the same two frames through two pty pairs read by a
+blocking thread, with no agent.
 Bar (DESIGN.md): p99 < 10 ms excluding the wire time.
 
 With ``--cameras N`` (issue 15): the same swipes with no cameras and then while N cameras are

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vision.classroom_clip import FACE_PX, RollCallClip, enrol_scene_people, rollcall_clip
+from vision.classroom_clip import FRAME_SIZE, RollCallClip, enrol_scene_people, face_sizes, rollcall_clip
 from vision.config import FaceDetectorConfig, FacePipelineConfig, QualityConfig
 from vision.face_camera import FaceCamera
 from vision.face_detect import FaceDetector
@@ -111,6 +111,12 @@ def main() -> None:
         help="candidate QualityConfig.min_face_px values, comma-separated (default %(default)s)",
     )
     parser.add_argument(
+        "--frame-size",
+        default=f"{FRAME_SIZE[0]}x{FRAME_SIZE[1]}",
+        help="the classroom camera's resolution, WxH (default %(default)s; 2560x1440: a 4 MP camera "
+        "behind the same lens, every face larger by the ratio of the widths)",
+    )
+    parser.add_argument(
         "--max-side",
         type=int,
         default=FaceDetectorConfig().max_side,
@@ -118,6 +124,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     candidates = sorted(float(v) for v in args.min_face_px.split(","))
+    frame_size = tuple(int(v) for v in args.frame_size.lower().split("x"))
+    if len(frame_size) != 2:
+        raise SystemExit(f"--frame-size {args.frame_size!r}: expected WxH, like 2560x1440")
+    smallest, largest = face_sizes(frame_size)
     started = time.perf_counter()
     detector, embedder = FaceDetector(), FaceEmbedder()
     # Enrollment photos are detected as `edge-agent enroll` does; only the camera's input size varies.
@@ -126,14 +136,15 @@ def main() -> None:
     people = enrollment.people
     if len(people) < 4:
         raise SystemExit(f"only {len(people)} people pass the enrollment gate in {args.scenes}")
-    clips = [rollcall_clip(people, seating_seed=seed) for seed in range(args.seatings)]
+    clips = [rollcall_clip(people, seating_seed=seed, frame_size=frame_size) for seed in range(args.seatings)]
     absent = clips[0].absent
     enrolled = {p.person_id for p in people}
     refused = ", ".join(f"{r} {n}" for r, n in enrollment.refused.most_common())
     print(
         f"{len(people)} people enrolled (3 templates each; faces refused by the enrollment gate: "
         f"{refused}); absent (left out of every clip): {', '.join(absent)}; {len(clips)} seatings of "
-        f"{len(clips[0].seats)} present students, faces {FACE_PX[0]:g}–{FACE_PX[1]:g} px, "
+        f"{len(clips[0].seats)} present students in a {frame_size[0]}x{frame_size[1]} picture, faces "
+        f"{smallest:g}–{largest:g} px, "
         f"{len(clips[0].frames)} frames each ({clips[0].times[-1] + clips[0].times[1]:g} s); face "
         f"detector input {args.max_side} px on the long side.\n"
     )

@@ -39,6 +39,7 @@ from edge_agent.security import Alert, SecurityRules
 from sync import Event, Severity, utc_now
 from vision import (
     FaceCamera,
+    FaceDetector,
     FaceFrameResult,
     IdentityDecision,
     PersonDetector,
@@ -233,10 +234,17 @@ class CameraWorker(_Worker):
         self._recent_card = recent_card
         self.last_activity = monotonic()
         self._models = models
+        detector = models.detector
+        if self.config.detector_max_side is not None:
+            # The agent's ONNX session (one copy of the model in memory); only the input size is ours.
+            detector = FaceDetector(
+                detector.config.model_copy(update={"max_side": self.config.detector_max_side}),
+                model=detector.model,
+            )
         self.pipeline = FaceCamera(
             setup.id,
             models.gallery,
-            detector=models.detector,
+            detector=detector,
             embedder=models.embedder,
             config=self.config.pipeline,
             tracker=self.config.tracker,

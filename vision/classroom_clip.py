@@ -12,7 +12,8 @@ its own consented photos (``scenes_dir``).
 - **The room**: a 1280x720 camera at the front, above the board, looking at rows of desks. Back rows
   are further away, so faces grow row by row towards the camera: the present students get face sizes
   spread evenly (geometrically) over ``FACE_PX`` and sit in rows by size, a seeded seating deciding
-  who gets which size.
+  who gets which size. ``frame_size`` puts a camera with more pixels behind the same lens (a 4 MP
+  2560x1440 classroom camera): the same room, every face larger by the ratio of the widths.
 - **Each frame**: every student's head-and-shoulders crop (tight, margin ``TIGHT_MARGIN``) scaled so
   the detected face has its seat's size, with a small random walk of the head (a few pixels, a couple
   of degrees of tilt: people shift and look around), the desks in front, sensor noise and the
@@ -153,15 +154,22 @@ class Seat:
     face_px: float
 
 
-def seating(person_ids: Sequence[str], seed: int = 0) -> list[Seat]:
-    """Seats for ``person_ids``, back row first: sizes spread geometrically over ``FACE_PX``, the
-    smallest at the back (top of the frame), a seeded shuffle deciding who sits where."""
+def face_sizes(frame_size: tuple[int, int] = FRAME_SIZE) -> tuple[float, float]:
+    """``FACE_PX`` as a camera of ``frame_size`` behind the same lens sees them."""
+    scale = frame_size[0] / FRAME_SIZE[0]
+    return FACE_PX[0] * scale, FACE_PX[1] * scale
+
+
+def seating(person_ids: Sequence[str], seed: int = 0, frame_size: tuple[int, int] = FRAME_SIZE) -> list[Seat]:
+    """Seats for ``person_ids``, back row first: sizes spread geometrically over
+    :func:`face_sizes`, the smallest at the back (top of the frame), a seeded shuffle deciding who
+    sits where."""
     rng = np.random.default_rng(seed)
     order = [person_ids[i] for i in rng.permutation(len(person_ids))]
-    sizes = np.geomspace(FACE_PX[0], FACE_PX[1], len(order)).tolist()
-    width = FRAME_SIZE[0]
+    sizes = np.geomspace(*face_sizes(frame_size), len(order)).tolist()
+    width = frame_size[0]
     seats: list[Seat] = []
-    y, previous_size = BACK_ROW_Y * FRAME_SIZE[1], 0.0
+    y, previous_size = BACK_ROW_Y * frame_size[1], 0.0
     for row, first in enumerate(range(0, len(order), SEATS_PER_ROW)):
         row_ids, row_sizes = order[first : first + SEATS_PER_ROW], sizes[first : first + SEATS_PER_ROW]
         if row:
@@ -177,10 +185,10 @@ def seating(person_ids: Sequence[str], seed: int = 0) -> list[Seat]:
     return seats
 
 
-def classroom_background(seed: int = 0) -> Image:
+def classroom_background(seed: int = 0, frame_size: tuple[int, int] = FRAME_SIZE) -> Image:
     """The empty room as the front camera sees it: back wall with a window band, a floor, noise.
     The desks are drawn with the students (in front of them), in :func:`render_frame`."""
-    width, height = FRAME_SIZE
+    width, height = frame_size
     rng = np.random.default_rng(seed)
     room = np.zeros((height, width, 3), np.float32)
     wall = int(height * 0.45)
@@ -250,7 +258,7 @@ def render_frame(
             frame = composite(frame, turned, centre)
         # The desk top sits at chest height, half a face below the chin of the row's largest face.
         top = int(row_y + 1.0 * row_size)
-        cv2.rectangle(frame, (0, top), (FRAME_SIZE[0] - 1, top + int(0.5 * row_size)), (45, 70, 105), -1)
+        cv2.rectangle(frame, (0, top), (room.shape[1] - 1, top + int(0.5 * row_size)), (45, 70, 105), -1)
     noisy = frame.astype(np.float32) + rng.normal(0, NOISE_SIGMA, frame.shape).astype(np.float32)
     return jpeg_roundtrip(np.clip(noisy, 0, 255).astype(np.uint8), JPEG_QUALITY)
 
@@ -262,14 +270,16 @@ def rollcall_clip(
     fps: float = 5.0,
     absent_seed: int = 0,
     seating_seed: int = 0,
+    frame_size: tuple[int, int] = FRAME_SIZE,
 ) -> RollCallClip:
     """The roll-call clip of ``people`` (see the module docstring). ``absent_seed`` fixes who is left
-    out, ``seating_seed`` who sits where (and the head movements and noise)."""
+    out, ``seating_seed`` who sits where (and the head movements and noise), ``frame_size`` the
+    camera's resolution (same lens: faces scale with the width)."""
     by_id = {p.person_id: p for p in people}
     absent = choose_absent(list(by_id), absent_seed)
-    seats = seating([pid for pid in sorted(by_id) if pid not in absent], seating_seed)
+    seats = seating([pid for pid in sorted(by_id) if pid not in absent], seating_seed, frame_size)
     students = [(seat, *_scaled(by_id[seat.person_id], seat.face_px)) for seat in seats]
-    room = classroom_background(seating_seed)
+    room = classroom_background(seating_seed, frame_size)
     rng = np.random.default_rng(seating_seed)
     offsets = np.zeros((len(seats), 3))
     step = np.array([[HEAD_STEP_PX * s.face_px, HEAD_STEP_PX * s.face_px, TILT_STEP_DEG] for s in seats])
@@ -294,6 +304,7 @@ __all__ = [
     "choose_absent",
     "classroom_background",
     "enrol_scene_people",
+    "face_sizes",
     "render_frame",
     "rollcall_clip",
     "seating",

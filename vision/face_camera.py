@@ -62,6 +62,11 @@ class FaceCamera:
         self._tracker = FaceTracker(tracker)
 
     @property
+    def detector(self) -> FaceDetector:
+        """The face detector this camera runs (its ``config.max_side`` is this camera's input size)."""
+        return self._pipeline.detector
+
+    @property
     def counters(self) -> Counter[str]:
         """Frames, faces and quality rejections counted by the pipeline (for metrics)."""
         return self._pipeline.counters

@@ -196,6 +196,15 @@ class FaceAnalysisConfig(BaseModel):
     pipeline: FacePipelineConfig = Field(
         default_factory=FacePipelineConfig, description="Motion gate, quality gate and per-camera threshold."
     )
+    detector_max_side: int | None = Field(
+        None,
+        ge=64,
+        le=4096,
+        description="The face detector's input on this camera: the frame's long side scaled to at most "
+        "this (null: the agent's, 640). A roll-call camera whose back-row faces are small in a 4 MP "
+        "picture wants 1280 (docs/FACE_ACCURACY.md, 'Minimum face size'); the detector's cost grows "
+        "with its square.",
+    )
     tracker: FaceTrackerConfig = Field(
         default_factory=FaceTrackerConfig, description="Voting over frames before an identity is decided."
     )

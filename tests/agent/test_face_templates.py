@@ -10,6 +10,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
 
 from edge_agent.config import FaceSettings
 from edge_agent.face_templates import FaceTemplateStore, parse_key
@@ -175,3 +176,38 @@ def test_face_and_card_within_the_window_is_face_plus_card(tmp_path: Path) -> No
     assert methods == {"alice": "face+card", "bob": "face"}
     assert len(emitted) == 2  # once per person per session
     assert emitted[0].data["confidence"] == round(1 - 0.3 / service.gallery.threshold, 4)
+
+
+def test_a_camera_can_run_the_face_detector_at_its_own_input_size(tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from pydantic import ValidationError
+
+    from edge_agent.attendance import AttendanceBook
+    from edge_agent.cameras import CameraWorker
+    from edge_agent.config import CameraSetup
+
+    service = FaceService(FaceTemplateStore(tmp_path, parse_key(secrets.token_hex(32), "k")), FaceSettings())
+
+    def worker(face: dict[str, Any]) -> CameraWorker:
+        return CameraWorker(
+            CameraSetup.model_validate({"device": {"kind": "camera_sim", "id": "room-12"}, "face": face}),
+            models=service.models,
+            person=lambda person_id: None,
+            attendance=AttendanceBook(tmp_path),
+            emit=lambda event, attachment=None: None,
+            source=lambda d: f"campus/s/g/{d}",
+            timezone=ZoneInfo("UTC"),
+            recent_card=lambda gate, person, window: False,
+        )
+
+    default, rollcall = worker({}), worker({"detector_max_side": 1280})
+    assert default.pipeline.detector is service.models.detector
+    assert default.pipeline.detector.config.max_side == 640
+    assert rollcall.pipeline.detector.config.max_side == 1280
+    # The agent's ONNX session, not a second copy of the model.
+    assert rollcall.pipeline.detector.model is service.models.detector.model
+    with pytest.raises(ValidationError, match="detector_max_side"):
+        CameraSetup.model_validate(
+            {"device": {"kind": "camera_sim", "id": "c"}, "face": {"detector_max_side": 32}}
+        )

@@ -18,6 +18,7 @@ from vision.classroom_clip import (
     Enrollment,
     choose_absent,
     enrol_scene_people,
+    face_sizes,
     rollcall_clip,
 )
 from vision.face_camera import FaceCamera
@@ -71,6 +72,18 @@ def test_a_quarter_is_left_out_and_everyone_else_is_seated(enrollment: Enrollmen
     # Back rows (higher in the frame) hold the smaller faces.
     by_row = sorted(clip.seats, key=lambda s: s.centre[1])
     assert [s.face_px for s in by_row] == sorted(s.face_px for s in by_row)
+
+
+def test_a_camera_with_more_pixels_sees_the_same_room_with_larger_faces(enrollment: Enrollment) -> None:
+    small = rollcall_clip(enrollment.people, seconds=0.2)
+    large = rollcall_clip(enrollment.people, seconds=0.2, frame_size=(2560, 1440))
+    assert small.frames[0].shape == (720, 1280, 3) and large.frames[0].shape == (1440, 2560, 3)
+    assert face_sizes((2560, 1440)) == (2 * FACE_PX[0], 2 * FACE_PX[1])
+    # Same seats, same people, every position and size doubled.
+    assert [s.person_id for s in large.seats] == [s.person_id for s in small.seats]
+    for a, b in zip(small.seats, large.seats, strict=True):
+        assert b.face_px == pytest.approx(2 * a.face_px)
+        assert b.centre == pytest.approx((2 * a.centre[0], 2 * a.centre[1]))
 
 
 def test_no_absent_student_is_marked_present(
