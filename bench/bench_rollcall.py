@@ -1,7 +1,7 @@
 """Roll-call accuracy on a classroom clip built from the project's photos, and the minimum face size.
 
     .venv/bin/python bench/bench_rollcall.py [--scenes DIR] [--seatings N] [--min-face-px 16,20,...]
-        [--max-side PX]
+        [--max-side PX] [--frame-size WxH] [--seconds S]
 
 The clip is :mod:`vision.classroom_clip`'s: every person of the scene photos who passes the
 enrollment gate is enrolled with all three templates, a fixed seeded quarter of them stays out of the
@@ -106,6 +106,12 @@ def main() -> None:
     parser.add_argument("--scenes", type=Path, default=SCENES_DIR, help="folder of sample*.jpg photos")
     parser.add_argument("--seatings", type=int, default=8, help="clips with different seatings (default 8)")
     parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="length of each clip (default %(default)s s; a roll-call is closed minutes into a lesson)",
+    )
+    parser.add_argument(
         "--min-face-px",
         default=",".join(f"{v:g}" for v in DEFAULT_CANDIDATES),
         help="candidate QualityConfig.min_face_px values, comma-separated (default %(default)s)",
@@ -136,7 +142,10 @@ def main() -> None:
     people = enrollment.people
     if len(people) < 4:
         raise SystemExit(f"only {len(people)} people pass the enrollment gate in {args.scenes}")
-    clips = [rollcall_clip(people, seating_seed=seed, frame_size=frame_size) for seed in range(args.seatings)]
+    clips = [
+        rollcall_clip(people, seconds=args.seconds, seating_seed=seed, frame_size=frame_size)
+        for seed in range(args.seatings)
+    ]
     absent = clips[0].absent
     enrolled = {p.person_id for p in people}
     refused = ", ".join(f"{r} {n}" for r, n in enrollment.refused.most_common())
