@@ -171,6 +171,12 @@ class IdentityService:
         self._digest: tuple[str, int] | None = None
         self._checking = threading.Lock()  # the roster's thread and the periodic check
         self._trusted = roster.recovery is None and roster.version > 0
+        self._handled_version = roster.version
+        """The last roster version whose leavers :meth:`on_roster_applied` has dealt with. The roster
+        swaps in a new version before it calls the follow-ups, so a check in another thread can see a
+        leaver gone first: it leaves them alone until then, and the leaver's deletion is one audit
+        record with everything in it (not the templates under ``not_in_roster`` and the rest,
+        templates 0, under ``roster_delta``)."""
         """Whether the roster held is the centre's current one as far as we know. An empty roster,
         or one restored from an older copy after corruption, would make everyone's templates look
         like a leaver's: nothing is deleted by the check until a roster version is applied."""
@@ -210,27 +216,33 @@ class IdentityService:
         """A roster version was applied: the persons who left lose everything held of them, then
         templates are checked against the new consent records."""
         reason = ROSTER_REASONS[result.kind]
-        self._trusted = True
-        faces = self._faces()
-        removed = result.removed_persons
-        # Thousands may leave in one snapshot: the stores are asked once who they hold.
-        named = self.alerts.persons_named() if removed else set()
-        holding = faces.store.person_ids() if faces is not None and removed else set()
-        for person_id in removed:
-            deletion = delete_person_data(
-                person_id,
-                reason,
-                delete_templates=faces.delete_templates
-                if faces is not None and person_id in holding
-                else None,
-                attendance=self.attendance,
-                alerts=self.alerts,
-                alerts_named=named,
-            )
-            self._audit(deletion)
-        if removed:
-            self.anti_passback.forget(set(removed))
-        self.check()
+        with self._checking:
+            self._trusted = True
+            faces = self._faces()
+            removed = result.removed_persons
+            # Thousands may leave in one snapshot: the stores are asked once who they hold.
+            named = self.alerts.persons_named() if removed else set()
+            holding = faces.store.person_ids() if faces is not None and removed else set()
+            try:
+                for person_id in removed:
+                    deletion = delete_person_data(
+                        person_id,
+                        reason,
+                        delete_templates=faces.delete_templates
+                        if faces is not None and person_id in holding
+                        else None,
+                        attendance=self.attendance,
+                        alerts=self.alerts,
+                        alerts_named=named,
+                    )
+                    self._audit(deletion)
+                if removed:
+                    self.anti_passback.forget(set(removed))
+            finally:
+                # Even after a failure here (logged by the roster): the checks then delete the
+                # templates of whoever is left over, as not in the roster.
+                self._handled_version = result.version
+            self._check()
         self.wake()
 
     def wake(self) -> None:
@@ -253,10 +265,12 @@ class IdentityService:
         elif faces is not None:
             index = self.roster.index
             now = self.clock.now()
+            # A version whose follow-up has not run yet: its leavers are that follow-up's to delete.
+            leavers_handled = index.version == self._handled_version
             for person_id in sorted(faces.store.person_ids()):
                 person = index.persons.get(person_id)
                 why = "not_in_roster" if person is None else person.consent_refusal(CONSENT_USE, now)
-                if why is None:
+                if why is None or (person is None and not leavers_handled):
                     continue
                 deletion = delete_person_data(
                     person_id,

@@ -247,6 +247,37 @@ async def _absent_and_dropped_scope(s: _Setup) -> None:
         await service.stop()
 
 
+def test_a_check_between_the_roster_swap_and_its_follow_up_leaves_the_leaver_to_it(setup: _Setup) -> None:
+    asyncio.run(asyncio.wait_for(_check_during_a_departure(setup), 60))
+
+
+async def _check_during_a_departure(s: _Setup) -> None:
+    # The defect (seen as a flaky agent test): the roster swaps in the new version, then calls its
+    # follow-ups; the periodic check, in another thread at that moment, saw alice gone and deleted
+    # her templates as "not_in_roster", and the leaver's own audit then said "templates: 0". Here the
+    # check runs at exactly that moment, from a follow-up registered ahead of the service's.
+    s.roster.apply_snapshot(
+        RosterSnapshot.model_validate(data.snapshot([data.person("alice"), data.person("bob")]))
+    )
+    data.store_templates(s.store, s.faces_data, "alice", "bob")
+    s.faces = await asyncio.to_thread(FaceService, s.store, FaceSettings(), roster=lambda: s.roster.index)
+    service = s.service()
+    early: list[list[Any]] = []
+    s.roster.on_applied.append(lambda result: early.append(service.check()))
+    await service.start()
+    try:
+        await asyncio.to_thread(s.roster.apply_delta, _delta(2, delete={"persons": ["alice"]}))
+        assert early == [[]]  # alice was not in the roster any more, and the check left her alone
+        assert s.store.person_ids() == {"bob"}
+        [alice] = s.audits()
+        assert alice["subject"] == "alice" and alice["reason"] == "roster_delta"
+        assert alice["deleted"]["templates"] == 1
+        # Once the follow-up has run, a check deletes leftovers of people not in the roster again.
+        assert service.check() == []
+    finally:
+        await service.stop()
+
+
 def test_a_face_match_of_a_person_who_left_is_ignored_and_counted(setup: _Setup) -> None:
     s = setup
     s.roster.apply_snapshot(RosterSnapshot.model_validate(data.snapshot([data.person("alice")])))
