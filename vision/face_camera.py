@@ -4,6 +4,7 @@ gate, detect, quality, align, embed, match) and the tracker that votes over fram
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -105,9 +106,17 @@ def process_cameras(
         camera._pipeline.gallery = camera._gallery()  # read at every frame: enrolments apply at once
     outcomes = process_frames([(camera._pipeline, frame, at) for camera, frame, at in jobs])
     results: list[FaceFrameResult | VisionError] = []
+    claimed: set[int] = set()
     for (camera, _, at), outcome in zip(jobs, outcomes, strict=True):
         if isinstance(outcome, VisionError):
-            outcome.camera_id = outcome.camera_id or camera.camera_id
+            if id(outcome) in claimed:
+                # One failed model run is the error of every frame in it: each camera gets its own
+                # copy, naming it (the shared one already names the first camera).
+                outcome = copy.copy(outcome)
+                outcome.camera_id = camera.camera_id
+            else:
+                claimed.add(id(outcome))
+                outcome.camera_id = outcome.camera_id or camera.camera_id
             results.append(outcome)
         else:
             results.append(camera._decide(outcome, at))

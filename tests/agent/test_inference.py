@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from vision.config import FaceDetectorConfig
 from vision.face_camera import process_cameras
 from vision.face_detect import FaceDetector
 from vision.face_embed import FaceEmbedder
+from vision.runtime import InferenceError
 from vision.scenes import load_photo as load_scene
 
 EPOCH = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
@@ -326,6 +328,27 @@ def test_a_bad_frame_in_a_batch_costs_only_its_own_camera(
     results = process_cameras([(cams[0], bad, 1.0), (cams[1], good, 1.0)])
     assert isinstance(results[0], Exception) and getattr(results[0], "camera_id", "") == "cam-0"
     assert not isinstance(results[1], Exception) and results[1].faces
+
+
+def test_a_failed_model_run_is_an_error_of_each_camera_in_it_naming_that_camera(
+    face_models: tuple[FaceDetector, FaceEmbedder],
+) -> None:
+    # ONNX Runtime failing mid-run cannot be provoked with valid inputs: a detector standing in for
+    # the real one raises what the real one raises then (vision.runtime.InferenceError).
+    detector, embedder = face_models
+
+    class FailingDetector(FaceDetector):
+        def detect_many(self, frames: Sequence[np.ndarray]) -> list[list[Any]]:
+            raise InferenceError("the runtime gave up", model_id=self.model.model_id)
+
+    failing = FailingDetector(detector.config, model=detector.model)
+    gallery = Gallery(embedder.model_id)
+    frame = np.ascontiguousarray(cv2_resize(load_scene("sample2.jpg"), (640, 427)))
+    cams = [FaceCamera(f"cam-{i}", gallery, detector=failing, embedder=embedder) for i in range(3)]
+    results = process_cameras([(cam, frame, 1.0) for cam in cams])
+    assert [getattr(r, "camera_id", None) for r in results] == ["cam-0", "cam-1", "cam-2"]
+    assert all(isinstance(r, InferenceError) and r.code == "inference_failed" for r in results)
+    assert all(str(r) == "the runtime gave up" for r in results)
 
 
 def cv2_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
