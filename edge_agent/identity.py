@@ -171,15 +171,15 @@ class IdentityService:
         self._digest: tuple[str, int] | None = None
         self._checking = threading.Lock()  # the roster's thread and the periodic check
         self._trusted = roster.recovery is None and roster.version > 0
+        """Whether the roster held is the centre's current one as far as we know. An empty roster,
+        or one restored from an older copy after corruption, would make everyone's templates look
+        like a leaver's: nothing is deleted by the check until a roster version is applied."""
         self._handled_version = roster.version
         """The last roster version whose leavers :meth:`on_roster_applied` has dealt with. The roster
         swaps in a new version before it calls the follow-ups, so a check in another thread can see a
         leaver gone first: it leaves them alone until then, and the leaver's deletion is one audit
         record with everything in it (not the templates under ``not_in_roster`` and the rest,
         templates 0, under ``roster_delta``)."""
-        """Whether the roster held is the centre's current one as far as we know. An empty roster,
-        or one restored from an older copy after corruption, would make everyone's templates look
-        like a leaver's: nothing is deleted by the check until a roster version is applied."""
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stale_logged_at: float | None = None
