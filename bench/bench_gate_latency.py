@@ -145,10 +145,9 @@ async def agent_latencies(
     GIL, the event loop) and add that wait to every figure, which no real device does."""
     seed = workdir / "roster.json"
     seed.write_text(json.dumps(roster(persons)))
-    ours, theirs = multiprocessing.get_context("spawn").Pipe()
-    devices = multiprocessing.get_context("spawn").Process(
-        target=devices_process, args=(theirs,), name="bench-devices", daemon=True
-    )
+    spawn = multiprocessing.get_context("spawn")
+    ours, theirs = spawn.Pipe()
+    devices = spawn.Process(target=devices_process, args=(theirs,), name="bench-devices", daemon=True)
     devices.start()
     try:
         reader_url, turnstile_url = await asyncio.to_thread(ours.recv)

@@ -332,7 +332,7 @@ class TamperDetector:
                 # Resolution changed (camera reconfigured): a new view, judged from scratch.
                 log.info("camera %s: frame size changed, relearning the tamper reference", self.camera_id)
                 self.relearn()
-                self._learn(gray, sharp, _background_mask(gray.shape, frame.shape[1], people))
+                self._learn(gray, sharp, visible)
             else:
                 judged = True
                 ref_sharp = self._ref_sharpness

@@ -226,13 +226,19 @@ def test_absent_from_a_snapshot_and_dropped_scope(setup: _Setup) -> None:
     asyncio.run(asyncio.wait_for(_absent_and_dropped_scope(setup), 60))
 
 
-async def _absent_and_dropped_scope(s: _Setup) -> None:
+async def _alice_and_bob_enrolled(s: _Setup) -> IdentityService:
+    """Roster version 1 with alice and bob, both with templates, and the face service over them; the
+    identity service made, not started."""
     s.roster.apply_snapshot(
         RosterSnapshot.model_validate(data.snapshot([data.person("alice"), data.person("bob")]))
     )
     data.store_templates(s.store, s.faces_data, "alice", "bob")
     s.faces = await asyncio.to_thread(FaceService, s.store, FaceSettings(), roster=lambda: s.roster.index)
-    service = s.service()
+    return s.service()
+
+
+async def _absent_and_dropped_scope(s: _Setup) -> None:
+    service = await _alice_and_bob_enrolled(s)
     await service.start()
     try:
         # bob keeps his consent for access only: templates are used for attendance, so they go.
@@ -256,12 +262,7 @@ async def _check_during_a_departure(s: _Setup) -> None:
     # follow-ups; the periodic check, in another thread at that moment, saw alice gone and deleted
     # her templates as "not_in_roster", and the leaver's own audit then said "templates: 0". Here the
     # check runs at exactly that moment, from a follow-up registered ahead of the service's.
-    s.roster.apply_snapshot(
-        RosterSnapshot.model_validate(data.snapshot([data.person("alice"), data.person("bob")]))
-    )
-    data.store_templates(s.store, s.faces_data, "alice", "bob")
-    s.faces = await asyncio.to_thread(FaceService, s.store, FaceSettings(), roster=lambda: s.roster.index)
-    service = s.service()
+    service = await _alice_and_bob_enrolled(s)
     early: list[list[Any]] = []
     s.roster.on_applied.append(lambda result: early.append(service.check()))
     await service.start()
