@@ -14,14 +14,17 @@ checkout such as a git worktree of an earlier commit), side by side.
   one intra-op thread each, the two models alternating as the camera mix asks (half each): model
   runs/s over ``--bare-s``. The agent cannot do more detector runs than this on these cores.
 * Agent runs: ``edge-agent run`` from each tree with the cameras (``kind: camera``, a file URL,
-  ``analysis_fps`` 5), its own data dir with the demo roster and the demo students enrolled, API on
-  a free port. After every camera is online (its ``device.online`` event on MQTT) and a warm-up, two
-  /metrics scrapes ``--seconds`` apart give, per camera, the frames its pipeline took (faces:
-  ``edge_camera_pipeline{name=frames}``, security: ``edge_person_pipeline{name=frames}``) and the
-  detector runs among them (``frames_analysed``, ``detector_runs``; the rest were skipped by a
-  motion gate). Where the tree exposes the shared inference service's metrics
-  (``edge_inference_frames``, ``edge_inference_lag_seconds``), the replaced/stale/failed frames and
-  the capture → analysed lag come from them; a tree without them shows "n/a" there.
+  ``analysis_fps`` 5; the security cameras at ``analysis_width`` ``--security-width``, 640 by
+  default, as docs/CAMERAS.md advises: NanoDet sees 416 px, and a half-size JPEG decode costs a
+  third of a full one; face cameras at the full 1280 px, their crops need it), its own data dir with
+  the demo roster and the demo students enrolled, API on a free port. After every camera is online
+  (its ``device.online`` event on MQTT) and a warm-up, two /metrics scrapes ``--seconds`` apart
+  give, per camera, the frames its pipeline took (faces: ``edge_camera_pipeline{name=frames}``,
+  security: ``edge_person_pipeline{name=frames}``) and the detector runs among them
+  (``frames_analysed``, ``detector_runs``; the rest were skipped by a motion gate). Where the tree
+  exposes the shared inference service's metrics (``edge_inference_frames``,
+  ``edge_inference_lag_seconds``), the replaced/stale/failed frames and the capture → analysed lag
+  come from them; a tree without them shows "n/a" there.
 * Face time to record: the attendance event of each enrolled student on each classroom camera, as
   received on MQTT, minus the moment the student first appears (the camera's first frame is the
   time of its ``device.online`` event, the clip plays in real time, the appearance frame is known).
@@ -204,19 +207,25 @@ def camera_ids(count: int) -> dict[str, str]:
     }
 
 
-def cameras_yaml(clips: Clips, count: int) -> str:
-    """The ``cameras:`` list of ``count`` cameras (see :func:`camera_ids`), 5 analysed frames/s each."""
+def cameras_yaml(clips: Clips, count: int, security_width: int | None = None) -> str:
+    """The ``cameras:`` list of ``count`` cameras (see :func:`camera_ids`), 5 analysed frames/s each;
+    ``security_width``: the security cameras' ``analysis_width`` (their zones drawn on the 720p
+    picture, so with its ``reference_size``)."""
     out = []
     for cam_id, analysis in camera_ids(count).items():
         clip = clips.courtyard if analysis == "security" else clips.classroom
+        shrunk = security_width is not None and analysis == "security"
         out.append(
             f"  - device: {{kind: camera, id: {cam_id}, url: '{clip}', loop: true, "
-            f"analysis_fps: {ANALYSIS_FPS:g}}}\n"
+            f"analysis_fps: {ANALYSIS_FPS:g}"
+            + (f", analysis_width: {security_width}" if shrunk else "")
+            + "}\n"
         )
         if analysis == "security":
             out.append(
                 "    security:\n"
-                "      zones: [{id: yard, points: [[640, 380], [1280, 380], [1280, 720], [640, 720]]}]\n"
+                + (f"      reference_size: [{FRAME_SIZE[0]}, {FRAME_SIZE[1]}]\n" if shrunk else "")
+                + "      zones: [{id: yard, points: [[640, 380], [1280, 380], [1280, 720], [640, 720]]}]\n"
                 "      rules: [{kind: intrusion, id: yard-intrusion, zone: yard, cooldown_s: 30}]\n"
             )
         else:
@@ -230,10 +239,16 @@ def cameras_yaml(clips: Clips, count: int) -> str:
 
 
 def agent_config(
-    workdir: Path, clips: Clips, count: int, api_port: int, providers: str | None = None
+    workdir: Path,
+    clips: Clips,
+    count: int,
+    api_port: int,
+    providers: str | None = None,
+    security_width: int | None = None,
 ) -> Path:
     """The agent's configuration; ``providers`` (e.g. ``openvino,cpu``) sets
-    ``vision.execution_providers`` (the agent's default, CPU, when None)."""
+    ``vision.execution_providers`` (the agent's default, CPU, when None); ``security_width`` as in
+    :func:`cameras_yaml`."""
     from edge_agent.demo import DEMO_CONFIG
 
     path = workdir / f"agent-{count}.yaml"
@@ -242,7 +257,7 @@ def agent_config(
         f"gateway: {{site: bench, id: gw-cams}}\n"
         f"agent: {{data_dir: {workdir / 'data'}, roster_seed: {DEMO_CONFIG.parent / 'demo-roster.json'}, "
         "log_level: warning}\n"
-        f"api: {{port: {api_port}}}\n" + vision + cameras_yaml(clips, count)
+        f"api: {{port: {api_port}}}\n" + vision + cameras_yaml(clips, count, security_width)
     )
     return path
 
@@ -456,12 +471,13 @@ def run_agent(
     seconds: float,
     bare: BareLimit,
     providers: str | None = None,
+    security_width: int | None = None,
 ) -> AgentRun:
     run_dir = workdir / f"run-{count}-{len(list(workdir.glob('run-*')))}"
     run_dir.mkdir()
     shutil.copytree(data_template, run_dir / "data")
     api_port = free_port()
-    config = agent_config(run_dir, clips, count, api_port, providers)
+    config = agent_config(run_dir, clips, count, api_port, providers, security_width)
     metrics_url = f"http://127.0.0.1:{api_port}/metrics"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["EDGE_AGENT_FACE_TEMPLATE_KEY"] = TEMPLATE_KEY
@@ -681,6 +697,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="measured window per agent run")
     parser.add_argument("--warmup", type=float, default=10.0, help="after every camera is online")
     parser.add_argument("--bare-s", type=float, default=10.0, help="bare limit measurement")
+    parser.add_argument(
+        "--security-width",
+        type=int,
+        default=640,
+        help="analysis_width of the security cameras (their MJPEG decoded at half size); 0: the full 1280 px",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 cameras, short windows")
     parser.add_argument(
         "--providers",
@@ -723,6 +745,7 @@ def main() -> None:
                         args.seconds,
                         bare,
                         args.providers,
+                        args.security_width or None,
                     )
                 except (RuntimeError, OSError) as err:
                     # One tree failing (an agent that crashed, /metrics gone) must not lose the others.
@@ -741,7 +764,8 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"clips: {FRAME_SIZE[0]}x{FRAME_SIZE[1]} at {CLIP_FPS:g} fps; cameras: half courtyard (security), "
-        f"half classroom (faces), {ANALYSIS_FPS:g} analysed frames/s requested each; window "
+        f"half classroom (faces), {ANALYSIS_FPS:g} analysed frames/s requested each, security "
+        f"analysed {args.security_width or FRAME_SIZE[0]} px wide, faces {FRAME_SIZE[0]}; window "
         f"{args.seconds:g} s after {args.warmup:g} s of warm-up"
     )
     report(runs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -197,13 +197,29 @@ Reading = (
 """Everything ``driver.readings()`` yields."""
 
 
+class UndecodedPicture(Protocol):
+    """A frame's picture still compressed (an MJPEG packet): its ``shape`` is known from the header,
+    ``decode()`` gives the pixels (decoded once, however many threads ask at once) or raises
+    :class:`~device_drivers.errors.CameraError` (code ``bad_frame``) when the data does not decode."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    def decode(self) -> NDArray[np.uint8]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CameraFrame:
     """A frame for analysis: BGR ``HxWx3`` uint8; ``seq`` counts delivered frames from 1 (gaps are
-    frames replaced before anyone took them); ``received_ns`` is ``time.monotonic_ns()`` at capture."""
+    frames replaced before anyone took them); ``received_ns`` is ``time.monotonic_ns()`` at capture.
+
+    ``picture`` is the pixels, or (an MJPEG camera) the JPEG packet not yet decoded: :attr:`frame`
+    decodes it the first time it is read, so a frame replaced before an inference thread took it
+    is never decoded, and the decoding happens on that thread, not on the capture thread or the
+    event loop. :attr:`shape` never decodes."""
 
     device_id: str
-    frame: NDArray[np.uint8] = field(repr=False, compare=False)
+    picture: NDArray[np.uint8] | UndecodedPicture = field(repr=False, compare=False)
     at: datetime
     seq: int
     received_ns: int = field(default=0, compare=False)
@@ -211,6 +227,28 @@ class CameraFrame:
     """The picture at the main stream's resolution when ``frame`` is smaller (``analysis_width``):
     the decoded frame before it was shrunk, or the JPEG packet (1-D bytes) an MJPEG frame was
     decoded from at a reduced scale. None when ``frame`` is all there is (a sub-stream, no shrink)."""
+
+    @property
+    def frame(self) -> NDArray[np.uint8]:
+        """The pixels (decoded on first use: blocking for a few ms, so read it off the event loop
+        unless :attr:`decoded`). Raises ``CameraError`` (``bad_frame``) for a packet that does
+        not decode."""
+        picture = self.picture
+        if isinstance(picture, np.ndarray):
+            return picture
+        pixels = picture.decode()
+        object.__setattr__(self, "picture", pixels)  # the same array for every reader
+        return pixels
+
+    @property
+    def decoded(self) -> bool:
+        """Whether :attr:`frame` is free to read (the pixels are there)."""
+        return isinstance(self.picture, np.ndarray)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``frame.shape``, without decoding."""
+        return tuple(self.picture.shape)
 
     @property
     def monotonic_s(self) -> float:
@@ -263,5 +301,6 @@ __all__ = [
     "TerminalAttendance",
     "TurnstileEvent",
     "TurnstileEventKind",
+    "UndecodedPicture",
     "utc_now",
 ]

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from device_drivers import CameraError
 from edge_agent.attendance import AttendanceBook, attendance_event
 from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig
 from edge_agent.inference import Analysis, InferenceService, Lane, Outcome, Skipped
@@ -54,6 +55,9 @@ from vision import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
     from device_drivers import CameraFrame
     from edge_agent.faces import FaceModels
     from sync import Person
@@ -128,7 +132,7 @@ class _Worker:
             if outcome.reason == "replaced":
                 self.counters["frames_replaced"] += 1
             return self._nothing()
-        if isinstance(outcome, VisionError):
+        if isinstance(outcome, VisionError | CameraError):  # a model's error, a packet that did not decode
             self._failed(frame, outcome)
             return self._nothing()
         if isinstance(outcome, BaseException):
@@ -185,7 +189,7 @@ class _Worker:
         """:meth:`close`, for the component contract."""
         self.close()
 
-    def _failed(self, frame: CameraFrame, err: VisionError) -> None:
+    def _failed(self, frame: CameraFrame, err: VisionError | CameraError) -> None:
         self.errors += 1
         self.counters["analysis_errors"] += 1
         self.counters[f"analysis_errors_{err.code}"] += 1
@@ -357,20 +361,24 @@ class CameraWorker(_Worker):
 
 def _analyse_faces(
     jobs: Sequence[tuple[Lane[FaceFrameResult], CameraFrame]],
-) -> list[FaceFrameResult | VisionError]:
+) -> list[FaceFrameResult | VisionError | CameraError]:
     """One frame of each of several face cameras, the models run once for all (the service's batch
-    function for the ``faces`` group)."""
-    workers: list[CameraWorker] = [lane.owner for lane, _ in jobs]
-    outcomes = process_cameras(
-        [
-            (worker.pipeline, frame.frame, frame.monotonic_s)
-            for worker, (_, frame) in zip(workers, jobs, strict=True)
-        ]
-    )
-    for worker, outcome in zip(workers, outcomes, strict=True):
+    function for the ``faces`` group). A frame whose packet does not decode fails alone."""
+    outcomes: list[FaceFrameResult | VisionError | CameraError | None] = [None] * len(jobs)
+    batch: list[tuple[int, CameraWorker, NDArray[np.uint8], float]] = []
+    for index, (lane, frame) in enumerate(jobs):
+        try:
+            pixels = frame.frame  # decoded here, on the inference thread
+        except CameraError as err:
+            outcomes[index] = err
+            continue
+        batch.append((index, lane.owner, pixels, frame.monotonic_s))
+    analysed = process_cameras([(worker.pipeline, pixels, at) for _, worker, pixels, at in batch])
+    for (index, worker, _, _), outcome in zip(batch, analysed, strict=True):
+        outcomes[index] = outcome
         if not isinstance(outcome, VisionError):
             worker._observe(outcome)
-    return outcomes
+    return [outcome for outcome in outcomes if outcome is not None]  # every one is set by now
 
 
 class SecurityWorker(_Worker):

@@ -368,10 +368,21 @@ class TamperConfig(BaseModel):
         le=1,
         description="Rate at which the learned sharpness follows the scene while no tamper is active.",
     )
-    trigger_frames: int = Field(
-        default=5, ge=1, le=1000, description="Consecutive frames to turn a state on."
+    check_every_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="The picture checks run on one analysed frame this often (capture time), the "
+        "frames between are not checked: a lens covered or turned away is a state of seconds, and "
+        "each check costs about an eighth of a person detector run. 0 checks every analysed frame. A state "
+        "turns on after trigger_frames checks (5 s at the defaults).",
     )
-    clear_frames: int = Field(default=5, ge=1, le=1000, description="Consecutive frames to turn a state off.")
+    trigger_frames: int = Field(
+        default=5, ge=1, le=1000, description="Consecutive checked frames to turn a state on."
+    )
+    clear_frames: int = Field(
+        default=5, ge=1, le=1000, description="Consecutive checked frames to turn a state off."
+    )
     stream_timeout_s: float = Field(default=10.0, gt=0, description="No frame for this long: stream lost.")
 
 

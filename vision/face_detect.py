@@ -63,9 +63,14 @@ def preprocess(frame_bgr: npt.NDArray[Any], max_side: int) -> tuple[FloatArray, 
         frame_bgr if (nh, nw) == (h, w) else cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_AREA)
     )
     ph, pw = -(-nh // _ALIGN) * _ALIGN, -(-nw // _ALIGN) * _ALIGN
-    blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
-    # BGR -> RGB by reversing the channel axis while transposing HWC -> CHW.
-    blob[0, :, :nh, :nw] = np.asarray(resized, dtype=np.float32)[:, :, ::-1].transpose(2, 0, 1)
+    blob = np.empty((1, 3, ph, pw), dtype=np.float32)
+    # Channel by channel, BGR -> RGB, uint8 straight into the planar float tensor (no HxWx3 float
+    # temporary); only the padding is zeroed.
+    for c in range(3):
+        plane = blob[0, c]
+        plane[:nh, :nw] = resized[:, :, 2 - c]
+        plane[nh:] = 0.0
+        plane[:nh, nw:] = 0.0
     return blob, (w / nw + h / nh) / 2.0
 
 

@@ -101,29 +101,49 @@ def shrink(frame_bgr: NDArray[np.uint8], width: int, height: int) -> NDArray[np.
     return np.asarray(cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
 
 
+def _fit(w: int, h: int, size: int) -> tuple[float, int, int, int, int]:
+    """The letterbox of a ``w`` × ``h`` frame on a ``size``² square: scale, resized size, offsets."""
+    scale = min(size / w, size / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    return scale, nw, nh, (size - nw) // 2, (size - nh) // 2
+
+
+_PAD_BGR = np.round(MEAN_BGR).astype(np.uint8)
+"""The letterbox's border: the mean colour, which the normalisation takes to (nearly) zero."""
+_PAD_INPUT = _PAD_BGR.astype(np.float32) * _INV_STD + _OFFSET
+"""The border as the model sees it (the same float32 arithmetic as the picture's pixels)."""
+
+
 def letterbox(frame_bgr: NDArray[np.uint8], size: int = INPUT_SIZE) -> tuple[NDArray[np.uint8], Letterbox]:
     """Resize keeping the aspect ratio and centre the frame on a ``size``² canvas of the mean colour."""
     h, w = frame_bgr.shape[:2]
-    scale = min(size / w, size / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = shrink(frame_bgr, nw, nh)
+    scale, nw, nh, px, py = _fit(w, h, size)
     canvas = np.empty((size, size, 3), dtype=np.uint8)
-    canvas[:] = np.round(MEAN_BGR).astype(np.uint8)
-    px, py = (size - nw) // 2, (size - nh) // 2
-    canvas[py : py + nh, px : px + nw] = resized
+    canvas[:, :] = _PAD_BGR
+    canvas[py : py + nh, px : px + nw] = shrink(frame_bgr, nw, nh)
     return canvas, Letterbox(scale, px, py, w, h)
 
 
 def preprocess(frame_bgr: NDArray[np.uint8]) -> tuple[NDArray[np.float32], Letterbox]:
-    """Frame (HxWx3 uint8 BGR) → model input ``[1, 3, 416, 416]`` float32 and the letterbox used."""
-    canvas, lb = letterbox(frame_bgr)
-    # Channel by channel straight into the planar tensor: one pass, no HxWx3 float temporaries
-    # (the obvious ``(canvas - mean) / std`` then transpose costs 25x more).
+    """Frame (HxWx3 uint8 BGR) → model input ``[1, 3, 416, 416]`` float32 and the letterbox used:
+    the tensor of :func:`letterbox`'s canvas, made without the canvas. The picture is normalised
+    channel by channel straight into the planar tensor (the obvious ``(canvas - mean) / std`` then
+    transpose costs 25x more) and the border is filled with its constant: a 16:9 frame leaves 44 %
+    of the square as border, which costs nothing to normalise."""
+    h, w = frame_bgr.shape[:2]
+    scale, nw, nh, px, py = _fit(w, h, INPUT_SIZE)
+    resized = shrink(frame_bgr, nw, nh)
     x = np.empty((1, 3, INPUT_SIZE, INPUT_SIZE), np.float32)
     for c in range(3):
-        np.multiply(canvas[:, :, c], _INV_STD[c], out=x[0, c], casting="unsafe")
-        x[0, c] += _OFFSET[c]
-    return x, lb
+        plane = x[0, c]
+        plane[:py] = _PAD_INPUT[c]  # the border: above, below, left, right
+        plane[py + nh :] = _PAD_INPUT[c]
+        plane[py : py + nh, :px] = _PAD_INPUT[c]
+        plane[py : py + nh, px + nw :] = _PAD_INPUT[c]
+        inner = plane[py : py + nh, px : px + nw]
+        np.multiply(resized[:, :, c], _INV_STD[c], out=inner, casting="unsafe")
+        inner += _OFFSET[c]
+    return x, Letterbox(scale, px, py, w, h)
 
 
 def _softmax(x: NDArray[np.float32], axis: int) -> NDArray[np.float32]:

@@ -19,8 +19,10 @@ Each frame is reduced to a small grey image and a few measurements:
   move the clock the frames are judged by (a frame captured before the check but analysed after it
   is still a good frame), so :class:`TamperDetector` sees only frames and their capture times.
 
-Every state is stable: it turns on after ``trigger_frames`` consecutive frames that show it and
-off after ``clear_frames`` consecutive frames that do not, so a single odd frame changes nothing.
+The checks run on one analysed frame per ``check_every_s`` (1 s by default; 0: every frame).
+Every state is stable: it turns on after ``trigger_frames`` consecutive checked frames that show it
+and off after ``clear_frames`` consecutive checked frames that do not, so a single odd frame
+changes nothing.
 The detector reports :class:`TamperChange` transitions; the agent turns them into events.
 """
 
@@ -241,13 +243,17 @@ class _Features:
 
 class TamperDetector:
     """Frame tamper checks (covered, defocused, moved) for one camera: feed every analysed frame to
-    :meth:`update` with its capture time. A lost stream is :class:`StreamWatch`'s job."""
+    :meth:`update` with its capture time; one frame per ``check_every_s`` is checked. A lost
+    stream is :class:`StreamWatch`'s job."""
 
     def __init__(self, camera_id: str, config: TamperConfig | None = None) -> None:
         self.camera_id = camera_id
         self.config = config or TamperConfig()
         self._states: dict[TamperKind, _Hysteresis] = {k: _Hysteresis() for k in _FRAME_KINDS}
         self._last_time: float | None = None
+        self._next_check_at = -math.inf
+        self.checks = 0
+        """Frames checked (one per ``check_every_s``; the others only had their time checked)."""
         self.bad_frames = 0
         """Frames rejected as unusable images (wrong type/shape); counted, never raised to the caller."""
         self.last_metrics: TamperMetrics | None = None
@@ -289,6 +295,18 @@ class TamperDetector:
             )
         self._last_time = at
 
+    def _due(self, at: float) -> bool:
+        """Whether the frame captured at ``at`` is checked (one per ``check_every_s``)."""
+        every = self.config.check_every_s
+        # A fifth of the interval early still counts: capture times jitter, and a camera analysed
+        # at 5 frames/s should be checked on every fifth frame, not on an irregular pattern.
+        if at < self._next_check_at - every / 5:
+            return False
+        behind = at - self._next_check_at >= every
+        self._next_check_at = at + every if behind else self._next_check_at + every
+        self.checks += 1
+        return True
+
     def update(
         self, frame_bgr: NDArray[np.uint8], at: float, people: Sequence[Box] = ()
     ) -> list[TamperChange]:
@@ -299,6 +317,8 @@ class TamperDetector:
         of them crossing it otherwise looks like another view. A garbage frame is counted in
         ``bad_frames``, logged, and otherwise ignored."""
         self._check_time(at)
+        if not self._due(at):
+            return []
         try:
             frame = as_bgr_frame(frame_bgr)
         except InvalidImageError as err:

@@ -11,7 +11,9 @@ reads fail, when a file ends (unless looped), or when no good frame came for ``s
 a fresh one). Reconnects use capped, jittered exponential backoff. Frames of the wrong shape or type
 (a broken decoder, a mis-set stream) are counted and dropped (checked on the frames due for
 analysis: the others are only grabbed, never converted to pixels). An MJPEG source is read as its
-JPEG packets, so the skipped frames are not even decoded (:class:`MjpegPackets`).
+JPEG packets, so the skipped frames are not even decoded (:class:`MjpegPackets`), and the due ones
+are handed over as packets (:class:`JpegPacket`, checked by their header): the inference thread that
+analyses a frame decodes it, and a frame replaced before any thread took it is never decoded.
 
 Use::
 
@@ -79,6 +81,21 @@ def check_frame(frame: object, expected_shape: tuple[int, ...] | None) -> str | 
     return None
 
 
+def check_picture(picture: object, expected_shape: tuple[int, ...] | None) -> str | None:
+    """:func:`check_frame` for decoded pixels; for a JPEG packet, the same checks on the size its
+    header gives (the packet is decoded later, by whoever analyses it)."""
+    if picture is None:
+        return "nothing decodable (a read that failed, or a packet without a JPEG header)"
+    if not isinstance(picture, JpegPacket):
+        return check_frame(picture, expected_shape)
+    height, width, _ = picture.shape
+    if height < 8 or width < 8:
+        return f"frame {width}x{height} too small"
+    if expected_shape is not None and picture.shape != expected_shape:
+        return f"shape {picture.shape} changed from {expected_shape} mid-stream"
+    return None
+
+
 def open_capture(config: CameraConfig) -> CaptureLike:
     """Open ``config.analysis_url`` (the sub-stream if set) with OpenCV; blocking (call from the
     capture thread)."""
@@ -117,7 +134,8 @@ def _fourcc(cap: CaptureLike) -> str:
 
 class MjpegPackets:
     """An MJPEG source (an HTTP camera, a demo clip) read as its compressed JPEG packets: ``grab``
-    takes a packet off the stream without decoding it, ``retrieve`` decodes that one packet.
+    takes a packet off the stream without decoding it, ``retrieve`` decodes that one packet and
+    ``retrieve_packet`` hands it over undecoded (what the driver does).
 
     Every MJPEG frame is a whole JPEG image, so the frames the driver skips (not due at the analysis
     rate) need no decoding at all, which FFmpeg's ``grab`` always does; a still scene analysed at
@@ -128,9 +146,6 @@ class MjpegPackets:
     def __init__(self, capture: cv2.VideoCapture) -> None:
         self._capture = capture
         self._imread_flag = cv2.IMREAD_COLOR  # set by of() from the first packet's width
-        self.last_packet: NDArray[np.uint8] | None = None
-        """The JPEG of the last frame when it was decoded at a reduced scale (evidence decodes it in
-        full on demand); None when frames are decoded in full."""
 
     @classmethod
     def of(
@@ -170,9 +185,18 @@ class MjpegPackets:
             frame = cv2.imdecode(packet, self._imread_flag)
         except cv2.error:
             return False, None
-        reduced = self._imread_flag != cv2.IMREAD_COLOR and frame is not None
-        self.last_packet = np.asarray(packet, dtype=np.uint8).reshape(-1) if reduced else None
         return frame is not None, frame
+
+    def retrieve_packet(self, analysis_width: int | None) -> JpegPacket | None:
+        """The packet taken by the last ``grab``, not decoded (the driver hands it over as it is:
+        the inference thread that takes the frame decodes it); None when it is not a JPEG image
+        with a size in its header (a corrupt packet: the driver counts it as a bad frame)."""
+        ok, packet = self._capture.retrieve()
+        if not ok or packet is None or packet.size == 0:
+            return None
+        return JpegPacket.of(
+            np.asarray(packet, dtype=np.uint8).reshape(-1), self._imread_flag, analysis_width
+        )
 
     def get(self, prop_id: int) -> float:
         return float(self._capture.get(prop_id))
@@ -182,6 +206,118 @@ class MjpegPackets:
 
     def release(self) -> None:
         self._capture.release()
+
+
+_SCALE_OF_FLAG = {
+    cv2.IMREAD_COLOR: 1,
+    cv2.IMREAD_REDUCED_COLOR_2: 2,
+    cv2.IMREAD_REDUCED_COLOR_4: 4,
+    cv2.IMREAD_REDUCED_COLOR_8: 8,
+}
+
+# Start-of-frame markers (baseline, progressive, lossless...): not DHT (C4), JPG (C8) or DAC (CC).
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_SOS, _STANDALONE = 0xDA, frozenset({0x01, *range(0xD0, 0xD9)})
+
+
+def jpeg_size(data: NDArray[np.uint8]) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header, or None when ``data`` does not start
+    like a JPEG image with a size (no SOI, a broken segment, the scan before any frame header).
+    Reads a few header segments, not the image."""
+    head = bytes(data[: 1 << 17])  # the header segments (APPn, DQT, SOF...) come first
+    if head[:2] != b"\xff\xd8":
+        return None
+    i, end = 2, len(head)
+    while i + 4 <= end:
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # a fill byte
+            i += 1
+            continue
+        if marker in _STANDALONE:
+            i += 2
+            continue
+        if marker == _SOS:
+            return None
+        length = int.from_bytes(head[i + 2 : i + 4], "big")
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if i + 9 > end:
+                return None
+            height = int.from_bytes(head[i + 5 : i + 7], "big")
+            width = int.from_bytes(head[i + 7 : i + 9], "big")
+            return (width, height) if width and height else None
+        i += 2 + length
+    return None
+
+
+class JpegPacket:
+    """One MJPEG frame as its JPEG bytes, decoded when first needed (:class:`UndecodedPicture`):
+    ``shape`` is what :meth:`decode` gives, known from the header (at the reduced DCT scale of
+    ``imread_flag``, then shrunk to ``analysis_width`` like any decoded frame)."""
+
+    __slots__ = ("_analysis_width", "_decoded", "_imread_flag", "_lock", "data", "shape")
+
+    def __init__(
+        self,
+        data: NDArray[np.uint8],
+        shape: tuple[int, int, int],
+        imread_flag: int,
+        analysis_width: int | None,
+    ) -> None:
+        self.data = data
+        self.shape = shape
+        self._imread_flag = imread_flag
+        self._analysis_width = analysis_width
+        # A camera with face and security analysis has one frame in two lanes, which two threads
+        # may take at once: the first decodes, the second waits for its pixels (or its error).
+        self._lock = threading.Lock()
+        self._decoded: NDArray[np.uint8] | CameraError | None = None
+
+    @classmethod
+    def of(cls, data: NDArray[np.uint8], imread_flag: int, analysis_width: int | None) -> JpegPacket | None:
+        """``data`` as a packet, or None when its header gives no size."""
+        size = jpeg_size(data)
+        if size is None:
+            return None
+        scale = _SCALE_OF_FLAG[imread_flag]
+        # libjpeg's scaled output rounds up.
+        width, height = -(-size[0] // scale), -(-size[1] // scale)
+        if analysis_width is not None and width > analysis_width:
+            width, height = analysis_width, max(1, round(height * analysis_width / width))
+        return cls(data, (height, width, 3), imread_flag, analysis_width)
+
+    @property
+    def reduced(self) -> bool:
+        """Whether it decodes smaller than the JPEG (then the packet is the full-resolution picture)."""
+        return self._imread_flag != cv2.IMREAD_COLOR
+
+    def decode(self) -> NDArray[np.uint8]:
+        """The pixels, decoded once however many threads ask; ``CameraError`` (``bad_frame``) when
+        the data does not decode to ``shape``."""
+        with self._lock:
+            if self._decoded is None:
+                self._decoded = self._decode()
+            decoded = self._decoded
+        if isinstance(decoded, CameraError):
+            raise decoded
+        return decoded
+
+    def _decode(self) -> NDArray[np.uint8] | CameraError:
+        try:
+            frame = cv2.imdecode(self.data, self._imread_flag)
+        except cv2.error as err:
+            return CameraError(f"a JPEG packet does not decode: {err}", code="bad_frame")
+        if frame is None:
+            return CameraError(f"a JPEG packet ({self.data.size} bytes) does not decode", code="bad_frame")
+        frame = shrink_to_width(np.asarray(frame, dtype=np.uint8), self._analysis_width)
+        if frame.shape != self.shape:
+            return CameraError(
+                f"a JPEG packet decoded to {frame.shape}, its header said {self.shape}", code="bad_frame"
+            )
+        return frame
 
 
 def _reduced_decode_flag(source_width: int, analysis_width: int | None) -> int:
@@ -236,7 +372,9 @@ class Camera:
         self._counter_lock = threading.Lock()
         # The capture thread's newest frame waiting for the loop: one slot, so a busy loop never
         # lets frames (or callbacks carrying them) pile up.
-        self._slot: tuple[int, NDArray[np.uint8], datetime, int, NDArray[np.uint8] | None] | None = None
+        self._slot: (
+            tuple[int, NDArray[np.uint8] | JpegPacket, datetime, int, NDArray[np.uint8] | None] | None
+        ) = None
         self._generation = 0
         self._stop = threading.Event()
         self._wake: asyncio.Event | None = None
@@ -338,7 +476,7 @@ class Camera:
     def _hand_over(
         self,
         generation: int,
-        frame: NDArray[np.uint8],
+        frame: NDArray[np.uint8] | JpegPacket,
         at: datetime,
         received_ns: int,
         original: NDArray[np.uint8] | None = None,
@@ -368,7 +506,7 @@ class Camera:
     def _deliver_frame(
         self,
         generation: int,
-        frame: NDArray[np.uint8],
+        frame: NDArray[np.uint8] | JpegPacket,
         at: datetime,
         received_ns: int,
         original: NDArray[np.uint8] | None,
@@ -548,11 +686,11 @@ class Camera:
             if now_ns < next_due_ns - interval_ns // 5:
                 continue  # not due for analysis: skipped (already taken off the stream, so no lag)
             try:
-                ok, frame = cap.retrieve()
+                picture = self._retrieve(cap)
             except Exception as err:
                 self._count_from_thread(generation, "read_failures")
                 return f"read failed: {err}"
-            problem = check_frame(frame if ok else None, shape)
+            problem = check_picture(picture, shape)
             if problem is not None:
                 consecutive_bad += 1
                 self._count_from_thread(generation, "bad_frames")
@@ -564,19 +702,33 @@ class Camera:
                         consecutive_bad,
                     )
                 continue
+            assert picture is not None  # check_picture passed it
             consecutive_bad = 0
             if shape is None:
-                shape = frame.shape  # as decoded: the next frames are checked against it
+                shape = picture.shape  # as decoded: the next frames are checked against it
                 backoff.reset()
             # The main stream's picture is kept for evidence when the analysed frame is smaller.
-            original = getattr(cap, "last_packet", None) if cfg.substream_url is None else None
-            shrunk = shrink_to_width(frame, cfg.analysis_width)
-            if original is None and shrunk is not frame and cfg.substream_url is None:
-                original = frame
+            original: NDArray[np.uint8] | None = None
+            if isinstance(picture, JpegPacket):
+                if picture.reduced and cfg.substream_url is None:
+                    original = picture.data
+            else:
+                shrunk = shrink_to_width(picture, cfg.analysis_width)
+                if shrunk is not picture and cfg.substream_url is None:
+                    original = picture
+                picture = shrunk
             behind = now_ns - next_due_ns >= interval_ns
             next_due_ns = now_ns + interval_ns if behind else next_due_ns + interval_ns
-            self._hand_over(generation, shrunk, utc_now(), now_ns, original)
+            self._hand_over(generation, picture, utc_now(), now_ns, original)
         return None
+
+    def _retrieve(self, cap: CaptureLike) -> NDArray[np.uint8] | JpegPacket | None:
+        """The grabbed frame: an MJPEG source's packet as it is (decoded by whoever analyses it),
+        any other source's decoded pixels; None when there is nothing usable."""
+        if isinstance(cap, MjpegPackets):
+            return cap.retrieve_packet(self.config.analysis_width)
+        ok, frame = cap.retrieve()
+        return frame if ok else None
 
 
 def _rewind(cap: CaptureLike) -> bool:

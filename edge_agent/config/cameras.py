@@ -202,8 +202,8 @@ class FaceAnalysisConfig(BaseModel):
         le=4096,
         description="The face detector's input on this camera: the frame's long side scaled to at most "
         "this (null: the agent's, 640). A roll-call camera whose back-row faces are small in a 4 MP "
-        "picture wants 1280 (docs/FACE_ACCURACY.md, 'Minimum face size'); the detector's cost grows "
-        "with its square.",
+        "picture wants its full width, 2560 (docs/FACE_ACCURACY.md, 'Minimum face size'); the "
+        "detector's cost grows with its square, so such a camera wants a low analysis_fps.",
     )
     tracker: FaceTrackerConfig = Field(
         default_factory=FaceTrackerConfig, description="Voting over frames before an identity is decided."

@@ -229,7 +229,8 @@ def worker_setup() -> CameraSetup:
                     {"kind": "intrusion", "id": "into", "zone": "restricted", "cooldown_s": 0},
                     {"kind": "tamper", "id": "tamper", "severity": "critical", "cooldown_s": 0},
                 ],
-                # Tamper checks on every frame (the defaults), as on the cameras that lost frames.
+                # Tamper checks on every frame, as on the cameras that lost frames (the default then).
+                "pipeline": {"tamper": {"check_every_s": 0}},
             },
         }
     )

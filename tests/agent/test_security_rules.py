@@ -48,7 +48,7 @@ def run_rules(
     tamper: bool = False,
 ) -> list[Alert]:
     config = SecurityConfig.model_validate(
-        {**BASE, "rules": rules, "pipeline": {} if tamper else {"tamper": None}}
+        {**BASE, "rules": rules, "pipeline": {"tamper": {"check_every_s": 0}} if tamper else {"tamper": None}}
     )
     pipeline = PersonPipeline(
         "cam", config.camera_zones("cam"), config.pipeline, detector=shared_person_detector()

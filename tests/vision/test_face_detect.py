@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -118,3 +119,19 @@ def test_bad_frames(detector: FaceDetector) -> None:
     for bad in (np.zeros((100, 100), np.float32), np.zeros((100, 100, 2), np.uint8), "not an array"):
         with pytest.raises(InvalidImageError):
             detector.detect(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(720, 1280), (1440, 2560), (427, 640), (33, 47), (700, 9)])
+def test_preprocess_is_the_plain_rgb_planar_blob(shape: tuple[int, int]) -> None:
+    """The blob is built channel by channel (no float HxWx3 temporary): it must be exactly the
+    plain formulation, RGB, planar, zero padding to a multiple of 32."""
+    frame = np.random.default_rng(shape[0]).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    blob, factor = preprocess(frame, 640)
+    h, w = shape
+    scale = min(1.0, 640 / max(h, w))
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = frame if (nh, nw) == (h, w) else cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
+    reference = np.zeros((1, 3, -(-nh // 32) * 32, -(-nw // 32) * 32), np.float32)
+    reference[0, :, :nh, :nw] = resized[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
+    assert np.array_equal(blob, reference)
+    assert factor == pytest.approx((w / nw + h / nh) / 2)

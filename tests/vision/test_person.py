@@ -213,3 +213,21 @@ def test_draw_boxes_marks_boxes_on_a_copy() -> None:
     assert tuple(out[110, 50]) == (0, 0, 255) and tuple(out[40, 100]) == (0, 0, 255)  # edges, red in BGR
     assert (out[110, 100] == 128).all()  # inside the box is untouched
     assert (out[20:36, 50:120] != 128).any()  # the label above the box
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (640, 480), (480, 800), (416, 416), (1000, 37), (9, 700)])
+def test_preprocess_is_the_letterbox_canvas_normalised_bit_for_bit(size: tuple[int, int]) -> None:
+    """The tensor is made without the canvas (the border filled with its constant): it must be
+    exactly the canvas, normalised, channel-planar."""
+    w, h = size
+    rng = np.random.default_rng(w * h)
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    canvas, lb = letterbox(frame)
+    reference = np.empty((1, 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+    for c in range(3):
+        np.multiply(canvas[:, :, c], np.float32(1.0) / STD_BGR[c], out=reference[0, c], casting="unsafe")
+        reference[0, c] += -MEAN_BGR[c] / STD_BGR[c]
+    x, lb2 = preprocess(frame)
+    assert lb2 == lb
+    assert x.dtype == np.float32 and x.shape == reference.shape
+    assert np.array_equal(x, reference)

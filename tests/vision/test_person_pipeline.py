@@ -99,7 +99,9 @@ def test_bad_frame_is_counted_and_changes_nothing() -> None:
 
 
 def test_normalized_zones_follow_the_frame_size_and_tamper_reports() -> None:
-    cfg = PersonPipelineConfig(tamper=TamperConfig(reference_frames=2, trigger_frames=3, clear_frames=3))
+    cfg = PersonPipelineConfig(
+        tamper=TamperConfig(reference_frames=2, trigger_frames=3, clear_frames=3, check_every_s=0)
+    )
     pipeline = PersonPipeline("cam1", ZONES, cfg, detector=shared_person_detector())
     small = np.ascontiguousarray(corridor_background(640, 360))
     changes = []

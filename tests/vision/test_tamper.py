@@ -22,7 +22,10 @@ from vision.tamper import (
     sharpness,
 )
 
-CFG = TamperConfig(reference_frames=3, trigger_frames=4, clear_frames=3, stream_timeout_s=5.0)
+# Every frame checked: these tests are about the checks and their states, not the cadence.
+CFG = TamperConfig(
+    reference_frames=3, trigger_frames=4, clear_frames=3, stream_timeout_s=5.0, check_every_s=0
+)
 VIEWS = ["sample2.jpg", "sample6.jpg", "corridor"]
 
 
@@ -199,3 +202,36 @@ def test_resolution_change_relearns_without_alarm() -> None:
     changes, _ = feed(det, [jpeg_noise(smaller, 80)] * 10, t)
     assert changes == []
     assert det.learned
+
+
+def test_the_checks_run_once_per_check_every_s_and_a_covered_lens_is_still_reported() -> None:
+    """At the default cadence (one checked frame per second of capture time) a camera analysed at
+    5 frames/s has every fifth frame checked, jitter or not; the states count checked frames, so a
+    covered lens is reported trigger_frames seconds after it was covered and cleared as late after
+    it is uncovered. Every frame's time is still checked."""
+    cfg = CFG.model_copy(update={"check_every_s": 1.0})
+    det = TamperDetector("cam1", cfg)
+    base = view("sample2.jpg")
+    rng = np.random.default_rng(7)
+    covered_from, uncovered_from = 10.0, 20.0
+    changes: list[tuple[float, TamperChange]] = []
+    for k in range(150):  # 30 s at 5 frames/s, capture times jittered by up to ±20 ms
+        at = k * 0.2 + float(rng.uniform(-0.02, 0.02)) + 0.05
+        picture = (
+            cover(base, seed=k) if covered_from <= at < uncovered_from else jpeg_noise(base, 70 + k % 20)
+        )
+        changes += [(at, c) for c in det.update(picture, at)]
+    assert 29 <= det.checks <= 31  # one a second, not 150
+    covered = [(at, c.active) for at, c in changes if c.kind == "covered"]
+    assert [active for _, active in covered] == [True, False]
+    # On at the 4th covered check (about 3 s after covering), off at the 3rd clear one.
+    assert covered_from + 2.5 <= covered[0][0] <= covered_from + 4.5, covered
+    assert uncovered_from + 1.5 <= covered[1][0] <= uncovered_from + 3.5, covered
+    with pytest.raises(TamperError) as err:  # a frame that is not checked still has its time checked
+        det.update(base, 1.0)
+    assert err.value.code == "time_backwards"
+
+    every_frame = TamperDetector("cam1", CFG)
+    for k in range(10):
+        every_frame.update(jpeg_noise(base, 70 + k), k * 0.2)
+    assert every_frame.checks == 10

@@ -38,7 +38,9 @@ def test_covered_then_defocused_then_moved_clip(tmp_path: Path) -> None:
     ]
     clip = write_video((f for _, frames in segments for f in frames), tmp_path / "tamper.avi", fps=20.0)
     cam = Camera(CameraConfig(id="cam1", url=str(clip), analysis_fps=20.0, realtime=True))
-    det = TamperDetector("cam1", TamperConfig(reference_frames=3, trigger_frames=4, clear_frames=3))
+    det = TamperDetector(
+        "cam1", TamperConfig(reference_frames=3, trigger_frames=4, clear_frames=3, check_every_s=0)
+    )
     changes: list[TamperChange] = []
     last_at = 0.0
 

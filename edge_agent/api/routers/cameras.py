@@ -18,7 +18,7 @@ import yaml
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import ValidationError
 
-from device_drivers import CameraFrame
+from device_drivers import CameraError, CameraFrame
 from edge_agent.api.deps import AUTH_RESPONSES, BODY_RESPONSES, Admin, ApiContext, ApiError, Ctx, Viewer
 from edge_agent.api.models import (
     CameraLine,
@@ -62,7 +62,7 @@ def _view(setup: CameraSetup, frame: CameraFrame | None) -> CameraView:
     security = setup.security
     info = None
     if frame is not None:
-        height, width = frame.frame.shape[:2]
+        height, width = frame.shape[:2]
         info = FrameInfo(width=int(width), height=int(height), at=format_time(frame.at))
     return CameraView(
         id=setup.id,
@@ -114,9 +114,14 @@ async def frame_jpeg(
         raise ApiError(404, "no_frame", f"camera {camera_id} has not delivered a frame yet")
     zones = setup.security.camera_zones(camera_id) if overlay and setup.security is not None else None
     # By default the analysed size, so what the editor shows is what the zones are judged on.
-    # Decoding a kept JPEG and encoding a large frame take milliseconds: never on the event loop the
-    # gates decide on.
-    image = await asyncio.to_thread(latest.full_resolution) if full else latest.frame
+    # Decoding a JPEG (a kept one, or an MJPEG camera's newest frame nobody analysed yet) and
+    # encoding a large frame take milliseconds: never on the event loop the gates decide on.
+    try:
+        image = await asyncio.to_thread(latest.full_resolution if full else lambda: latest.frame)
+    except CameraError as err:
+        ctx.services.counters.count("api_camera_frame_decode_failed")
+        log.error("camera %s: the newest frame does not decode: %s", camera_id, err)
+        raise ApiError(503, "bad_frame", f"the newest frame of {camera_id} does not decode") from err
     jpeg = await asyncio.to_thread(evidence_jpeg, image, zones=zones, max_width=int(image.shape[1]))
     if not jpeg:
         ctx.services.counters.count("api_camera_frame_encode_failed")
@@ -280,7 +285,7 @@ async def zones_yaml(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneEdit) 
                     "no_reference_size",
                     f"pixel coordinates need reference_size: camera {camera_id} has no frame to take it from",
                 )
-            height, width = latest.frame.shape[:2]
+            height, width = latest.shape[:2]
             size = (int(width), int(height))
         try:
             zones, lines = _built(edit, size)
