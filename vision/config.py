@@ -377,6 +377,15 @@ class TamperConfig(BaseModel):
         "each check costs about an eighth of a person detector run. 0 checks every analysed frame. A state "
         "turns on after trigger_frames checks (5 s at the defaults).",
     )
+    still_check_every_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="While the picture is still (the motion gate saw no change) and the last check "
+        "found nothing, the checks run this often instead of every check_every_s: an unchanged "
+        "picture gets the verdict it had. Changes too slow for the motion gate (focus drifting, "
+        "lights fading) are still judged this often. 0: still pictures are checked like any other.",
+    )
     trigger_frames: int = Field(
         default=5, ge=1, le=1000, description="Consecutive checked frames to turn a state on."
     )

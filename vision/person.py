@@ -418,7 +418,7 @@ class PersonPipeline:
         for gone in update.removed:
             observations += judge.forget(gone.track_id, at)
         tamper = (
-            self.tamper.update(frame, at, [d.box for d in self._last_detections])
+            self.tamper.update(frame, at, [d.box for d in self._last_detections], still=not motion.motion)
             if self.tamper is not None
             else []
         )

@@ -19,7 +19,8 @@ Each frame is reduced to a small grey image and a few measurements:
   move the clock the frames are judged by (a frame captured before the check but analysed after it
   is still a good frame), so :class:`TamperDetector` sees only frames and their capture times.
 
-The checks run on one analysed frame per ``check_every_s`` (1 s by default; 0: every frame).
+The checks run on one analysed frame per ``check_every_s`` (1 s by default; 0: every frame), and
+on a still picture that passed its last check once per ``still_check_every_s`` (10 s).
 Every state is stable: it turns on after ``trigger_frames`` consecutive checked frames that show it
 and off after ``clear_frames`` consecutive checked frames that do not, so a single odd frame
 changes nothing.
@@ -252,8 +253,11 @@ class TamperDetector:
         self._states: dict[TamperKind, _Hysteresis] = {k: _Hysteresis() for k in _FRAME_KINDS}
         self._last_time: float | None = None
         self._next_check_at = -math.inf
+        self._clean_check_at: float | None = None  # the last check, if it found nothing at all
         self.checks = 0
         """Frames checked (one per ``check_every_s``; the others only had their time checked)."""
+        self.still_skips = 0
+        """Checks left out because the picture was still and the last check found nothing."""
         self.bad_frames = 0
         """Frames rejected as unusable images (wrong type/shape); counted, never raised to the caller."""
         self.last_metrics: TamperMetrics | None = None
@@ -304,21 +308,32 @@ class TamperDetector:
             return False
         behind = at - self._next_check_at >= every
         self._next_check_at = at + every if behind else self._next_check_at + every
-        self.checks += 1
         return True
 
+    def _unchanged(self, at: float, still: bool) -> bool:
+        """Whether a check of a still frame at ``at`` can be left out: the last check found nothing
+        (no state on, none on its way, every verdict clear) less than ``still_check_every_s`` ago,
+        and the picture has not changed since, so this one would find the same."""
+        clean_at = self._clean_check_at
+        return still and clean_at is not None and at - clean_at < self.config.still_check_every_s
+
     def update(
-        self, frame_bgr: NDArray[np.uint8], at: float, people: Sequence[Box] = ()
+        self, frame_bgr: NDArray[np.uint8], at: float, people: Sequence[Box] = (), *, still: bool = False
     ) -> list[TamperChange]:
         """Judge one frame captured at ``at`` (seconds; capture times of one camera never go back:
         an earlier one raises :class:`TamperError` ``time_backwards``). ``people``: boxes (frame
         pixels) of people detected in it, left out of the "moved" checks: walkers close to the lens
         hide the background and bring keypoints and edges of their own, and a courtyard with two
-        of them crossing it otherwise looks like another view. A garbage frame is counted in
+        of them crossing it otherwise looks like another view. ``still``: the motion gate saw no
+        change in this frame (see ``still_check_every_s``). A garbage frame is counted in
         ``bad_frames``, logged, and otherwise ignored."""
         self._check_time(at)
         if not self._due(at):
             return []
+        if self._unchanged(at, still):
+            self.still_skips += 1
+            return []
+        self.checks += 1
         try:
             frame = as_bgr_frame(frame_bgr)
         except InvalidImageError as err:
@@ -409,6 +424,8 @@ class TamperDetector:
         if judged:
             changes += self._step("defocused", defocused, defocus_reason, at)
             changes += self._step("moved", moved, moved_reason, at)
+        quiet = not any(s.active or s.streak for s in self._states.values())
+        self._clean_check_at = at if judged and quiet and not (covered or defocused or moved) else None
         self.last_metrics = TamperMetrics(
             mean, std, sharp, self._ref_sharpness, shift_px, angle, inliers, overlap
         )

@@ -235,3 +235,41 @@ def test_the_checks_run_once_per_check_every_s_and_a_covered_lens_is_still_repor
     for k in range(10):
         every_frame.update(jpeg_noise(base, 70 + k), k * 0.2)
     assert every_frame.checks == 10
+
+
+def test_a_still_picture_that_passed_is_rechecked_every_still_check_every_s_and_slow_changes_are_caught() -> (
+    None
+):
+    """A still picture (the motion gate saw no change) whose last check found nothing gets the same
+    verdict: it is checked once per still_check_every_s (10 s) instead of every second. A change
+    the motion gate misses (focus drifting) is found at the next recheck, then judged every second
+    until it is reported; a change it sees (a hand over the lens) is judged at once."""
+    cfg = CFG.model_copy(update={"check_every_s": 1.0})
+    base = view("sample6.jpg")
+    det = TamperDetector("cam1", cfg)
+    for k in range(60):  # a minute at the idle rate, 1 frame/s, nothing moving
+        assert det.update(jpeg_noise(base, 70 + k % 20), float(k), still=True) == []
+    # The reference (3 checks), the first clean check, then one per 10 s.
+    assert det.checks == cfg.reference_frames + 6 and det.still_skips == 60 - det.checks
+    unskipped = TamperDetector("cam1", cfg)
+    for k in range(60):
+        unskipped.update(jpeg_noise(base, 70 + k % 20), float(k), still=False)
+    assert unskipped.checks == 60 and unskipped.still_skips == 0
+
+    # The focus drifts at 60 s; the motion gate sees nothing (still=True throughout).
+    changes: list[tuple[float, TamperChange]] = []
+    for k in range(60, 90):
+        changes += [(float(k), c) for c in det.update(defocus(base), float(k), still=True)]
+    defocused = [(at, c.active) for at, c in changes if c.kind == "defocused"]
+    # Found at the next recheck (by 69 s), on after trigger_frames (4) checks a second apart.
+    assert defocused and defocused[0][1] is True and defocused[0][0] <= 69 + cfg.trigger_frames, changes
+
+    # A hand over the lens of a camera still for a minute: the gate sees it, it is judged at once.
+    det = TamperDetector("cam1", cfg)
+    for k in range(60):
+        det.update(jpeg_noise(base, 70 + k % 20), float(k), still=True)
+    covered_changes = []
+    for k in range(60, 70):
+        covered_changes += [(float(k), c) for c in det.update(cover(base, seed=k), float(k), still=False)]
+    covered = [at for at, c in covered_changes if c.kind == "covered" and c.active]
+    assert covered == [60.0 + cfg.trigger_frames - 1]  # the 4th covered frame, as without the skip
