@@ -67,6 +67,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -675,6 +676,11 @@ def verdicts(run: AgentRun) -> list[str]:
             + (f", the latest {max(late):.1f} s" if late else "")
             + ")"
         )
+        if missed:
+            by_person = Counter(key.rpartition("/")[2] for key in missed)
+            out.append(
+                "not recorded: " + ", ".join(f"{pid} on {n} cameras" for pid, n in sorted(by_person.items()))
+            )
     else:
         out.append(f"face within {FACE_BAR_S:g} s met")
     bar = RSS_BAR_MIB.get(run.cameras)

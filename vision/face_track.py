@@ -110,15 +110,22 @@ class FaceTracker:
         return list(self._tracks)
 
     def _associate(self, faces: Sequence[FaceObservation], timestamp: float) -> list[tuple[int, int]]:
-        """Greedy one-to-one pairs (track index, face index), highest IoU with the predicted box first."""
+        """Greedy one-to-one pairs (track index, face index), highest IoU with the predicted box first.
+
+        Except where the overlap and the identity disagree: a face matched to a person whose best
+        overlap is a track not led by that person (led by someone else, by "unknown", or by no vote yet)
+        goes to a track of its own person within ``identity_reach`` when there is one. Two people
+        walking one behind the other, seen at 2 frames/s, each move more than a face width between two
+        frames: the one behind lands on the box of the one ahead, and by overlap alone their votes would
+        be mixed on one track and scattered on new ones, so neither would ever be decided."""
         if not self._tracks or not faces:
             return []
         a = np.array([t.predicted_box(timestamp) for t in self._tracks], dtype=np.float32)
         b = np.array([f.box for f in faces], dtype=np.float32)
         iou = iou_matrix(a, b)
-        pairs = []
         used_t: set[int] = set()
         used_f: set[int] = set()
+        pairs = self._associate_by_identity(faces, used_t, used_f, only=self._contested(faces, iou))
         for flat in np.argsort(-iou, axis=None):
             ti, fi = divmod(int(flat), len(faces))
             if iou[ti, fi] < self.config.iou_threshold:
@@ -130,18 +137,37 @@ class FaceTracker:
             pairs.append((ti, fi))
         return pairs + self._associate_by_identity(faces, used_t, used_f)
 
+    def _contested(self, faces: Sequence[FaceObservation], iou: np.ndarray) -> set[int]:
+        """The faces matched to a person whose best-overlapping track is not led by that person
+        (another vote leads it, or none yet: a face seen there that failed the quality gate)."""
+        out = set()
+        for fi, face in enumerate(faces):
+            if not face.matched or face.person_id is None or iou[:, fi].max() < self.config.iou_threshold:
+                continue
+            lead = self._tracks[int(iou[:, fi].argmax())].leader()
+            if lead is None or lead[0] != face.person_id:
+                out.add(fi)
+        return out
+
     def _associate_by_identity(
-        self, faces: Sequence[FaceObservation], used_t: set[int], used_f: set[int]
+        self,
+        faces: Sequence[FaceObservation],
+        used_t: set[int],
+        used_f: set[int],
+        only: set[int] | None = None,
     ) -> list[tuple[int, int]]:
-        """Pairs of a face that overlaps no track with the nearest free track whose leading vote is
-        the person the face was matched to, within ``identity_reach`` face widths. The face still
-        only votes: it joins the votes of its own person, it never decides alone."""
+        """Pairs of a face not yet paired (of ``only``, when given) with the nearest free track
+        whose leading vote is the person the face was matched to, within ``identity_reach`` face
+        widths. The face still only votes: it joins the votes of its own person, it never decides
+        alone."""
         reach = self.config.identity_reach
         pairs: list[tuple[int, int]] = []
         if reach <= 0:
             return pairs
         for fi, face in enumerate(faces):
             if fi in used_f or not face.matched or face.person_id is None:
+                continue
+            if only is not None and fi not in only:
                 continue
             width = max(face.box[2] - face.box[0], 1.0)
             cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2

@@ -89,6 +89,29 @@ def test_a_fast_walker_seen_at_a_low_rate_is_followed_by_who_they_are() -> None:
     assert len(mixed.tracks) == 3
 
 
+def test_two_walkers_one_behind_the_other_at_a_low_rate_keep_their_own_tracks() -> None:
+    """At 2 frames/s two people walking one behind the other each move more than a face width
+    between frames: the one behind (alice) lands on the box the one ahead (a stranger) just left.
+    Her face goes to her own track (within identity_reach) rather than to the stranger's by overlap,
+    so her votes add up and she is decided; the stranger's face, which failed the quality gate in
+    the second frame, leaves a track without a vote that must not catch her either."""
+    step = 115.0  # a face 80 px wide: no overlap with its own box one frame later
+    frames = []
+    for k in range(4):
+        ahead = _box(210 + step * k)
+        stranger = _obs(ahead, None, distance=0.7, ok=k != 1)
+        frames.append([stranger, _obs(_box(100 + step * k), "alice")])
+    tracker = FaceTracker()
+    decisions = _run(tracker, frames, dt=0.5)
+    named = [d for d in decisions if d.person_id is not None]
+    assert [d.person_id for d in named] == ["alice"] and named[0].votes == 3
+    alice_tracks = [t for t in tracker.tracks if "alice" in t.weights]
+    assert len(alice_tracks) == 1 and set(alice_tracks[0].weights) == {"alice"}  # no stranger vote mixed in
+    # By overlap first (the rule before): her votes were spread over the stranger's boxes.
+    overlap_first = FaceTracker(FaceTrackerConfig(identity_reach=0))
+    assert [d for d in _run(overlap_first, frames, dt=0.5) if d.person_id] == []
+
+
 def test_one_blurry_frame_neither_adds_nor_loses() -> None:
     # A blurry frame in the middle of a walk: not a vote, and the track continues through it.
     frames = [[_obs(_box(100 + 5 * k), "alice", ok=(k != 2))] for k in range(6)]
