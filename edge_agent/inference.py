@@ -138,7 +138,7 @@ class InferenceService:
         *,
         workers: int = 2,
         max_batch: int = 2,
-        attendance_max_wait_s: float = 0.4,
+        attendance_max_wait_s: float = 0.3,  # the config's default (VisionSettings)
         monotonic: Callable[[], float] = time.monotonic,
         name: str = "inference",
     ) -> None:
