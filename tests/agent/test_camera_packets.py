@@ -9,7 +9,6 @@ import logging
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -17,11 +16,11 @@ import pytest
 
 from device_drivers import CameraError, CameraFrame
 from device_drivers.camera.driver import JpegPacket
-from edge_agent.attendance import AttendanceBook
-from edge_agent.cameras import CameraWorker, SecurityWorker, _analyse_faces
+from edge_agent.cameras import SecurityWorker, _analyse_faces
 from edge_agent.config import CameraSetup, FaceSettings
 from edge_agent.face_templates import FaceTemplateStore, parse_key
 from edge_agent.faces import FaceService
+from tests.support.agent_harness import face_camera_worker
 from tests.vision.scene_clips import shared_person_detector
 from vision import FaceFrameResult
 from vision.scenes import load_photo
@@ -44,24 +43,11 @@ def header_only(data: bytes) -> bytes:
     return data[: data.index(b"\xff\xda")]
 
 
-def face_worker(service: FaceService, camera: str, tmp_path: Path) -> CameraWorker:
-    return CameraWorker(
-        CameraSetup.model_validate({"device": {"kind": "camera_sim", "id": camera}, "face": {}}),
-        models=service.models,
-        person=lambda person_id: None,
-        attendance=AttendanceBook(tmp_path),
-        emit=lambda event, attachment=None: None,
-        source=lambda d: f"campus/s/g/{d}",
-        timezone=ZoneInfo("UTC"),
-        recent_card=lambda gate, person, window: False,
-    )
-
-
 def test_a_packet_that_does_not_decode_fails_alone_in_a_face_batch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     service = FaceService(FaceTemplateStore(tmp_path, parse_key(secrets.token_hex(32), "k")), FaceSettings())
-    workers = [face_worker(service, f"room-{i}", tmp_path) for i in (1, 2)]
+    workers = [face_camera_worker(service, f"room-{i}", tmp_path) for i in (1, 2)]
     good = photo_jpeg()
     try:
         outcomes = _analyse_faces(

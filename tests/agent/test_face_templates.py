@@ -17,6 +17,7 @@ from edge_agent.face_templates import FaceTemplateStore, parse_key
 from edge_agent.faces import FaceService
 from edge_agent.roster import Roster
 from sync import RosterDelta, RosterSnapshot
+from tests.support.agent_harness import face_camera_worker
 from vision.face_eval import crop_around
 from vision.scenes import load_photo
 
@@ -179,27 +180,15 @@ def test_face_and_card_within_the_window_is_face_plus_card(tmp_path: Path) -> No
 
 
 def test_a_camera_can_run_the_face_detector_at_its_own_input_size(tmp_path: Path) -> None:
-    from zoneinfo import ZoneInfo
-
     from pydantic import ValidationError
 
-    from edge_agent.attendance import AttendanceBook
     from edge_agent.cameras import CameraWorker
     from edge_agent.config import CameraSetup
 
     service = FaceService(FaceTemplateStore(tmp_path, parse_key(secrets.token_hex(32), "k")), FaceSettings())
 
     def worker(face: dict[str, Any]) -> CameraWorker:
-        return CameraWorker(
-            CameraSetup.model_validate({"device": {"kind": "camera_sim", "id": "room-12"}, "face": face}),
-            models=service.models,
-            person=lambda person_id: None,
-            attendance=AttendanceBook(tmp_path),
-            emit=lambda event, attachment=None: None,
-            source=lambda d: f"campus/s/g/{d}",
-            timezone=ZoneInfo("UTC"),
-            recent_card=lambda gate, person, window: False,
-        )
+        return face_camera_worker(service, "room-12", tmp_path, face)
 
     default, rollcall = worker({}), worker({"detector_max_side": 1280})
     assert default.pipeline.detector is service.models.detector

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -32,6 +32,10 @@ from edge_agent.sdnotify import Notifier
 from tests.agent.roster_data import snapshot
 from tests.support.broker import free_port, wait_for_port
 from tests.support.wait import async_wait_until
+
+if TYPE_CHECKING:
+    from edge_agent.cameras import CameraWorker
+    from edge_agent.faces import FaceService
 
 __all__ = [
     "Gateway",
@@ -230,3 +234,27 @@ async def running_gate(
         finally:
             agent.request_stop("test")
             await asyncio.wait_for(task, 20)
+
+
+def face_camera_worker(
+    service: FaceService, camera_id: str, data_dir: Path, face: dict[str, Any] | None = None
+) -> CameraWorker:
+    """A face camera's worker on ``service``'s models, with its own attendance book in ``data_dir``,
+    emitting nowhere, no roster person and no card: the one place tests build one (its constructor
+    changes here only)."""
+    from zoneinfo import ZoneInfo
+
+    from edge_agent.attendance import AttendanceBook
+    from edge_agent.cameras import CameraWorker
+    from edge_agent.config import CameraSetup
+
+    return CameraWorker(
+        CameraSetup.model_validate({"device": {"kind": "camera_sim", "id": camera_id}, "face": face or {}}),
+        models=service.models,
+        person=lambda person_id: None,
+        attendance=AttendanceBook(data_dir),
+        emit=lambda event, attachment=None: None,
+        source=lambda d: f"campus/s/g/{d}",
+        timezone=ZoneInfo("UTC"),
+        recent_card=lambda gate, person, window: False,
+    )
