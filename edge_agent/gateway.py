@@ -89,6 +89,8 @@ STATUS_FILE = "status.json"
 GATE_TIMER_S = 0.5
 STATUS_FILE_INTERVAL_S = 2.0
 STORAGE_ALARM_INTERVAL_S = 0.5
+INFERENCE_EXIT_WAIT_S = 3.0
+"""How long the exit waits for the analyses under way (a 4 MP roll-call frame takes under 1 s)."""
 
 
 DEVICE_STATE_DIR = "devices"
@@ -319,7 +321,12 @@ class Gateway:
             log.critical("the gateway stops: %s", err)
             self.exit_code = self.exit_code or 1
         finally:
-            self.cameras.inference.close()
+            # The analyses under way end before the process does (see InferenceService.close).
+            if not await asyncio.to_thread(self.cameras.inference.close, INFERENCE_EXIT_WAIT_S):
+                log.warning(
+                    "an analysis still running %.0f s after the stop: exiting without it",
+                    INFERENCE_EXIT_WAIT_S,
+                )
         self._write_status()
         if self.supervisor.fatal_reason is None:
             self._write_state("clean")

@@ -197,9 +197,12 @@ class InferenceService:
         if job is not None:
             _settle(job, Skipped("closed"))
 
-    def close(self) -> None:
-        """Stop the threads once their current analysis ends (not waited for); frames still
-        waiting resolve as ``Skipped("closed")``."""
+    def close(self, wait_s: float = 0.0) -> bool:
+        """Stop the threads once their current analysis ends; frames still waiting resolve as
+        ``Skipped("closed")``. ``wait_s``: how long to wait for the analyses under way (blocking);
+        returns whether every thread has ended. The agent waits at its exit: a thread still inside
+        ONNX Runtime or OpenCV while the process tears their libraries down aborts it ("terminate
+        called without an active exception", exit code -6 instead of 0)."""
         with self._cond:
             self._closing = True
             dropped = [(lane, lane._job) for lane in self._lanes if lane._job is not None]
@@ -211,7 +214,11 @@ class InferenceService:
         for _, job in dropped:
             assert job is not None
             _settle(job, Skipped("closed"))
-        del threads  # daemon threads: each exits at its next look at the queue
+        # Daemon threads: each exits at its next look at the queue, waited for or not.
+        deadline = time.monotonic() + wait_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()) if wait_s > 0 else 0.0)
+        return not any(thread.is_alive() for thread in threads)
 
     # -- the threads' side -------------------------------------------------------------------
 

@@ -256,6 +256,33 @@ def test_closing_drops_waiting_frames_and_the_service_can_start_again() -> None:
     asyncio.run(scenario())
 
 
+def test_closing_can_wait_for_the_analysis_under_way_to_end() -> None:
+    """The agent's exit waits for the analyses under way (a thread still inside ONNX Runtime or
+    OpenCV while the process ends aborts it): close(wait_s) returns once the threads have ended,
+    or False when one is still busy at the deadline."""
+
+    async def closed_while_busy(wait_s: float, release_after_s: float) -> tuple[bool, float, bool]:
+        rec = Recorder()
+        service = InferenceService(workers=2, name=f"closing-{wait_s}")
+        lane = Lane(service, "cam", "security", rec.analyse)
+        rec.gate.clear()
+        running = lane.offer(frame("cam", 1))
+        await asyncio.to_thread(rec.started.wait, 5)
+        threads = [t for t in threading.enumerate() if t.name.startswith(f"closing-{wait_s}")]
+        assert len(threads) == 2
+        threading.Timer(release_after_s, rec.gate.set).start()
+        t0 = time.monotonic()
+        ended = await asyncio.to_thread(service.close, wait_s)
+        took = time.monotonic() - t0
+        assert await asyncio.wait_for(running, 5) == 1  # its outcome arrives either way
+        return ended, took, any(t.is_alive() for t in threads)
+
+    ended, took, alive = asyncio.run(closed_while_busy(5.0, 0.3))
+    assert ended and not alive and 0.2 <= took < 5.0  # waited for the analysis, no longer
+    ended, took, _ = asyncio.run(closed_while_busy(0.2, 1.0))
+    assert not ended and took < 1.0  # gave up at the deadline, the analysis still under way
+
+
 def test_the_lag_is_measured_from_capture_on_the_services_clock() -> None:
     async def scenario() -> None:
         service = InferenceService(workers=1, monotonic=lambda: 1000.0)
