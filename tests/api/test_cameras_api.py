@@ -5,6 +5,7 @@ YAML of drawn zones checked in the agent's own file (bad drawings refused with a
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import httpx
 import numpy as np
 import yaml
 
+from device_drivers import CameraFrame
+from device_drivers.camera.driver import JpegPacket
 from edge_agent.config import load_config, parse_config
 from tests.api.conftest import GW, SITE, Tokens, until
 from tests.conftest import MosquittoBroker
@@ -125,6 +128,17 @@ async def check(gate: RunningGate, tokens: Tokens) -> None:
         assert evidence.shape == (HEIGHT, WIDTH, 3)
         # cam-door is analysed at its full size: full=1 is the same picture.
         assert decode(await viewer.get(door["frame_url"], params={"full": "1"})).shape == (HEIGHT, WIDTH, 3)
+        # An MJPEG frame nobody analysed is decoded for the request; one that does not decode (its
+        # header says 320x240, its scan is missing) is a clear 503, counted, and the API goes on.
+        ok, good = cv2.imencode(".jpg", np.zeros((240, 320, 3), np.uint8))
+        assert ok
+        packet = JpegPacket.of(good[: good.tobytes().index(b"\xff\xda")], cv2.IMREAD_COLOR, None)
+        assert packet is not None
+        services.cameras.latest_frames["cam-dark"] = CameraFrame("cam-dark", packet, datetime.now(UTC), 1)
+        broken = await viewer.get("/api/v1/cameras/cam-dark/frame.jpg")
+        assert (broken.status_code, broken.json()["code"]) == (503, "bad_frame")
+        assert services.counters.get("api_camera_frame_decode_failed") == 1
+        del services.cameras.latest_frames["cam-dark"]
 
         # Drawn zones come back as YAML built from the config models, checked in the agent's file.
         edit = {
