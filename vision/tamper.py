@@ -274,6 +274,7 @@ class TamperDetector:
         self._ref_gray: NDArray[np.float32] | None = None
         self._ref_edges: NDArray[np.bool_] | None = None
         self._ref_sharpness: float | None = None
+        self._clean_check_at = None  # the next frame is checked, still or not: it starts the reference
         for kind in ("defocused", "moved"):
             st = self._states[kind]
             st.streak = 0

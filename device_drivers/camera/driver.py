@@ -258,7 +258,7 @@ class JpegPacket:
     ``shape`` is what :meth:`decode` gives, known from the header (at the reduced DCT scale of
     ``imread_flag``, then shrunk to ``analysis_width`` like any decoded frame)."""
 
-    __slots__ = ("_analysis_width", "_decoded", "_imread_flag", "_lock", "data", "shape")
+    __slots__ = ("_analysis_width", "_decoded", "_imread_flag", "_lock", "data", "reduced", "shape")
 
     def __init__(
         self,
@@ -266,9 +266,13 @@ class JpegPacket:
         shape: tuple[int, int, int],
         imread_flag: int,
         analysis_width: int | None,
+        reduced: bool = False,
     ) -> None:
         self.data = data
         self.shape = shape
+        self.reduced = reduced
+        """Whether it decodes smaller than the JPEG (a reduced scale, a shrink): then the packet
+        is the full-resolution picture, kept for evidence."""
         self._imread_flag = imread_flag
         self._analysis_width = analysis_width
         # A camera with face and security analysis has one frame in two lanes, which two threads
@@ -287,12 +291,7 @@ class JpegPacket:
         width, height = -(-size[0] // scale), -(-size[1] // scale)
         if analysis_width is not None and width > analysis_width:
             width, height = analysis_width, max(1, round(height * analysis_width / width))
-        return cls(data, (height, width, 3), imread_flag, analysis_width)
-
-    @property
-    def reduced(self) -> bool:
-        """Whether it decodes smaller than the JPEG (then the packet is the full-resolution picture)."""
-        return self._imread_flag != cv2.IMREAD_COLOR
+        return cls(data, (height, width, 3), imread_flag, analysis_width, reduced=width < size[0])
 
     def decode(self) -> NDArray[np.uint8]:
         """The pixels, decoded once however many threads ask; ``CameraError`` (``bad_frame``) when

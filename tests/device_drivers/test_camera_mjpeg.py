@@ -228,7 +228,7 @@ def test_due_frames_are_handed_over_as_packets_and_decoded_by_whoever_reads_them
     (by the inference thread that takes the frame), its shape is known before that from the JPEG
     header, and the pixels are the source's picture."""
     clip = write(tmp_path / "clip.avi", "MJPG", fps=20.0)
-    for width, shape in ((None, (240, 320, 3)), (100, (75, 100, 3))):
+    for width, shape in ((None, (240, 320, 3)), (100, (75, 100, 3)), (200, (150, 200, 3))):
         config = CameraConfig(id="cam", url=str(clip), analysis_fps=10.0, analysis_width=width, loop=True)
 
         async def scenario(config: CameraConfig = config) -> list[CameraFrame]:
@@ -244,6 +244,10 @@ def test_due_frames_are_handed_over_as_packets_and_decoded_by_whoever_reads_them
         frames = asyncio.run(asyncio.wait_for(scenario(), 30))
         assert not any(f.decoded for f in frames)
         assert all(f.shape == shape for f in frames)
+        # Shrunk (at a reduced JPEG scale or after a full decode): the packet is kept for evidence.
+        assert all((f.original is not None) == (width is not None) for f in frames), width
+        if width is not None:
+            assert frames[0].full_resolution().shape == (240, 320, 3)
         pixels = frames[0].frame
         assert frames[0].decoded and frames[0].frame is pixels  # decoded once, then kept
         assert pixels.shape == shape and pixels.dtype == np.uint8

@@ -273,3 +273,13 @@ def test_a_still_picture_that_passed_is_rechecked_every_still_check_every_s_and_
         covered_changes += [(float(k), c) for c in det.update(cover(base, seed=k), float(k), still=False)]
     covered = [at for at, c in covered_changes if c.kind == "covered" and c.active]
     assert covered == [60.0 + cfg.trigger_frames - 1]  # the 4th covered frame, as without the skip
+
+    # After a relearn (a camera moved on purpose) the next frames build the reference, still or not.
+    det = TamperDetector("cam1", cfg)
+    for k in range(20):
+        det.update(jpeg_noise(base, 70 + k % 20), float(k), still=True)
+    det.relearn()
+    checks = det.checks
+    for k in range(20, 20 + cfg.reference_frames):
+        det.update(jpeg_noise(base, 70 + k % 20), float(k), still=True)
+    assert det.checks == checks + cfg.reference_frames and det.learned
