@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from vision.config import PersonDetectorConfig, PersonPipelineConfig, TamperKind
+from vision.config import Box, PersonDetectorConfig, PersonPipelineConfig, TamperKind
 from vision.errors import VisionError
 from vision.motion import MotionGate
 from vision.runtime import InvalidImageError, OnnxModel, as_bgr_frame
@@ -53,8 +53,6 @@ MEAN_BGR = np.array([103.53, 116.28, 123.675], dtype=np.float32)
 STD_BGR = np.array([57.375, 57.12, 58.395], dtype=np.float32)
 _INV_STD = (1.0 / STD_BGR).astype(np.float32)
 _OFFSET = (-MEAN_BGR / STD_BGR).astype(np.float32)
-
-Box = tuple[float, float, float, float]
 
 
 class PersonDetectorError(VisionError):

@@ -27,13 +27,10 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from vision.config import TrackerConfig
+from vision.config import Box, TrackerConfig
 from vision.errors import VisionError
 
 log = logging.getLogger(__name__)
-
-Box = tuple[float, float, float, float]
-"""``(x1, y1, x2, y2)`` in pixels."""
 
 
 class TrackingError(VisionError):
