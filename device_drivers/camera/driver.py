@@ -74,10 +74,15 @@ def check_frame(frame: object, expected_shape: tuple[int, ...] | None) -> str | 
         return f"dtype {frame.dtype}, not uint8"
     if frame.ndim != 3 or frame.shape[2] != 3:
         return f"shape {frame.shape}, not HxWx3"
-    if frame.shape[0] < 8 or frame.shape[1] < 8:
-        return f"frame {frame.shape[1]}x{frame.shape[0]} too small"
-    if expected_shape is not None and frame.shape != expected_shape:
-        return f"shape {frame.shape} changed from {expected_shape} mid-stream"
+    return _check_size(frame.shape, expected_shape)
+
+
+def _check_size(shape: tuple[int, ...], expected_shape: tuple[int, ...] | None) -> str | None:
+    """Why an HxWx3 picture of ``shape`` is unusable (too small, a size changed mid-stream)."""
+    if shape[0] < 8 or shape[1] < 8:
+        return f"frame {shape[1]}x{shape[0]} too small"
+    if expected_shape is not None and shape != expected_shape:
+        return f"shape {shape} changed from {expected_shape} mid-stream"
     return None
 
 
@@ -88,12 +93,7 @@ def check_picture(picture: object, expected_shape: tuple[int, ...] | None) -> st
         return "nothing decodable (a read that failed, or a packet without a JPEG header)"
     if not isinstance(picture, JpegPacket):
         return check_frame(picture, expected_shape)
-    height, width, _ = picture.shape
-    if height < 8 or width < 8:
-        return f"frame {width}x{height} too small"
-    if expected_shape is not None and picture.shape != expected_shape:
-        return f"shape {picture.shape} changed from {expected_shape} mid-stream"
-    return None
+    return _check_size(picture.shape, expected_shape)
 
 
 def open_capture(config: CameraConfig) -> CaptureLike:

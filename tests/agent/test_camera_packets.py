@@ -21,6 +21,7 @@ from edge_agent.config import CameraSetup, FaceSettings
 from edge_agent.face_templates import FaceTemplateStore, parse_key
 from edge_agent.faces import FaceService
 from tests.support.agent_harness import face_camera_worker
+from tests.support.jpeg import without_scan
 from tests.vision.scene_clips import shared_person_detector
 from vision import FaceFrameResult
 from vision.scenes import load_photo
@@ -38,11 +39,6 @@ def photo_jpeg() -> bytes:
     return data.tobytes()
 
 
-def header_only(data: bytes) -> bytes:
-    """The JPEG's headers (its size is there) without the scan (the picture is not)."""
-    return data[: data.index(b"\xff\xda")]
-
-
 def test_a_packet_that_does_not_decode_fails_alone_in_a_face_batch(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -52,7 +48,7 @@ def test_a_packet_that_does_not_decode_fails_alone_in_a_face_batch(
     try:
         outcomes = _analyse_faces(
             [
-                (workers[0].lane, packet_frame("room-1", 1, header_only(good))),
+                (workers[0].lane, packet_frame("room-1", 1, without_scan(good))),
                 (workers[1].lane, packet_frame("room-2", 1, good)),
             ]
         )
@@ -61,7 +57,7 @@ def test_a_packet_that_does_not_decode_fails_alone_in_a_face_batch(
 
         async def through_the_lane() -> None:
             with caplog.at_level(logging.ERROR, logger="edge_agent.cameras"):
-                await workers[0].on_frame(packet_frame("room-1", 2, header_only(good)))
+                await workers[0].on_frame(packet_frame("room-1", 2, without_scan(good)))
             await workers[0].on_frame(packet_frame("room-1", 3, good))  # the camera goes on
 
         asyncio.run(through_the_lane())
@@ -98,7 +94,7 @@ def test_a_security_camera_counts_a_packet_that_does_not_decode_and_goes_on() ->
     good = photo_jpeg()
 
     async def scenario() -> None:
-        await worker.on_frame(packet_frame("yard", 1, header_only(good)))
+        await worker.on_frame(packet_frame("yard", 1, without_scan(good)))
         await worker.on_frame(packet_frame("yard", 2, good))
 
     try:

@@ -20,6 +20,7 @@ from edge_agent.config import load_config, parse_config
 from tests.api.conftest import GW, SITE, Tokens, until
 from tests.conftest import MosquittoBroker
 from tests.support.agent_harness import RunningGate, running_gate
+from tests.support.jpeg import without_scan
 
 WIDTH, HEIGHT = 320, 180
 # A doorway zone in pixels and a normalized tripwire down the middle; a rule uses the zone, so a
@@ -132,7 +133,7 @@ async def check(gate: RunningGate, tokens: Tokens) -> None:
         # header says 320x240, its scan is missing) is a clear 503, counted, and the API goes on.
         ok, good = cv2.imencode(".jpg", np.zeros((240, 320, 3), np.uint8))
         assert ok
-        packet = JpegPacket.of(good[: good.tobytes().index(b"\xff\xda")], cv2.IMREAD_COLOR, None)
+        packet = JpegPacket.of(np.frombuffer(without_scan(good.tobytes()), np.uint8), cv2.IMREAD_COLOR, None)
         assert packet is not None
         services.cameras.latest_frames["cam-dark"] = CameraFrame("cam-dark", packet, datetime.now(UTC), 1)
         broken = await viewer.get("/api/v1/cameras/cam-dark/frame.jpg")
