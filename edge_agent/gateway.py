@@ -178,6 +178,7 @@ class Gateway:
                 workers=vision.threads,
                 max_batch=vision.max_batch,
                 attendance_max_wait_s=vision.attendance_max_wait_s,
+                attendance_max_share=vision.attendance_max_share,
                 monotonic=self.clock.monotonic,
             )
         )
@@ -780,6 +781,8 @@ class Gateway:
             "inference": {
                 "threads": inference.workers,
                 "max_batch": inference.max_batch,
+                "attendance_share": round(inference.attendance_share(), 3),
+                "attendance_max_share": inference.attendance_max_share,
                 "lanes": [
                     {
                         "camera": lane.camera_id,

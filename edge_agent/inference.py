@@ -10,8 +10,11 @@ queue for them:
   A lane is analysed by one thread at a time (its pipeline keeps per-camera state).
 - **Security before attendance.** A free thread takes a security lane first; an attendance frame
   that has waited ``attendance_max_wait_s`` is taken next regardless, so attendance is slowed under
-  overload, never starved. Within a class, lanes are served round-robin (least recently served
-  first): every camera gets its share.
+  overload, never starved, but only while attendance has had less than ``attendance_max_share`` of
+  the frames analysed lately: under deep overload every face camera has waited that long all the
+  time, and without the cap "waited long enough" would turn the priority into plain round-robin.
+  Within a class, lanes are served round-robin (least recently served first): every camera gets
+  its share. No thread ever idles while a frame is ready: the order is all the priority changes.
 - **Batching.** A lane may name a *batch group* and a function that analyses several lanes' frames
   at once (faces: the embedder runs once for all their faces, the detector once per
   ``vision.detector_batch`` equal-size frames). A free thread then takes up to ``max_batch`` ready
@@ -53,6 +56,11 @@ Analysis = Literal["security", "faces"]
 ANALYSES: tuple[Analysis, ...] = ("security", "faces")
 
 R = TypeVar("R")
+
+SHARE_MEMORY_S = 2.0
+"""How far back the service looks when it weighs attendance's share of the frames analysed (the
+time constant of the decay): a few frames of every camera, so the cap follows a change of load
+within seconds and one batch does not swing it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +146,8 @@ class InferenceService:
         *,
         workers: int = 2,
         max_batch: int = 2,
-        attendance_max_wait_s: float = 0.3,  # the config's default (VisionSettings)
+        attendance_max_wait_s: float = 0.3,  # the config's defaults (VisionSettings)
+        attendance_max_share: float = 0.4,
         monotonic: Callable[[], float] = time.monotonic,
         name: str = "inference",
     ) -> None:
@@ -147,6 +156,7 @@ class InferenceService:
         self.workers = workers
         self.max_batch = max_batch
         self.attendance_max_wait_s = attendance_max_wait_s
+        self.attendance_max_share = attendance_max_share
         self._monotonic = monotonic
         self._name = name
         self._lanes: list[Lane[Any]] = []
@@ -155,6 +165,9 @@ class InferenceService:
         self._idle = 0
         self._serves = 0
         self._closing = False
+        self._recent = {analysis: 0.0 for analysis in ANALYSES}
+        """Frames analysed lately per analysis, each weighted by exp(-age / SHARE_MEMORY_S)."""
+        self._recent_at = 0.0
         self.counters: Counter[str] = Counter()
         """``batches`` (runs of a batch function), ``batched_frames`` (frames in them)."""
 
@@ -162,6 +175,12 @@ class InferenceService:
     def lanes(self) -> list[Lane[Any]]:
         with self._cond:
             return list(self._lanes)
+
+    def attendance_share(self) -> float:
+        """Attendance's share of the frames analysed over the last few seconds (status: at
+        ``attendance_max_share`` while security frames wait, attendance is being held back)."""
+        with self._cond:
+            return self._attendance_share(self._monotonic())
 
     # -- the event loop's side ---------------------------------------------------------------
 
@@ -256,7 +275,8 @@ class InferenceService:
             finally:
                 self._idle -= 1
         now = self._monotonic()
-        ready.sort(key=lambda lane: (self._class_of(lane, now), lane._served))
+        promote = self._attendance_share(now) < self.attendance_max_share
+        ready.sort(key=lambda lane: (self._class_of(lane, now, promote), lane._served))
         first = ready[0]
         chosen = [first]
         if first.batch_group is not None:
@@ -272,12 +292,23 @@ class InferenceService:
             job, lane._job = lane._job, None
             assert job is not None
             taken.append((lane, job))
+            self._recent[lane.analysis] += 1.0
         return taken
 
-    def _class_of(self, lane: Lane[Any], now: float) -> int:
+    def _attendance_share(self, now: float) -> float:
+        """Attendance's share of the frames analysed lately (0 before any). Decays the tallies to
+        ``now`` first. Called with the lock held."""
+        decay = math.exp(-max(0.0, now - self._recent_at) / SHARE_MEMORY_S)
+        self._recent_at = now
+        for analysis in self._recent:
+            self._recent[analysis] *= decay
+        total = sum(self._recent.values())
+        return self._recent["faces"] / total if total > 0 else 0.0
+
+    def _class_of(self, lane: Lane[Any], now: float, promote: bool) -> int:
         if lane.analysis == "security":
             return 0
-        return 0 if now - lane._waiting_since >= self.attendance_max_wait_s else 1
+        return 0 if promote and now - lane._waiting_since >= self.attendance_max_wait_s else 1
 
     def _run(self, taken: list[tuple[Lane[Any], _Job]]) -> None:
         try:

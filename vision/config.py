@@ -543,6 +543,22 @@ class FaceTrackerConfig(BaseModel):
         le=1.0,
         description="Share of all vote weight the winner needs; above 0.5 so two names can never both win.",
     )
+    carry_iou: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="A good face whose box overlaps the predicted box of a track already confirmed as a "
+        "named person by at least this IoU (and no other face or track overlaps them) keeps that "
+        "identity without being embedded again: a seated class on a roll-call camera would otherwise "
+        "cost one embedder run per student per frame. 1: always embed.",
+    )
+    reverify_s: float = Field(
+        default=3.0,
+        ge=0.0,
+        description="A carried face is matched against the gallery again after this long (0: never "
+        "carried), and carried again only once it matched the track's person: a track that drifted "
+        "onto someone else is back to one embedder run per frame within seconds.",
+    )
 
 
 class _ZoneBase(BaseModel):

@@ -5,6 +5,7 @@ gate, detect, quality, align, embed, match) and the tracker that votes over fram
 from __future__ import annotations
 
 import copy
+import functools
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -102,8 +103,9 @@ def process_cameras(
     for all of them (:func:`vision.face_pipeline.process_frames`); each camera's result, or the
     :class:`vision.VisionError` (naming the camera) that its frame gave, in order. Call it from one
     thread per camera at a time, like ``process``."""
-    for camera, _, _ in jobs:
+    for camera, _, at in jobs:
         camera._pipeline.gallery = camera._gallery()  # read at every frame: enrolments apply at once
+        camera._pipeline.carry = functools.partial(camera._tracker.carried, timestamp=at)
     outcomes = process_frames([(camera._pipeline, frame, at) for camera, frame, at in jobs])
     results: list[FaceFrameResult | VisionError] = []
     claimed: set[int] = set()

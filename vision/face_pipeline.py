@@ -38,7 +38,9 @@ class FaceObservation:
     """One face seen in one frame.
 
     ``person_id`` is None when the face is unknown *or* was not matched because it failed the quality
-    gate (then ``matched`` is False and ``distance`` is None).
+    gate (then ``matched`` is False and ``distance`` is None). ``carried``: the face continues a track
+    already confirmed as ``person_id`` and was not embedded again (``matched`` True, ``distance``
+    None; see :meth:`vision.face_track.FaceTracker.carried`).
     """
 
     box: tuple[float, float, float, float]
@@ -49,6 +51,7 @@ class FaceObservation:
     person_id: str | None
     distance: float | None
     model_id: str
+    carried: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,9 @@ class FacePipeline:
         self.counters: Counter[str] = Counter()
         self._last_analysed: float | None = None
         self._faces_last_time = False
+        self.carry: Callable[[list[tuple[float, float, float, float]]], list[str | None]] | None = None
+        """Per face box of the frame being analysed, the identity its confirmed track carries (then
+        the face is not embedded), or None; set by :class:`vision.FaceCamera` for each frame."""
 
     def analyse(self, frame: npt.NDArray[Any]) -> FrameAnalysis:
         """Detect, check, embed and match every face in ``frame`` (HxWx3 uint8 BGR), no motion gate."""
@@ -139,6 +145,8 @@ class FacePipeline:
         for obs in faces:
             if obs.matched:
                 c["faces_named" if obs.person_id is not None else "faces_unknown"] += 1
+            if obs.carried:
+                c["faces_carried"] += 1
             for reason in obs.quality.reasons:
                 c[f"rejected_{reason}"] += 1
 
@@ -202,6 +210,7 @@ def analyse_frames(jobs: Sequence[tuple[FacePipeline, npt.NDArray[Any]]]) -> lis
     qualities: dict[int, list[FaceQuality]] = {}
     good: dict[int, list[int]] = {}
     chips: dict[int, list[npt.NDArray[np.uint8]]] = {}
+    carried: dict[int, list[str | None]] = {}
     for i, dets in detections.items():
         pipeline, frame = jobs[i][0], frames[i]
         t1 = time.perf_counter()
@@ -209,8 +218,10 @@ def analyse_frames(jobs: Sequence[tuple[FacePipeline, npt.NDArray[Any]]]) -> lis
         t2 = time.perf_counter()
         timings[i]["quality"] = t2 - t1
         good[i], chips[i] = [], []
+        carry = pipeline.carry
+        carried[i] = carry([d.box for d in dets]) if carry is not None and dets else [None] * len(dets)
         for k, q in enumerate(qualities[i]):
-            if not q.ok:
+            if not q.ok or carried[i][k] is not None:
                 continue
             try:
                 chips[i].append(align_face(frame, dets[k].landmarks))
@@ -251,16 +262,18 @@ def analyse_frames(jobs: Sequence[tuple[FacePipeline, npt.NDArray[Any]]]) -> lis
         faces = []
         for k, (det, q) in enumerate(zip(dets, qualities[i], strict=True)):
             person, dist = matches.get(k, (None, None))
+            kept = carried[i][k] if q.ok else None
             faces.append(
                 FaceObservation(
                     box=det.box,
                     landmarks=det.landmarks,
                     detection_score=det.score,
                     quality=q,
-                    matched=k in matches,
-                    person_id=person,
+                    matched=k in matches or kept is not None,
+                    person_id=kept or person,
                     distance=dist,
                     model_id=pipeline.embedder.model_id,
+                    carried=kept is not None,
                 )
             )
         pipeline._count(faces)

@@ -57,6 +57,10 @@ class FaceTrack:
     weights: dict[str, float] = field(default_factory=dict)
     best_distance: dict[str, float] = field(default_factory=dict)
     decided: bool = False
+    named: str | None = None
+    """The person this track was confirmed as (set with ``decided``)."""
+    verified_at: float = 0.0
+    """When a face of this track last matched ``named`` in the gallery (or was confirmed)."""
     stranger_reported: bool = False
     decision: IdentityDecision | None = None
 
@@ -108,6 +112,36 @@ class FaceTracker:
     @property
     def tracks(self) -> list[FaceTrack]:
         return list(self._tracks)
+
+    def carried(
+        self, boxes: Sequence[tuple[float, float, float, float]], timestamp: float
+    ) -> list[str | None]:
+        """Per face box of the frame at ``timestamp`` (before :meth:`update` with it), the person
+        whose confirmed track it plainly continues, else None: its IoU with the track's predicted box
+        is at least ``carry_iou``, no other face overlaps that track and no other track that face,
+        and the track's identity was matched in the gallery less than ``reverify_s`` ago. Such a
+        face need not be embedded: its identity is already decided, and its observation keeps the
+        track alive."""
+        cfg = self.config
+        out: list[str | None] = [None] * len(boxes)
+        tracks = [t for t in self._tracks if timestamp - t.last_seen <= cfg.max_age_s]
+        if not boxes or cfg.reverify_s <= 0 or not any(t.named for t in tracks):
+            return out
+        a = np.array([t.predicted_box(timestamp) for t in tracks], dtype=np.float32)
+        iou = iou_matrix(a, np.array(boxes, dtype=np.float32))
+        overlapping = iou >= cfg.iou_threshold
+        for fi in range(len(boxes)):
+            ti = int(iou[:, fi].argmax())
+            track = tracks[ti]
+            if (
+                track.named is not None
+                and iou[ti, fi] >= cfg.carry_iou
+                and overlapping[:, fi].sum() == 1
+                and overlapping[ti, :].sum() == 1
+                and timestamp - track.verified_at < cfg.reverify_s
+            ):
+                out[fi] = track.named
+        return out
 
     def _associate(self, faces: Sequence[FaceObservation], timestamp: float) -> list[tuple[int, int]]:
         """Greedy one-to-one pairs (track index, face index), highest IoU with the predicted box first.
@@ -197,6 +231,9 @@ class FaceTracker:
             track = self._tracks[ti]
             track.observe(faces[fi].box, timestamp)
             track.vote(faces[fi])
+            face = faces[fi]
+            if track.named is not None and face.distance is not None and face.person_id == track.named:
+                track.verified_at = timestamp  # matched in the gallery as what it was confirmed as
         for fi, face in enumerate(faces):
             if fi in matched_faces:
                 continue
@@ -232,6 +269,7 @@ class FaceTracker:
                 track.stranger_reported = True
             else:
                 track.decided = True
+                track.named, track.verified_at = key, timestamp
                 last = self._last_named.get(key)
                 self._last_named[key] = timestamp
                 if last is not None and timestamp - last < cfg.repeat_window_s:

@@ -294,6 +294,15 @@ class VisionSettings(BaseModel):
         "default gives each face camera about 2.5 frames/s under overload: the 3 votes of a face in "
         "about a second (at 0.4, 1.8 frames/s missed a walker whose face matched for 1.2 s).",
     )
+    attendance_max_share: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description="The most of the analysed frames face cameras get by having waited "
+        "attendance_max_wait_s while security frames wait too (over the last few seconds): under deep "
+        "overload every face camera has always waited that long, and security would lose its priority. "
+        "Face frames still take every core security leaves idle.",
+    )
 
     @property
     def threads(self) -> int:

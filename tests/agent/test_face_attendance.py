@@ -197,6 +197,8 @@ def test_enroll_then_recognise_attendance_and_stranger(
                 assert models == {"centerface": "cpu", "dlib_resnet_v1": "cpu"}
                 lanes = {(x["camera"], x["analysis"]): x for x in status["vision"]["inference"]["lanes"]}
                 assert lanes[("cam-7a", "faces")]["analysed"] >= 30
+                # A face camera alone: every frame analysed lately was attendance's.
+                assert status["vision"]["inference"]["attendance_share"] > 0.9
                 assert agent.services is not None
                 registry = gateway_registry(agent.services)
                 provider = {"model": "centerface", "provider": "cpu"}

@@ -123,6 +123,49 @@ def test_an_attendance_camera_that_waited_too_long_goes_next_even_under_security
     assert room.counters["replaced"] > room.counters["analysed"]
 
 
+def deep_overload_shares(attendance_max_share: float) -> tuple[float, float]:
+    """(security, faces) frames analysed / offered, with 4 security and 4 face cameras offering
+    far more than one thread running 5 ms analyses can serve, for 2 s."""
+    rec = Recorder(seconds=0.005)
+
+    async def scenario() -> list[Lane[int]]:
+        service = InferenceService(
+            workers=1, attendance_max_wait_s=0.02, attendance_max_share=attendance_max_share
+        )
+        lanes = [Lane(service, f"yard-{i}", "security", rec.analyse) for i in range(4)]
+        lanes += [Lane(service, f"class-{i}", "faces", rec.analyse) for i in range(4)]
+        try:
+            deadline, seq = time.monotonic() + 2.0, 0
+            while time.monotonic() < deadline:
+                seq += 1
+                for lane in lanes:
+                    lane.offer(frame(lane.camera_id, seq))
+                await asyncio.sleep(0.01)  # 100 frames/s per camera, 800 offered against ~200 served
+        finally:
+            service.close()
+        return lanes
+
+    lanes = asyncio.run(scenario())
+
+    def share(analysis: str) -> float:
+        mine = [lane.counters for lane in lanes if lane.analysis == analysis]
+        return sum(c["analysed"] for c in mine) / sum(c["offered"] for c in mine)
+
+    return share("security"), share("faces")
+
+
+def test_under_deep_overload_security_keeps_its_priority_and_attendance_its_capped_share() -> None:
+    # Every face camera has always waited longer than attendance_max_wait_s here. Without a cap
+    # (1.0) that promotes all of them and security loses its priority: the two are served alike.
+    security, faces = deep_overload_shares(attendance_max_share=1.0)
+    assert abs(security - faces) < 0.25 * security, (security, faces)
+    # With the default cap, face cameras get about 40 % of the frames analysed, security the rest.
+    security, faces = deep_overload_shares(attendance_max_share=0.4)
+    analysed_faces = faces / (security + faces)  # equal offers: the share of the frames analysed
+    assert 0.3 <= analysed_faces <= 0.45, (security, faces)
+    assert security > 1.3 * faces, (security, faces)
+
+
 def test_cameras_of_one_class_share_the_threads_round_robin_and_skip_instead_of_queueing() -> None:
     rec = Recorder(seconds=0.004)
     cameras = 6

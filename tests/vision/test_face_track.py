@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -159,6 +160,40 @@ def test_repeat_window_suppresses_broken_track() -> None:
     again = [tracker.update([_obs(_box(400), "alice")], 2.0 + k * 0.1) for k in range(4)]
     assert [d.person_id for d in first] == ["alice"]
     assert [d for ds in again for d in ds] == []
+
+
+def test_a_confirmed_track_carries_its_identity_only_where_it_is_plain() -> None:
+    tracker = FaceTracker()
+    cfg = tracker.config
+    _run(tracker, [[_obs(_box(100), "alice")] for _ in range(cfg.min_votes)])  # confirmed at t=0.2
+    now = 0.3
+    # The same place: carried, no need to embed it again.
+    assert tracker.carried([_box(102)], now) == ["alice"]
+    # Not carried: a box that overlaps the track only a little, or a second face on the track.
+    assert tracker.carried([_box(160)], now) == [None]
+    assert tracker.carried([_box(100), _box(115)], now) == [None, None]
+    # Nor a face of a track not confirmed yet, nor on a tracker that has no confirmed track.
+    other = FaceTracker()
+    other.update([_obs(_box(100), "alice")], 0.0)
+    assert other.carried([_box(100)], 0.1) == [None]
+    # Carried observations keep the track alive without verifying it: after reverify_s the face
+    # is matched again, and carried once more only when that match names the same person.
+    t = now
+    while t < 0.2 + cfg.reverify_s - 0.1:
+        assert tracker.carried([_box(100)], t) == ["alice"]
+        carried = replace(_obs(_box(100), "alice"), distance=None, carried=True)
+        tracker.update([carried], t)
+        t += 0.5
+    t = 0.2 + cfg.reverify_s + 0.05
+    assert tracker.carried([_box(100)], t) == [None]
+    tracker.update([_obs(_box(100), "bob")], t)  # someone else on the track: not verified
+    assert tracker.carried([_box(100)], t + 0.1) == [None]
+    tracker.update([_obs(_box(100), "alice")], t + 0.1)
+    assert tracker.carried([_box(100)], t + 0.2) == ["alice"]
+    # Off altogether with reverify_s 0.
+    off = FaceTracker(FaceTrackerConfig(reverify_s=0))
+    _run(off, [[_obs(_box(100), "alice")] for _ in range(cfg.min_votes)])
+    assert off.carried([_box(100)], 0.3) == [None]
 
 
 def test_clip_with_enrolled_and_unknown_walkers(

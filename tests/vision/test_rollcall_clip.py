@@ -21,6 +21,7 @@ from vision.classroom_clip import (
     face_sizes,
     rollcall_clip,
 )
+from vision.config import FaceTrackerConfig
 from vision.face_camera import FaceCamera
 from vision.face_detect import FaceDetector
 from vision.face_embed import FaceEmbedder
@@ -99,6 +100,36 @@ def test_no_absent_student_is_marked_present(
     # are recognised within the short clip.
     front = {s.person_id for s in clip.seats if s.face_px >= 64}
     assert front and front <= marked
+
+
+def test_a_seated_class_is_not_embedded_again_once_recognised(
+    enrollment: Enrollment, models: tuple[FaceDetector, FaceEmbedder]
+) -> None:
+    """The same clip with carried identities and without (reverify_s 0): the same students marked,
+    and far fewer faces through the embedder with them."""
+    clip = rollcall_clip(enrollment.people, seconds=SHORT_S)
+    marked: dict[float, set[str]] = {}
+    embedded: dict[float, int] = {}
+    for reverify_s in (0.0, FaceTrackerConfig().reverify_s):
+        camera = FaceCamera(
+            "rollcall",
+            enrollment.gallery,
+            detector=models[0],
+            embedder=models[1],
+            tracker=FaceTrackerConfig(reverify_s=reverify_s),
+        )
+        marked[reverify_s] = set()
+        for frame, at in zip(clip.frames, clip.times, strict=True):
+            result = camera.process(frame, at)
+            marked[reverify_s] |= {d.person_id for d in result.decisions if d.person_id}
+        c = camera.counters
+        embedded[reverify_s] = c["faces_named"] + c["faces_unknown"] - c["faces_carried"]
+        assert (c["faces_carried"] > 0) == (reverify_s > 0), c
+    without, carried = marked
+    assert marked[carried] == marked[without] and marked[without]
+    # Once recognised (3 frames of 15 in this short clip), a student is carried: at least half the
+    # embedder's work is gone.
+    assert embedded[carried] <= 0.5 * embedded[without], embedded
 
 
 def test_an_unreadable_photo_is_logged_counted_and_skipped(
