@@ -228,10 +228,9 @@ class FaceTracker:
         pairs = self._associate(faces, timestamp)
         matched_faces = {fi for _, fi in pairs}
         for ti, fi in pairs:
-            track = self._tracks[ti]
-            track.observe(faces[fi].box, timestamp)
-            track.vote(faces[fi])
-            face = faces[fi]
+            track, face = self._tracks[ti], faces[fi]
+            track.observe(face.box, timestamp)
+            track.vote(face)
             if track.named is not None and face.distance is not None and face.person_id == track.named:
                 track.verified_at = timestamp  # matched in the gallery as what it was confirmed as
         for fi, face in enumerate(faces):
