@@ -104,7 +104,10 @@ def process_cameras(
     :class:`vision.VisionError` (naming the camera) that its frame gave, in order. Call it from one
     thread per camera at a time, like ``process``."""
     for camera, _, at in jobs:
-        camera._pipeline.gallery = camera._gallery()  # read at every frame: enrolments apply at once
+        gallery = camera._gallery()  # read at every frame: enrolments and erasures apply at once
+        if gallery is not camera._pipeline.gallery:
+            camera._tracker.reverify()
+        camera._pipeline.gallery = gallery
         camera._pipeline.carry = functools.partial(camera._tracker.carried, timestamp=at)
     outcomes = process_frames([(camera._pipeline, frame, at) for camera, frame, at in jobs])
     results: list[FaceFrameResult | VisionError] = []

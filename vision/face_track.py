@@ -113,6 +113,12 @@ class FaceTracker:
     def tracks(self) -> list[FaceTrack]:
         return list(self._tracks)
 
+    def reverify(self) -> None:
+        """Carry no identity until it is matched again: the gallery changed (an enrolment, a
+        withdrawn consent, an erasure), and what a track was confirmed as may no longer be."""
+        for track in self._tracks:
+            track.verified_at = float("-inf")
+
     def carried(
         self, boxes: Sequence[tuple[float, float, float, float]], timestamp: float
     ) -> list[str | None]:

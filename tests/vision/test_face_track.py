@@ -190,6 +190,9 @@ def test_a_confirmed_track_carries_its_identity_only_where_it_is_plain() -> None
     assert tracker.carried([_box(100)], t + 0.1) == [None]
     tracker.update([_obs(_box(100), "alice")], t + 0.1)
     assert tracker.carried([_box(100)], t + 0.2) == ["alice"]
+    # A changed gallery: nothing carried until matched again.
+    tracker.reverify()
+    assert tracker.carried([_box(100)], t + 0.2) == [None]
     # Off altogether with reverify_s 0.
     off = FaceTracker(FaceTrackerConfig(reverify_s=0))
     _run(off, [[_obs(_box(100), "alice")] for _ in range(cfg.min_votes)])
