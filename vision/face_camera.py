@@ -62,6 +62,8 @@ class FaceCamera:
         self._gallery: Callable[[], Gallery] = gallery if callable(gallery) else (lambda: gallery)
         self._pipeline = FacePipeline(self._gallery(), detector=detector, embedder=embedder, config=config)
         self._tracker = FaceTracker(tracker)
+        self._gallery_contents = self._pipeline.gallery.contents
+        """The templates the tracks' identities were last matched against (a change: match again)."""
 
     @property
     def detector(self) -> FaceDetector:
@@ -105,8 +107,9 @@ def process_cameras(
     thread per camera at a time, like ``process``."""
     for camera, _, at in jobs:
         gallery = camera._gallery()  # read at every frame: enrolments and erasures apply at once
-        if gallery is not camera._pipeline.gallery:
+        if gallery.contents is not camera._gallery_contents:
             camera._tracker.reverify()
+            camera._gallery_contents = gallery.contents
         camera._pipeline.gallery = gallery
         camera._pipeline.carry = functools.partial(camera._tracker.carried, timestamp=at)
     outcomes = process_frames([(camera._pipeline, frame, at) for camera, frame, at in jobs])

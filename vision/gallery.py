@@ -231,6 +231,12 @@ class Gallery:
         return self._snap.persons
 
     @property
+    def contents(self) -> object:
+        """An opaque token, a new one whenever the templates change (compare with ``is``): a camera
+        that carries identities between frames learns from it that they must be matched again."""
+        return self._snap
+
+    @property
     def template_count(self) -> int:
         return len(self._snap.owner)
 
