@@ -107,9 +107,10 @@ def process_cameras(
     thread per camera at a time, like ``process``."""
     for camera, _, at in jobs:
         gallery = camera._gallery()  # read at every frame: enrolments and erasures apply at once
-        if gallery.contents is not camera._gallery_contents:
+        contents = gallery.contents
+        if contents is not camera._gallery_contents:
             camera._tracker.reverify()
-            camera._gallery_contents = gallery.contents
+            camera._gallery_contents = contents
         camera._pipeline.gallery = gallery
         camera._pipeline.carry = functools.partial(camera._tracker.carried, timestamp=at)
     outcomes = process_frames([(camera._pipeline, frame, at) for camera, frame, at in jobs])
