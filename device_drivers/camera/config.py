@@ -12,6 +12,9 @@ from device_drivers._io.config import BackoffConfig
 
 SourceKind = Literal["stream", "usb", "file"]
 
+MAX_FRAME_PIXELS = 40_000_000
+"""The default of ``max_frame_pixels``: an 8K camera (7680x4320, 33 Mpx) with room to spare."""
+
 
 class CameraConfig(BaseModel):
     """One camera. ``url`` is an RTSP/HTTP URL, ``usb:N`` or ``/dev/videoN``, or a video file path.
@@ -19,8 +22,8 @@ class CameraConfig(BaseModel):
     Analysis runs on the frames of :attr:`analysis_url`: ``substream_url`` when the camera has a
     low-resolution sub-stream (then ``url`` is not opened by the driver at all), else ``url``.
     ``analysis_width`` shrinks them right after decode (MJPEG packets are decoded at a reduced size
-    straight away). Evidence snapshots are taken from the same frames (no main-stream frame is
-    kept yet).
+    straight away); the main stream's picture is then kept for evidence snapshots (not with a
+    sub-stream: the main stream is not opened).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -52,6 +55,14 @@ class CameraConfig(BaseModel):
         le=3840,
         description="Frames handed on for analysis are shrunk to this width (aspect kept, never enlarged) "
         "right after decode; unset: as decoded. Pixel zones then need `security.reference_size`.",
+    )
+    max_frame_pixels: int = Field(
+        default=MAX_FRAME_PIXELS,
+        ge=64 * 64,
+        le=1 << 30,
+        description="A frame with more pixels is dropped as a bad frame; an MJPEG frame is judged by "
+        "its header, before anything is decoded (a few kilobytes can declare 16000x16000 pixels, 768 MB "
+        "for each decode).",
     )
     stall_timeout_s: float = Field(
         default=10.0, gt=0, le=3600, description="No good frame for this long: the camera is offline."

@@ -45,7 +45,13 @@ from numpy.typing import NDArray
 
 from device_drivers._io.backoff import Backoff
 from device_drivers._io.threads import lower_thread_priority
-from device_drivers.camera.config import CameraConfig, SourceKind, parse_source, redact_url
+from device_drivers.camera.config import (
+    MAX_FRAME_PIXELS,
+    CameraConfig,
+    SourceKind,
+    parse_source,
+    redact_url,
+)
 from device_drivers.errors import CameraError
 from device_drivers.readings import CameraFrame, CameraItem, CameraOffline, CameraOnline, utc_now
 
@@ -66,15 +72,20 @@ class CaptureLike(Protocol):
     def release(self) -> None: ...
 
 
-def check_frame(frame: object, expected_shape: tuple[int, ...] | None) -> str | None:
-    """Why ``frame`` is garbage, or None if it is a usable BGR frame (same shape as before, if known)."""
+def check_frame(
+    frame: object, expected_shape: tuple[int, ...] | None, max_pixels: int = MAX_FRAME_PIXELS
+) -> str | None:
+    """Why ``frame`` is garbage, or None if it is a usable BGR frame (same shape as before, if known,
+    and at most ``max_pixels``)."""
     if not isinstance(frame, np.ndarray):
         return f"not an array ({type(frame).__name__})"
     if frame.dtype != np.uint8:
         return f"dtype {frame.dtype}, not uint8"
     if frame.ndim != 3 or frame.shape[2] != 3:
         return f"shape {frame.shape}, not HxWx3"
-    return _check_size(frame.shape, expected_shape)
+    return _too_many_pixels(frame.shape[1], frame.shape[0], max_pixels) or _check_size(
+        frame.shape, expected_shape
+    )
 
 
 def _check_size(shape: tuple[int, ...], expected_shape: tuple[int, ...] | None) -> str | None:
@@ -86,14 +97,24 @@ def _check_size(shape: tuple[int, ...], expected_shape: tuple[int, ...] | None) 
     return None
 
 
-def check_picture(picture: object, expected_shape: tuple[int, ...] | None) -> str | None:
+def _too_many_pixels(width: int, height: int, max_pixels: int) -> str | None:
+    if width * height > max_pixels:
+        return f"frame {width}x{height} has more than max_frame_pixels ({max_pixels:,})"
+    return None
+
+
+def check_picture(
+    picture: object, expected_shape: tuple[int, ...] | None, max_pixels: int = MAX_FRAME_PIXELS
+) -> str | None:
     """:func:`check_frame` for decoded pixels; for a JPEG packet, the same checks on the size its
-    header gives (the packet is decoded later, by whoever analyses it)."""
+    header gives, before anything is decoded (the packet is decoded later, by whoever analyses
+    it, and once more at full size for evidence): a header declaring 16000x16000 pixels on a
+    few kilobytes of data would have each decode allocate 768 MB."""
     if picture is None:
         return "nothing decodable (a read that failed, or a packet without a JPEG header)"
     if not isinstance(picture, JpegPacket):
-        return check_frame(picture, expected_shape)
-    return _check_size(picture.shape, expected_shape)
+        return check_frame(picture, expected_shape, max_pixels)
+    return _too_many_pixels(*picture.size, max_pixels) or _check_size(picture.shape, expected_shape)
 
 
 def open_capture(config: CameraConfig) -> CaptureLike:
@@ -160,11 +181,13 @@ class MjpegPackets:
         packets = cls(capture)
         if not packets.grab():
             return None
-        ok, frame = packets.retrieve()
-        if not ok or frame is None:
+        first = packets.retrieve_packet(None)
+        # Tried at an eighth of its size: whether the packets are plain JPEG images shows as well,
+        # and a header that lies about the size cannot make the trial allocate much.
+        if first is None or _decodes_at(first.data, cv2.IMREAD_REDUCED_COLOR_8) is None:
             log.info("MJPEG packets of this source are not plain JPEG images: decoding them with FFmpeg")
             return None
-        packets._imread_flag = _reduced_decode_flag(frame.shape[1], analysis_width)
+        packets._imread_flag = _reduced_decode_flag(first.size[0], analysis_width)
         if rewind and not capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
             return None
         return packets
@@ -181,10 +204,7 @@ class MjpegPackets:
         ok, packet = self._capture.retrieve()
         if not ok or packet is None or packet.size == 0:
             return False, None
-        try:
-            frame = cv2.imdecode(packet, self._imread_flag)
-        except cv2.error:
-            return False, None
+        frame = _decodes_at(np.asarray(packet, dtype=np.uint8), self._imread_flag)
         return frame is not None, frame
 
     def retrieve_packet(self, analysis_width: int | None) -> JpegPacket | None:
@@ -206,6 +226,15 @@ class MjpegPackets:
 
     def release(self) -> None:
         self._capture.release()
+
+
+def _decodes_at(packet: NDArray[np.uint8], imread_flag: int) -> NDArray[np.uint8] | None:
+    """``packet`` decoded with ``imread_flag``, None when it does not decode."""
+    try:
+        frame = cv2.imdecode(packet, imread_flag)
+    except cv2.error:
+        return None
+    return None if frame is None else np.asarray(frame, dtype=np.uint8)
 
 
 _SCALE_OF_FLAG = {
@@ -258,17 +287,20 @@ class JpegPacket:
     ``shape`` is what :meth:`decode` gives, known from the header (at the reduced DCT scale of
     ``imread_flag``, then shrunk to ``analysis_width`` like any decoded frame)."""
 
-    __slots__ = ("_analysis_width", "_decoded", "_imread_flag", "_lock", "data", "reduced", "shape")
+    __slots__ = ("_analysis_width", "_decoded", "_imread_flag", "_lock", "data", "reduced", "shape", "size")
 
     def __init__(
         self,
         data: NDArray[np.uint8],
+        size: tuple[int, int],
         shape: tuple[int, int, int],
         imread_flag: int,
         analysis_width: int | None,
         reduced: bool = False,
     ) -> None:
         self.data = data
+        self.size = size
+        """(width, height) as the JPEG header declares it: the full-resolution picture."""
         self.shape = shape
         self.reduced = reduced
         """Whether it decodes smaller than the JPEG (a reduced scale, a shrink): then the packet
@@ -291,7 +323,7 @@ class JpegPacket:
         width, height = -(-size[0] // scale), -(-size[1] // scale)
         if analysis_width is not None and width > analysis_width:
             width, height = analysis_width, max(1, round(height * analysis_width / width))
-        return cls(data, (height, width, 3), imread_flag, analysis_width, reduced=width < size[0])
+        return cls(data, size, (height, width, 3), imread_flag, analysis_width, reduced=width < size[0])
 
     def decode(self) -> NDArray[np.uint8]:
         """The pixels, decoded once however many threads ask; ``CameraError`` (``bad_frame``) when
@@ -689,7 +721,7 @@ class Camera:
             except Exception as err:
                 self._count_from_thread(generation, "read_failures")
                 return f"read failed: {err}"
-            problem = check_picture(picture, shape)
+            problem = check_picture(picture, shape, cfg.max_frame_pixels)
             if problem is not None:
                 consecutive_bad += 1
                 self._count_from_thread(generation, "bad_frames")

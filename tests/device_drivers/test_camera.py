@@ -120,6 +120,8 @@ def test_check_frame_names_the_problem() -> None:
     assert "too small" in (check_frame(np.zeros((4, 4, 3), np.uint8), None) or "")
     assert "changed" in (check_frame(good, (480, 640, 3)) or "")
     assert "not an array" in (check_frame(None, None) or "")
+    too_many = check_frame(good, None, max_pixels=320 * 240 - 1) or ""
+    assert "frame 320x240 has more than max_frame_pixels (76,799)" in too_many
 
 
 def test_readings_are_device_online_offline_for_the_agent() -> None:

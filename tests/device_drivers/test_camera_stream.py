@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from test_camera import FAST_BACKOFF, collect, kinds
 from device_drivers.camera.config import CameraConfig
 from device_drivers.camera.driver import Camera
 from device_drivers.readings import CameraFrame, CameraOffline
+from tests.support.jpeg import declaring
 
 
 @dataclass
@@ -27,6 +29,7 @@ class Behaviour:
 
     frames: int
     then: str = "close"  # "close" or "stall" (keep the socket open, send nothing)
+    declare: tuple[int, int] | None = None  # the size the frames' JPEG headers claim, if not theirs
 
 
 @dataclass
@@ -72,8 +75,9 @@ class MjpegServer:
                 img = np.full((120, 160, 3), 20 + (k * 7) % 200, np.uint8)
                 ok, buf = cv2.imencode(".jpg", img)
                 assert ok
-                head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(buf)
-                conn.sendall(head + buf.tobytes() + b"\r\n")
+                data = buf.tobytes() if b.declare is None else declaring(buf.tobytes(), *b.declare)
+                head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
+                conn.sendall(head + data + b"\r\n")
                 time.sleep(0.04)
             if b.then == "stall":
                 self._stop.wait(30)
@@ -127,3 +131,30 @@ def test_stream_closed_by_the_camera_is_offline_and_reconnected(server_factory: 
     offline = next(i for i in items if isinstance(i, CameraOffline))
     assert "read failed" in offline.reason
     assert cam.counters.get("stalls", 0) == 0 and cam.counters["reconnects"] >= 1
+
+
+def test_frames_whose_header_claims_too_many_pixels_are_dropped_undecoded(
+    server_factory: list[MjpegServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # 5 KB frames declaring 16000x16000: each decode would allocate 768 MB. Then an honest camera.
+    server = start(server_factory, [Behaviour(40, "close", declare=(16000, 16000)), Behaviour(10_000)])
+    cfg = CameraConfig(id="ipcam", url=server.url, analysis_fps=25, stall_timeout_s=5, backoff=FAST_BACKOFF)
+    cam = Camera(cfg)
+    decodes: list[tuple[int, int]] = []
+    real_imdecode = cv2.imdecode
+
+    def imdecode(buf: np.ndarray, flags: int) -> np.ndarray | None:
+        out = real_imdecode(buf, flags)
+        if out is not None:
+            decodes.append(out.shape[:2])
+        return out
+
+    with caplog.at_level(logging.WARNING), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cv2, "imdecode", imdecode)
+        items = asyncio.run(collect(cam, lambda it: kinds(it) == ["off", "on", "F"], 15.0))
+    assert kinds(items) == ["off", "on", "F"]  # the lying stream never went online
+    assert cam.counters["bad_frames"] >= 30
+    assert "frame 16000x16000 has more than max_frame_pixels (40,000,000)" in caplog.text
+    # Only the 1/8-scale trial of the first packet decoded anything of the lying stream (2000 px).
+    assert max(h * w for h, w in decodes) <= 2000 * 2000
+    assert all(i.frame.shape == (120, 160, 3) for i in items if isinstance(i, CameraFrame))
