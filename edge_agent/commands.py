@@ -677,7 +677,8 @@ class CommandProcessor:
         if path is None:
             raise Refused("no_config_file", "the agent was not started from a config file")
         try:
-            new = parse_config(args.yaml, "pushed configuration")
+            # In a thread, like every file read here: parsing and checking is pure Python.
+            new = await asyncio.to_thread(parse_config, args.yaml, "pushed configuration")
         except ConfigFileError as err:
             raise Refused(
                 "config_invalid",

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 
+from edge_agent.api.routers import config as config_router
+from edge_agent.config import parse_config
 from edge_agent.gateway import Gateway
 from sync.contract import validate_event
 from tests.api.conftest import ApiGate, Tokens, jpeg, raise_test_alert, running_api, until
@@ -227,6 +231,17 @@ async def limits_and_config(gate: ApiGate, tokens: Tokens) -> None:
             content="gateway: {site: s, id: g}\nmqtt: {url: 'mqtt://127.0.0.1:1883'}\n",
         )
         assert fine.json() == {"valid": True, "issues": []}
+        # Parsed off the event loop (the agent's loop runs in this thread): a file near the body
+        # limit takes seconds to parse and check, and the gates share the loop.
+        parsed_on_the_loop: list[bool] = []
+
+        def watched(text: str, source: str = "<config>") -> Any:
+            parsed_on_the_loop.append(threading.current_thread() is threading.main_thread())
+            return parse_config(text, source)
+
+        with mock.patch.object(config_router, "parse_config", watched):
+            again = await admin.post("/api/v1/config/validate", content=fine.request.content)
+        assert again.json() == {"valid": True, "issues": []} and parsed_on_the_loop == [False]
         not_yaml = await admin.post("/api/v1/config/validate", content="a: [1,\n")
         assert not_yaml.json()["issues"][0]["message"].startswith("not valid YAML")
         not_text = await admin.post("/api/v1/config/validate", content=b"\xff\xfe\x00")

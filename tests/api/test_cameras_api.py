@@ -5,6 +5,8 @@ YAML of drawn zones checked in the agent's own file (bad drawings refused with a
 from __future__ import annotations
 
 import asyncio
+import math
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,14 +45,14 @@ cameras:
 MAX_BODY = 4096
 
 
-def running_cameras(tmp_path: Path, broker_url: str) -> Any:
+def running_cameras(tmp_path: Path, broker_url: str, max_body: int = MAX_BODY) -> Any:
     return running_gate(
         tmp_path,
         broker_url,
         site=SITE,
         gateway=GW,
         from_file=True,
-        api={"max_body_bytes": MAX_BODY},
+        api={"max_body_bytes": max_body},
         extra=CAMERAS,
     )
 
@@ -261,3 +263,51 @@ async def check(gate: RunningGate, tokens: Tokens) -> None:
         broken = await admin.post("/api/v1/cameras/cam-door/zones", json=fine)
         assert (broken.status_code, broken.json()["code"]) == (409, "config_unreadable"), broken.text
         assert services.counters.get("api_zone_edit_refused_config_unreadable") == 1
+
+
+def test_a_drawing_of_many_large_zones_is_checked_off_the_event_loop(
+    tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens, monkeypatch: Any
+) -> None:
+    """The largest drawing the API takes (64 zones of 256 points, ~400 KB) costs seconds of pure
+    Python to check; the gates share the event loop, so none of it may run there."""
+    from edge_agent.api.routers import cameras as router
+    from vision import config as vision_config
+
+    def ring(k: int) -> list[list[float]]:
+        cx, cy = 20 + (k % 8) * 38, 15 + (k // 8) * 20
+        return [
+            [cx + 9 * math.cos(2 * math.pi * i / 256), cy + 9 * math.sin(2 * math.pi * i / 256)]
+            for i in range(256)
+        ]
+
+    drawing = {
+        "reference_size": [WIDTH, HEIGHT],
+        "zones": [{"id": f"z{k}", "points": ring(k)} for k in range(64)],
+    }
+    checked_in: list[str] = []
+
+    def watched(real: Any) -> Any:
+        def polygon_problem(points: Any) -> Any:
+            if len(points) == 256:  # the drawing's, not the configured zones
+                checked_in.append(threading.current_thread().name)
+            return real(points)
+
+        return polygon_problem
+
+    async def scenario() -> None:
+        async with running_cameras(tmp_path, mosquitto.url, max_body=5 * 1024 * 1024) as gate:
+            async with gate.client("admin", tokens) as admin:
+                monkeypatch.setattr(router, "polygon_problem", watched(router.polygon_problem))
+                monkeypatch.setattr(vision_config, "polygon_problem", watched(vision_config.polygon_problem))
+                answer = await admin.post("/api/v1/cameras/cam-door/zones", json=drawing, timeout=120)
+            assert answer.status_code == 200, answer.text
+            zones = yaml.safe_load(answer.json()["yaml"])["security"]["zones"]
+            assert [z["id"] for z in zones] == [f"z{k}" for k in range(64)]
+            assert all(len(z["points"]) == 256 for z in zones)
+
+    asyncio.run(asyncio.wait_for(scenario(), 180))
+    loop_thread = threading.current_thread().name  # asyncio.run ran the agent's loop here
+    assert len(checked_in) >= 64, "the drawing's polygons were not checked"
+    assert loop_thread not in checked_in, (
+        f"{checked_in.count(loop_thread)} polygons checked on the event loop"
+    )

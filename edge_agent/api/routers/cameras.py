@@ -276,26 +276,9 @@ async def zones_yaml(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneEdit) 
     # Not audited: like config validation, this changes nothing on the gateway.
     setup = _setup(ctx, camera_id)
     try:
-        pixel = any(z.coords == "pixel" for z in edit.zones) or any(ln.coords == "pixel" for ln in edit.lines)
-        size = edit.reference_size
-        if size is None and pixel:
-            latest = ctx.services.cameras.latest_frames.get(camera_id)
-            if latest is None:
-                raise _Refused(
-                    "no_reference_size",
-                    f"pixel coordinates need reference_size: camera {camera_id} has no frame to take it from",
-                )
-            height, width = latest.shape[:2]
-            size = (int(width), int(height))
-        try:
-            zones, lines = _built(edit, size)
-            CameraZones(camera_id=camera_id, zones=zones, lines=lines, reference_size=size)
-        except ValidationError as err:
-            raise _Refused(
-                "invalid_zone", "; ".join(str(e.get("msg", "")) for e in err.errors()[:3])
-            ) from err
-        fragment = _fragment(zones, lines, size if pixel else None)
-        validation, source = await asyncio.to_thread(_check_in_configuration, ctx, camera_id, fragment)
+        # In a thread: checking a drawing is pure Python and O(points²) per zone (64 zones of 256
+        # points: seconds), which the event loop, and the gates on it, must not wait for.
+        text, validation, source = await asyncio.to_thread(_zone_yaml, ctx, camera_id, edit)
     except _Refused as err:
         ctx.services.counters.count(f"api_zone_edit_refused_{err.code}")
         log.warning(
@@ -303,5 +286,28 @@ async def zones_yaml(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneEdit) 
         )
         status = 409 if err.code in ("camera_not_in_config", "config_unreadable") else 422
         raise ApiError(status, err.code, err.message) from err
-    text = yaml.safe_dump(fragment, sort_keys=False, default_flow_style=None)
     return ZoneYaml(camera=setup.id, yaml=text, checked_against=source, validation=validation)
+
+
+def _zone_yaml(ctx: ApiContext, camera_id: str, edit: ZoneEdit) -> tuple[str, ConfigValidation, str]:
+    """The YAML fragment of ``edit``, its validation in the whole configuration and what that was
+    (:class:`_Refused` for a drawing that gives no fragment)."""
+    pixel = any(z.coords == "pixel" for z in edit.zones) or any(ln.coords == "pixel" for ln in edit.lines)
+    size = edit.reference_size
+    if size is None and pixel:
+        latest = ctx.services.cameras.latest_frames.get(camera_id)
+        if latest is None:
+            raise _Refused(
+                "no_reference_size",
+                f"pixel coordinates need reference_size: camera {camera_id} has no frame to take it from",
+            )
+        height, width = latest.shape[:2]
+        size = (int(width), int(height))
+    try:
+        zones, lines = _built(edit, size)
+        CameraZones(camera_id=camera_id, zones=zones, lines=lines, reference_size=size)
+    except ValidationError as err:
+        raise _Refused("invalid_zone", "; ".join(str(e.get("msg", "")) for e in err.errors()[:3])) from err
+    fragment = _fragment(zones, lines, size if pixel else None)
+    validation, source = _check_in_configuration(ctx, camera_id, fragment)
+    return yaml.safe_dump(fragment, sort_keys=False, default_flow_style=None), validation, source

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 
 from edge_agent.api.deps import AUTH_RESPONSES, BODY_RESPONSES, Admin, ApiError
@@ -38,7 +40,9 @@ async def validate(request: Request, _: Admin) -> ConfigValidation:
     except UnicodeDecodeError as err:
         raise ApiError(400, "not_utf8", f"the configuration must be UTF-8 text: {err}") from err
     try:
-        parse_config(text, source="<posted>")
+        # In a thread: a file near the body limit takes seconds to parse and check, which the
+        # event loop, and the gates on it, must not wait for.
+        await asyncio.to_thread(parse_config, text, "<posted>")
     except ConfigFileError as err:
         return ConfigValidation(
             valid=False,
