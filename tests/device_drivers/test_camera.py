@@ -240,6 +240,26 @@ def test_garbage_frames_are_counted_and_dropped() -> None:
     assert cam.online is False  # closed
 
 
+def test_a_camera_switched_to_another_resolution_is_reopened_and_goes_on_at_it() -> None:
+    # Someone changes the camera's resolution in its web page: the stream goes on at the new size.
+    caps: list[ScriptedCapture] = []
+
+    def factory(cfg: CameraConfig) -> ScriptedCapture:
+        later = good(400, shape=(240, 320, 3))
+        caps.append(ScriptedCapture([*good(5), *later] if not caps else later, fps=50))
+        return caps[-1]
+
+    cfg = CameraConfig(id="usb1", url="usb:0", analysis_fps=50, stall_timeout_s=0.6, backoff=FAST_BACKOFF)
+    cam = Camera(cfg, capture_factory=factory)
+    items = asyncio.run(collect(cam, lambda it: kinds(it) == ["on", "F", "off", "on", "F"], 10.0))
+    assert kinds(items) == ["on", "F", "off", "on", "F"]
+    offline = next(i for i in items if isinstance(i, CameraOffline))
+    assert offline.reason.startswith("no frames for")  # every frame of the new size was refused
+    sizes = [i.frame.shape for i in items if isinstance(i, CameraFrame)]
+    assert sizes[0] == (120, 160, 3) and sizes[-1] == (240, 320, 3)
+    assert cam.counters["bad_frames"] >= 10 and len(caps) == 2
+
+
 def test_the_capture_thread_runs_at_a_lower_priority_than_the_agent() -> None:
     # Decoding must not keep the gates' threads and the event loop waiting for a core.
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
