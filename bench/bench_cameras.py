@@ -30,7 +30,8 @@ checkout such as a git worktree of an earlier commit), side by side.
   received on MQTT, minus the moment the student first appears (the camera's first frame is the
   time of its ``device.online`` event, the clip plays in real time, the appearance frame is known).
   A student not recorded within :data:`FACE_WAIT_S` counts as missed.
-* RSS: peak of the agent process, sampled every second over the window; CPU: its average.
+* RSS: peak of the agent process, sampled every second over the window; CPU: its average, and by
+  thread (inference, capture, serial, the event loop, other), from ``/proc``.
 
 Bars (issue 15): detector runs/s >= 0.85 x the bare limit whenever demand exceeds it; slowest
 camera >= 0.8 x the mean (within each analysis: security is served before faces by design, so the
@@ -422,6 +423,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+THREAD_GROUPS = (("inference", "inference-"), ("capture", "cam "), ("serial", "read-"))
+"""CPU by thread: the agent names its threads in the OS (``show_thread_name``); the main thread,
+the event loop's, is the one whose id is the process id; the rest (the outbox writer, executor
+threads) are "other". A tree from before the names shows everything as event loop and other."""
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of the process's threads, by group (see :data:`THREAD_GROUPS`)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        group = "event loop" if task.name == str(pid) else "other"
+        group = next((g for g, prefix in THREAD_GROUPS if name.startswith(prefix)), group)
+        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
 @dataclass
 class AgentRun:
     tree: str
@@ -443,6 +466,8 @@ class AgentRun:
     to the attendance event received, or None when it did not come within FACE_WAIT_S."""
     rss_peak: float = 0.0
     cpu: float = 0.0
+    cpu_by_thread: dict[str, float] = field(default_factory=dict)
+    """Thread group -> % of a core over the window (see :data:`THREAD_GROUPS`)."""
 
 
 def histogram_quantiles(
@@ -530,12 +555,17 @@ def run_agent(
             time.sleep(0.2)
         time.sleep(warmup)
         first, t0, cpu0 = scrape(metrics_url), time.monotonic(), cpu_seconds(proc.pid)
+        threads0 = thread_cpu_seconds(proc.pid)
         peak = 0.0
         while time.monotonic() - t0 < seconds:
             time.sleep(1.0)
             peak = max(peak, rss_mib(proc.pid))
         last, elapsed = scrape(metrics_url), time.monotonic() - t0
         cpu = (cpu_seconds(proc.pid) - cpu0) / elapsed * 100
+        by_thread = {
+            group: (spent - threads0.get(group, 0.0)) / elapsed * 100
+            for group, spent in thread_cpu_seconds(proc.pid).items()
+        }
         appear = {
             (cam, pid): online[cam] + frame / CLIP_FPS
             for cam, analysis in ids.items()
@@ -591,6 +621,7 @@ def run_agent(
         face_s,
         peak,
         cpu,
+        by_thread,
     )
 
 
@@ -649,6 +680,10 @@ def report(runs: list[AgentRun]) -> None:
             f"| {total_runs / run.bare.runs_per_s:.2f} | {share} | {fairness(by['security'])} "
             f"| {fairness(by['faces'])} | {lag} | {dropped} | {face} | {run.rss_peak:.0f} | {run.cpu:.0f} |"
         )
+    print("\nCPU by thread, % of a core (the agent names its threads in the OS):")
+    for run in runs:
+        groups = sorted(run.cpu_by_thread.items(), key=lambda kv: -kv[1])
+        print(f"  {run.tree}, {run.cameras} cameras: " + ", ".join(f"{g} {v:.1f}" for g, v in groups))
     print("\nbars (issue 15), per run:")
     for run in runs:
         print(f"  {run.tree}, {run.cameras} cameras: " + "; ".join(verdicts(run)))

@@ -10,7 +10,7 @@ equipment); ``edge-agent simulate`` runs one through :func:`run_simulator`.
 from device_drivers._io.backoff import Backoff, BackoffPolicy
 from device_drivers._io.config import BackoffConfig, NetworkDeviceConfig
 from device_drivers._io.probe import ProbeResult
-from device_drivers._io.threads import lower_thread_priority
+from device_drivers._io.threads import lower_thread_priority, show_thread_name
 from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig, parse_source, redact_url
 from device_drivers.camera.driver import Camera
 from device_drivers.card.codec import CardCodec, CardData
@@ -151,5 +151,6 @@ __all__ = [
     "resolve_profile",
     "run_simulator",
     "serve_simulator",
+    "show_thread_name",
     "wiegand_credential",
 ]

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from device_drivers import lower_thread_priority
+from device_drivers import lower_thread_priority, show_thread_name
 from edge_agent.metrics import INFERENCE_LAG_SECONDS
 
 if TYPE_CHECKING:
@@ -252,6 +252,7 @@ class InferenceService:
 
     def _work(self) -> None:
         lower_thread_priority()  # analysis yields the CPU to the gates and the loop (see the function)
+        show_thread_name()
         me = threading.current_thread()
         while True:
             with self._cond:

@@ -29,6 +29,7 @@ import serial
 from device_drivers._io.backoff import Backoff, BackoffParameters, BackoffPolicy
 from device_drivers._io.source import AttachedSimulator, ReadingSource
 from device_drivers._io.stream import FrameStream
+from device_drivers._io.threads import show_thread_name
 from device_drivers.errors import DeviceError
 from device_drivers.profiles.config import Transport
 from device_drivers.profiles.framing import Codec
@@ -260,6 +261,7 @@ class SerialDriver(ReadingSource):
         slots = threading.Semaphore(_MAX_PENDING)
 
         def reader() -> None:
+            show_thread_name()
             try:
                 while not stop.is_set():
                     if not slots.acquire(blocking=False):

@@ -44,7 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from device_drivers._io.backoff import Backoff
-from device_drivers._io.threads import lower_thread_priority
+from device_drivers._io.threads import lower_thread_priority, show_thread_name
 from device_drivers.camera.config import (
     MAX_FRAME_PIXELS,
     CameraConfig,
@@ -630,6 +630,7 @@ class Camera:
 
     def _capture_loop(self, generation: int, initial_delay_s: float) -> None:
         lower_thread_priority()  # decoding yields the CPU to the gates' threads (see the function)
+        show_thread_name(f"cam {self.device_id}")
         cfg = self.config
         backoff = Backoff(cfg.backoff)
         kind, _ = parse_source(cfg.analysis_url)

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
 from device_drivers._io.source import ReadingSource
+from device_drivers._io.threads import show_thread_name
 from device_drivers.card.codec import CardCodec
 from device_drivers.errors import DeviceError
 from device_drivers.gpio.codec import WiegandBitCollector
@@ -62,6 +63,7 @@ class LibgpiodEdges:
         queue: asyncio.Queue[tuple[Literal[0, 1], int]] = asyncio.Queue()
 
         def pump() -> None:
+            show_thread_name()
             while not self._stop.is_set():
                 if self._request.wait_edge_events(0.1):
                     for event in self._request.read_edge_events():

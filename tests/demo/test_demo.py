@@ -257,6 +257,9 @@ def test_the_demo_shows_every_part_of_the_mission_within_a_minute(
     assert all(person in enrolled for person in DEMO_STUDENTS), enrolled
     # Whether the courtyard zone had to be armed for the demo is said, never done silently.
     assert ("armed for this demo run" in output) is not zone_armed_now(config)
+    # The threads doing the analysis are named for `top -H` (Linux keeps 15 characters).
+    threads = {p.read_text().strip() for p in Path(f"/proc/{demo.proc.pid}/task").glob("*/comm")}
+    assert {"inference-0", f"cam {CLASSROOM_CAMERA}"[:15], f"cam {COURTYARD_CAMERA}"[:15]} <= threads, threads
 
 
 def test_the_demo_takes_roster_changes_signed_with_its_own_centre_key(

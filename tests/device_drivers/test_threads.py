@@ -1,4 +1,5 @@
-"""Bulk threads lower their own OS priority, and carry on at their old one where that is refused."""
+"""Bulk threads lower their own OS priority, and carry on at their old one where that is refused;
+our threads show their names to the OS."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from device_drivers import lower_thread_priority
+from device_drivers import lower_thread_priority, show_thread_name
 from device_drivers._io.threads import BULK_NICENESS
 
 T = TypeVar("T")
@@ -50,3 +52,24 @@ def test_a_refused_change_is_logged_and_the_thread_runs_on(
     with caplog.at_level(logging.DEBUG, logger="device_drivers._io.threads"):
         assert in_a_thread(lambda: (lower_thread_priority(), own_priority())) == [(False, ours)]
     assert any("keeps its priority" in r.getMessage() for r in caplog.records)
+
+
+def os_name(name: str, shown: str | None = None) -> list[tuple[bool, str]]:
+    """What the OS calls a thread named ``name`` once it showed ``shown`` (None: its own name)."""
+    out: list[tuple[bool, str]] = []
+
+    def run() -> None:
+        ok = show_thread_name(shown)
+        out.append((ok, Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip()))
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join(5)
+    return out
+
+
+def test_a_thread_shows_its_name_to_the_os_cut_to_what_linux_keeps() -> None:
+    assert os_name("inference-0") == [(True, "inference-0")]
+    assert os_name("read-turnstile-entrance-3") == [(True, "read-turnstile-")]
+    assert os_name("camera-yard-01-0", shown="cam yard-01") == [(True, "cam yard-01")]
+    assert Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip() != "inference-0"
