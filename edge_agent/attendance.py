@@ -107,19 +107,36 @@ def session_at(day: date, hhmm: str) -> datetime:
     return datetime.combine(day, datetime.strptime(hhmm, "%H:%M").time())
 
 
-def current_session(point: AttendancePointConfig, local_now: datetime) -> tuple[SessionConfig, str] | None:
-    """The session whose window (start - open_before .. end) contains ``local_now`` (naive local)."""
+def current_session(
+    point: AttendancePointConfig, local_now: datetime, person: Person | None = None
+) -> tuple[SessionConfig, str] | None:
+    """The session an arrival at ``local_now`` (naive local) counts for, and its status: of the
+    sessions whose window (start - open_before .. end) contains it and, with ``person``, that expect
+    them (a session without groups expects anyone), the one starting last; at the same start, one
+    naming the person's group before one open to anyone.
+
+    Windows overlap in every timetable of back-to-back lessons (the next one opens
+    ``open_before_min`` early): someone coming in at 08:42 for the 08:55 lesson arrives for it, not
+    late for the one ending at 08:45. Half classes may share a room at the same time."""
     local_now = local_now.replace(tzinfo=None)
     day = local_now.date()
     weekday = WEEKDAYS[local_now.weekday()]
+    best: tuple[datetime, bool, SessionConfig] | None = None
     for session in point.sessions:
         if weekday not in session.weekdays:
             continue
+        named = person is not None and person.group in session.groups
+        if person is not None and session.groups and not named:
+            continue
         start = session_at(day, session.start)
-        if start - timedelta(minutes=session.open_before_min) <= local_now < session_at(day, session.end):
-            late = local_now > start + timedelta(minutes=session.late_after_min)
-            return session, "late" if late else "present"
-    return None
+        opens = start - timedelta(minutes=session.open_before_min)
+        if opens <= local_now < session_at(day, session.end) and (best is None or (start, named) > best[:2]):
+            best = (start, named, session)
+    if best is None:
+        return None
+    start, _, session = best
+    late = local_now > start + timedelta(minutes=session.late_after_min)
+    return session, "late" if late else "present"
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -206,12 +223,10 @@ class AttendanceBook:
 
         ``method`` and ``evidence`` (observations behind this record) are kept for the roll-call; a
         repeat in the same session adds its evidence and method to the first record."""
-        found = current_session(point, local_now)
+        found = current_session(point, local_now, person)
         if found is None:
             return None
         session, status = found
-        if session.groups and person.group not in session.groups:
-            return None
         day = local_now.date()
         key = (point_id, session.id, day.isoformat(), person.id)
         try:

@@ -247,9 +247,10 @@ class RollCall:
         one today (``closed``); None before its first session of the day or on a day without any."""
         now = self.local_now()
         today = occurrences({point: self.points[point]}, now.date())
-        for here in today:
-            if here.opens <= now < here.closes:
-                return here, "open"
+        open_now = [here for here in today if here.opens <= now < here.closes]
+        if open_now:
+            # As arrivals are counted (attendance.current_session): the one starting last.
+            return max(open_now, key=lambda here: here.start), "open"
         past = [here for here in today if here.closes <= now]
         return (max(past, key=lambda o: o.closes), "closed") if past else None
 

@@ -147,7 +147,7 @@ class TerminalRecords:
         }
         timetable = setup.attendance
         local = record.terminal_time.astimezone(self.timezone).replace(tzinfo=None)
-        found = current_session(timetable, local) if timetable is not None else None
+        found = current_session(timetable, local, person) if timetable is not None else None
         if timetable is not None and found is not None:
             session, status = found
             first = (

@@ -187,6 +187,44 @@ def test_bad_roster_messages_are_rejected_with_a_reason() -> None:
         parse_roster_message(json.dumps(unknown_field).encode())
 
 
+def test_an_arrival_counts_for_the_session_it_is_for_when_windows_overlap(
+    tmp_path: Path, roster: Roster
+) -> None:
+    # One room, back-to-back lessons: 7B's opens 15 min early, while 7A's is ending; and two half
+    # classes sharing the room at the same time. The first matching session used to take every
+    # arrival: a 7B student swiping in at 08:42 was dropped (not in 7A) and marked absent.
+    point = AttendancePointConfig.model_validate(
+        {
+            "sessions": [
+                {"id": "7a-math", "weekdays": ["mon"], "start": "08:00", "end": "08:45", "groups": ["7A"]},
+                {"id": "7b-art", "weekdays": ["mon"], "start": "08:55", "end": "09:40", "groups": ["7B"]},
+                {"id": "any-study", "weekdays": ["mon"], "start": "10:00", "end": "10:45"},
+                {"id": "7a-lab", "weekdays": ["mon"], "start": "10:00", "end": "10:45", "groups": ["7A"]},
+                {"id": "7b-lab", "weekdays": ["mon"], "start": "10:00", "end": "10:45", "groups": ["7B"]},
+            ]
+        }
+    )
+    s1, s2 = roster.index.persons["S1"], roster.index.persons["S2"]
+    monday = datetime(2026, 12, 7)
+    book = AttendanceBook(tmp_path)
+    early = book.record("room-9", point, s2, monday.replace(hour=8, minute=42))
+    assert early is not None and (early.session.id, early.status) == ("7b-art", "present")
+    # 7A's lesson still runs: its own student, coming in now, is late for it.
+    late = book.record("room-9", point, s1, monday.replace(hour=8, minute=40))
+    assert late is not None and (late.session.id, late.status) == ("7a-math", "late")
+    found = current_session(point, monday.replace(hour=8, minute=42), s1)
+    assert found is not None and found[0].id == "7a-math"  # the 7B lesson does not expect S1
+    found = current_session(point, monday.replace(hour=8, minute=42))
+    assert found is not None and found[0].id == "7b-art"  # anyone: the one starting last
+    # At the same time, each half class in its own session (not the first listed, open to anyone).
+    lab_a = book.record("room-9", point, s1, monday.replace(hour=10, minute=1))
+    lab_b = book.record("room-9", point, s2, monday.replace(hour=10, minute=1))
+    assert lab_a is not None and lab_a.session.id == "7a-lab"
+    assert lab_b is not None and lab_b.session.id == "7b-lab"
+    teacher = book.record("room-9", point, roster.index.persons["T1"], monday.replace(hour=10, minute=2))
+    assert teacher is not None and teacher.session.id == "any-study"  # no group: the open session
+
+
 def test_attendance_sessions_late_and_once_per_session(tmp_path: Path, roster: Roster) -> None:
     point = AttendancePointConfig.model_validate(
         {

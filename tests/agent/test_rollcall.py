@@ -22,6 +22,7 @@ import yaml
 from edge_agent.attendance import ATTENDANCE_DB, MIGRATIONS, AttendanceBook
 from edge_agent.config import AttendancePointConfig, parse_config
 from edge_agent.rollcall import (
+    Occurrence,
     RollCall,
     attendance_points,
     occurrences,
@@ -185,13 +186,15 @@ class Agentlet:
 
 
 @asynccontextmanager
-async def agentlet(data: Path, clock: FakeClock) -> AsyncIterator[Agentlet]:
+async def agentlet(
+    data: Path, clock: FakeClock, points: dict[str, AttendancePointConfig] = POINTS
+) -> AsyncIterator[Agentlet]:
     book = AttendanceBook(data, now=clock.now)
     counters = Counters()
     try:
         async with Outbox(data, OutboxConfig(), f"campus/{SITE}/{GW}/gateway") as outbox:
             rollcall = RollCall(
-                POINTS,
+                points,
                 book=book,
                 persons=lambda: PERSONS,
                 emitter=Emitter(outbox, SITE, GW, counters),
@@ -255,6 +258,29 @@ def test_each_session_closes_once_across_restarts_and_while_down(tmp_path: Path)
         tuesday = FakeClock(start=_at("10:00", MONDAY + timedelta(days=1)))
         async with agentlet(other, tuesday) as let:
             assert let.closed() == [] and let.counters.get("rollcall_closed") == 0
+
+    asyncio.run(scenario())
+
+
+def test_the_current_session_of_back_to_back_lessons_is_the_next_once_it_opens(tmp_path: Path) -> None:
+    # As arrivals are counted: from 08:40 the 08:55 lesson is open while the first one still runs.
+    room = AttendancePointConfig.model_validate(
+        {
+            "sessions": [
+                {"id": "first", "weekdays": ["mon"], "start": "08:00", "end": "08:45"},
+                {"id": "second", "weekdays": ["mon"], "start": "08:55", "end": "09:40"},
+            ]
+        }
+    )
+    clock = FakeClock(start=_at("08:39"))
+
+    async def scenario() -> None:
+        async with agentlet(tmp_path, clock, {"room": room}) as let:
+            assert let.rollcall.current("room") == (Occurrence("room", room.sessions[0], MONDAY), "open")
+            clock.advance(3 * 60)  # 08:42
+            assert let.rollcall.current("room") == (Occurrence("room", room.sessions[1], MONDAY), "open")
+            record = let.book.record("room", room, PERSONS["dan"], _at("08:42"))
+            assert record is not None and (record.session.id, record.status) == ("second", "present")
 
     asyncio.run(scenario())
 
