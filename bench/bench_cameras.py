@@ -419,8 +419,13 @@ def per_camera(samples: dict[str, Any], metric: str, name: str) -> dict[str, flo
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """utime + stime of a process's or thread's ``stat`` line (after the ``(name)``)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 THREAD_GROUPS = (("inference", "inference-"), ("capture", "cam "), ("serial", "read-"))
@@ -438,10 +443,9 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         except OSError:  # the thread ended meanwhile
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
         group = "event loop" if task.name == str(pid) else "other"
         group = next((g for g, prefix in THREAD_GROUPS if name.startswith(prefix)), group)
-        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+        out[group] = out.get(group, 0.0) + _stat_cpu_seconds(stat)
     return out
 
 
