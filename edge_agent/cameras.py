@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from device_drivers import CameraError
 from edge_agent.attendance import AttendanceBook, attendance_event
-from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig
+from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig, SecurityConfig
 from edge_agent.inference import Analysis, InferenceService, Lane, Outcome, Skipped
 from edge_agent.memory import release_free_memory
 from edge_agent.metrics import MODEL_SECONDS
@@ -413,8 +413,9 @@ class SecurityWorker(_Worker):
             raise ValueError(f"camera {setup.id} has no security analysis configured")
         super().__init__(setup, emit=emit, source=source, tz=timezone, inference=inference)
         self.config = setup.security
-        self._zones = self.config.camera_zones(setup.id)
-        self.pipeline = PersonPipeline(setup.id, self._zones, self.config.pipeline, detector=detector)
+        self.pipeline = PersonPipeline(
+            setup.id, self.config.camera_zones(setup.id), self.config.pipeline, detector=detector
+        )
         """Read by the metrics for ``frames``, ``detector_runs`` and ``bad_frames``."""
         self._rules = SecurityRules(setup.id, self.config, grants)
         self._monotonic = monotonic
@@ -474,7 +475,17 @@ class SecurityWorker(_Worker):
             for t in result.tracks
             if not alert.track_ids or t.track_id in alert.track_ids
         ]
-        return evidence_jpeg(frame.frame, zones=self._zones, boxes=boxes)
+        # The zones this frame was judged by (an operator may have redrawn them since the start).
+        return evidence_jpeg(frame.frame, zones=self.pipeline.zones, boxes=boxes)
+
+    def replace_zones(self, security: SecurityConfig) -> None:
+        """Judge by the zones and lines of ``security`` from the next frame on: the camera's
+        configuration with only its zones redrawn (its rules, which name zones by id, are the same,
+        so their state carries on)."""
+        if not security.differs_only_in_drawing(self.config):
+            raise ValueError(f"camera {self.camera_id}: only zones and lines change while it runs")
+        self.config = security
+        self.pipeline.replace_zones(security.camera_zones(self.camera_id))
 
     async def on_frame(self, frame: CameraFrame) -> int:
         """Analyse one frame off the event loop; returns how many alerts it raised."""

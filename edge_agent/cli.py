@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent import __version__
-from edge_agent.commands import pending_marker, previous_config
-from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config
+from edge_agent.commands import pending_marker
+from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config, previous_config
 from edge_agent.doctor import add_doctor_cli
 from edge_agent.errors import ConfigError
 from edge_agent.install import add_install_cli

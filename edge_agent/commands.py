@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -43,6 +42,7 @@ from edge_agent.config import (
     ConfigFileError,
     Direction,
     RateLimit,
+    install_config,
     load_config,
     parse_config,
 )
@@ -670,6 +670,12 @@ class CommandProcessor:
         )
 
     async def _push_config(self, args: PushConfigArgs) -> _Outcome:
+        # One writer of the file at a time: an admin applying zones on the console reads the file
+        # this would replace.
+        async with self.services.config.writing:
+            return await self._install_pushed(args)
+
+    async def _install_pushed(self, args: PushConfigArgs) -> _Outcome:
         """Validate a configuration from the centre, install it (keeping the previous file) and
         apply what can change while running; put the previous file back if that fails."""
         config = self.services.config
@@ -696,9 +702,8 @@ class CommandProcessor:
         changed = sorted(
             name for name in type(new).model_fields if getattr(new, name) != getattr(current, name)
         )
-        previous = previous_config(path)
         try:
-            await asyncio.to_thread(_install_config, path, previous, args.yaml)
+            previous = await asyncio.to_thread(install_config, path, args.yaml)
         except OSError as err:
             raise Refused("write_failed", f"cannot write {path}: {err}", result="failed") from err
         before = config.current()
@@ -773,27 +778,6 @@ class CommandProcessor:
 def pending_marker(config_path: Path) -> Path:
     """Beside a pushed configuration that still has to prove itself on the next start."""
     return config_path.with_name(config_path.name + ".pending")
-
-
-def previous_config(config_path: Path) -> Path:
-    return config_path.with_name(config_path.name + ".previous")
-
-
-def _install_config(path: Path, previous: Path, text: str) -> None:
-    """Keep the running file as ``previous`` and put ``text`` in its place, atomically: a power
-    cut leaves either the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".pushed")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    shutil.copy2(path, previous)
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def _parse_time(text: str) -> datetime:

@@ -47,9 +47,9 @@ from edge_agent.api import serve_api
 from edge_agent.attendance import AttendanceBook
 from edge_agent.cameras import CameraWorker, SecurityWorker
 from edge_agent.clock import Clock, SystemClock
-from edge_agent.commands import CommandProcessor, pending_marker, previous_config
+from edge_agent.commands import CommandProcessor, pending_marker
 from edge_agent.components import ComponentSpec, FatalComponentError, OnFailure, Supervisor
-from edge_agent.config import ConfigFileError, GatewayConfig, load_config
+from edge_agent.config import ConfigFileError, GatewayConfig, load_config, previous_config
 from edge_agent.config.cameras import CameraSetup
 from edge_agent.devices import DeviceComponent, ReadingRouter
 from edge_agent.doors import Doors
@@ -638,6 +638,19 @@ class Gateway:
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready(self.one_line_status())
 
+    def redraw_zones(self, camera_id: str, config: GatewayConfig) -> bool:
+        """Run on ``config``: the running configuration with camera ``camera_id``'s zones and lines
+        redrawn (the console's zone editor checked that nothing else differs). The camera's
+        analysis, when it runs, judges by them from its next frame; returns whether it runs."""
+        setup = next(c for c in config.cameras if c.id == camera_id)
+        if setup.security is None:
+            raise ValueError(f"camera {camera_id} has no security section")
+        worker = self.cameras.security_workers.get(camera_id)
+        if worker is not None:
+            worker.replace_zones(setup.security)
+        self.config = config
+        return worker is not None
+
     def _reply_expired(self, topic: str, reason: str) -> None:
         """A command or roster reply the link could not deliver in time: the centre sees it as an
         audited failure (events, unlike replies, are kept until delivered)."""
@@ -878,7 +891,12 @@ class Gateway:
             devices=self.devices,
             gates=self.gates,
             cameras=self.cameras,
-            config=ConfigAccess(current=lambda: self.config, path=self.config_path, reload=self.reload),
+            config=ConfigAccess(
+                current=lambda: self.config,
+                path=self.config_path,
+                reload=self.reload,
+                redraw=self.redraw_zones,
+            ),
             report=StatusView(
                 status=self.status,
                 one_line=self.one_line_status,

@@ -167,11 +167,18 @@ class AlertDesk:
 
 @dataclass
 class ConfigAccess:
-    """The running configuration (it changes on reload), where it came from, and how to reload it."""
+    """The running configuration (it changes on reload), where it came from, how to reload it, and
+    ``redraw(camera_id, config)``: run on ``config``, the running one with that camera's zones and
+    lines redrawn, the camera's analysis judging by them from its next frame (returns whether its
+    analysis runs, so took them now)."""
 
     current: Callable[[], GatewayConfig]
     path: Path | None
     reload: Callable[[], Awaitable[None]]
+    redraw: Callable[[str, GatewayConfig], bool]
+    writing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by whatever writes the file (``push_config``, the console's zone editor): one writer at
+    a time, so neither installs a file made from one the other has just replaced."""
 
 
 @dataclass

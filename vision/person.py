@@ -27,6 +27,7 @@ Check a camera's placement with real footage before relying on counts (crowding)
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 
 import cv2
@@ -349,6 +350,10 @@ class PersonPipeline:
             TamperDetector(camera_id, self.config.tamper) if self.config.tamper is not None else None
         )
         self._zones_config = zones or CameraZones(camera_id=camera_id)
+        # Zones redrawn while the camera runs: set from the event loop, taken by the next frame in
+        # the inference thread (so a frame is judged by one set of zones, never half of each).
+        self._redrawn: CameraZones | None = None
+        self._redrawn_lock = threading.Lock()
         self._judge: ZoneJudge | None = None
         self._frame_size: tuple[int, int] | None = None
         self._last_detections: list[PersonDetection] = []
@@ -356,6 +361,18 @@ class PersonPipeline:
         self.bad_frames = 0
         self.frames = 0
         self.detector_runs = 0
+
+    @property
+    def zones(self) -> CameraZones:
+        """The zones frames are judged by (once :meth:`replace_zones` has been taken by a frame)."""
+        return self._zones_config
+
+    def replace_zones(self, zones: CameraZones) -> None:
+        """Judge by ``zones`` from the next frame on, keeping tracks and, where their zone or line
+        still holds, their place in it (:meth:`vision.zones.ZoneJudge.reconfigure`). Safe to call
+        from another thread than the one running :meth:`process`."""
+        with self._redrawn_lock:
+            self._redrawn = zones
 
     @property
     def zone_judge(self) -> ZoneJudge | None:
@@ -398,6 +415,12 @@ class PersonPipeline:
             self._frame_size = (w, h)
             self._judge = ZoneJudge(in_pixels(self._zones_config, w, h))
             self.motion.reset()
+        with self._redrawn_lock:
+            redrawn, self._redrawn = self._redrawn, None
+        if redrawn is not None:
+            assert self._judge is not None
+            self._judge.reconfigure(in_pixels(redrawn, w, h))
+            self._zones_config = redrawn
         judge = self._judge
         assert judge is not None
         motion = self.motion.update(frame)

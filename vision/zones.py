@@ -164,6 +164,21 @@ class ZoneJudge:
         self.config = zones
         self._tracks: dict[int, _TrackZoneState] = {}
 
+    def reconfigure(self, zones: CameraZones) -> None:
+        """Judge by ``zones`` from now on (an operator redrew them), keeping each track's state in
+        every zone and line that keeps its id: someone standing in a zone that was only reshaped is
+        not reported entering it again (the new shape decides from the next frame, with the usual
+        inertia), and a line's committed side is corrected without a crossing by the next frames
+        when the line moved, as it is for a point that changes side round a line's end. A new zone
+        starts empty (whoever stands in it enters it); a removed zone or line is forgotten without
+        events (no rule can name it: the configuration is checked first)."""
+        checked = ZoneJudge(zones)  # the same checks as a new judge: pixels only
+        kept = {z.id for z in checked.config.zones} | {ln.id for ln in checked.config.lines}
+        for state in self._tracks.values():
+            state.zones = {zid: m for zid, m in state.zones.items() if zid in kept}
+            state.lines = {lid: ls for lid, ls in state.lines.items() if lid in kept}
+        self.config = checked.config
+
     def update(self, points: Mapping[int, Point], at: float) -> list[ZoneObservation]:
         """Judge the bottom-centre ``points`` of this frame's visible tracks (track id → point).
 

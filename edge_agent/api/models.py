@@ -281,6 +281,10 @@ class CameraView(_Model):
     )
     zones: list[CameraZone] = Field(description="Polygon zones.")
     lines: list[CameraLine] = Field(description="Directed lines.")
+    zones_version: str = Field(
+        description="Names these zones, lines and reference size: give it when applying a drawing "
+        "so that one made over zones someone else has changed since is refused (zones_changed)."
+    )
 
 
 class CameraList(_Model):
@@ -316,6 +320,31 @@ class ZoneYaml(_Model):
         "configuration when the agent was not started from a file."
     )
     validation: ConfigValidation = Field(description="That configuration with the fragment applied.")
+
+
+class ZoneApply(ZoneEdit):
+    """A drawing to apply: the camera judges by it from its next frame, and the agent's file has it."""
+
+    zones_version: str | None = Field(
+        None,
+        max_length=64,
+        description="The camera's zones_version the drawing was made over; when given and no longer "
+        "current (someone applied or edited since), the drawing is refused with zones_changed.",
+    )
+
+
+class ZonesApplied(_Model):
+    """A drawing applied: written into the configuration file and used by the camera's analysis."""
+
+    camera: str = Field(description="Camera id.")
+    config_file: str = Field(description="The configuration file the drawing was written into.")
+    previous: str = Field(description="Where the file as it was before is kept (to roll back by hand).")
+    live: bool = Field(
+        description="The camera's analysis judges by the new zones from its next frame; false when "
+        "its analysis is not running (it takes them when it starts)."
+    )
+    zones_version: str = Field(description="The camera's zones_version now.")
+    yaml: str = Field(description="What was written: the camera's `security:` zones and lines.")
 
 
 class RollCallSession(_Model):

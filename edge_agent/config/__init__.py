@@ -17,6 +17,7 @@ from edge_agent.config.access import (
 from edge_agent.config.api import ApiSettings
 from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig, FaceSettings, SecurityConfig
 from edge_agent.config.commands import CommandSettings, RateLimit
+from edge_agent.config.edit import ConfigEditError, install_config, previous_config, redraw_camera_zones
 from edge_agent.config.identity import AgentConfig, GatewayIdentity, SimulatedSourceConfig, check_id
 from edge_agent.config.loader import (
     ConfigFileError,
@@ -35,6 +36,7 @@ __all__ = [
     "AttendancePointConfig",
     "CameraSetup",
     "CommandSettings",
+    "ConfigEditError",
     "ConfigFileError",
     "ConfigIssue",
     "Direction",
@@ -51,6 +53,9 @@ __all__ = [
     "TerminalSetup",
     "check_id",
     "config_json_schema",
+    "install_config",
     "load_config",
     "parse_config",
+    "previous_config",
+    "redraw_camera_zones",
 ]

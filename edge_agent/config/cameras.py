@@ -170,6 +170,14 @@ class SecurityConfig(BaseModel):
                 )
         return problems
 
+    def drawing(self) -> dict[str, Any]:
+        """What the console's zone editor draws: the zones, lines and the size they were drawn on."""
+        return {"zones": self.zones, "lines": self.lines, "reference_size": self.reference_size}
+
+    def differs_only_in_drawing(self, other: SecurityConfig) -> bool:
+        """Whether ``other`` is this with other zones and lines drawn (its rules and pipeline the same)."""
+        return self.model_copy(update=other.drawing()) == other
+
     def camera_zones(self, camera_id: str) -> CameraZones:
         return CameraZones(
             camera_id=camera_id, zones=self.zones, lines=self.lines, reference_size=self.reference_size

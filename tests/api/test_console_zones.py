@@ -1,7 +1,9 @@
 """The console's cameras view in a real headless Chromium (Playwright): an admin sees a simulated
 camera's real frame with its configured zones, draws a polygon and a line on the canvas, moves a
 corner, gets the YAML from the gateway and copies it; a viewer sees the picture without any editing
-control. The roll-call view: a point's session and who is present, late and absent, updated live."""
+control; on an agent started from its file, the admin applies a drawing and a second admin's
+stale one is refused. The roll-call view: a point's session and who is present, late and absent,
+updated live."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from edge_agent.config import load_config
 from tests.api.conftest import Tokens, running_api, until
-from tests.api.test_cameras_api import CAMERAS, HEIGHT, WIDTH
+from tests.api.test_cameras_api import CAMERAS, HEIGHT, WIDTH, running_cameras
 from tests.conftest import MosquittoBroker
 from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 
@@ -124,6 +127,8 @@ def test_admin_draws_zones_and_a_viewer_only_looks(
 
                 security = await yaml_fragment(page)
                 assert "valid in running configuration" in (await page.text_content("#yaml-status") or "")
+                # Started without a file, the agent has nowhere to apply a drawing to: paste it.
+                assert await page.is_disabled("#apply-zones")
                 assert security["reference_size"] == [WIDTH, HEIGHT]
                 zones = {z["id"]: z for z in security["zones"]}
                 assert set(zones) == {"doorway", "entrance"}
@@ -195,6 +200,81 @@ def test_admin_draws_zones_and_a_viewer_only_looks(
                 # The configured zone is drawn on the canvas: its left edge (x = 20) is yellow.
                 await viewer.wait_for_function(YELLOW_EDGE, arg=WIDTH, timeout=10_000)
                 await viewer.screenshot(path=str(artifact_dir / "console-zones-viewer.png"), full_page=True)
+            finally:
+                await browser.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_admin_applies_a_drawing_and_a_stale_one_is_refused(
+    tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens, artifact_dir: Path, chromium: str
+) -> None:
+    """An agent started from its file: an admin draws a zone, reviews the YAML and applies it; the
+    file and the camera's analysis have it, and the editor shows it as configured. A second admin
+    who began drawing before that is told the zones changed, and nothing of theirs is applied."""
+
+    async def scenario() -> None:
+        async with running_cameras(tmp_path, mosquitto.url) as gate, playwright_api.async_playwright() as pw:
+            assert gate.config_path is not None and gate.agent.services is not None
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                pages = []
+                for _ in range(2):
+                    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                    page = await context.new_page()
+                    errors: list[str] = []
+                    page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                    await log_in(page, gate.base_url, tokens.admin)
+                    await page.wait_for_selector("#shape-list li.zone[data-id='doorway']")
+                    pages.append((page, errors))
+                (first, first_errors), (second, second_errors) = pages
+                # The second admin starts a drawing over the zones as they are now.
+                await second.click("#tool-zone")
+                for p in POLYGON[:3]:
+                    await click_at(second, p)
+                await second.click("#finish-zone")
+
+                await first.click("#tool-zone")
+                corners = [await click_at(first, p) for p in POLYGON]
+                await first.click("#finish-zone")
+                await first.fill("#shape-id", "entrance")
+                assert await first.is_disabled("#apply-zones")  # not before the YAML is reviewed
+                security = await yaml_fragment(first)
+                assert {z["id"] for z in security["zones"]} == {"doorway", "entrance"}
+                assert f"valid in {gate.config_path}" in (await first.text_content("#yaml-status") or "")
+                await first.click("#apply-zones")
+                await first.wait_for_selector("#yaml-status.ok:has-text('Applied to camera cam-door')")
+                assert "from its next frame" in (await first.text_content("#yaml-status") or "")
+                await first.screenshot(path=str(artifact_dir / "console-zones-applied.png"), full_page=True)
+
+                # In the file, in the running configuration, and in the analysis of the next frames.
+                on_disk = load_config(gate.config_path).cameras[0].security
+                assert on_disk is not None and [z.id for z in on_disk.zones] == ["doorway", "entrance"]
+                got = on_disk.zones[1].points
+                assert all(close_to([x, y], c) for (x, y), c in zip(got, corners, strict=True)), (
+                    got,
+                    corners,
+                )
+                assert gate.agent.services.config.current().cameras[0].security == on_disk
+                worker = gate.agent.services.cameras.security_workers["cam-door"]
+
+                def judged() -> list[str]:
+                    judge = worker.pipeline.zone_judge
+                    return [z.id for z in judge.config.zones] if judge is not None else []
+
+                await until(lambda: judged() == ["doorway", "entrance"], "cam-door judged by the new zone")
+                # The editor now shows the zone as configured, and has nothing left to apply.
+                await first.wait_for_selector("#shape-list li.zone[data-id='entrance']")
+                assert await first.is_disabled("#apply-zones")
+
+                # The second admin's drawing was made over the old zones: refused, nothing applied.
+                await yaml_fragment(second)
+                await second.click("#apply-zones")
+                await second.wait_for_selector(
+                    "#yaml-status.error:has-text('changed since this drawing began')"
+                )
+                assert load_config(gate.config_path).cameras[0].security == on_disk
+                assert first_errors == [] and second_errors == [], (first_errors, second_errors)
             finally:
                 await browser.close()
 

@@ -432,8 +432,8 @@ def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
     next start runs on probation: the broker never answers, so the previous file comes back and the
     agent exits non-zero for systemd to restart it on the configuration that worked. A good push is
     confirmed by the start that reaches the broker."""
-    from edge_agent.commands import pending_marker, previous_config
-    from edge_agent.config import load_config
+    from edge_agent.commands import pending_marker
+    from edge_agent.config import load_config, previous_config
 
     key = Ed25519PrivateKey.generate()
     monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))

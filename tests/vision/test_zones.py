@@ -332,3 +332,51 @@ def test_pixel_zones_scale_to_another_resolution_when_the_reference_size_is_give
                 "lines": [{"id": "l", "start": [0, 0], "end": [1300, 5]}],
             }
         )
+
+
+def test_redrawn_zones_keep_whoever_still_stands_in_them_and_new_ones_start_empty() -> None:
+    """An operator redraws the zones while people are in the picture: someone in a zone that was
+    only reshaped (and still holds them) is not reported entering it again, someone a reshaped
+    zone no longer covers leaves it, a new zone is entered by whoever stands in it, a moved line
+    gives no crossing of its own, and a removed zone is gone without events."""
+    judge = _judge(inertia=1)
+    # Track 1 in the yard, track 2 in the yard's right part, track 3 right of the door line.
+    judge.update({1: (120.0, 150.0), 2: (190.0, 150.0), 3: (320.0, 50.0)}, 0.0)
+    assert set(judge.occupants("yard")) == {1, 2}
+    yard, door = judge.config.zones[0], judge.config.lines[0]
+    narrower = yard.model_copy(
+        update={"points": [(100.0, 100.0), (150.0, 100.0), (150.0, 200.0), (100.0, 200.0)]}
+    )
+    gate = PolygonZone(
+        id="gate", points=[(280.0, 0.0), (400.0, 0.0), (400.0, 100.0), (280.0, 100.0)], inertia_frames=1
+    )
+    moved = LineZone(id="fence", start=(340.0, 0.0), end=(340.0, 100.0), inertia_frames=1)
+    judge.reconfigure(CameraZones(camera_id="cam1", zones=[narrower, gate], lines=[door, moved]))
+
+    events = judge.update({1: (120.0, 150.0), 2: (190.0, 150.0), 3: (320.0, 50.0)}, 1.0)
+    assert sorted((type(e).__name__, e.track_id, getattr(e, "zone_id", "")) for e in events) == [
+        ("ZoneEntered", 3, "gate"),
+        ("ZoneLeft", 2, "yard"),
+    ]
+    assert set(judge.occupants("yard")) == {1} and set(judge.occupants("gate")) == {3}
+    # Track 3 walks right over the new fence: one crossing of it; the unchanged door line, which it
+    # was already right of, is not crossed.
+    crossings = _walk(judge, [325, 345, 350, 355], y=50.0, track=3)
+    assert [(c.line_id, c.direction) for c in crossings] == [("fence", -1)]
+
+    # The editor's "flip direction" swaps a line's ends: a track standing still beside it has
+    # crossed nothing, and walking over it afterwards is one crossing, in the new direction.
+    judge.update({4: (280.0, 50.0)}, 10.0)
+    flipped = door.model_copy(update={"start": door.end, "end": door.start})
+    judge.reconfigure(CameraZones(camera_id="cam1", zones=[], lines=[flipped]))
+    assert _walk(judge, [280, 280, 280], y=50.0, track=4) == []
+    assert [c.direction for c in _walk(judge, [290, 310, 320], y=50.0, track=4)] == [1]
+    assert judge.occupants("yard") == {} and judge.config.zones == []
+
+
+def test_redrawn_zones_must_be_in_pixels() -> None:
+    judge = _judge()
+    normalized = PolygonZone(id="n", coords="normalized", points=[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)])
+    with pytest.raises(ZoneConfigError):
+        judge.reconfigure(CameraZones(camera_id="cam1", zones=[normalized]))
+    assert [z.id for z in judge.config.zones] == ["yard"]

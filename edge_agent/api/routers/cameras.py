@@ -1,17 +1,26 @@
-"""Cameras for the console's zone editor: each camera's newest frame and zones, and the YAML of zones
-drawn on it (admin), checked in the whole configuration before anyone pastes it.
+"""Cameras for the console's zone editor: each camera's newest frame and zones, the YAML of zones
+drawn on it (admin), checked in the whole configuration before anyone pastes it, and applying a
+drawing (admin, audited).
 
-Nothing here changes the gateway: the edited zones come back as a ``security:`` fragment built from
-the configuration's own models (so it is valid on its own), together with the result of validating
-the agent's configuration file with the fragment put in. Applying it stays with ``edge-agent config``
-or the signed ``push_config`` command, which own installing a file with rollback.
+The edited zones become a ``security:`` fragment built from the configuration's own models (so it
+is valid on its own), spliced into the agent's configuration file in place of the camera's zones
+(:func:`edge_agent.config.redraw_camera_zones`: every other line as it was) and that file is
+validated whole. Applying installs that file (the previous one kept beside it, as a pushed
+configuration's is) and hands the zones to the camera's running analysis, from its next frame on,
+without a restart: only when the file, but for this drawing, is the running configuration, so that
+applying zones never applies anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
+import json
 import logging
 import math
+import os
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import yaml
@@ -19,6 +28,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import ValidationError
 
 from device_drivers import CameraError, CameraFrame
+from edge_agent.api.auth import Principal
 from edge_agent.api.deps import AUTH_RESPONSES, BODY_RESPONSES, Admin, ApiContext, ApiError, Ctx, Viewer
 from edge_agent.api.models import (
     CameraLine,
@@ -29,10 +39,21 @@ from edge_agent.api.models import (
     ConfigValidation,
     ErrorBody,
     FrameInfo,
+    ZoneApply,
     ZoneEdit,
+    ZonesApplied,
     ZoneYaml,
 )
-from edge_agent.config import CameraSetup, ConfigFileError, parse_config
+from edge_agent.config import (
+    CameraSetup,
+    ConfigEditError,
+    ConfigFileError,
+    GatewayConfig,
+    SecurityConfig,
+    install_config,
+    parse_config,
+    redraw_camera_zones,
+)
 from sync import format_time
 from vision import evidence_jpeg
 from vision.config import CameraZones, LineZone, Point, PolygonZone, polygon_problem
@@ -73,6 +94,7 @@ def _view(setup: CameraSetup, frame: CameraFrame | None) -> CameraView:
         reference_size=security.reference_size if security is not None else None,
         zones=[CameraZone.model_validate(z.model_dump()) for z in security.zones] if security else [],
         lines=[CameraLine.model_validate(ln.model_dump()) for ln in security.lines] if security else [],
+        zones_version=zones_version(security),
     )
 
 
@@ -132,12 +154,17 @@ async def frame_jpeg(
 
 
 class _Refused(Exception):
-    """A drawing (or the configuration it is checked in) that cannot give a fragment: code, why."""
+    """A drawing (or the configuration it is checked in) that cannot give a fragment or be
+    applied: code, why, and for a few the HTTP status and details."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(
+        self, code: str, message: str, *, status: int = 0, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.status = status
+        self.details = details
 
 
 def _check_points(item: str, coords: str, points: list[Point], size: tuple[int, int] | None) -> None:
@@ -203,53 +230,101 @@ def _whole(value: Any) -> Any:
     return value
 
 
-def _configuration(ctx: ApiContext) -> tuple[dict[str, Any], str]:
-    """The configuration the agent runs with, as YAML data: its file when it was started from one
-    (what an admin will edit), else the running configuration."""
+def _configuration_text(ctx: ApiContext) -> tuple[str, str]:
+    """The configuration the agent runs with, as YAML text, and what it is: its file when it was
+    started from one (what an admin edits), else the running configuration."""
     path = ctx.services.config.path
     if path is None:
-        return ctx.services.config.current().model_dump(
-            mode="json", exclude_unset=True
-        ), "running configuration"
+        data = ctx.services.config.current().model_dump(mode="json", exclude_unset=True)
+        return yaml.safe_dump(data, sort_keys=False), "running configuration"
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
+        return path.read_text(), str(path)
+    except (OSError, UnicodeDecodeError) as err:
         raise _Refused("config_unreadable", f"cannot read {path}: {err}") from err
-    if not isinstance(data, dict):
-        raise _Refused("config_unreadable", f"{path} does not hold a YAML mapping")
-    return data, str(path)
 
 
-def _check_in_configuration(
-    ctx: ApiContext, camera_id: str, fragment: dict[str, Any]
-) -> tuple[ConfigValidation, str]:
-    data, source = _configuration(ctx)
-    cameras = data.get("cameras")
-    entry = next(
-        (
-            c
-            for c in (cameras if isinstance(cameras, list) else [])
-            if isinstance(c, dict)
-            and isinstance(c.get("device"), dict)
-            and c["device"].get("id") == camera_id
-        ),
-        None,
-    )
-    if entry is None:
-        raise _Refused(
-            "camera_not_in_config", f"{source} has no camera {camera_id} (edited since the start?)"
-        )
-    security = entry.get("security")
-    security = dict(security) if isinstance(security, dict) else {}
-    security.pop("reference_size", None)
-    security.update(fragment["security"])
-    entry["security"] = security
+@dataclass(frozen=True)
+class _Drawing:
+    """A drawing as the configuration's models, and as the ``security:`` fragment they give."""
+
+    zones: list[PolygonZone]
+    lines: list[LineZone]
+    reference_size: tuple[int, int] | None
+    fragment: dict[str, Any]
+
+    def matches(self, security: SecurityConfig | None) -> bool:
+        return security is not None and security.drawing() == {
+            "zones": self.zones,
+            "lines": self.lines,
+            "reference_size": self.reference_size,
+        }
+
+
+def _redrawn(
+    ctx: ApiContext, camera_id: str, drawing: _Drawing
+) -> tuple[str, str, GatewayConfig | ConfigFileError]:
+    """The configuration's text with ``drawing`` in place of the camera's zones (every other
+    line as it was), what that text is, and what it loads as (or why it does not)."""
+    text, source = _configuration_text(ctx)
     try:
-        parse_config(yaml.safe_dump(data, sort_keys=False), source=f"{source} with the edited zones")
+        redrawn = redraw_camera_zones(text, camera_id, drawing.fragment["security"])
+    except ConfigEditError as err:
+        if err.code == "camera_not_in_config":
+            raise _Refused(err.code, f"{source} has no camera {camera_id} (edited since the start?)") from err
+        raise _Refused("config_unreadable", f"{source}: {err}") from err
+    try:
+        config = parse_config(redrawn, source=f"{source} with the edited zones")
     except ConfigFileError as err:
-        issues = [ConfigIssueOut(path=i.path, line=i.line, message=i.message) for i in err.issues]
-        return ConfigValidation(valid=False, issues=issues), source
-    return ConfigValidation(valid=True, issues=[]), source
+        return redrawn, source, err
+    setup = next((c for c in config.cameras if c.id == camera_id), None)
+    if setup is None or not drawing.matches(setup.security):
+        # The splice put the drawing somewhere else than the camera's security (a layout it does
+        # not know): neither check nor apply anything but what was drawn.
+        log.error("camera %s: redrawing its zones in %s did not give the drawing", camera_id, source)
+        raise _Refused(
+            "config_layout", f"{source}: the camera's entry is laid out in a way the editor cannot change"
+        )
+    return redrawn, source, config
+
+
+def _validation(loaded: GatewayConfig | ConfigFileError) -> ConfigValidation:
+    if isinstance(loaded, ConfigFileError):
+        issues = [ConfigIssueOut(path=i.path, line=i.line, message=i.message) for i in loaded.issues]
+        return ConfigValidation(valid=False, issues=issues)
+    return ConfigValidation(valid=True, issues=[])
+
+
+def zones_version(security: SecurityConfig | None) -> str:
+    """A short name of a camera's zones, lines and reference size: the same drawing, the same name."""
+    drawing = security.drawing() if security is not None else {}
+    data = {
+        k: [item.model_dump(mode="json") for item in v] if isinstance(v, list) else v
+        for k, v in drawing.items()
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _changed_besides(running: GatewayConfig, new: GatewayConfig, camera_id: str) -> list[str]:
+    """What ``new`` changes besides the drawing of camera ``camera_id``: the sections, or the
+    cameras by id (empty when nothing else changed)."""
+    changed = [
+        name
+        for name in type(new).model_fields
+        if name != "cameras" and getattr(new, name) != getattr(running, name)
+    ]
+    old_cameras = {c.id: c for c in running.cameras}
+    if [c.id for c in new.cameras] != list(old_cameras):
+        return [*changed, "cameras (added, removed or reordered)"]
+    for camera in new.cameras:
+        old = old_cameras[camera.id]
+        if camera.id != camera_id or old.security is None or camera.security is None:
+            if camera != old:
+                changed.append(f"camera {camera.id}")
+        elif camera.model_copy(update={"security": old.security}) != old or not (
+            old.security.differs_only_in_drawing(camera.security)
+        ):
+            changed.append(f"camera {camera.id} (besides its zones and lines)")
+    return changed
 
 
 @router.post(
@@ -278,20 +353,45 @@ async def zones_yaml(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneEdit) 
     try:
         # In a thread: checking a drawing is pure Python and O(points²) per zone (64 zones of 256
         # points: seconds), which the event loop, and the gates on it, must not wait for.
-        text, validation, source = await asyncio.to_thread(_zone_yaml, ctx, camera_id, edit)
+        drawing = await asyncio.to_thread(_drawing_of, ctx, camera_id, edit)
+        _, source, loaded = await asyncio.to_thread(_redrawn, ctx, camera_id, drawing)
     except _Refused as err:
-        ctx.services.counters.count(f"api_zone_edit_refused_{err.code}")
-        log.warning(
-            "zones drawn for camera %s by %s refused: %s: %s", setup.id, who.name, err.code, err.message
-        )
-        status = 409 if err.code in ("camera_not_in_config", "config_unreadable") else 422
-        raise ApiError(status, err.code, err.message) from err
-    return ZoneYaml(camera=setup.id, yaml=text, checked_against=source, validation=validation)
+        raise _refusal(ctx, who, setup.id, err, audit=False) from err
+    return ZoneYaml(
+        camera=setup.id, yaml=_yaml(drawing.fragment), checked_against=source, validation=_validation(loaded)
+    )
 
 
-def _zone_yaml(ctx: ApiContext, camera_id: str, edit: ZoneEdit) -> tuple[str, ConfigValidation, str]:
-    """The YAML fragment of ``edit``, its validation in the whole configuration and what that was
-    (:class:`_Refused` for a drawing that gives no fragment)."""
+def _yaml(fragment: dict[str, Any]) -> str:
+    return yaml.safe_dump(fragment, sort_keys=False, default_flow_style=None)
+
+
+# A drawing refused for what it is (422) or for the state of the gateway or its file (409).
+_STATE_REFUSALS = frozenset(
+    {
+        "camera_not_in_config",
+        "config_unreadable",
+        "config_layout",
+        "config_changed",
+        "config_read_only",
+        "no_config_file",
+        "no_security_analysis",
+        "zones_changed",
+    }
+)
+
+
+def _refusal(ctx: ApiContext, who: Principal, camera_id: str, err: _Refused, *, audit: bool) -> ApiError:
+    ctx.services.counters.count(f"api_zone_edit_refused_{err.code}")
+    log.warning("zones drawn for camera %s by %s refused: %s: %s", camera_id, who.name, err.code, err.message)
+    if audit:
+        ctx.audit(who, "apply_zones", camera_id, "refused", f"{err.code}: {err.message}")
+    status = 409 if err.code in _STATE_REFUSALS else err.status or 422
+    return ApiError(status, err.code, err.message, err.details)
+
+
+def _drawing_of(ctx: ApiContext, camera_id: str, edit: ZoneEdit) -> _Drawing:
+    """``edit`` as the configuration's models (:class:`_Refused` for a drawing that gives none)."""
     pixel = any(z.coords == "pixel" for z in edit.zones) or any(ln.coords == "pixel" for ln in edit.lines)
     size = edit.reference_size
     if size is None and pixel:
@@ -308,6 +408,102 @@ def _zone_yaml(ctx: ApiContext, camera_id: str, edit: ZoneEdit) -> tuple[str, Co
         CameraZones(camera_id=camera_id, zones=zones, lines=lines, reference_size=size)
     except ValidationError as err:
         raise _Refused("invalid_zone", "; ".join(str(e.get("msg", "")) for e in err.errors()[:3])) from err
-    fragment = _fragment(zones, lines, size if pixel else None)
-    validation, source = _check_in_configuration(ctx, camera_id, fragment)
-    return yaml.safe_dump(fragment, sort_keys=False, default_flow_style=None), validation, source
+    size = size if pixel else None
+    return _Drawing(zones, lines, size, _fragment(zones, lines, size))
+
+
+@router.post(
+    "/{camera_id}/zones/apply",
+    response_model=ZonesApplied,
+    summary="Apply zones and lines drawn on the console (admin, audited): into the file and the analysis",
+    name="apply_camera_zones",
+    responses={
+        **_UNKNOWN,
+        **BODY_RESPONSES,
+        409: {
+            "model": ErrorBody,
+            "description": "no_config_file: the agent was not started from a file; no_security_analysis: "
+            "the camera has no security section; zones_changed: its zones changed since zones_version; "
+            "config_changed: the file differs from the running configuration elsewhere (reload or "
+            "restart first); config_read_only: the agent may not write its file (the shipped unit); "
+            "camera_not_in_config, config_unreadable, config_layout.",
+        },
+        422: {
+            "model": ErrorBody,
+            "description": "The drawing is not usable (the codes of the YAML route), or config_invalid: "
+            "the file would not load with it (details: its issues).",
+        },
+        500: {"model": ErrorBody, "description": "write_failed, apply_failed: nothing changed."},
+        507: {"model": ErrorBody, "description": "write_failed: the disk is full; nothing changed."},
+    },
+)
+async def apply_zones(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneApply) -> ZonesApplied:
+    setup = _setup(ctx, camera_id)
+    try:
+        # One drawing at a time: two admins applying at once must not both edit the same file.
+        async with ctx.services.config.writing:
+            applied = await _apply(ctx, camera_id, edit)
+    except _Refused as err:
+        raise _refusal(ctx, who, setup.id, err, audit=True) from err
+    ctx.services.counters.count("api_zones_applied")
+    ctx.audit(who, "apply_zones", camera_id, "ok")
+    log.info("zones of camera %s applied by %s, written to %s", camera_id, who.name, applied.config_file)
+    return applied
+
+
+async def _apply(ctx: ApiContext, camera_id: str, edit: ZoneApply) -> ZonesApplied:
+    """Write the drawing into the agent's file (the previous one kept) and have the camera judge by
+    it; nothing changes when any step refuses."""
+    config = ctx.services.config
+    path = config.path
+    if path is None:
+        raise _Refused("no_config_file", "the agent was not started from a config file: paste the YAML")
+    running = config.current()
+    setup = next(c for c in running.cameras if c.id == camera_id)
+    if setup.security is None:
+        raise _Refused("no_security_analysis", f"camera {camera_id} has no security section to draw zones in")
+    if edit.zones_version is not None and edit.zones_version != zones_version(setup.security):
+        raise _Refused(
+            "zones_changed",
+            f"the zones of camera {camera_id} changed since this drawing began: load them again and redraw",
+        )
+    drawing = await asyncio.to_thread(_drawing_of, ctx, camera_id, edit)
+    text, source, loaded = await asyncio.to_thread(_redrawn, ctx, camera_id, drawing)
+    if isinstance(loaded, ConfigFileError):
+        issues = [{"path": i.path, "line": i.line, "message": i.message} for i in loaded.issues]
+        raise _Refused(
+            "config_invalid", f"with this drawing {source} would not load: {loaded.issues[0]}", details=issues
+        )
+    changed = _changed_besides(running, loaded, camera_id)
+    if changed:
+        raise _Refused(
+            "config_changed",
+            f"{source} differs from the running configuration in {', '.join(changed)}: reload or restart "
+            "the agent first, then apply the drawing",
+        )
+    try:
+        previous = await asyncio.to_thread(install_config, path, text)
+    except OSError as err:
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise _Refused(
+                "config_read_only",
+                f"cannot write {path}: {err.strerror}; the shipped systemd unit keeps the configuration "
+                "read-only to the agent: paste the YAML, or allow writing it (docs/OPERATIONS.md)",
+            ) from err
+        full = err.errno == errno.ENOSPC
+        raise _Refused("write_failed", f"cannot write {path}: {err}", status=507 if full else 500) from err
+    try:
+        live = config.redraw(camera_id, loaded)
+    except Exception as err:
+        log.exception("camera %s: the applied zones could not be used; putting %s back", camera_id, path)
+        await asyncio.to_thread(os.replace, previous, path)
+        raise _Refused("apply_failed", f"the camera could not take the zones: {err}", status=500) from err
+    new_setup = next(c for c in loaded.cameras if c.id == camera_id)
+    return ZonesApplied(
+        camera=camera_id,
+        config_file=str(path),
+        previous=str(previous),
+        live=live,
+        zones_version=zones_version(new_setup.security),
+        yaml=_yaml(drawing.fragment),
+    )

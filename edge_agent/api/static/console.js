@@ -268,8 +268,9 @@ async function loadGateway() {
   if (r.ok) $("gateway").textContent = r.body.site + " / " + r.body.gateway;
 }
 
-// ---- Cameras: the newest frame with its zones and lines; for admins, an editor that draws them
-// and asks the gateway for the YAML (built and checked there: the browser never writes config).
+// ---- Cameras: the newest frame with its zones and lines; for admins, an editor that draws them,
+// asks the gateway for the YAML and applies it (built, checked and written there: the browser
+// never writes config).
 
 function canEditZones() {
   return (ROLE_RANK[state.role] || 0) >= ROLE_RANK.admin;
@@ -311,11 +312,14 @@ function resetDrawing(cam) {
   state.selected = -1;
   state.tool = "select";
   state.drawingChanged = false;
+  // The zones this drawing starts from: applying it is refused if someone changed them since.
+  state.drawnOver = cam ? cam.zones_version : null;
   if (cam) $("zone-coords").value = usesNormalized(cam) ? "normalized" : "pixel";
   $("zone-yaml").textContent = "";
   $("yaml-status").textContent = "";
   $("yaml-issues").replaceChildren();
   $("copy-yaml").disabled = true;
+  $("apply-zones").disabled = true;
   renderEditor();
 }
 
@@ -356,6 +360,7 @@ async function loadCameras() {
   } else if (!state.drawingChanged) {
     // Follows the configuration (a reload changes it); an admin's drawing is kept until reverted.
     state.shapes = shapesOf(cam);
+    state.drawnOver = cam.zones_version;
   }
   if (!cam.frame) {
     $("camera-info").textContent = "no frame yet";
@@ -497,6 +502,7 @@ function unusedId(prefix) {
 function changed() {
   state.drawingChanged = true;
   $("copy-yaml").disabled = true;
+  $("apply-zones").disabled = true;
   $("yaml-status").textContent = $("zone-yaml").textContent ? "the drawing changed since: get the YAML again" : "";
   renderEditor();
   drawCamera();
@@ -659,6 +665,7 @@ async function getYaml() {
     body: JSON.stringify(drawingBody()),
   });
   $("yaml-issues").replaceChildren();
+  $("apply-zones").disabled = true;
   if (!r.ok) {
     $("zone-yaml").textContent = "";
     $("copy-yaml").disabled = true;
@@ -669,6 +676,8 @@ async function getYaml() {
   const check = r.body.validation;
   $("zone-yaml").textContent = r.body.yaml;
   $("copy-yaml").disabled = false;
+  // Applied only as reviewed: valid in the agent's own file, and not redrawn since.
+  $("apply-zones").disabled = !check.valid || r.body.checked_against === "running configuration";
   $("yaml-status").className = check.valid ? "ok" : "error";
   $("yaml-status").textContent = check.valid
     ? "Paste under camera " + r.body.camera + " (replacing its security zones and lines): valid in " + r.body.checked_against
@@ -676,6 +685,32 @@ async function getYaml() {
   $("yaml-issues").replaceChildren(
     ...check.issues.map((i) => el("li", {}, (i.line ? "line " + i.line + ": " : "") + (i.path ? i.path + ": " : "") + i.message)),
   );
+}
+
+async function applyZones() {
+  const cam = currentCamera();
+  if (!cam || !state.frameSize) return;
+  $("apply-zones").disabled = true;
+  const r = await api("/api/v1/cameras/" + encodeURIComponent(cam.id) + "/zones/apply", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(Object.assign(drawingBody(), { zones_version: state.drawnOver })),
+  });
+  $("yaml-issues").replaceChildren();
+  if (!r.ok) {
+    $("yaml-status").className = "error";
+    $("yaml-status").textContent = "Not applied: " + ((r.body && r.body.message) || "the gateway refused (" + r.status + ")");
+    const issues = (r.body && r.body.details) || [];
+    $("yaml-issues").replaceChildren(...issues.map((i) => el("li", {}, (i.line ? "line " + i.line + ": " : "") + (i.path ? i.path + ": " : "") + i.message)));
+    return;
+  }
+  state.drawingChanged = false;
+  state.drawnOver = r.body.zones_version;
+  $("yaml-status").className = "ok";
+  $("yaml-status").textContent = "Applied to camera " + r.body.camera + ": written to " + r.body.config_file
+    + " (the previous file is " + r.body.previous + "); "
+    + (r.body.live ? "its analysis judges by these zones from its next frame" : "its analysis takes them when it starts");
+  await loadCameras();
 }
 
 async function copyYaml() {
@@ -812,6 +847,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("label-b-to-a").addEventListener("input", editField("label_b_to_a"));
   $("get-yaml").addEventListener("click", getYaml);
   $("copy-yaml").addEventListener("click", copyYaml);
+  $("apply-zones").addEventListener("click", applyZones);
   $("rollcall-point").addEventListener("change", () => { state.rollcallPoint = $("rollcall-point").value; loadRollcall(); });
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved && (await login(saved))) showMain();

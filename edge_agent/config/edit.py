@@ -1,0 +1,194 @@
+"""Changing the configuration file in place: one camera's zones and lines redrawn (the console's
+zone editor), and installing a new file with the previous one kept beside it.
+
+The file is an administrator's: it has comments, a layout and quoting of their choosing. So a
+redrawing is a splice: the lines of the camera's ``security.reference_size``, ``zones`` and
+``lines`` are replaced and every other byte of the file is left as it was. The positions come from
+the YAML parser's nodes (PyYAML's pure-Python composer, whose marks count characters of the text).
+A camera written in flow style (``- {device: ..., security: {...}}``) has its ``security`` mapping
+rewritten in flow style, on one line: there is no comment inside it to keep.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge_agent.errors import ConfigError
+
+DRAWN_KEYS = ("reference_size", "zones", "lines")
+
+
+class ConfigEditError(ConfigError):
+    """The file cannot take the edit: ``code`` says why (``config_unreadable``,
+    ``camera_not_in_config``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+
+
+def redraw_camera_zones(text: str, camera_id: str, drawing: dict[str, Any]) -> str:
+    """``text`` with camera ``camera_id``'s ``security`` zones, lines and reference size replaced by
+    ``drawing`` (plain data under :data:`DRAWN_KEYS`), and every
+    other character as it was. Its ``security`` mapping is made when the camera has none."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        raise ConfigEditError("config_unreadable", f"the configuration is not YAML: {err}") from err
+    entry = _camera_entry(root, camera_id)
+    # Zones and lines always (``zones: []`` says the camera has none, and keeps a ``security:``
+    # that held only them a mapping); a reference size only with pixel coordinates.
+    drawn = {k: drawing.get(k) or [] for k in DRAWN_KEYS if k != "reference_size" or drawing.get(k)}
+    security = _value(entry, "security")
+    if entry.flow_style or (security is not None and not _block_mapping(security)):
+        return _rewrite_flow_security(text, entry, security, camera_id, drawn)
+    if security is None:
+        # A new ``security:`` entry after the camera's last line, at its keys' indentation.
+        indent = int(entry.value[0][0].start_mark.column)
+        at = _line_end(text, _end(entry))
+        if at == len(text) and not text.endswith("\n"):
+            text, at = text + "\n", at + 1
+        return text[:at] + " " * indent + "security:\n" + _block(drawn, indent + 2) + text[at:]
+    assert isinstance(security, yaml.MappingNode)
+    indent = int(security.value[0][0].start_mark.column)
+    spans = [
+        (
+            _line_start(text, key.start_mark.index),
+            _comments_within(text, _line_end(text, _end(value)), indent),
+        )
+        for key, value in security.value
+        if isinstance(key, yaml.ScalarNode) and key.value in DRAWN_KEYS
+    ]
+    # The drawing goes where the first drawn entry was (or first, when there was none).
+    at = spans[0][0] if spans else _line_start(text, security.value[0][0].start_mark.index)
+    for start, end in reversed(spans):
+        text = text[:start] + text[end:]
+    return text[:at] + _block(drawn, indent) + text[at:]
+
+
+def _camera_entry(root: yaml.Node | None, camera_id: str) -> yaml.MappingNode:
+    cameras = _value(root, "cameras") if isinstance(root, yaml.MappingNode) else None
+    if isinstance(cameras, yaml.SequenceNode):
+        for entry in cameras.value:
+            device = _value(entry, "device") if isinstance(entry, yaml.MappingNode) else None
+            ident = _value(device, "id") if isinstance(device, yaml.MappingNode) else None
+            if isinstance(ident, yaml.ScalarNode) and ident.value == camera_id:
+                assert isinstance(entry, yaml.MappingNode)
+                return entry
+    raise ConfigEditError("camera_not_in_config", f"the configuration has no camera {camera_id}")
+
+
+def _value(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+
+
+def _block_mapping(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.MappingNode) and not node.flow_style and bool(node.value)
+
+
+def _end(node: yaml.Node) -> int:
+    """Where ``node``'s own text ends. A block collection's end mark is the start of whatever
+    follows it (comment lines about the next key included), so it ends where its last item does."""
+    if not isinstance(node, yaml.CollectionNode) or node.flow_style:
+        return int(node.end_mark.index)
+    items = node.value
+    if not items:
+        return int(node.end_mark.index)
+    last = items[-1][1] if isinstance(node, yaml.MappingNode) else items[-1]
+    return _end(last)
+
+
+def _line_start(text: str, index: int) -> int:
+    return text.rfind("\n", 0, index) + 1
+
+
+def _line_end(text: str, index: int) -> int:
+    """Just after the newline ending the line ``index`` is on (its trailing comment with it)."""
+    end = text.find("\n", index)
+    return len(text) if end < 0 else end + 1
+
+
+def _comments_within(text: str, at: int, indent: int) -> int:
+    """Past the comment lines from ``at`` indented deeper than ``indent``: comments inside the
+    entry that ends before ``at`` (about the zones it held), not about the next key."""
+    while at < len(text):
+        line = text[at : _line_end(text, at)]
+        stripped = line.lstrip(" ")
+        if not stripped.startswith("#") or len(line) - len(stripped) <= indent:
+            break
+        at += len(line)
+    return at
+
+
+def _flow(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 30).strip()
+
+
+def _block(drawn: dict[str, Any], indent: int) -> str:
+    """``drawn`` as block entries at ``indent``: a list as one flow item per line, anything else in
+    flow style after its key (``reference_size: [1280, 720]``)."""
+    pad = " " * indent
+    lines = []
+    for key, value in drawn.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            lines.append(f"{pad}{key}:\n" + "".join(f"{pad}  - {_flow(item)}\n" for item in value))
+        else:
+            lines.append(f"{pad}{key}: {_flow(value)}\n")
+    return "".join(lines)
+
+
+def _rewrite_flow_security(
+    text: str, entry: yaml.MappingNode, security: yaml.Node | None, camera_id: str, drawn: dict[str, Any]
+) -> str:
+    """The camera's ``security`` written in flow style with the drawing in it, in place of the old
+    value (or added to a flow-style camera that has none)."""
+    data = yaml.safe_load(text)
+    camera = next(
+        c for c in data["cameras"] if isinstance(c, dict) and c.get("device", {}).get("id") == camera_id
+    )
+    old = camera.get("security")
+    merged = {k: v for k, v in (old if isinstance(old, dict) else {}).items() if k not in DRAWN_KEYS}
+    merged = {**drawn, **merged}
+    if security is not None:
+        start, end = security.start_mark.index, _end(security)
+        return text[:start] + _flow(merged) + text[end:]
+    # A flow-style camera without security: the new entry goes before its closing brace.
+    close = int(entry.end_mark.index) - 1
+    return text[:close] + f", security: {_flow(merged)}" + text[close:]
+
+
+def previous_config(config_path: Path) -> Path:
+    """Beside the configuration file: the one it replaced, for rolling back."""
+    return config_path.with_name(config_path.name + ".previous")
+
+
+def install_config(path: Path, text: str) -> Path:
+    """Keep the file at ``path`` as :func:`previous_config` and put ``text`` in its place,
+    atomically: a power cut leaves either the old file or the new one, never half of one. Returns
+    where the previous file is."""
+    previous = previous_config(path)
+    tmp = path.with_name(path.name + ".pushed")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        shutil.copymode(path, tmp)  # an administrator's 0640 stays 0640
+        shutil.copy2(path, previous)
+    except OSError:
+        # A full disk: leave no half-written file behind (the running one is untouched).
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return previous
