@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from edge_agent.commands import pending_marker
 from edge_agent.config import load_config, previous_config
 from tests.agent.test_config_edit import without_drawing
 from tests.api.conftest import Tokens, raise_test_alert, until
@@ -142,6 +143,14 @@ async def check(gate: RunningGate, tokens: Tokens) -> None:
         assert (changed.status_code, changed.json()["code"]) == (409, "config_changed"), changed.text
         assert path.read_text() == edited
         path.write_text(after_apply)
+
+        # A file pushed from the centre still on probation: installing now would make it the file
+        # the probation falls back to.
+        pending_marker(path).write_text("2026-12-04T00:00:00Z\n")
+        probation = await admin.post(APPLY, json=drawing(MOVED, now))
+        assert (probation.status_code, probation.json()["code"]) == (409, "config_on_probation")
+        assert path.read_text() == after_apply
+        pending_marker(path).unlink()
 
         # Nothing refused changed anything: file, running configuration, analysis.
         assert services.config.current() == on_disk and judged_by(gate) == moved

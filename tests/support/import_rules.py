@@ -53,7 +53,8 @@ CONFIG_PACKAGE_NON_LEAVES: frozenset[str] = frozenset(
     {"edge_agent.config", "edge_agent.config.loader", "edge_agent.config.edit", "edge_agent.config.root"}
 )
 """In ``edge_agent/config/`` every module is a leaf model except the package itself, the YAML loader
-and editor (which read and write the file, not models) and the root model (which composes the libraries' device union, so it imports their roots)."""
+and editor (which read and write the file, not models) and the root model (which composes the
+libraries' device union, so it imports their roots)."""
 
 LEAF_THIRD_PARTY: frozenset[str] = frozenset({"pydantic", "pydantic_core"})
 

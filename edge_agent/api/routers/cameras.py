@@ -44,6 +44,7 @@ from edge_agent.api.models import (
     ZonesApplied,
     ZoneYaml,
 )
+from edge_agent.commands import pending_marker
 from edge_agent.config import (
     CameraSetup,
     ConfigEditError,
@@ -373,6 +374,7 @@ _STATE_REFUSALS = frozenset(
         "config_unreadable",
         "config_layout",
         "config_changed",
+        "config_on_probation",
         "config_read_only",
         "no_config_file",
         "no_security_analysis",
@@ -425,7 +427,8 @@ def _drawing_of(ctx: ApiContext, camera_id: str, edit: ZoneEdit) -> _Drawing:
             "description": "no_config_file: the agent was not started from a file; no_security_analysis: "
             "the camera has no security section; zones_changed: its zones changed since zones_version; "
             "config_changed: the file differs from the running configuration elsewhere (reload or "
-            "restart first); config_read_only: the agent may not write its file (the shipped unit); "
+            "restart first); config_on_probation: a pushed configuration is not confirmed yet; "
+            "config_read_only: the agent may not write its file (the shipped unit); "
             "camera_not_in_config, config_unreadable, config_layout.",
         },
         422: {
@@ -458,6 +461,14 @@ async def _apply(ctx: ApiContext, camera_id: str, edit: ZoneApply) -> ZonesAppli
     path = config.path
     if path is None:
         raise _Refused("no_config_file", "the agent was not started from a config file: paste the YAML")
+    if pending_marker(path).exists():
+        # Installing now would make this file the "previous" one the probation falls back to, and
+        # a pushed file that fails would then come back instead of the one that worked.
+        raise _Refused(
+            "config_on_probation",
+            "a configuration pushed from the centre is still on probation (it has not reached the "
+            "broker since the restart): apply the drawing once it is confirmed",
+        )
     running = config.current()
     setup = next(c for c in running.cameras if c.id == camera_id)
     if setup.security is None:
