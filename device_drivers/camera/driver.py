@@ -97,6 +97,15 @@ def _check_size(shape: tuple[int, ...], expected_shape: tuple[int, ...] | None) 
     return None
 
 
+RESOLUTION_FOLLOW_FRAMES = 5
+"""Frames in a row of one new size after which a stream's resolution change is followed (a second at
+5 analysed frames/s); fewer are dropped as garbage, so one odd frame never resets the analysis."""
+
+
+def _size_text(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}x{shape[0]}"
+
+
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> str | None:
     if width * height > max_pixels:
         return f"frame {width}x{height} has more than max_frame_pixels ({max_pixels:,})"
@@ -684,6 +693,7 @@ class Camera:
         next_frame_ns = time.monotonic_ns()
         shape: tuple[int, ...] | None = None
         consecutive_bad = 0
+        resized: tuple[tuple[int, ...], int] | None = None  # a new size, and frames of it in a row
         while self._current(generation):
             if pace_ns:
                 wait_ns = next_frame_ns - time.monotonic_ns()
@@ -723,6 +733,24 @@ class Camera:
                 self._count_from_thread(generation, "read_failures")
                 return f"read failed: {err}"
             problem = check_picture(picture, shape, cfg.max_frame_pixels)
+            if problem is not None and check_picture(picture, None, cfg.max_frame_pixels) is None:
+                # Sound but of another size than the stream so far: someone changed the camera's
+                # resolution, or one odd frame. Followed once it holds for a few frames in a row
+                # (the pipelines start afresh on a new size), instead of refusing every frame until
+                # the stall watchdog reopens the camera.
+                assert picture is not None and shape is not None
+                count = resized[1] + 1 if resized is not None and resized[0] == picture.shape else 1
+                resized = (picture.shape, count)
+                if count >= RESOLUTION_FOLLOW_FRAMES:
+                    log.warning(
+                        "camera %s: the picture changed from %s to %s (%d frames in a row); following it",
+                        cfg.id,
+                        _size_text(shape),
+                        _size_text(picture.shape),
+                        count,
+                    )
+                    self._count_from_thread(generation, "resolution_changes")
+                    shape, resized, problem = picture.shape, None, None
             if problem is not None:
                 consecutive_bad += 1
                 self._count_from_thread(generation, "bad_frames")
@@ -736,6 +764,7 @@ class Camera:
                 continue
             assert picture is not None  # check_picture passed it
             consecutive_bad = 0
+            resized = None
             if shape is None:
                 shape = picture.shape  # as decoded: the next frames are checked against it
                 backoff.reset()

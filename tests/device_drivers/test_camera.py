@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from device_drivers import BackoffConfig, open_camera
 from device_drivers._io.threads import BULK_NICENESS
 from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig, parse_source, redact_url
-from device_drivers.camera.driver import Camera, check_frame
+from device_drivers.camera.driver import RESOLUTION_FOLLOW_FRAMES, Camera, check_frame
 from device_drivers.camera.sim import ScriptedCapture, SimulatedCamera, generate_clip
 from device_drivers.errors import CameraError, DeviceError
 from device_drivers.readings import (
@@ -240,29 +240,47 @@ def test_garbage_frames_are_counted_and_dropped() -> None:
     assert cam.online is False  # closed
 
 
-def test_a_camera_switched_to_another_resolution_is_reopened_and_goes_on_at_it() -> None:
-    # Someone changes the camera's resolution in its web page: the stream goes on at the new size.
+def test_a_camera_switched_to_another_resolution_is_followed_without_a_reopen() -> None:
+    # Someone changes the camera's resolution in its web page: the stream goes on at the new size,
+    # and so does the camera, once the new size has held for a few frames.
     caps: list[ScriptedCapture] = []
 
     def factory(cfg: CameraConfig) -> ScriptedCapture:
-        later = good(1000, shape=(240, 320, 3))
-        caps.append(ScriptedCapture([*good(5), *later] if not caps else later, fps=50))
+        caps.append(ScriptedCapture([*good(5), *good(1000, shape=(240, 320, 3))], fps=50))
         return caps[-1]
 
     def new_size(items: list[CameraItem]) -> bool:
         return any(isinstance(i, CameraFrame) and i.frame.shape == (240, 320, 3) for i in items)
 
-    # A 2 s watchdog: short for the test, long enough for a capture thread on a loaded box.
-    cfg = CameraConfig(id="usb1", url="usb:0", analysis_fps=50, stall_timeout_s=2.0, backoff=FAST_BACKOFF)
+    # A watchdog far longer than the test: the change must not wait for it.
+    cfg = CameraConfig(id="usb1", url="usb:0", analysis_fps=50, stall_timeout_s=30.0, backoff=FAST_BACKOFF)
     cam = Camera(cfg, capture_factory=factory)
-    items = asyncio.run(collect(cam, new_size, 30.0))
+    items = asyncio.run(collect(cam, new_size, 10.0))
     sizes = [i.frame.shape for i in items if isinstance(i, CameraFrame)]
     assert sizes[0] == (120, 160, 3) and sizes[-1] == (240, 320, 3)
-    # Every frame of the new size was refused until the watchdog reopened the camera.
-    first_new = next(n for n, i in enumerate(items) if isinstance(i, CameraFrame) and i.frame.shape[0] == 240)
-    offline = [i for i in items[:first_new] if isinstance(i, CameraOffline)]
-    assert offline and offline[-1].reason.startswith("no frames for")
-    assert cam.counters["bad_frames"] >= 10 and len(caps) >= 2
+    assert not [i for i in items if isinstance(i, CameraOffline)] and len(caps) == 1
+    # The frames before the new size was trusted were dropped, as one odd frame would be.
+    assert cam.counters["bad_frames"] == RESOLUTION_FOLLOW_FRAMES - 1
+    assert cam.counters["resolution_changes"] == 1
+
+
+def test_frames_of_ever_changing_sizes_are_dropped_not_followed() -> None:
+    # A broken decoder whose frames come at a new size each time: never one size long enough to
+    # follow, so every one is dropped and the stream is judged by the watchdog as before.
+    sizes = [(128 + 8 * (k % 7), 160, 3) for k in range(400)]
+    caps: list[ScriptedCapture] = []
+
+    def factory(cfg: CameraConfig) -> ScriptedCapture:
+        script = [*good(3), *(np.full(size, 90, np.uint8) for size in sizes)] if not caps else good(100)
+        caps.append(ScriptedCapture(script, fps=60))
+        return caps[-1]
+
+    cfg = CameraConfig(id="usb1", url="usb:0", analysis_fps=60, stall_timeout_s=1.0, backoff=FAST_BACKOFF)
+    cam = Camera(cfg, capture_factory=factory)
+    items = asyncio.run(collect(cam, lambda it: any(isinstance(i, CameraOffline) for i in it), 10.0))
+    frames = [i for i in items if isinstance(i, CameraFrame)]
+    assert all(f.frame.shape == (120, 160, 3) for f in frames) and len(frames) == 3
+    assert cam.counters["bad_frames"] > 50 and cam.counters.get("resolution_changes", 0) == 0
 
 
 def test_the_capture_thread_runs_at_a_lower_priority_than_the_agent() -> None:
