@@ -175,7 +175,8 @@ class MjpegPackets:
 
     def __init__(self, capture: cv2.VideoCapture) -> None:
         self._capture = capture
-        self._imread_flag = cv2.IMREAD_COLOR  # set by of() from the first packet's width
+        self._imread_flag = cv2.IMREAD_COLOR  # the DCT scale for packets as wide as the one below
+        self._flag_for: tuple[int, int | None] | None = None  # (packet width, analysis width)
 
     @classmethod
     def of(
@@ -190,13 +191,12 @@ class MjpegPackets:
         packets = cls(capture)
         if not packets.grab():
             return None
-        first = packets.retrieve_packet(None)
+        first = packets.retrieve_packet(analysis_width)  # which also sets the DCT scale
         # Tried at an eighth of its size: whether the packets are plain JPEG images shows as well,
         # and a header that lies about the size cannot make the trial allocate much.
         if first is None or _decodes_at(first.data, cv2.IMREAD_REDUCED_COLOR_8) is None:
             log.info("MJPEG packets of this source are not plain JPEG images: decoding them with FFmpeg")
             return None
-        packets._imread_flag = _reduced_decode_flag(first.size[0], analysis_width)
         if rewind and not capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
             return None
         return packets
@@ -223,9 +223,14 @@ class MjpegPackets:
         ok, packet = self._capture.retrieve()
         if not ok or packet is None or packet.size == 0:
             return None
-        return JpegPacket.of(
-            np.asarray(packet, dtype=np.uint8).reshape(-1), self._imread_flag, analysis_width
-        )
+        data = np.asarray(packet, dtype=np.uint8).reshape(-1)
+        taken = JpegPacket.of(data, self._imread_flag, analysis_width)
+        if taken is not None and (taken.size[0], analysis_width) != self._flag_for:
+            # The first packet, or the camera's resolution changed: the DCT scale for this width.
+            self._flag_for = (taken.size[0], analysis_width)
+            self._imread_flag = _reduced_decode_flag(taken.size[0], analysis_width)
+            taken = JpegPacket.of(data, self._imread_flag, analysis_width)
+        return taken
 
     def get(self, prop_id: int) -> float:
         return float(self._capture.get(prop_id))

@@ -18,7 +18,7 @@ import pytest
 from test_camera import FAST_BACKOFF, collect, kinds
 
 from device_drivers.camera.config import CameraConfig
-from device_drivers.camera.driver import Camera
+from device_drivers.camera.driver import Camera, JpegPacket
 from device_drivers.readings import CameraFrame, CameraOffline
 from tests.support.jpeg import declaring
 
@@ -30,6 +30,8 @@ class Behaviour:
     frames: int
     then: str = "close"  # "close" or "stall" (keep the socket open, send nothing)
     declare: tuple[int, int] | None = None  # the size the frames' JPEG headers claim, if not theirs
+    size: tuple[int, int] = (160, 120)  # (width, height) of the frames
+    resized: tuple[int, tuple[int, int]] | None = None  # after this many frames, this size instead
 
 
 @dataclass
@@ -72,7 +74,8 @@ class MjpegServer:
             for k in range(b.frames):
                 if self._stop.is_set():
                     return
-                img = np.full((120, 160, 3), 20 + (k * 7) % 200, np.uint8)
+                width, height = b.resized[1] if b.resized is not None and k >= b.resized[0] else b.size
+                img = np.full((height, width, 3), 20 + (k * 7) % 200, np.uint8)
                 ok, buf = cv2.imencode(".jpg", img)
                 assert ok
                 data = buf.tobytes() if b.declare is None else declaring(buf.tobytes(), *b.declare)
@@ -158,3 +161,53 @@ def test_frames_whose_header_claims_too_many_pixels_are_dropped_undecoded(
     # Only the 1/8-scale trial of the first packet decoded anything of the lying stream (2000 px).
     assert max(h * w for h, w in decodes) <= 2000 * 2000
     assert all(i.frame.shape == (120, 160, 3) for i in items if isinstance(i, CameraFrame))
+
+
+def test_an_ip_camera_switched_to_another_resolution_is_followed_on_the_same_connection(
+    server_factory: list[MjpegServer],
+) -> None:
+    # Someone lowers the camera's resolution in its web page mid-stream.
+    server = start(server_factory, [Behaviour(10_000, size=(320, 240), resized=(10, (160, 120)))])
+    cfg = CameraConfig(id="ipcam", url=server.url, analysis_fps=25, stall_timeout_s=30, backoff=FAST_BACKOFF)
+    cam = Camera(cfg)
+
+    def followed(items: list[object]) -> bool:
+        return any(isinstance(i, CameraFrame) and i.frame.shape == (120, 160, 3) for i in items)
+
+    items = asyncio.run(collect(cam, followed, 10.0))
+    shapes = [i.frame.shape for i in items if isinstance(i, CameraFrame)]
+    assert shapes[0] == (240, 320, 3) and shapes[-1] == (120, 160, 3)
+    assert kinds(items)[0] == "on" and "off" not in kinds(items) and server.connections == 1
+    assert cam.counters["resolution_changes"] == 1 and cam.counters["bad_frames"] == 4
+
+
+def test_a_camera_analysed_smaller_than_both_its_resolutions_goes_on_without_a_hiccup(
+    server_factory: list[MjpegServer],
+) -> None:
+    # Analysed 160 wide: 640x480 packets decode at a quarter, and once the camera is switched to
+    # 320x240 at a half, so the analysis goes on at 160x120 as if nothing had happened.
+    server = start(server_factory, [Behaviour(10_000, size=(640, 480), resized=(10, (320, 240)))])
+    cfg = CameraConfig(
+        id="ipcam",
+        url=server.url,
+        analysis_fps=25,
+        analysis_width=160,
+        stall_timeout_s=30,
+        backoff=FAST_BACKOFF,
+    )
+    cam = Camera(cfg)
+
+    def declared(items: list[object]) -> list[tuple[int, int]]:
+        """The JPEG sizes of the frames handed over (packets, decoded by whoever analyses them)."""
+        return [
+            i.picture.size for i in items if isinstance(i, CameraFrame) and isinstance(i.picture, JpegPacket)
+        ]
+
+    def frames(items: list[object]) -> list[CameraFrame]:
+        return [i for i in items if isinstance(i, CameraFrame)]
+
+    items = asyncio.run(collect(cam, lambda it: declared(it).count((320, 240)) >= 5, 10.0))
+    decoded = declared(items)
+    assert all(f.frame.shape == (120, 160, 3) for f in frames(items))
+    assert (640, 480) in decoded and (320, 240) in decoded
+    assert cam.counters.get("bad_frames", 0) == 0 and cam.counters.get("resolution_changes", 0) == 0
