@@ -50,7 +50,7 @@ from edge_agent.clock import Clock, SystemClock
 from edge_agent.commands import CommandProcessor, pending_marker
 from edge_agent.components import ComponentSpec, FatalComponentError, OnFailure, Supervisor
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config, previous_config
-from edge_agent.config.cameras import CameraSetup
+from edge_agent.config.cameras import CameraSetup, SecurityConfig
 from edge_agent.devices import DeviceComponent, ReadingRouter
 from edge_agent.doors import Doors
 from edge_agent.face_templates import FaceTemplateStore, TemplateKeyError, parse_key
@@ -101,10 +101,14 @@ class _Task:
     """A component that is only a loop (heartbeat, telemetry, status file, watchdog)."""
 
     def __init__(
-        self, loop: Callable[[], Awaitable[None]], start: Callable[[], Awaitable[None]] | None = None
+        self,
+        loop: Callable[[], Awaitable[None]],
+        start: Callable[[], Awaitable[None]] | None = None,
+        stop: Callable[[], Awaitable[None]] | None = None,
     ):
         self._loop = loop
         self._start = start
+        self._stop = stop
 
     async def start(self) -> None:
         if self._start is not None:
@@ -114,7 +118,8 @@ class _Task:
         await self._loop()
 
     async def stop(self) -> None:
-        pass
+        if self._stop is not None:
+            await self._stop()
 
 
 class Gateway:
@@ -212,7 +217,9 @@ class Gateway:
         cfg = self.config
         restart, fatal, leave_off = OnFailure.RESTART, OnFailure.FATAL, OnFailure.LEAVE_OFF
         specs = [
-            ComponentSpec("outbox", _Task(self._watch_outbox, self._open_outbox), fatal),
+            # Last to stop: what was submitted until then is committed, and its writer thread ends
+            # with the gateway (a daemon thread would otherwise die with the process mid-commit).
+            ComponentSpec("outbox", _Task(self._watch_outbox, self._open_outbox, self.outbox.close), fatal),
             ComponentSpec("stores", _Stores(self), fatal),
             ComponentSpec(
                 "api", _Task(self._serve_api), leave_off, stop_timeout_s=cfg.api.shutdown_grace_s + 1
@@ -638,17 +645,18 @@ class Gateway:
         log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready(self.one_line_status())
 
-    def redraw_zones(self, camera_id: str, config: GatewayConfig) -> bool:
-        """Run on ``config``: the running configuration with camera ``camera_id``'s zones and lines
-        redrawn (the console's zone editor checked that nothing else differs). The camera's
-        analysis, when it runs, judges by them from its next frame; returns whether it runs."""
-        setup = next(c for c in config.cameras if c.id == camera_id)
-        if setup.security is None:
-            raise ValueError(f"camera {camera_id} has no security section")
+    def redraw_zones(self, camera_id: str, security: SecurityConfig) -> bool:
+        """Camera ``camera_id``'s security settings replaced by ``security``: the same but for its
+        zones and lines (the console's zone editor). Its analysis, when it runs, judges by them
+        from its next frame; returns whether it runs."""
+        cameras = [
+            setup.model_copy(update={"security": security}) if setup.id == camera_id else setup
+            for setup in self.config.cameras
+        ]
         worker = self.cameras.security_workers.get(camera_id)
         if worker is not None:
-            worker.replace_zones(setup.security)
-        self.config = config
+            worker.replace_zones(security)  # refuses anything but zones and lines
+        self.config = self.config.model_copy(update={"cameras": cameras})
         return worker is not None
 
     def _reply_expired(self, topic: str, reason: str) -> None:

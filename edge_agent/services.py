@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from device_drivers import Camera, CameraFrame, Driver
 from edge_agent.alerts import AlertBook, AlertError, AlertRecord
 from edge_agent.clock import Clock
-from edge_agent.config import GatewayConfig
+from edge_agent.config import GatewayConfig, SecurityConfig
 from edge_agent.inference import InferenceService
 from edge_agent.roster import Roster
 from sync import Committed, Event, MqttLink, Outbox, make_source
@@ -168,14 +168,14 @@ class AlertDesk:
 @dataclass
 class ConfigAccess:
     """The running configuration (it changes on reload), where it came from, how to reload it, and
-    ``redraw(camera_id, config)``: run on ``config``, the running one with that camera's zones and
-    lines redrawn, the camera's analysis judging by them from its next frame (returns whether its
-    analysis runs, so took them now)."""
+    ``redraw(camera_id, security)``: that camera's security settings replaced by ``security`` (its
+    own with other zones and lines), its analysis judging by them from its next frame (returns
+    whether its analysis runs, so took them now)."""
 
     current: Callable[[], GatewayConfig]
     path: Path | None
     reload: Callable[[], Awaitable[None]]
-    redraw: Callable[[str, GatewayConfig], bool]
+    redraw: Callable[[str, SecurityConfig], bool]
     writing: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by whatever writes the file (``push_config``, the console's zone editor): one writer at
     a time, so neither installs a file made from one the other has just replaced."""

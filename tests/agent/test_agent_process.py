@@ -103,6 +103,10 @@ def test_sd_notify_ready_watchdog_stopping_and_clean_sigterm(
         assert agent.wait(30) == 0
         # The shutdown bound in the config is 5 s.
         assert time.monotonic() - started < 10
+        # The outbox was closed, last: its writer committed what was queued and the database was
+        # checkpointed on the way out (a writer thread killed with the process leaves its WAL).
+        wal = tmp_path / "data" / "outbox.db-wal"
+        assert not wal.exists() or wal.stat().st_size == 0, wal.stat().st_size
     finally:
         agent.kill()
         notify.close()

@@ -1,9 +1,10 @@
 """Applying zones drawn on the console, against a real agent started from its file with a simulated
 camera's real frames: the drawing goes into the file (every other setting as it was, the previous
 file kept), the running configuration and the camera's analysis take it from the next frame without
-a restart, and every refusal (a stale drawing, two admins at once, a drawing the file would not
-load with, a file edited behind the agent's back, a full disk) changes nothing, with a code each,
-counted and audited."""
+a restart, and only the drawing is applied (a hand edit of the file not reloaded stays unapplied);
+every refusal (a stale drawing, two admins at once, a drawing the file or the running camera would
+not take, a pushed file on probation, a full disk, a read-only file) changes nothing, with a code
+each, counted and audited."""
 
 from __future__ import annotations
 
@@ -135,15 +136,6 @@ async def check(gate: RunningGate, tokens: Tokens) -> None:
         wide = await admin.post("/api/v1/cameras/cam-wide/zones/apply", json=drawing(MOVED, None))
         assert (wide.status_code, wide.json()["code"]) == (409, "no_security_analysis")
 
-        # The file edited behind the agent's back (not reloaded): applying would apply that too.
-        edited = after_apply.replace("shutdown_timeout_s: 3,", "shutdown_timeout_s: 4,", 1)
-        assert edited != after_apply
-        path.write_text(edited)
-        changed = await admin.post(APPLY, json=drawing(MOVED, now))
-        assert (changed.status_code, changed.json()["code"]) == (409, "config_changed"), changed.text
-        assert path.read_text() == edited
-        path.write_text(after_apply)
-
         # A file pushed from the centre still on probation: installing now would make it the file
         # the probation falls back to.
         pending_marker(path).write_text("2026-12-04T00:00:00Z\n")
@@ -163,20 +155,49 @@ async def check(gate: RunningGate, tokens: Tokens) -> None:
             waiting = asyncio.create_task(admin.post(APPLY, json=drawing(square(40, 40, 50), now)))
             await asyncio.sleep(0.5)
             assert not waiting.done()
-        assert (await waiting).status_code == 200
+        waited = await waiting
+        assert waited.status_code == 200, waited.text
+        now = waited.json()["zones_version"]
+
+        # The file edited by hand since the start and not reloaded (as the command line's overrides
+        # also make the running configuration differ from it): only the drawing is applied, and
+        # the hand edit stays in the file for the next reload or restart.
+        edited = path.read_text().replace("shutdown_timeout_s: 3,", "shutdown_timeout_s: 4,", 1)
+        assert edited != path.read_text()
+        path.write_text(edited)
+        small = square(60, 60, 40)
+        answer = await admin.post(APPLY, json=drawing(small, now))
+        assert answer.status_code == 200, answer.text
+        assert "shutdown_timeout_s: 4," in path.read_text()
+        assert services.config.current().agent.shutdown_timeout_s == 3
+        corners = [(float(x), float(y)) for x, y in small]
+        assert list(load_config(path).cameras[0].security.zones[0].points) == corners  # type: ignore[union-attr]
+        await until(
+            lambda: judged_by(gate) == corners, "cam-door analysed by the zone drawn over a hand edit"
+        )
+        now = answer.json()["zones_version"]
+
+        # The file's rule edited to watch a "hall" zone, the running camera's rule still watching the
+        # doorway: a drawing of only a hall loads in the file but would leave the running rule
+        # without its zone. Refused, nothing changed.
+        path.write_text(path.read_text().replace("zone: doorway", "zone: hall"))
+        before = path.read_text()
+        hall = await admin.post(APPLY, json=drawing(small, now, zone="hall"))
+        assert (hall.status_code, hall.json()["code"]) == (422, "config_invalid"), hall.text
+        assert "running camera" in hall.json()["message"]
+        assert path.read_text() == before and judged_by(gate) == corners
 
     counters = services.counters
-    assert counters.get("api_zones_applied") == 2
+    assert counters.get("api_zones_applied") == 3
     assert counters.get("api_zone_edit_refused_zones_changed") == 1
-    assert counters.get("api_zone_edit_refused_config_invalid") == 2
-    assert counters.get("api_zone_edit_refused_config_changed") == 1
+    assert counters.get("api_zone_edit_refused_config_invalid") == 3
     await gate.agent.outbox.flush()
     audits = [
         (a["data"]["action"], a["data"]["target"], a["data"]["result"], a["data"]["role"])
         for a in outbox_events(gate.agent, "edu.campus.gateway.audit.v1")
         if a["data"]["action"] == "apply_zones"
     ]
-    assert audits.count(("apply_zones", "cam-door", "ok", "admin")) == 2
+    assert audits.count(("apply_zones", "cam-door", "ok", "admin")) == 3
     assert ("apply_zones", "cam-door", "refused", "admin") in audits
     assert ("apply_zones", "cam-wide", "refused", "admin") in audits
 

@@ -7,8 +7,9 @@ is valid on its own), spliced into the agent's configuration file in place of th
 (:func:`edge_agent.config.redraw_camera_zones`: every other line as it was) and that file is
 validated whole. Applying installs that file (the previous one kept beside it, as a pushed
 configuration's is) and hands the zones to the camera's running analysis, from its next frame on,
-without a restart: only when the file, but for this drawing, is the running configuration, so that
-applying zones never applies anything else.
+without a restart. Only the drawing is applied: the running camera keeps its rules and settings
+as it runs them, so edits in the file not reloaded yet, and the command line's overrides, stay
+as they were (the drawing is checked against both the file and the running camera).
 """
 
 from __future__ import annotations
@@ -305,29 +306,6 @@ def zones_version(security: SecurityConfig | None) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _changed_besides(running: GatewayConfig, new: GatewayConfig, camera_id: str) -> list[str]:
-    """What ``new`` changes besides the drawing of camera ``camera_id``: the sections, or the
-    cameras by id (empty when nothing else changed)."""
-    changed = [
-        name
-        for name in type(new).model_fields
-        if name != "cameras" and getattr(new, name) != getattr(running, name)
-    ]
-    old_cameras = {c.id: c for c in running.cameras}
-    if [c.id for c in new.cameras] != list(old_cameras):
-        return [*changed, "cameras (added, removed or reordered)"]
-    for camera in new.cameras:
-        old = old_cameras[camera.id]
-        if camera.id != camera_id or old.security is None or camera.security is None:
-            if camera != old:
-                changed.append(f"camera {camera.id}")
-        elif camera.model_copy(update={"security": old.security}) != old or not (
-            old.security.differs_only_in_drawing(camera.security)
-        ):
-            changed.append(f"camera {camera.id} (besides its zones and lines)")
-    return changed
-
-
 @router.post(
     "/{camera_id}/zones",
     response_model=ZoneYaml,
@@ -373,7 +351,6 @@ _STATE_REFUSALS = frozenset(
         "camera_not_in_config",
         "config_unreadable",
         "config_layout",
-        "config_changed",
         "config_on_probation",
         "config_read_only",
         "no_config_file",
@@ -414,6 +391,26 @@ def _drawing_of(ctx: ApiContext, camera_id: str, edit: ZoneEdit) -> _Drawing:
     return _Drawing(zones, lines, size, _fragment(zones, lines, size))
 
 
+def _running_security_with(running: SecurityConfig, drawing: _Drawing) -> SecurityConfig:
+    """The running camera's security settings with ``drawing`` in place of its zones, validated
+    (:class:`_Refused` ``config_invalid`` when one of its rules would lose its zone or line)."""
+    data = running.model_dump()
+    data.update(
+        zones=[z.model_dump() for z in drawing.zones],
+        lines=[ln.model_dump() for ln in drawing.lines],
+        reference_size=drawing.reference_size,
+    )
+    try:
+        return SecurityConfig.model_validate(data)
+    except ValidationError as err:
+        details = [{"path": ".".join(map(str, e["loc"])), "message": e["msg"]} for e in err.errors()]
+        raise _Refused(
+            "config_invalid",
+            f"the running camera would not take the drawing: {details[0]['message']}",
+            details=details,
+        ) from err
+
+
 @router.post(
     "/{camera_id}/zones/apply",
     response_model=ZonesApplied,
@@ -426,15 +423,15 @@ def _drawing_of(ctx: ApiContext, camera_id: str, edit: ZoneEdit) -> _Drawing:
             "model": ErrorBody,
             "description": "no_config_file: the agent was not started from a file; no_security_analysis: "
             "the camera has no security section; zones_changed: its zones changed since zones_version; "
-            "config_changed: the file differs from the running configuration elsewhere (reload or "
-            "restart first); config_on_probation: a pushed configuration is not confirmed yet; "
+            "config_on_probation: a pushed configuration is not confirmed yet; "
             "config_read_only: the agent may not write its file (the shipped unit); "
             "camera_not_in_config, config_unreadable, config_layout.",
         },
         422: {
             "model": ErrorBody,
             "description": "The drawing is not usable (the codes of the YAML route), or config_invalid: "
-            "the file would not load with it (details: its issues).",
+            "the file would not load with it, or a rule of the running camera would lose its zone "
+            "(details: the issues).",
         },
         500: {"model": ErrorBody, "description": "write_failed, apply_failed: nothing changed."},
         507: {"model": ErrorBody, "description": "write_failed: the disk is full; nothing changed."},
@@ -485,13 +482,9 @@ async def _apply(ctx: ApiContext, camera_id: str, edit: ZoneApply) -> ZonesAppli
         raise _Refused(
             "config_invalid", f"with this drawing {source} would not load: {loaded.issues[0]}", details=issues
         )
-    changed = _changed_besides(running, loaded, camera_id)
-    if changed:
-        raise _Refused(
-            "config_changed",
-            f"{source} differs from the running configuration in {', '.join(changed)}: reload or restart "
-            "the agent first, then apply the drawing",
-        )
+    # The running camera takes the drawing and nothing else: its rules and settings as it runs them
+    # (the file may hold edits not reloaded yet, the command line overrides others), checked again.
+    security = await asyncio.to_thread(_running_security_with, setup.security, drawing)
     try:
         previous = await asyncio.to_thread(install_config, path, text)
     except OSError as err:
@@ -504,17 +497,16 @@ async def _apply(ctx: ApiContext, camera_id: str, edit: ZoneApply) -> ZonesAppli
         full = err.errno == errno.ENOSPC
         raise _Refused("write_failed", f"cannot write {path}: {err}", status=507 if full else 500) from err
     try:
-        live = config.redraw(camera_id, loaded)
+        live = config.redraw(camera_id, security)
     except Exception as err:
         log.exception("camera %s: the applied zones could not be used; putting %s back", camera_id, path)
         await asyncio.to_thread(os.replace, previous, path)
         raise _Refused("apply_failed", f"the camera could not take the zones: {err}", status=500) from err
-    new_setup = next(c for c in loaded.cameras if c.id == camera_id)
     return ZonesApplied(
         camera=camera_id,
         config_file=str(path),
         previous=str(previous),
         live=live,
-        zones_version=zones_version(new_setup.security),
+        zones_version=zones_version(security),
         yaml=_yaml(drawing.fragment),
     )
