@@ -33,8 +33,8 @@ class ConfigEditError(ConfigError):
 
 def redraw_camera_zones(text: str, camera_id: str, drawing: dict[str, Any]) -> str:
     """``text`` with camera ``camera_id``'s ``security`` zones, lines and reference size replaced by
-    ``drawing`` (plain data under :data:`DRAWN_KEYS`), and every
-    other character as it was. Its ``security`` mapping is made when the camera has none."""
+    ``drawing`` (plain data under :data:`DRAWN_KEYS`), and every other character as it was. Its
+    ``security`` mapping is made when the camera has none."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
@@ -150,14 +150,18 @@ def _rewrite_flow_security(
     value (or added to a flow-style camera that has none)."""
     data = yaml.safe_load(text)
     camera = next(
-        c for c in data["cameras"] if isinstance(c, dict) and c.get("device", {}).get("id") == camera_id
+        c
+        for c in data["cameras"]
+        if isinstance(c, dict) and isinstance(c.get("device"), dict) and c["device"].get("id") == camera_id
     )
     old = camera.get("security")
     merged = {k: v for k, v in (old if isinstance(old, dict) else {}).items() if k not in DRAWN_KEYS}
     merged = {**drawn, **merged}
     if security is not None:
         start, end = security.start_mark.index, _end(security)
-        return text[:start] + _flow(merged) + text[end:]
+        # An empty value (``security:`` and nothing) starts right after the colon.
+        space = " " if text[start - 1 : start] == ":" else ""
+        return text[:start] + space + _flow(merged) + text[end:]
     # A flow-style camera without security: the new entry goes before its closing brace.
     close = int(entry.end_mark.index) - 1
     return text[:close] + f", security: {_flow(merged)}" + text[close:]

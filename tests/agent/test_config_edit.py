@@ -111,6 +111,12 @@ cameras:
       pipeline: {tamper: null}
 agent: {log_level: info}  # keep
 """,
+    "empty security": """\
+cameras:
+  - device: {kind: camera_sim, id: cam}
+    security:
+    idle_analysis_fps: 2   # keep
+""",
     "security that held only a drawing": """\
 cameras:
   - device: {kind: camera_sim, id: cam}
