@@ -21,8 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent import __version__
-from edge_agent.commands import pending_marker
-from edge_agent.config import ConfigFileError, GatewayConfig, config_json_schema, load_config, previous_config
+from edge_agent.config import (
+    ConfigFileError,
+    GatewayConfig,
+    config_json_schema,
+    load_config,
+    pending_marker,
+    restore_previous_config,
+)
 from edge_agent.doctor import add_doctor_cli
 from edge_agent.errors import ConfigError
 from edge_agent.install import add_install_cli
@@ -92,9 +98,7 @@ def run_agent(config: GatewayConfig, config_path: Path | None) -> int:
     except Exception:
         # A pushed configuration on probation that crashes the agent is not kept either.
         if config_path is not None and pending_marker(config_path).exists():
-            previous = previous_config(config_path)
-            if previous.exists():
-                os.replace(previous, config_path)
+            restore_previous_config(config_path)
             pending_marker(config_path).unlink(missing_ok=True)
             log.critical(
                 "the agent crashed on a pushed configuration; the previous file is back at %s", config_path

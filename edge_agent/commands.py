@@ -22,12 +22,10 @@ import contextlib
 import inspect
 import json
 import logging
-import os
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -45,6 +43,9 @@ from edge_agent.config import (
     install_config,
     load_config,
     parse_config,
+    pending_marker,
+    restore_previous_config,
+    write_error_code,
 )
 from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
@@ -705,6 +706,12 @@ class CommandProcessor:
         try:
             previous = await asyncio.to_thread(install_config, path, args.yaml)
         except OSError as err:
+            if write_error_code(err) == "config_read_only":
+                raise Refused(
+                    "config_read_only",
+                    f"cannot write {path}: {err.strerror}; the shipped systemd unit keeps the configuration "
+                    "read-only to the agent (docs/OPERATIONS.md says how to allow it); nothing changed",
+                ) from err
             raise Refused("write_failed", f"cannot write {path}: {err}", result="failed") from err
         before = config.current()
         error = ""
@@ -714,7 +721,7 @@ class CommandProcessor:
             error = f"{type(err).__name__}: {err}"
             log.exception("applying the pushed configuration failed")
         if error or config.current() is before:
-            await asyncio.to_thread(os.replace, previous, path)
+            await asyncio.to_thread(restore_previous_config, path)
             with contextlib.suppress(Exception):
                 await config.reload()
             raise Refused(
@@ -773,11 +780,6 @@ class CommandProcessor:
             {"alert_id": record.id, "acknowledged_at": record.acknowledged_at},
             target=record.id,
         )
-
-
-def pending_marker(config_path: Path) -> Path:
-    """Beside a pushed configuration that still has to prove itself on the next start."""
-    return config_path.with_name(config_path.name + ".pending")
 
 
 def _parse_time(text: str) -> datetime:

@@ -47,9 +47,15 @@ from edge_agent.api import serve_api
 from edge_agent.attendance import AttendanceBook
 from edge_agent.cameras import CameraWorker, SecurityWorker
 from edge_agent.clock import Clock, SystemClock
-from edge_agent.commands import CommandProcessor, pending_marker
+from edge_agent.commands import CommandProcessor
 from edge_agent.components import ComponentSpec, FatalComponentError, OnFailure, Supervisor
-from edge_agent.config import ConfigFileError, GatewayConfig, load_config, previous_config
+from edge_agent.config import (
+    ConfigFileError,
+    GatewayConfig,
+    load_config,
+    pending_marker,
+    restore_previous_config,
+)
 from edge_agent.config.cameras import CameraSetup, SecurityConfig
 from edge_agent.devices import DeviceComponent, ReadingRouter
 from edge_agent.doors import Doors
@@ -596,9 +602,7 @@ class Gateway:
         try:
             await asyncio.wait_for(self.link.connected.wait(), probation)
         except TimeoutError:
-            previous = previous_config(path)
-            if previous.exists():
-                os.replace(previous, path)
+            restore_previous_config(path)
             marker.unlink(missing_ok=True)
             self.counters.count("pushed_config_rolled_back")
             log.error(

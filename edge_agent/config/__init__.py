@@ -17,7 +17,15 @@ from edge_agent.config.access import (
 from edge_agent.config.api import ApiSettings
 from edge_agent.config.cameras import CameraSetup, FaceAnalysisConfig, FaceSettings, SecurityConfig
 from edge_agent.config.commands import CommandSettings, RateLimit
-from edge_agent.config.edit import ConfigEditError, install_config, previous_config, redraw_camera_zones
+from edge_agent.config.edit import (
+    ConfigEditError,
+    install_config,
+    pending_marker,
+    previous_config,
+    redraw_camera_zones,
+    restore_previous_config,
+    write_error_code,
+)
 from edge_agent.config.identity import AgentConfig, GatewayIdentity, SimulatedSourceConfig, check_id
 from edge_agent.config.loader import (
     ConfigFileError,
@@ -56,6 +64,9 @@ __all__ = [
     "install_config",
     "load_config",
     "parse_config",
+    "pending_marker",
     "previous_config",
     "redraw_camera_zones",
+    "restore_previous_config",
+    "write_error_code",
 ]

@@ -11,6 +11,7 @@ rewritten in flow style, on one line: there is no comment inside it to keep.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -167,32 +168,70 @@ def _rewrite_flow_security(
     return text[:close] + f", security: {_flow(merged)}" + text[close:]
 
 
+def config_file(config_path: Path) -> Path:
+    """The file behind ``config_path``. An administrator may keep the file in a directory the agent
+    can write and link it from where the unit reads it (docs/OPERATIONS.md): installing replaces the
+    file, never the link (a link replaced by a file would leave the writable copy behind, and its
+    directory is the only one the agent may write in), and the files kept beside it are beside the
+    file."""
+    return Path(os.path.realpath(config_path))
+
+
 def previous_config(config_path: Path) -> Path:
     """Beside the configuration file: the one it replaced, for rolling back."""
-    return config_path.with_name(config_path.name + ".previous")
+    real = config_file(config_path)
+    return real.with_name(real.name + ".previous")
+
+
+def pending_marker(config_path: Path) -> Path:
+    """Beside a pushed configuration that still has to prove itself on the next start."""
+    real = config_file(config_path)
+    return real.with_name(real.name + ".pending")
+
+
+def write_error_code(err: OSError) -> str:
+    """``config_read_only`` when the agent may not write the file (the shipped systemd unit keeps
+    /etc/edge-agent read-only to it: docs/OPERATIONS.md says how to allow it), else
+    ``write_failed``."""
+    return "config_read_only" if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else "write_failed"
 
 
 def install_config(path: Path, text: str) -> Path:
     """Keep the file at ``path`` as :func:`previous_config` and put ``text`` in its place,
     atomically: a power cut leaves either the old file or the new one, never half of one. Returns
     where the previous file is."""
+    real = config_file(path)
     previous = previous_config(path)
-    tmp = path.with_name(path.name + ".pushed")
+    tmp = real.with_name(real.name + ".pushed")
     try:
         with open(tmp, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        shutil.copymode(path, tmp)  # an administrator's 0640 stays 0640
-        shutil.copy2(path, previous)
+        shutil.copymode(real, tmp)  # an administrator's 0640 stays 0640
+        shutil.copy2(real, previous)
     except OSError:
         # A full disk: leave no half-written file behind (the running one is untouched).
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
+    _replace(tmp, real)
+    return previous
+
+
+def restore_previous_config(path: Path) -> bool:
+    """Put the file :func:`install_config` kept back in place of ``path``'s (atomically, through a
+    link as installing does); False when there is none."""
+    previous = previous_config(path)
+    if not previous.exists():
+        return False
+    _replace(previous, config_file(path))
+    return True
+
+
+def _replace(source: Path, target: Path) -> None:
+    os.replace(source, target)
+    directory = os.open(target.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(directory)  # the rename itself survives a power cut
     finally:
         os.close(directory)
-    return previous

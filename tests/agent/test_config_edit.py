@@ -17,8 +17,11 @@ from edge_agent.config import (
     GatewayConfig,
     install_config,
     parse_config,
+    pending_marker,
     previous_config,
     redraw_camera_zones,
+    restore_previous_config,
+    write_error_code,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,3 +214,35 @@ def test_installing_a_file_keeps_the_previous_one_beside_it_and_its_mode(tmp_pat
     # The administrator's mode stays (a new file would get the umask's 0644).
     assert path.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.yaml", "agent.yaml.previous"]
+
+
+def test_a_linked_file_is_replaced_behind_its_link_and_put_back_there(tmp_path: Path) -> None:
+    """docs/OPERATIONS.md: the file in a directory the agent may write, linked from where the unit
+    reads it. Installing and rolling back replace the file, never the link (a link replaced by a
+    file would leave the writable copy behind), and what is kept beside it is beside the file."""
+    site = tmp_path / "site"
+    site.mkdir()
+    real = site / "agent.yaml"
+    real.write_text("first\n")
+    link = tmp_path / "agent.yaml"
+    link.symlink_to(Path("site") / "agent.yaml")  # relative, as `ln -s site/agent.yaml` makes it
+    previous = install_config(link, "second\n")
+    assert link.is_symlink() and link.readlink() == Path("site") / "agent.yaml"
+    assert real.read_text() == "second\n" and link.read_text() == "second\n"
+    assert previous == site / "agent.yaml.previous" == previous_config(link)
+    assert pending_marker(link) == site / "agent.yaml.pending"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.yaml", "site"]
+    assert sorted(p.name for p in site.iterdir()) == ["agent.yaml", "agent.yaml.previous"]
+    assert restore_previous_config(link)
+    assert link.is_symlink() and real.read_text() == "first\n"
+    assert not previous.exists()
+    assert not restore_previous_config(link)  # nothing kept any more
+
+
+def test_a_file_the_agent_may_not_write_is_told_apart_from_a_failed_write() -> None:
+    import errno
+
+    for code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        assert write_error_code(OSError(code, "no")) == "config_read_only"
+    for code in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+        assert write_error_code(OSError(code, "no")) == "write_failed"

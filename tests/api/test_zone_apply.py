@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from edge_agent.commands import pending_marker
-from edge_agent.config import load_config, previous_config
+from edge_agent.config import load_config, pending_marker, previous_config
 from tests.agent.test_config_edit import without_drawing
 from tests.api.conftest import Tokens, raise_test_alert, until
 from tests.api.test_api import outbox_events

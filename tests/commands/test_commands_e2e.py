@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -425,6 +426,93 @@ def test_push_config_validated_installed_and_rolled_back(
     collector.close()
 
 
+def _mount(*args: str | Path) -> bool:
+    return subprocess.run(["mount", *map(str, args)], capture_output=True).returncode == 0
+
+
+def test_push_config_through_a_link_into_the_agents_own_directory_and_to_a_read_only_file(
+    tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/OPERATIONS.md: the shipped unit keeps the configuration read-only to the agent, and an
+    administrator who allows pushes gives it a directory of its own, linking the file from where
+    the unit reads it. Here the box is a read-only mount with two writable ones inside: the data
+    and that directory. A push installs behind the link (the link stays, the previous file is in
+    the writable directory), a rollback puts it back there; once the directory is read-only too, a
+    push is refused as ``config_read_only`` with what to do, and nothing changes."""
+    box = tmp_path / "box"
+    site, data = box / "site", box / "data"
+    for directory in (site, data):
+        directory.mkdir(parents=True)
+    if not (_mount("--bind", data, data) and _mount("--bind", site, site)):
+        pytest.skip("cannot bind-mount here; needs root")
+    key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
+    centre = Centre(mosquitto.port, v5=True, ed25519=key)
+    replies: list[Reply] = []
+    root_level = logging.getLogger().level
+
+    async def scenario() -> None:
+        async with running_agent(box, mosquitto.url, CommandSettings(enabled=True)) as gw:
+            await wait_subscribed(centre)
+
+            async def push(text: str) -> dict[str, Any]:
+                reply = await call(centre, centre.make("push_config", {"yaml": text}))
+                replies.append(reply)
+                return reply.body
+
+            link = gw.config_path
+            original = link.read_text()
+            (site / link.name).write_text(original)
+            link.unlink()
+            link.symlink_to(Path("site") / link.name)
+            # The box again on top of itself with its two mounts, then only the top made read-only.
+            assert _mount("--rbind", box, box) and _mount("-o", "remount,bind,ro", box)
+            try:
+                with pytest.raises(OSError):
+                    (box / "probe").write_text("")  # the box is read-only to everyone here
+                new = original.replace("log_level: info", "log_level: warning")
+                assert new != original
+                applied = await push(new)
+                assert applied["result"] == "ok", applied
+                assert link.is_symlink() and (site / link.name).read_text() == new
+                assert Path(applied["data"]["previous"]) == site / f"{link.name}.previous"
+                assert Path(applied["data"]["previous"]).read_text() == original
+                assert gw.agent.config.agent.log_level == "warning"
+
+                async def failing_reload() -> None:
+                    raise RuntimeError("simulated failure while applying")
+
+                assert gw.agent.services is not None
+                reload = gw.agent.services.config.reload
+                monkeypatch.setattr(gw.agent.services.config, "reload", failing_reload)
+                failed = await push(new.replace("log_level: warning", "log_level: error"))
+                assert failed["code"] == "rolled_back", failed
+                assert link.is_symlink() and (site / link.name).read_text() == new
+                monkeypatch.setattr(gw.agent.services.config, "reload", reload)
+
+                assert _mount("-o", "remount,bind,ro", site)
+                refused = await push(original)
+                assert (refused["result"], refused["code"]) == ("refused", "config_read_only"), refused
+                assert "OPERATIONS" in refused["message"]
+                assert link.is_symlink() and (site / link.name).read_text() == new
+                assert gw.agent.config.agent.log_level == "warning"
+            finally:
+                subprocess.run(["umount", "-l", str(box)], capture_output=True)
+
+    try:
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    finally:
+        for directory in (site, data):
+            subprocess.run(["umount", "-l", str(directory)], capture_output=True)
+        centre.close()
+        logging.getLogger().setLevel(root_level)
+    assert [(r.body["result"], r.body["code"]) for r in replies] == [
+        ("ok", "ok"),
+        ("failed", "rolled_back"),
+        ("refused", "config_read_only"),
+    ]
+
+
 def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
     tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -432,8 +520,7 @@ def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
     next start runs on probation: the broker never answers, so the previous file comes back and the
     agent exits non-zero for systemd to restart it on the configuration that worked. A good push is
     confirmed by the start that reaches the broker."""
-    from edge_agent.commands import pending_marker
-    from edge_agent.config import load_config, previous_config
+    from edge_agent.config import load_config, pending_marker, previous_config
 
     key = Ed25519PrivateKey.generate()
     monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))

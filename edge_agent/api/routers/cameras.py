@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -45,7 +44,6 @@ from edge_agent.api.models import (
     ZonesApplied,
     ZoneYaml,
 )
-from edge_agent.commands import pending_marker
 from edge_agent.config import (
     CameraSetup,
     ConfigEditError,
@@ -54,7 +52,10 @@ from edge_agent.config import (
     SecurityConfig,
     install_config,
     parse_config,
+    pending_marker,
     redraw_camera_zones,
+    restore_previous_config,
+    write_error_code,
 )
 from sync import format_time
 from vision import evidence_jpeg
@@ -488,7 +489,7 @@ async def _apply(ctx: ApiContext, camera_id: str, edit: ZoneApply) -> ZonesAppli
     try:
         previous = await asyncio.to_thread(install_config, path, text)
     except OSError as err:
-        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        if write_error_code(err) == "config_read_only":
             raise _Refused(
                 "config_read_only",
                 f"cannot write {path}: {err.strerror}; the shipped systemd unit keeps the configuration "
@@ -500,7 +501,7 @@ async def _apply(ctx: ApiContext, camera_id: str, edit: ZoneApply) -> ZonesAppli
         live = config.redraw(camera_id, security)
     except Exception as err:
         log.exception("camera %s: the applied zones could not be used; putting %s back", camera_id, path)
-        await asyncio.to_thread(os.replace, previous, path)
+        await asyncio.to_thread(restore_previous_config, path)
         raise _Refused("apply_failed", f"the camera could not take the zones: {err}", status=500) from err
     return ZonesApplied(
         camera=camera_id,
