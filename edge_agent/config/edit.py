@@ -6,11 +6,15 @@ redrawing is a splice: the lines of the camera's ``security.reference_size``, ``
 ``lines`` are replaced and every other byte of the file is left as it was. The positions come from
 the YAML parser's nodes (PyYAML's pure-Python composer, whose marks count characters of the text).
 A camera written in flow style (``- {device: ..., security: {...}}``) has its ``security`` mapping
-rewritten in flow style, on one line: there is no comment inside it to keep.
+rewritten in flow style, on one line (a comment inside a flow mapping split over lines goes with
+it). New lines end as the file's do (``\r\n`` in a file edited on Windows). A splice must mean the
+drawing and nothing else: one that would change anything more (zones shared with another camera
+through a YAML anchor) is refused.
 """
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import shutil
@@ -40,20 +44,30 @@ def redraw_camera_zones(text: str, camera_id: str, drawing: dict[str, Any]) -> s
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigEditError("config_unreadable", f"the configuration is not YAML: {err}") from err
-    entry = _camera_entry(root, camera_id)
+    index, entry = _camera_entry(root, camera_id)
     # Zones and lines always (``zones: []`` says the camera has none, and keeps a ``security:``
     # that held only them a mapping); a reference size only with pixel coordinates.
     drawn = {k: drawing.get(k) or [] for k in DRAWN_KEYS if k != "reference_size" or drawing.get(k)}
+    redrawn = _splice(text, entry, index, drawn, "\r\n" if "\r\n" in text else "\n")
+    _check_only_the_drawing_changed(text, redrawn, camera_id, index, drawn)
+    return redrawn
+
+
+def _splice(text: str, entry: yaml.MappingNode, index: int, drawn: dict[str, Any], newline: str) -> str:
+    """The text with the drawing in place of the camera's (see :func:`redraw_camera_zones`); new
+    lines end as the file's do (``newline``)."""
     security = _value(entry, "security")
     if entry.flow_style or (security is not None and not _block_mapping(security)):
-        return _rewrite_flow_security(text, entry, security, camera_id, drawn)
+        return _rewrite_flow_security(text, entry, security, index, drawn)
     if security is None:
         # A new ``security:`` entry after the camera's last line, at its keys' indentation.
         indent = int(entry.value[0][0].start_mark.column)
         at = _line_end(text, _end(entry))
         if at == len(text) and not text.endswith("\n"):
-            text, at = text + "\n", at + 1
-        return text[:at] + " " * indent + "security:\n" + _block(drawn, indent + 2) + text[at:]
+            text, at = text + newline, at + len(newline)
+        return (
+            text[:at] + " " * indent + "security:" + newline + _block(drawn, indent + 2, newline) + text[at:]
+        )
     assert isinstance(security, yaml.MappingNode)
     indent = int(security.value[0][0].start_mark.column)
     spans = [
@@ -68,18 +82,51 @@ def redraw_camera_zones(text: str, camera_id: str, drawing: dict[str, Any]) -> s
     at = spans[0][0] if spans else _line_start(text, security.value[0][0].start_mark.index)
     for start, end in reversed(spans):
         text = text[:start] + text[end:]
-    return text[:at] + _block(drawn, indent) + text[at:]
+    return text[:at] + _block(drawn, indent, newline) + text[at:]
 
 
-def _camera_entry(root: yaml.Node | None, camera_id: str) -> yaml.MappingNode:
+def _check_only_the_drawing_changed(
+    before: str, after: str, camera_id: str, index: int, drawn: dict[str, Any]
+) -> None:
+    """Refuse a splice that means more than the drawing. A camera's ``security`` can be shared
+    through a YAML anchor (``security: &yard`` on one camera, ``security: *yard`` on another):
+    both are then the same lines of the file, and splicing them for one would redraw the other's
+    zones too (in the file only: that camera would go on with its old ones until a restart)."""
+    old, new = _data(before), _data(after)
+    expected = copy.deepcopy(old)
+    camera = expected["cameras"][index]
+    security = camera.get("security")
+    kept = {k: v for k, v in security.items() if k not in DRAWN_KEYS} if isinstance(security, dict) else {}
+    camera["security"] = {**drawn, **kept}
+    if new != expected:
+        raise ConfigEditError(
+            "config_layout",
+            f"camera {camera_id}'s zones are shared with another part of the file (a YAML anchor "
+            "and alias): redrawing them there would change that part too; give the camera a "
+            "security section of its own, or paste the YAML",
+        )
+
+
+def _data(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as err:  # composed, but not plain data (a tag such as !!python/name)
+        raise ConfigEditError(
+            "config_unreadable", f"the configuration is not plain YAML data: {err}"
+        ) from err
+
+
+def _camera_entry(root: yaml.Node | None, camera_id: str) -> tuple[int, yaml.MappingNode]:
+    """The camera's place in the ``cameras`` list and its node (by the id as written: ``id: 007``
+    is camera ``007``, whatever YAML would make of it)."""
     cameras = _value(root, "cameras") if isinstance(root, yaml.MappingNode) else None
     if isinstance(cameras, yaml.SequenceNode):
-        for entry in cameras.value:
+        for index, entry in enumerate(cameras.value):
             device = _value(entry, "device") if isinstance(entry, yaml.MappingNode) else None
             ident = _value(device, "id") if isinstance(device, yaml.MappingNode) else None
             if isinstance(ident, yaml.ScalarNode) and ident.value == camera_id:
                 assert isinstance(entry, yaml.MappingNode)
-                return entry
+                return index, entry
     raise ConfigEditError("camera_not_in_config", f"the configuration has no camera {camera_id}")
 
 
@@ -131,31 +178,27 @@ def _flow(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 30).strip()
 
 
-def _block(drawn: dict[str, Any], indent: int) -> str:
+def _block(drawn: dict[str, Any], indent: int, newline: str) -> str:
     """``drawn`` as block entries at ``indent``: a list as one flow item per line, anything else in
     flow style after its key (``reference_size: [1280, 720]``)."""
     pad = " " * indent
     lines = []
     for key, value in drawn.items():
         if isinstance(value, list) and value and isinstance(value[0], dict):
-            lines.append(f"{pad}{key}:\n" + "".join(f"{pad}  - {_flow(item)}\n" for item in value))
+            lines.append(
+                f"{pad}{key}:{newline}" + "".join(f"{pad}  - {_flow(item)}{newline}" for item in value)
+            )
         else:
-            lines.append(f"{pad}{key}: {_flow(value)}\n")
+            lines.append(f"{pad}{key}: {_flow(value)}{newline}")
     return "".join(lines)
 
 
 def _rewrite_flow_security(
-    text: str, entry: yaml.MappingNode, security: yaml.Node | None, camera_id: str, drawn: dict[str, Any]
+    text: str, entry: yaml.MappingNode, security: yaml.Node | None, index: int, drawn: dict[str, Any]
 ) -> str:
     """The camera's ``security`` written in flow style with the drawing in it, in place of the old
     value (or added to a flow-style camera that has none)."""
-    data = yaml.safe_load(text)
-    camera = next(
-        c
-        for c in data["cameras"]
-        if isinstance(c, dict) and isinstance(c.get("device"), dict) and c["device"].get("id") == camera_id
-    )
-    old = camera.get("security")
+    old = _data(text)["cameras"][index].get("security")
     merged = {k: v for k, v in (old if isinstance(old, dict) else {}).items() if k not in DRAWN_KEYS}
     merged = {**drawn, **merged}
     if security is not None:

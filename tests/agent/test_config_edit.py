@@ -159,6 +159,11 @@ def test_a_camera_not_in_the_file_and_a_file_that_is_not_yaml_are_refused() -> N
     with pytest.raises(ConfigEditError) as broken:
         redraw_camera_zones("cameras: [\n", "cam", DRAWING)
     assert broken.value.code == "config_unreadable"
+    # YAML, but a tag no safe loader constructs: refused as unreadable, not a server error.
+    tagged = "cameras:\n  - device: {kind: camera_sim, id: cam}\n    x: !!python/name:os.system\n"
+    with pytest.raises(ConfigEditError) as unsafe:
+        redraw_camera_zones(tagged, "cam", DRAWING)
+    assert unsafe.value.code == "config_unreadable"
 
 
 point = st.tuples(st.integers(0, 640), st.integers(0, 360)).map(list)
@@ -181,6 +186,47 @@ def drawings(draw: st.DrawFn) -> dict[str, Any]:
         if start != end
     ]
     return {"reference_size": [640, 360], "zones": zones, "lines": lines}
+
+
+SHARED = {
+    "alias": """
+cameras:
+  - device: {kind: camera_sim, id: cam-a}
+    security: &yard
+      zones: [{id: yard, points: [[0, 0], [9, 0], [9, 9]]}]
+  - device: {kind: camera_sim, id: cam}
+    security: *yard
+""",
+    "anchor owner": """
+cameras:
+  - device: {kind: camera_sim, id: cam}
+    security: &yard
+      zones: [{id: yard, points: [[0, 0], [9, 0], [9, 9]]}]
+  - device: {kind: camera_sim, id: cam-b}
+    security: *yard
+""",
+}
+
+
+@pytest.mark.parametrize("layout", list(SHARED))
+def test_zones_the_file_shares_with_another_camera_are_not_redrawn_there(layout: str) -> None:
+    """Through an anchor the two cameras' zones are the same lines of the file: a splice for one
+    would redraw the other's too. Refused, whichever of the two is drawn on."""
+    text = "gateway: {site: north, id: gw-1}\n" + SHARED[layout]
+    parse_config(text)  # a valid file
+    with pytest.raises(ConfigEditError) as shared:
+        redraw_camera_zones(text, "cam", DRAWING)
+    assert shared.value.code == "config_layout" and "anchor" in str(shared.value)
+
+
+def test_a_file_with_windows_line_endings_keeps_them() -> None:
+    text = "gateway: {site: north, id: gw-1}\n" + LAYOUTS[next(iter(LAYOUTS))]
+    crlf = text.replace("\n", "\r\n")
+    after = redraw_camera_zones(crlf, "cam", DRAWING)
+    assert "\n" not in after.replace("\r\n", "")
+    assert drawing_of(parse_config(after), "cam") == drawing_of(
+        parse_config(redraw_camera_zones(text, "cam", DRAWING)), "cam"
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,11 +18,11 @@ import pytest
 
 from edge_agent.config import load_config, pending_marker, previous_config
 from tests.agent.test_config_edit import without_drawing
-from tests.api.conftest import Tokens, raise_test_alert, until
+from tests.api.conftest import GW, SITE, Tokens, raise_test_alert, until
 from tests.api.test_api import outbox_events
-from tests.api.test_cameras_api import HEIGHT, WIDTH, running_cameras, square
+from tests.api.test_cameras_api import CAMERAS, HEIGHT, WIDTH, running_cameras, square
 from tests.conftest import MosquittoBroker
-from tests.support.agent_harness import RunningGate
+from tests.support.agent_harness import RunningGate, running_gate
 from tests.sync.test_outbox_disk import Hog, mount_tmpfs, unmount
 
 APPLY = "/api/v1/cameras/cam-door/zones/apply"
@@ -299,3 +299,59 @@ def test_a_configuration_the_agent_may_not_write_is_refused_with_what_to_do(
         asyncio.run(asyncio.wait_for(scenario(), 120))
     finally:
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_zones_the_file_shares_between_cameras_are_for_pasting_not_applying(
+    tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens
+) -> None:
+    """cam-wide's ``security`` is an alias of cam-door's (``&door`` / ``*door``): both are the same
+    lines of the file, so splicing a drawing for either would redraw the other too (in the file
+    only: the other camera would go on with its old zones until a restart). The YAML to paste is
+    still given, with the check saying why it cannot go in place; applying is a 409
+    ``config_layout``, and nothing changes."""
+    shared = CAMERAS.replace(
+        "    security:\n      reference_size", "    security: &door\n      reference_size"
+    )
+    wide = f"analysis_width: {WIDTH // 2}}}\n"
+    shared = shared.replace(wide, wide + "    security: *door\n")
+    assert "&door" in shared and "*door" in shared
+
+    async def scenario() -> None:
+        async with running_gate(
+            tmp_path,
+            mosquitto.url,
+            site=SITE,
+            gateway=GW,
+            from_file=True,
+            api={"max_body_bytes": 4096},
+            extra=shared,
+        ) as gate:
+            assert gate.config_path is not None and gate.agent.services is not None
+            original = gate.config_path.read_text()
+            async with gate.client("admin", tokens) as admin:
+                cameras = {c["id"]: c for c in (await admin.get("/api/v1/cameras")).json()["cameras"]}
+                for camera in ("cam-wide", "cam-door"):
+                    version = cameras[camera]["zones_version"]
+                    plain = {k: v for k, v in drawing(MOVED, None).items() if k != "zones_version"}
+                    sheet = await admin.post(f"/api/v1/cameras/{camera}/zones", json=plain)
+                    assert sheet.status_code == 200, sheet.text
+                    body = sheet.json()
+                    assert "170" in body["yaml"] and body["validation"]["valid"] is False
+                    [issue] = body["validation"]["issues"]
+                    assert "anchor" in issue["message"] and "paste" in issue["message"], issue
+                    applied = await admin.post(
+                        f"/api/v1/cameras/{camera}/zones/apply", json=drawing(MOVED, version)
+                    )
+                    assert (applied.status_code, applied.json()["code"]) == (409, "config_layout"), (
+                        applied.text
+                    )
+                    assert gate.config_path.read_text() == original
+            running = gate.agent.services.config.current()
+            assert [c.security.zones[0].points[0] for c in running.cameras if c.security is not None] == [
+                (20, 20),
+                (20, 20),
+            ]
+            counters = gate.agent.services.counters
+            assert counters.get("api_zone_edit_refused_config_layout") == 4
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))

@@ -274,7 +274,7 @@ def _redrawn(
     except ConfigEditError as err:
         if err.code == "camera_not_in_config":
             raise _Refused(err.code, f"{source} has no camera {camera_id} (edited since the start?)") from err
-        raise _Refused("config_unreadable", f"{source}: {err}") from err
+        raise _Refused(err.code, f"{source}: {err}") from err  # config_unreadable, config_layout
     try:
         config = parse_config(redrawn, source=f"{source} with the edited zones")
     except ConfigFileError as err:
@@ -334,9 +334,23 @@ async def zones_yaml(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneEdit) 
         # In a thread: checking a drawing is pure Python and O(points²) per zone (64 zones of 256
         # points: seconds), which the event loop, and the gates on it, must not wait for.
         drawing = await asyncio.to_thread(_drawing_of, ctx, camera_id, edit)
-        _, source, loaded = await asyncio.to_thread(_redrawn, ctx, camera_id, drawing)
     except _Refused as err:
         raise _refusal(ctx, who, setup.id, err, audit=False) from err
+    try:
+        _, source, loaded = await asyncio.to_thread(_redrawn, ctx, camera_id, drawing)
+    except _Refused as err:
+        if err.code != "config_layout":
+            raise _refusal(ctx, who, setup.id, err, audit=False) from err
+        # The YAML is right to paste; only the file cannot take it in place (zones shared through
+        # an anchor): say so as the check's one issue, and the console offers no Apply.
+        ctx.services.counters.count(f"api_zone_edit_refused_{err.code}")
+        issue = ConfigIssueOut(path=f"cameras[{camera_id}].security", line=None, message=err.message)
+        return ZoneYaml(
+            camera=setup.id,
+            yaml=_yaml(drawing.fragment),
+            checked_against=str(ctx.services.config.path or "running configuration"),
+            validation=ConfigValidation(valid=False, issues=[issue]),
+        )
     return ZoneYaml(
         camera=setup.id, yaml=_yaml(drawing.fragment), checked_against=source, validation=_validation(loaded)
     )
