@@ -247,7 +247,7 @@ def install_config(path: Path, text: str) -> Path:
     previous = previous_config(path)
     tmp = real.with_name(real.name + ".pushed")
     try:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", newline="") as f:  # the text's line ends as they are
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

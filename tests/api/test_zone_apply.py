@@ -355,3 +355,22 @@ def test_zones_the_file_shares_between_cameras_are_for_pasting_not_applying(
             assert counters.get("api_zone_edit_refused_config_layout") == 4
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_file_with_windows_line_ends_keeps_them_through_an_apply(
+    tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens
+) -> None:
+    async def scenario() -> None:
+        async with running_cameras(tmp_path, mosquitto.url) as gate:
+            assert gate.config_path is not None
+            crlf = gate.config_path.read_text().replace("\n", "\r\n").encode()
+            gate.config_path.write_bytes(crlf)
+            async with gate.client("admin", tokens) as admin:
+                version = (await door_view(admin))["zones_version"]
+                applied = await admin.post(APPLY, json=drawing(MOVED, version))
+                assert applied.status_code == 200, applied.text
+            after = gate.config_path.read_bytes()
+            assert b"[170, 20]" in after and b"\n" not in after.replace(b"\r\n", b"")
+            assert previous_config(gate.config_path).read_bytes() == crlf
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))

@@ -241,7 +241,9 @@ def _configuration_text(ctx: ApiContext) -> tuple[str, str]:
         data = ctx.services.config.current().model_dump(mode="json", exclude_unset=True)
         return yaml.safe_dump(data, sort_keys=False), "running configuration"
     try:
-        return path.read_text(), str(path)
+        # As the bytes are: a file edited on Windows keeps its \r\n line ends through a splice.
+        with open(path, newline="") as f:
+            return f.read(), str(path)
     except (OSError, UnicodeDecodeError) as err:
         raise _Refused("config_unreadable", f"cannot read {path}: {err}") from err
 
