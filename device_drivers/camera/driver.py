@@ -52,6 +52,7 @@ from device_drivers.camera.config import (
     parse_source,
     redact_url,
 )
+from device_drivers.camera.ffmpeg_limits import bound_allocations
 from device_drivers.errors import CameraError
 from device_drivers.readings import CameraFrame, CameraItem, CameraOffline, CameraOnline, utc_now
 
@@ -136,6 +137,8 @@ def open_capture(config: CameraConfig) -> CaptureLike:
     assert isinstance(target, str)
     if kind == "file" and not Path(target).is_file():
         raise CameraError(f"video file {target} does not exist", device_id=config.id, code="not_found")
+    # A camera that never ends a frame must not make FFmpeg buffer gigabytes (see the module).
+    bound_allocations(config.max_frame_pixels)
     if kind == "stream" and target.lower().startswith("rtsp"):
         # FFmpeg takes its RTSP options from the environment, read at open time.
         os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{config.rtsp_transport}"

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,6 +20,7 @@ from test_camera import FAST_BACKOFF, collect, kinds
 
 from device_drivers.camera.config import CameraConfig
 from device_drivers.camera.driver import Camera, JpegPacket
+from device_drivers.camera.ffmpeg_limits import FLOOR, allocation_bound, bound_allocations
 from device_drivers.readings import CameraFrame, CameraOffline
 from tests.support.jpeg import declaring
 
@@ -28,7 +30,8 @@ class Behaviour:
     """What the server does on one connection: send ``frames`` frames, then ``then``."""
 
     frames: int
-    then: str = "close"  # "close" or "stall" (keep the socket open, send nothing)
+    then: str = "close"  # "close", "stall" (keep the socket open, send nothing) or "endless" (a
+    # part that never ends: a header without Content-Length, then bytes and never a boundary)
     declare: tuple[int, int] | None = None  # the size the frames' JPEG headers claim, if not theirs
     size: tuple[int, int] = (160, 120)  # (width, height) of the frames
     resized: tuple[int, tuple[int, int]] | None = None  # after this many frames, this size instead
@@ -84,6 +87,11 @@ class MjpegServer:
                 time.sleep(0.04)
             if b.then == "stall":
                 self._stop.wait(30)
+            if b.then == "endless":
+                conn.sendall(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8")
+                junk = bytes(1 << 20)  # no boundary in it, ever
+                while not self._stop.is_set():
+                    conn.sendall(junk)
 
     def stop(self) -> None:
         self._stop.set()
@@ -161,6 +169,58 @@ def test_frames_whose_header_claims_too_many_pixels_are_dropped_undecoded(
     # Only the 1/8-scale trial of the first packet decoded anything of the lying stream (2000 px).
     assert max(h * w for h, w in decodes) <= 2000 * 2000
     assert all(i.frame.shape == (120, 160, 3) for i in items if isinstance(i, CameraFrame))
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_frame_that_never_ends_is_not_buffered_without_bound(server_factory: list[MjpegServer]) -> None:
+    """A camera whose MJPEG part never ends (no next boundary): FFmpeg's demuxer reads it as one
+    packet growing until the read times out (1.5 GB in 5 s on localhost before the bound, in the
+    process that runs the gates). Bounded, the read fails once the packet passes the bound, the
+    camera goes offline, is reconnected, and the next connection's frames come."""
+    server = start(server_factory, [Behaviour(5, "endless"), Behaviour(10_000)])
+    # A long read timeout: unbounded, the packet would grow for all of it.
+    cfg = CameraConfig(
+        id="ipcam",
+        url=server.url,
+        analysis_fps=25,
+        read_timeout_s=20,
+        stall_timeout_s=60,
+        backoff=FAST_BACKOFF,
+    )
+    cam = Camera(cfg)
+    peak, done = [_rss_mib()], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            peak.append(_rss_mib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        items = asyncio.run(collect(cam, lambda it: kinds(it) == ["on", "F", "off", "on", "F"], 30.0))
+    finally:
+        done.set()
+        sampler.join()
+    assert kinds(items) == ["on", "F", "off", "on", "F"]
+    assert cam.counters["read_failures"] >= 1 and server.connections >= 2
+    bound = bound_allocations(cfg.max_frame_pixels)
+    assert bound is not None and bound >= allocation_bound(cfg.max_frame_pixels)
+    assert max(peak) - peak[0] < 3 * bound / 2**20, (max(peak) - peak[0], bound >> 20)
+
+
+def test_the_allocation_bound_follows_the_largest_camera_and_is_never_lowered() -> None:
+    base = bound_allocations(40_000_000)
+    assert base is not None and base >= allocation_bound(40_000_000) >= 80_000_000
+    bigger = bound_allocations(44_000_000)  # a camera allowed more pixels raises it for all
+    assert bigger == max(base, allocation_bound(44_000_000))
+    assert bound_allocations(1_000_000) == bigger  # a smaller one never lowers it
+    assert allocation_bound(1_000_000) == FLOOR
 
 
 def test_an_ip_camera_switched_to_another_resolution_is_followed_on_the_same_connection(
