@@ -253,6 +253,10 @@ def install_config(path: Path, text: str) -> Path:
             os.fsync(f.fileno())
         shutil.copymode(real, tmp)  # an administrator's 0640 stays 0640
         shutil.copy2(real, previous)
+        # On the disk before the new file is: a power cut after the rename must not leave a
+        # rollback (the probation's, on the next start) to an empty or half-written previous file.
+        with open(previous, "rb") as kept:
+            os.fsync(kept.fileno())
     except OSError:
         # A full disk: leave no half-written file behind (the running one is untouched).
         tmp.unlink(missing_ok=True)

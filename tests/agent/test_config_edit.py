@@ -292,3 +292,31 @@ def test_a_file_the_agent_may_not_write_is_told_apart_from_a_failed_write() -> N
         assert write_error_code(OSError(code, "no")) == "config_read_only"
     for code in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
         assert write_error_code(OSError(code, "no")) == "write_failed"
+
+
+def test_the_previous_file_is_on_the_disk_before_the_new_one_replaces_the_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut cannot be made here, so this records what reaches the disk, in order: the new
+    file and the kept previous one are fsynced before the rename, and the directory after it (a
+    previous file still in the page cache at a power cut would come back empty, and the probation
+    would roll back to it)."""
+    import os
+
+    path = tmp_path / "agent.yaml"
+    path.write_text("first\n")
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source: Any, target: Any) -> None:
+        synced.append(f"rename {os.path.basename(source)}")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    install_config(path, "second\n")
+    assert synced == ["agent.yaml.pushed", "agent.yaml.previous", "rename agent.yaml.pushed", tmp_path.name]
