@@ -98,10 +98,12 @@ def run_agent(config: GatewayConfig, config_path: Path | None) -> int:
     except Exception:
         # A pushed configuration on probation that crashes the agent is not kept either.
         if config_path is not None and pending_marker(config_path).exists():
-            restore_previous_config(config_path)
+            restored = restore_previous_config(config_path)
             pending_marker(config_path).unlink(missing_ok=True)
             log.critical(
-                "the agent crashed on a pushed configuration; the previous file is back at %s", config_path
+                "the agent crashed on a pushed configuration; %s at %s",
+                "the previous file is back" if restored else "no previous file that loads, so it stays",
+                config_path,
             )
         raise
 

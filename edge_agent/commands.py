@@ -721,14 +721,20 @@ class CommandProcessor:
             error = f"{type(err).__name__}: {err}"
             log.exception("applying the pushed configuration failed")
         if error or config.current() is before:
-            await asyncio.to_thread(restore_previous_config, path)
+            restored = await asyncio.to_thread(restore_previous_config, path)
             with contextlib.suppress(Exception):
                 await config.reload()
             raise Refused(
                 "rolled_back",
-                "the agent could not apply the pushed configuration; the previous file is back",
+                "the agent could not apply the pushed configuration; "
+                + (
+                    "the previous file is back"
+                    if restored
+                    else "the previous file does not load, so the pushed one stays in the file, unapplied"
+                ),
                 result="failed",
                 error=error or "the reload kept the running configuration",
+                restored=restored,
             )
         restart = [name for name in changed if name not in HOT_SECTIONS]
         if restart:

@@ -594,7 +594,8 @@ class Gateway:
     async def _confirm_pushed_config(self) -> None:
         """A configuration pushed by the centre proves itself by reaching the broker; if it does not
         within the probation, the previous file goes back and the agent exits non-zero, so systemd
-        restarts it on the configuration that worked."""
+        restarts it on the configuration that worked (unless that file is gone or does not load:
+        then the agent goes on with the pushed one)."""
         assert self.config_path is not None
         path = self.config_path
         probation = self.config.commands.push_probation_s
@@ -602,8 +603,19 @@ class Gateway:
         try:
             await asyncio.wait_for(self.link.connected.wait(), probation)
         except TimeoutError:
-            restore_previous_config(path)
+            restored = await asyncio.to_thread(restore_previous_config, path)
             marker.unlink(missing_ok=True)
+            if not restored:
+                # Nothing that would start to go back to: the gates go on with the pushed file.
+                self.counters.count("pushed_config_kept")
+                log.critical(
+                    "the pushed configuration did not reach the broker in %.0f s, and there is no "
+                    "previous file that loads to put back: going on with %s (the gates decide "
+                    "offline; fix the broker settings and push again)",
+                    probation,
+                    path,
+                )
+                return
             self.counters.count("pushed_config_rolled_back")
             log.error(
                 "the pushed configuration did not reach the broker in %.0f s; the previous file is "

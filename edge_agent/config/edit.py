@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,7 +24,10 @@ from typing import Any
 
 import yaml
 
+from edge_agent.config.loader import ConfigFileError, load_config
 from edge_agent.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DRAWN_KEYS = ("reference_size", "zones", "lines")
 
@@ -267,9 +271,16 @@ def install_config(path: Path, text: str) -> Path:
 
 def restore_previous_config(path: Path) -> bool:
     """Put the file :func:`install_config` kept back in place of ``path``'s (atomically, through a
-    link as installing does); False when there is none."""
+    link as installing does). False, with the file at ``path`` left as it is, when there is none
+    or it does not load (damaged, or edited by hand since): a rollback to a file the agent cannot
+    start on would stop the gates for good, where the file in place at least runs them."""
     previous = previous_config(path)
     if not previous.exists():
+        return False
+    try:
+        load_config(previous)
+    except ConfigFileError as err:
+        log.critical("the previous configuration %s is not put back: it does not load: %s", previous, err)
         return False
     _replace(previous, config_file(path))
     return True

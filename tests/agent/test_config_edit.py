@@ -269,18 +269,19 @@ def test_a_linked_file_is_replaced_behind_its_link_and_put_back_there(tmp_path: 
     site = tmp_path / "site"
     site.mkdir()
     real = site / "agent.yaml"
-    real.write_text("first\n")
+    first, second = "gateway: {site: north, id: gw-1}\n", "gateway: {site: north, id: gw-1}\nagent: {}\n"
+    real.write_text(first)
     link = tmp_path / "agent.yaml"
     link.symlink_to(Path("site") / "agent.yaml")  # relative, as `ln -s site/agent.yaml` makes it
-    previous = install_config(link, "second\n")
+    previous = install_config(link, second)
     assert link.is_symlink() and link.readlink() == Path("site") / "agent.yaml"
-    assert real.read_text() == "second\n" and link.read_text() == "second\n"
+    assert real.read_text() == second and link.read_text() == second
     assert previous == site / "agent.yaml.previous" == previous_config(link)
     assert pending_marker(link) == site / "agent.yaml.pending"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.yaml", "site"]
     assert sorted(p.name for p in site.iterdir()) == ["agent.yaml", "agent.yaml.previous"]
     assert restore_previous_config(link)
-    assert link.is_symlink() and real.read_text() == "first\n"
+    assert link.is_symlink() and real.read_text() == first
     assert not previous.exists()
     assert not restore_previous_config(link)  # nothing kept any more
 
@@ -320,3 +321,13 @@ def test_the_previous_file_is_on_the_disk_before_the_new_one_replaces_the_old(
     monkeypatch.setattr(os, "replace", replace)
     install_config(path, "second\n")
     assert synced == ["agent.yaml.pushed", "agent.yaml.previous", "rename agent.yaml.pushed", tmp_path.name]
+
+
+def test_a_previous_file_that_does_not_load_is_not_put_back(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("gateway: {site: north, id: gw-1}\n")
+    install_config(path, "gateway: {site: north, id: gw-1}\nagent: {log_level: debug}\n")
+    pushed = path.read_text()
+    previous_config(path).write_text("gateway: [damaged\n")
+    assert not restore_previous_config(path)
+    assert path.read_text() == pushed and previous_config(path).exists()

@@ -557,6 +557,18 @@ def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
         agent.request_stop("test")
         return await asyncio.wait_for(task, 30)
 
+    async def restart_bad_with_a_damaged_previous() -> tuple[int, int, bool]:
+        await push(f"mqtt://127.0.0.1:{free_port()}", 30)
+        config = paths["config"]
+        previous_config(config).write_text("gateway: [cut short by a power failure\n")
+        agent = build_gateway(load_config(config), data_dir=tmp_path / "data", config_path=config)
+        task = asyncio.create_task(agent.run())
+        await until(lambda: not pending_marker(config).exists(), "the probation over")
+        await asyncio.sleep(1.0)
+        running = not task.done()
+        agent.request_stop("test")
+        return await asyncio.wait_for(task, 30), agent.counters.get("pushed_config_kept"), running
+
     try:
         assert asyncio.run(restart_bad()) == 1
         config = paths["config"]
@@ -564,5 +576,10 @@ def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
         assert not pending_marker(config).exists() and not previous_config(config).exists()
         assert asyncio.run(restart_good()) == 0
         assert config.read_text() == paths["pushed"]  # kept: it reached the broker
+        # The same wrong broker, with the previous file damaged meanwhile: putting it back would
+        # leave an agent that cannot start. It goes on with the pushed file instead.
+        exit_code, kept, running = asyncio.run(restart_bad_with_a_damaged_previous())
+        assert (exit_code, kept, running) == (0, 1, True)
+        assert config.read_text() == paths["pushed"] and not pending_marker(config).exists()
     finally:
         centre.close()
