@@ -476,11 +476,12 @@ class Installer:
             self._act(f"create empty {absolute} (0600)", placeholder)
 
     def configuration(self) -> None:
-        target = self.path("/etc/edge-agent/gateway.yaml")
+        installed_at = self._behind_link("/etc/edge-agent/gateway.yaml")
+        target = self.path(installed_at)
         source = self.config
         if source is None:
             if target.exists():
-                self._say("kept: /etc/edge-agent/gateway.yaml")
+                self._say(f"kept: {installed_at}")
                 self._validate_installed(target)
                 return
             source = DEFAULT_DEMO_CONFIG
@@ -492,12 +493,12 @@ class Installer:
                 raise InstallError(f"no demo configuration at {source}; pass --config FILE", code="no_config")
         group = self.gid
         if target.exists() and not filecmp.cmp(source, target, shallow=False):
-            backup = f"/etc/edge-agent/gateway.yaml.{time.strftime('%Y%m%d-%H%M%S')}.bak"
+            backup = f"{installed_at}.{time.strftime('%Y%m%d-%H%M%S')}.bak"
             self._act(
                 f"keep the previous configuration as {backup}",
                 lambda: shutil.copy2(target, self.path(backup)),
             )
-        self.file(source, "/etc/edge-agent/gateway.yaml", 0o640, group)
+        self.file(source, installed_at, 0o640, group)
         # A relative roster seed is read beside the configuration file: it has to travel with it.
         config = load_config(source)
         seed = config.agent.roster_seed
@@ -509,6 +510,17 @@ class Installer:
                 self.report.notes.append(
                     f"roster seed {seed_source} not found; the agent will start without it"
                 )
+
+    def _behind_link(self, absolute: str) -> str:
+        """``absolute``, or the file its link names when it is one: docs/OPERATIONS.md has the
+        configuration kept in a directory the agent may write and linked from where the unit reads
+        it, so a reinstall updates that file and keeps the link (replacing the link by a file would
+        leave the agent a read-only copy, and the one it writes to stale)."""
+        link = self.path(absolute)
+        if not link.is_symlink():
+            return absolute
+        # Relative to the link's directory; an absolute link is taken as it is, inside the prefix.
+        return os.path.normpath(os.path.join(os.path.dirname(absolute), os.readlink(link)))
 
     def _validate_installed(self, target: Path) -> None:
         try:

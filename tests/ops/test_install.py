@@ -173,6 +173,31 @@ def test_given_config_is_validated_and_replaces_with_a_backup(tmp_path: Path) ->
     assert len(list(etc.glob("gateway.yaml.*.bak"))) == 1
 
 
+@pytest.mark.parametrize("link", ["site/gateway.yaml", "/etc/edge-agent/site/gateway.yaml"])
+def test_a_configuration_behind_a_link_is_updated_there_and_the_link_kept(tmp_path: Path, link: str) -> None:
+    """docs/OPERATIONS.md: the file in /etc/edge-agent/site (the agent may write there) and linked
+    from /etc/edge-agent/gateway.yaml. A reinstall with a new file updates the linked file, keeps
+    its backup beside it, and leaves the link a link."""
+    root = tmp_path / "root"
+    root.mkdir()
+    install_service(root)
+    etc = root / "etc/edge-agent"
+    (etc / "site").mkdir()
+    demo = (etc / "gateway.yaml").read_bytes()
+    (etc / "gateway.yaml").rename(etc / "site/gateway.yaml")
+    (etc / "gateway.yaml").symlink_to(link)
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"gateway": {"site": "north", "id": "gw-7"}}))
+    report = install_service(root, config=site)
+    assert (etc / "gateway.yaml").is_symlink() and os.readlink(etc / "gateway.yaml") == link
+    assert (etc / "site/gateway.yaml").read_bytes() == site.read_bytes()
+    [backup] = list((etc / "site").glob("gateway.yaml.*.bak"))
+    assert backup.read_bytes() == demo and not list(etc.glob("gateway.yaml.*.bak"))
+    assert any("/etc/edge-agent/site/gateway.yaml" in a for a in report.actions), report.actions
+    install_service(root, config=site)  # again: nothing to do
+    assert (etc / "gateway.yaml").is_symlink() and len(list((etc / "site").glob("*.bak"))) == 1
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     code = (
         "import argparse, sys\n"
