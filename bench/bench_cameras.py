@@ -251,14 +251,18 @@ def agent_config(
     api_port: int,
     providers: str | None = None,
     security_width: int | None = None,
+    inference_threads: int | None = None,
 ) -> Path:
     """The agent's configuration; ``providers`` (e.g. ``openvino,cpu``) sets
     ``vision.execution_providers`` (the agent's default, CPU, when None); ``security_width`` as in
-    :func:`cameras_yaml`."""
+    :func:`cameras_yaml`; ``inference_threads`` sets ``vision.inference_threads`` (the agent's
+    default, one per core, when None)."""
     from edge_agent.demo import DEMO_CONFIG
 
     path = workdir / f"agent-{count}.yaml"
-    vision = f"vision: {{execution_providers: [{providers}]}}\n" if providers else ""
+    settings = [f"execution_providers: [{providers}]"] if providers else []
+    settings += [f"inference_threads: {inference_threads}"] if inference_threads else []
+    vision = f"vision: {{{', '.join(settings)}}}\n" if settings else ""
     path.write_text(
         f"gateway: {{site: bench, id: gw-cams}}\n"
         f"agent: {{data_dir: {workdir / 'data'}, roster_seed: {DEMO_CONFIG.parent / 'demo-roster.json'}, "
@@ -528,12 +532,13 @@ def run_agent(
     bare: BareLimit,
     providers: str | None = None,
     security_width: int | None = None,
+    inference_threads: int | None = None,
 ) -> AgentRun:
     run_dir = workdir / f"run-{count}-{len(list(workdir.glob('run-*')))}"
     run_dir.mkdir()
     shutil.copytree(data_template, run_dir / "data")
     api_port = free_port()
-    config = agent_config(run_dir, clips, count, api_port, providers, security_width)
+    config = agent_config(run_dir, clips, count, api_port, providers, security_width, inference_threads)
     metrics_url = f"http://127.0.0.1:{api_port}/metrics"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["EDGE_AGENT_FACE_TEMPLATE_KEY"] = TEMPLATE_KEY
@@ -804,6 +809,11 @@ def main() -> None:
         help="vision.execution_providers of the agents, e.g. openvino,cpu (run the bench with the "
         "OpenVINO venv's python: .venv-openvino/bin/python)",
     )
+    parser.add_argument(
+        "--inference-threads",
+        help="vision.inference_threads to compare, e.g. 2,3: each tree runs with each, in turn "
+        "(default: the agent's own, one per core)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.cameras, args.seconds, args.warmup, args.bare_s = "4", 8.0, 3.0, 3.0
@@ -813,6 +823,11 @@ def main() -> None:
         if not sep or not (Path(path) / "edge_agent" / "cli.py").is_file():
             parser.error(f"--tree {spec!r}: NAME=PATH of a checkout of this project")
         trees.append((name, Path(path).resolve()))
+    threads: list[int | None] = (
+        [int(n) for n in args.inference_threads.split(",")] if args.inference_threads else [None]
+    )
+    if threads != [None]:
+        trees = [(f"{name}, {n} inference threads", path) for name, path in trees for n in threads]
     counts = [int(c) for c in args.cameras.split(",")]
     print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
     os.environ["EDGE_AGENT_FACE_TEMPLATE_KEY"] = TEMPLATE_KEY  # the enrollment below reads it
@@ -841,6 +856,7 @@ def main() -> None:
                         before,
                         args.providers,
                         args.security_width or None,
+                        threads[trees.index((name, path)) % len(threads)],
                     )
                 except (RuntimeError, OSError) as err:
                     # One tree failing (an agent that crashed, /metrics gone) must not lose the others.
