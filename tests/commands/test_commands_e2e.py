@@ -12,6 +12,7 @@ import json
 import logging
 import subprocess
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,24 @@ def check_audited(collector: Collector, replies: list[Reply]) -> None:
         validate(reply.body, REPLY_SCHEMA)
     missing = {k: n for k, n in answered.items() if audited[k] < n}
     assert not missing, (missing, [e["data"] for e in events])
+
+
+def signed_centre(mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch) -> Centre:
+    """The centre with an Ed25519 key the agent trusts (its key set in the environment)."""
+    key = Ed25519PrivateKey.generate()
+    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
+    return Centre(mosquitto.port, v5=True, ed25519=key)
+
+
+def pusher(centre: Centre, replies: list[Reply]) -> Callable[[str], Awaitable[dict[str, Any]]]:
+    """``push(yaml)``: a signed push_config and its reply's body (each reply kept in ``replies``)."""
+
+    async def push(text: str) -> dict[str, Any]:
+        reply = await call(centre, centre.make("push_config", {"yaml": text}))
+        replies.append(reply)
+        return reply.body
+
+    return push
 
 
 def test_ed25519_commands_and_attacks(
@@ -326,10 +345,8 @@ def test_hmac_over_mqtt_311_and_management_commands(
 def test_remote_open_passage_is_not_tailgating(
     tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = Ed25519PrivateKey.generate()
-    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
     collector = Collector(mosquitto.url, f"{PREFIX}/events/#")
-    centre = Centre(mosquitto.port, v5=True, ed25519=key)
+    centre = signed_centre(mosquitto, monkeypatch)
 
     async def scenario() -> None:
         async with running_agent(
@@ -363,10 +380,8 @@ def test_remote_open_passage_is_not_tailgating(
 def test_push_config_validated_installed_and_rolled_back(
     tmp_path: Path, mosquitto: MosquittoBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key = Ed25519PrivateKey.generate()
-    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
     collector = Collector(mosquitto.url, f"{PREFIX}/events/#")
-    centre = Centre(mosquitto.port, v5=True, ed25519=key)
+    centre = signed_centre(mosquitto, monkeypatch)
     replies: list[Reply] = []
     root_level = logging.getLogger().level
 
@@ -374,11 +389,7 @@ def test_push_config_validated_installed_and_rolled_back(
         async with running_agent(tmp_path, mosquitto.url, CommandSettings(enabled=True)) as gw:
             await wait_subscribed(centre)
 
-            async def push(text: str) -> dict[str, Any]:
-                reply = await call(centre, centre.make("push_config", {"yaml": text}))
-                replies.append(reply)
-                return reply.body
-
+            push = pusher(centre, replies)
             path = gw.config_path
             original = path.read_text()
             broken = await push(original + "\nnot_a_section: 1\n")
@@ -445,9 +456,7 @@ def test_push_config_through_a_link_into_the_agents_own_directory_and_to_a_read_
         directory.mkdir(parents=True)
     if not (_mount("--bind", data, data) and _mount("--bind", site, site)):
         pytest.skip("cannot bind-mount here; needs root")
-    key = Ed25519PrivateKey.generate()
-    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
-    centre = Centre(mosquitto.port, v5=True, ed25519=key)
+    centre = signed_centre(mosquitto, monkeypatch)
     replies: list[Reply] = []
     root_level = logging.getLogger().level
 
@@ -455,11 +464,7 @@ def test_push_config_through_a_link_into_the_agents_own_directory_and_to_a_read_
         async with running_agent(box, mosquitto.url, CommandSettings(enabled=True)) as gw:
             await wait_subscribed(centre)
 
-            async def push(text: str) -> dict[str, Any]:
-                reply = await call(centre, centre.make("push_config", {"yaml": text}))
-                replies.append(reply)
-                return reply.body
-
+            push = pusher(centre, replies)
             link = gw.config_path
             original = link.read_text()
             (site / link.name).write_text(original)
@@ -522,9 +527,7 @@ def test_pushed_config_that_cannot_reach_the_broker_is_rolled_back_on_restart(
     confirmed by the start that reaches the broker."""
     from edge_agent.config import load_config, pending_marker, previous_config
 
-    key = Ed25519PrivateKey.generate()
-    monkeypatch.setenv("EDGE_AGENT_COMMAND_KEYS", json.dumps({"keys": [ed25519_entry("centre-ed", key)]}))
-    centre = Centre(mosquitto.port, v5=True, ed25519=key)
+    centre = signed_centre(mosquitto, monkeypatch)
     settings = CommandSettings(enabled=True, push_probation_s=2.0)
     paths: dict[str, Any] = {}
 
