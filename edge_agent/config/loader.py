@@ -373,9 +373,12 @@ def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
     """Read and validate a configuration file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigFileError(str(p), [ConfigIssue("", None, f"cannot read: {err.strerror}")]) from err
+    except UnicodeDecodeError as err:  # a damaged file, or one saved in another encoding
+        problem = f"not UTF-8 text: byte {err.object[err.start]:#04x} at offset {err.start}"
+        raise ConfigFileError(str(p), [ConfigIssue("", None, problem)]) from err
     return parse_config(text, str(p))
 
 

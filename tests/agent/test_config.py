@@ -89,6 +89,12 @@ def test_config_check_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert f"{bad}:5: mqtt.keepalive_s" in err
     assert main(["config", "check", str(tmp_path / "missing.yaml")]) == 2
+    # A file that is not UTF-8 (damaged, or saved in another encoding) is a clear problem, not a traceback.
+    damaged = tmp_path / "damaged.yaml"
+    damaged.write_bytes(b"gateway:\n  site: \xff\xfe\n")
+    capsys.readouterr()
+    assert main(["config", "check", str(damaged)]) == 2
+    assert "not UTF-8 text: byte 0xff at offset 17" in capsys.readouterr().err
 
 
 def test_config_check_runs_as_the_installed_command(tmp_path: Path) -> None:

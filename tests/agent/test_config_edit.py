@@ -328,6 +328,7 @@ def test_a_previous_file_that_does_not_load_is_not_put_back(tmp_path: Path) -> N
     path.write_text("gateway: {site: north, id: gw-1}\n")
     install_config(path, "gateway: {site: north, id: gw-1}\nagent: {log_level: debug}\n")
     pushed = path.read_text()
-    previous_config(path).write_text("gateway: [damaged\n")
-    assert not restore_previous_config(path)
-    assert path.read_text() == pushed and previous_config(path).exists()
+    for damage in (b"gateway: [damaged\n", b"\x00\xff\xfe garbage after a power cut"):
+        previous_config(path).write_bytes(damage)
+        assert not restore_previous_config(path)
+        assert path.read_text() == pushed and previous_config(path).exists()
