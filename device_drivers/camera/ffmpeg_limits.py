@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,7 @@ _PACKET_ROOM = 16 << 20
 
 _lock = threading.Lock()
 _set_to = 0
-_av_max_alloc: ctypes._NamedFuncPointer | None = None
-_unavailable: str | None = None
+_setters: list[Callable[[int], None]] | None = None
 
 
 def allocation_bound(max_frame_pixels: int) -> int:
@@ -46,46 +46,45 @@ def bound_allocations(max_frame_pixels: int) -> int | None:
     global _set_to
     wanted = allocation_bound(max_frame_pixels)
     with _lock:
-        setter = _find_setter()
-        if setter is None:
+        setters = _find_setters()
+        if not setters:
             return None
         if wanted > _set_to:
-            setter(wanted)
+            for setter in setters:
+                setter(wanted)
             _set_to = wanted
             log.debug("FFmpeg's single allocations are bounded at %d MiB", wanted >> 20)
         return _set_to
 
 
-def _find_setter() -> ctypes._NamedFuncPointer | None:
-    """``av_max_alloc`` of the libavutil already loaded with OpenCV's FFmpeg (called with the
-    lock held). The library is the one mapped into this process (opencv-python bundles its own,
-    under a hashed name), never another copy found on the disk."""
-    global _av_max_alloc, _unavailable
-    if _av_max_alloc is not None or _unavailable is not None:
-        return _av_max_alloc
+def _find_setters() -> list[Callable[[int], None]]:
+    """``av_max_alloc`` of every libavutil loaded in this process (called with the lock held):
+    OpenCV's, which opencv-python bundles under a hashed name, and any other copy a library
+    brought, since each keeps its own bound. Never a copy found on the disk but not loaded."""
+    global _setters
+    if _setters is not None:
+        return _setters
     import cv2  # noqa: F401  (loads OpenCV's FFmpeg, if it has a shared one)
 
+    _setters, problems = [], []
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError as err:
-        _unavailable = f"no /proc/self/maps ({err})"
-    else:
-        paths = {line.split()[-1] for line in maps.splitlines() if "/libavutil" in line}
-        if not paths:
-            _unavailable = "OpenCV's FFmpeg is not a shared libavutil in this process"
-        else:
-            try:
-                function = ctypes.CDLL(sorted(paths)[0]).av_max_alloc
-            except (OSError, AttributeError) as err:
-                _unavailable = f"libavutil without av_max_alloc ({err})"
-            else:
-                function.argtypes = [ctypes.c_size_t]
-                function.restype = None
-                _av_max_alloc = function
-    if _unavailable is not None:
+        problems.append(f"no /proc/self/maps ({err})")
+        maps = ""
+    for path in sorted({line.split()[-1] for line in maps.splitlines() if "/libavutil" in line}):
+        try:
+            function = ctypes.CDLL(path).av_max_alloc
+        except (OSError, AttributeError) as err:
+            problems.append(f"{path} without av_max_alloc ({err})")
+            continue
+        function.argtypes = [ctypes.c_size_t]
+        function.restype = None
+        _setters.append(function)
+    if not _setters:
         log.warning(
             "FFmpeg's allocations cannot be bounded here (%s): a camera stream that never ends a frame "
             "is buffered until its read times out",
-            _unavailable,
+            "; ".join(problems) or "OpenCV's FFmpeg is not a shared libavutil in this process",
         )
-    return _av_max_alloc
+    return _setters
