@@ -55,6 +55,7 @@ from device_drivers import (
     redact_url,
     resolve_profile,
 )
+from device_drivers.camera.ffmpeg_limits import bound_allocations
 from edge_agent.commands import parse_trusted_keys
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError
@@ -337,13 +338,32 @@ def check_camera(camera_id: str, url: str, timeout_s: float = 10.0) -> CheckResu
 
 def check_cameras(config: GatewayConfig) -> list[CheckResult]:
     results = []
+    real = [setup.device for setup in config.cameras if isinstance(setup.device, CameraConfig)]
     for setup in config.cameras:
         device = setup.device
         if isinstance(device, CameraConfig):
             results.append(check_camera(device.id, device.analysis_url))
         else:
             results.append(CheckResult(f"camera {device.id}", Status.OK, "simulated; nothing to open"))
+    if real:
+        results.append(check_frame_bound(max(c.max_frame_pixels for c in real)))
     return results
+
+
+def check_frame_bound(max_frame_pixels: int) -> CheckResult:
+    """Whether FFmpeg's single allocations can be bounded here (device_drivers.camera.ffmpeg_limits):
+    without it, a camera that never ends a frame is buffered until its read times out."""
+    bound = bound_allocations(max_frame_pixels)
+    if bound is None:
+        return CheckResult(
+            "camera allocation bound",
+            Status.WARN,
+            "FFmpeg's allocations cannot be bounded here (the log says why): a camera that never ends "
+            "a frame is buffered until its read timeout",
+        )
+    return CheckResult(
+        "camera allocation bound", Status.OK, f"FFmpeg allocates at most {bound >> 20} MiB a block"
+    )
 
 
 # -- credentials -----------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ import pytest
 import serial
 import yaml
 
-from edge_agent.config import load_config
+from device_drivers.camera.ffmpeg_limits import allocation_bound
+from edge_agent.config import load_config, parse_config
 from edge_agent.doctor import (
     CheckResult,
     Status,
@@ -38,6 +39,7 @@ from edge_agent.doctor import (
     check_broker,
     check_broker_auth,
     check_camera,
+    check_cameras,
     check_clock,
     check_config,
     check_credentials,
@@ -275,6 +277,19 @@ def test_camera_file_gives_a_frame_and_bad_sources_fail(tmp_path: Path) -> None:
     garbage.write_bytes(os.urandom(4096))
     assert check_camera("cam-3", str(garbage)).failed
     assert check_camera("cam-4", "ftp://10.0.0.1/x").failed
+
+
+def test_the_camera_allocation_bound_is_reported_for_real_cameras() -> None:
+    config = parse_config(
+        "gateway: {site: s, id: g}\ncameras:\n"
+        "  - device: {kind: camera, id: cam-1, url: 'rtsp://10.0.0.5/1', max_frame_pixels: 50000000}\n"
+        "  - device: {kind: camera_sim, id: cam-2}\n"
+    )
+    [*_, bound] = check_cameras(config)
+    assert bound.name == "camera allocation bound" and bound.status is Status.OK, bound
+    assert f"at most {allocation_bound(50_000_000) >> 20} MiB" in bound.detail
+    simulated = parse_config("gateway: {site: s, id: g}\ncameras:\n  - device: {kind: camera_sim, id: c}\n")
+    assert [r.name for r in check_cameras(simulated)] == ["camera c"]
 
 
 def test_execution_providers_name_a_missing_provider_and_what_the_running_agent_uses(tmp_path: Path) -> None:
