@@ -339,14 +339,16 @@ def check_camera(camera_id: str, url: str, timeout_s: float = 10.0) -> CheckResu
 def check_cameras(config: GatewayConfig) -> list[CheckResult]:
     results = []
     real = [setup.device for setup in config.cameras if isinstance(setup.device, CameraConfig)]
+    # Bounded before any camera is opened: the doctor's own reads are then as safe as the agent's.
+    bound = check_frame_bound(max(c.max_frame_pixels for c in real)) if real else None
     for setup in config.cameras:
         device = setup.device
         if isinstance(device, CameraConfig):
             results.append(check_camera(device.id, device.analysis_url))
         else:
             results.append(CheckResult(f"camera {device.id}", Status.OK, "simulated; nothing to open"))
-    if real:
-        results.append(check_frame_bound(max(c.max_frame_pixels for c in real)))
+    if bound is not None:
+        results.append(bound)
     return results
 
 
