@@ -13,6 +13,7 @@ from device_drivers._io.probe import ProbeResult
 from device_drivers._io.threads import lower_thread_priority, show_thread_name
 from device_drivers.camera.config import CameraConfig, SimulatedCameraConfig, parse_source, redact_url
 from device_drivers.camera.driver import Camera
+from device_drivers.camera.ffmpeg_limits import bound_allocations
 from device_drivers.card.codec import CardCodec, CardData
 from device_drivers.card.config import CardReaderConfig
 from device_drivers.card.credentials import normalise_hex, wiegand_credential
@@ -131,6 +132,7 @@ __all__ = [
     "TurnstileEvent",
     "TurnstileMessage",
     "WiegandBitCollector",
+    "bound_allocations",
     "camera_snippet",
     "codec_for",
     "describe_camera",

@@ -48,6 +48,7 @@ from device_drivers import (
     OsdpBusConfig,
     RelayDoorConfig,
     TurnstileConfig,
+    bound_allocations,
     load_profile,
     load_secret,
     parse_comm_key,
@@ -55,7 +56,6 @@ from device_drivers import (
     redact_url,
     resolve_profile,
 )
-from device_drivers.camera.ffmpeg_limits import bound_allocations
 from edge_agent.commands import parse_trusted_keys
 from edge_agent.config import ConfigFileError, GatewayConfig, load_config
 from edge_agent.errors import ConfigError

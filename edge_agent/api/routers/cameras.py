@@ -346,6 +346,7 @@ async def zones_yaml(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneEdit) 
         # The YAML is right to paste; only the file cannot take it in place (zones shared through
         # an anchor): say so as the check's one issue, and the console offers no Apply.
         ctx.services.counters.count(f"api_zone_edit_refused_{err.code}")
+        log.warning("zones drawn for camera %s by %s: YAML only: %s", camera_id, who.name, err.message)
         issue = ConfigIssueOut(path=f"cameras[{camera_id}].security", line=None, message=err.message)
         return ZoneYaml(
             camera=setup.id,
