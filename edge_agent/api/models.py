@@ -320,6 +320,12 @@ class ZoneYaml(_Model):
         "configuration when the agent was not started from a file."
     )
     validation: ConfigValidation = Field(description="That configuration with the fragment applied.")
+    paste_only: bool = Field(
+        False,
+        description="The fragment is right to paste, but the file cannot take it in place (it shares "
+        "this camera's zones with another part of itself through a YAML anchor): `validation` has the "
+        "one issue saying so, and apply answers 409 `config_layout`.",
+    )
 
 
 class ZoneApply(ZoneEdit):

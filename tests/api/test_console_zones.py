@@ -16,9 +16,11 @@ import pytest
 import yaml
 
 from edge_agent.config import load_config
-from tests.api.conftest import Tokens, running_api, until
+from tests.api.conftest import GW, SITE, Tokens, running_api, until
 from tests.api.test_cameras_api import CAMERAS, HEIGHT, WIDTH, running_cameras
+from tests.api.test_zone_apply import SHARED_ZONES
 from tests.conftest import MosquittoBroker
+from tests.support.agent_harness import running_gate
 from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -275,6 +277,51 @@ def test_admin_applies_a_drawing_and_a_stale_one_is_refused(
                 )
                 assert load_config(gate.config_path).cameras[0].security == on_disk
                 assert first_errors == [] and second_errors == [], (first_errors, second_errors)
+            finally:
+                await browser.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_drawing_the_file_cannot_take_in_place_is_offered_for_pasting_only(
+    tmp_path: Path, mosquitto: MosquittoBroker, tokens: Tokens, chromium: str
+) -> None:
+    """cam-door's zones are shared with cam-wide through a YAML anchor: the YAML is shown to paste,
+    the status says why it cannot be applied in place, and Apply stays disabled."""
+
+    async def scenario() -> None:
+        async with (
+            running_gate(
+                tmp_path,
+                mosquitto.url,
+                site=SITE,
+                gateway=GW,
+                from_file=True,
+                api={"max_body_bytes": 4096},
+                extra=SHARED_ZONES,
+            ) as gate,
+            playwright_api.async_playwright() as pw,
+        ):
+            assert gate.config_path is not None
+            original = gate.config_path.read_text()
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await log_in(page, gate.base_url, tokens.admin)
+                await page.wait_for_selector("#shape-list li.zone[data-id='doorway']")
+                await page.click("#tool-zone")
+                for p in POLYGON:
+                    await click_at(page, p)
+                await page.click("#finish-zone")
+                security = await yaml_fragment(page)
+                assert len(security["zones"]) == 2
+                status = await page.text_content("#yaml-status.error") or ""
+                assert "by hand" in status and "cannot take it in place" in status, status
+                assert "anchor" in (await page.text_content("#yaml-issues") or "")
+                assert await page.is_disabled("#apply-zones") and not await page.is_disabled("#copy-yaml")
+                assert gate.config_path.read_text() == original and errors == [], errors
             finally:
                 await browser.close()
 

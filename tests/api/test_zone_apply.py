@@ -37,6 +37,20 @@ THRESHOLD = {
 }
 
 
+def _sharing_zones(cameras: str) -> str:
+    wide = f"analysis_width: {WIDTH // 2}}}\n"
+    shared = cameras.replace(
+        "    security:\n      reference_size", "    security: &door\n      reference_size"
+    )
+    shared = shared.replace(wide, wide + "    security: *door\n")
+    assert "&door" in shared and "*door" in shared
+    return shared
+
+
+SHARED_ZONES = _sharing_zones(CAMERAS)
+"""The cameras of tests/api/test_cameras_api.py, cam-wide's ``security`` an alias of cam-door's."""
+
+
 def drawing(points: list[list[float]], version: str | None, *, zone: str = "doorway") -> dict[str, Any]:
     return {
         "reference_size": [WIDTH, HEIGHT],
@@ -309,12 +323,6 @@ def test_zones_the_file_shares_between_cameras_are_for_pasting_not_applying(
     only: the other camera would go on with its old zones until a restart). The YAML to paste is
     still given, with the check saying why it cannot go in place; applying is a 409
     ``config_layout``, and nothing changes."""
-    shared = CAMERAS.replace(
-        "    security:\n      reference_size", "    security: &door\n      reference_size"
-    )
-    wide = f"analysis_width: {WIDTH // 2}}}\n"
-    shared = shared.replace(wide, wide + "    security: *door\n")
-    assert "&door" in shared and "*door" in shared
 
     async def scenario() -> None:
         async with running_gate(
@@ -324,7 +332,7 @@ def test_zones_the_file_shares_between_cameras_are_for_pasting_not_applying(
             gateway=GW,
             from_file=True,
             api={"max_body_bytes": 4096},
-            extra=shared,
+            extra=SHARED_ZONES,
         ) as gate:
             assert gate.config_path is not None and gate.agent.services is not None
             original = gate.config_path.read_text()
@@ -337,6 +345,7 @@ def test_zones_the_file_shares_between_cameras_are_for_pasting_not_applying(
                     assert sheet.status_code == 200, sheet.text
                     body = sheet.json()
                     assert "170" in body["yaml"] and body["validation"]["valid"] is False
+                    assert body["paste_only"] is True
                     [issue] = body["validation"]["issues"]
                     assert "anchor" in issue["message"] and "paste" in issue["message"], issue
                     applied = await admin.post(

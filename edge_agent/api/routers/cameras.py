@@ -353,6 +353,7 @@ async def zones_yaml(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneEdit) 
             yaml=_yaml(drawing.fragment),
             checked_against=str(ctx.services.config.path or "running configuration"),
             validation=ConfigValidation(valid=False, issues=[issue]),
+            paste_only=True,
         )
     return ZoneYaml(
         camera=setup.id, yaml=_yaml(drawing.fragment), checked_against=source, validation=_validation(loaded)

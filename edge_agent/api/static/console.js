@@ -681,7 +681,9 @@ async function getYaml() {
   $("yaml-status").className = check.valid ? "ok" : "error";
   $("yaml-status").textContent = check.valid
     ? "Paste under camera " + r.body.camera + " (replacing its security zones and lines): valid in " + r.body.checked_against
-    : "With this, " + r.body.checked_against + " would not load:";
+    : r.body.paste_only
+      ? "Paste under camera " + r.body.camera + " by hand: " + r.body.checked_against + " cannot take it in place:"
+      : "With this, " + r.body.checked_against + " would not load:";
   $("yaml-issues").replaceChildren(
     ...check.issues.map((i) => el("li", {}, (i.line ? "line " + i.line + ": " : "") + (i.path ? i.path + ": " : "") + i.message)),
   );
