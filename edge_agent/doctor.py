@@ -340,7 +340,7 @@ def check_cameras(config: GatewayConfig) -> list[CheckResult]:
     results = []
     real = [setup.device for setup in config.cameras if isinstance(setup.device, CameraConfig)]
     # Bounded before any camera is opened: the doctor's own reads are then as safe as the agent's.
-    bound = check_frame_bound(max(c.max_frame_pixels for c in real)) if real else None
+    bound = check_allocation_bound(max(c.max_frame_pixels for c in real)) if real else None
     for setup in config.cameras:
         device = setup.device
         if isinstance(device, CameraConfig):
@@ -352,7 +352,7 @@ def check_cameras(config: GatewayConfig) -> list[CheckResult]:
     return results
 
 
-def check_frame_bound(max_frame_pixels: int) -> CheckResult:
+def check_allocation_bound(max_frame_pixels: int) -> CheckResult:
     """Whether FFmpeg's single allocations can be bounded here (device_drivers.camera.ffmpeg_limits):
     without it, a camera that never ends a frame is buffered until its read times out."""
     bound = bound_allocations(max_frame_pixels)

@@ -341,12 +341,11 @@ async def zones_yaml(ctx: Ctx, who: Admin, camera_id: CameraId, edit: ZoneEdit) 
     try:
         _, source, loaded = await asyncio.to_thread(_redrawn, ctx, camera_id, drawing)
     except _Refused as err:
+        refused = _refusal(ctx, who, setup.id, err, audit=False)  # counted and logged either way
         if err.code != "config_layout":
-            raise _refusal(ctx, who, setup.id, err, audit=False) from err
+            raise refused from err
         # The YAML is right to paste; only the file cannot take it in place (zones shared through
         # an anchor): say so as the check's one issue, and the console offers no Apply.
-        ctx.services.counters.count(f"api_zone_edit_refused_{err.code}")
-        log.warning("zones drawn for camera %s by %s: YAML only: %s", camera_id, who.name, err.message)
         issue = ConfigIssueOut(path=f"cameras[{camera_id}].security", line=None, message=err.message)
         return ZoneYaml(
             camera=setup.id,
