@@ -52,17 +52,28 @@ def redraw_camera_zones(text: str, camera_id: str, drawing: dict[str, Any]) -> s
     # Zones and lines always (``zones: []`` says the camera has none, and keeps a ``security:``
     # that held only them a mapping); a reference size only with pixel coordinates.
     drawn = {k: drawing.get(k) or [] for k in DRAWN_KEYS if k != "reference_size" or drawing.get(k)}
-    redrawn = _splice(text, entry, index, drawn, "\r\n" if "\r\n" in text else "\n")
-    _check_only_the_drawing_changed(text, redrawn, camera_id, index, drawn)
+    before = _data(text)
+    redrawn_security = _with_drawing(before["cameras"][index].get("security"), drawn)
+    redrawn = _splice(text, entry, drawn, redrawn_security, "\r\n" if "\r\n" in text else "\n")
+    _check_only_the_drawing_changed(before, redrawn, camera_id, index, redrawn_security)
     return redrawn
 
 
-def _splice(text: str, entry: yaml.MappingNode, index: int, drawn: dict[str, Any], newline: str) -> str:
-    """The text with the drawing in place of the camera's (see :func:`redraw_camera_zones`); new
-    lines end as the file's do (``newline``)."""
+def _with_drawing(security: Any, drawn: dict[str, Any]) -> dict[str, Any]:
+    """A camera's ``security`` as plain data with its drawn keys replaced by ``drawn``."""
+    kept = {k: v for k, v in security.items() if k not in DRAWN_KEYS} if isinstance(security, dict) else {}
+    return {**drawn, **kept}
+
+
+def _splice(
+    text: str, entry: yaml.MappingNode, drawn: dict[str, Any], redrawn_security: dict[str, Any], newline: str
+) -> str:
+    """The text with the drawing (``drawn``) in place of the camera's (see
+    :func:`redraw_camera_zones`); new lines end as the file's do (``newline``).
+    ``redrawn_security``: the camera's whole ``security`` with the drawing, for a flow-style one."""
     security = _value(entry, "security")
     if entry.flow_style or (security is not None and not _block_mapping(security)):
-        return _rewrite_flow_security(text, entry, security, index, drawn)
+        return _rewrite_flow_security(text, entry, security, redrawn_security)
     if security is None:
         # A new ``security:`` entry after the camera's last line, at its keys' indentation.
         indent = int(entry.value[0][0].start_mark.column)
@@ -90,19 +101,15 @@ def _splice(text: str, entry: yaml.MappingNode, index: int, drawn: dict[str, Any
 
 
 def _check_only_the_drawing_changed(
-    before: str, after: str, camera_id: str, index: int, drawn: dict[str, Any]
+    before: Any, after: str, camera_id: str, index: int, redrawn_security: dict[str, Any]
 ) -> None:
     """Refuse a splice that means more than the drawing. A camera's ``security`` can be shared
     through a YAML anchor (``security: &yard`` on one camera, ``security: *yard`` on another):
     both are then the same lines of the file, and splicing them for one would redraw the other's
     zones too (in the file only: that camera would go on with its old ones until a restart)."""
-    old, new = _data(before), _data(after)
-    expected = copy.deepcopy(old)
-    camera = expected["cameras"][index]
-    security = camera.get("security")
-    kept = {k: v for k, v in security.items() if k not in DRAWN_KEYS} if isinstance(security, dict) else {}
-    camera["security"] = {**drawn, **kept}
-    if new != expected:
+    expected = copy.deepcopy(before)
+    expected["cameras"][index]["security"] = redrawn_security
+    if _data(after) != expected:
         raise ConfigEditError(
             "config_layout",
             f"camera {camera_id}'s zones are shared with another part of the file (a YAML anchor "
@@ -198,13 +205,10 @@ def _block(drawn: dict[str, Any], indent: int, newline: str) -> str:
 
 
 def _rewrite_flow_security(
-    text: str, entry: yaml.MappingNode, security: yaml.Node | None, index: int, drawn: dict[str, Any]
+    text: str, entry: yaml.MappingNode, security: yaml.Node | None, merged: dict[str, Any]
 ) -> str:
-    """The camera's ``security`` written in flow style with the drawing in it, in place of the old
-    value (or added to a flow-style camera that has none)."""
-    old = _data(text)["cameras"][index].get("security")
-    merged = {k: v for k, v in (old if isinstance(old, dict) else {}).items() if k not in DRAWN_KEYS}
-    merged = {**drawn, **merged}
+    """The camera's ``security`` (``merged``: with the drawing in it) written in flow style in
+    place of the old value (or added to a flow-style camera that has none)."""
     if security is not None:
         start, end = security.start_mark.index, _end(security)
         # An empty value (``security:`` and nothing) starts right after the colon.
