@@ -45,7 +45,7 @@ cameras:
 MAX_BODY = 4096
 
 
-def running_cameras(tmp_path: Path, broker_url: str, max_body: int = MAX_BODY) -> Any:
+def running_cameras(tmp_path: Path, broker_url: str, max_body: int = MAX_BODY, cameras: str = CAMERAS) -> Any:
     return running_gate(
         tmp_path,
         broker_url,
@@ -53,7 +53,7 @@ def running_cameras(tmp_path: Path, broker_url: str, max_body: int = MAX_BODY) -
         gateway=GW,
         from_file=True,
         api={"max_body_bytes": max_body},
-        extra=CAMERAS,
+        extra=cameras,
     )
 
 

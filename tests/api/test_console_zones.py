@@ -16,11 +16,10 @@ import pytest
 import yaml
 
 from edge_agent.config import load_config
-from tests.api.conftest import GW, SITE, Tokens, running_api, until
+from tests.api.conftest import Tokens, running_api, until
 from tests.api.test_cameras_api import CAMERAS, HEIGHT, WIDTH, running_cameras
 from tests.api.test_zone_apply import SHARED_ZONES
 from tests.conftest import MosquittoBroker
-from tests.support.agent_harness import running_gate
 from tests.support.chromium import CHROMIUM_ARGS, chromium_path
 
 playwright_api = pytest.importorskip("playwright.async_api")
@@ -291,15 +290,7 @@ def test_a_drawing_the_file_cannot_take_in_place_is_offered_for_pasting_only(
 
     async def scenario() -> None:
         async with (
-            running_gate(
-                tmp_path,
-                mosquitto.url,
-                site=SITE,
-                gateway=GW,
-                from_file=True,
-                api={"max_body_bytes": 4096},
-                extra=SHARED_ZONES,
-            ) as gate,
+            running_cameras(tmp_path, mosquitto.url, cameras=SHARED_ZONES) as gate,
             playwright_api.async_playwright() as pw,
         ):
             assert gate.config_path is not None

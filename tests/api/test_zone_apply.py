@@ -18,11 +18,11 @@ import pytest
 
 from edge_agent.config import load_config, pending_marker, previous_config
 from tests.agent.test_config_edit import without_drawing
-from tests.api.conftest import GW, SITE, Tokens, raise_test_alert, until
+from tests.api.conftest import Tokens, raise_test_alert, until
 from tests.api.test_api import outbox_events
 from tests.api.test_cameras_api import CAMERAS, HEIGHT, WIDTH, running_cameras, square
 from tests.conftest import MosquittoBroker
-from tests.support.agent_harness import RunningGate, running_gate
+from tests.support.agent_harness import RunningGate
 from tests.sync.test_outbox_disk import Hog, mount_tmpfs, unmount
 
 APPLY = "/api/v1/cameras/cam-door/zones/apply"
@@ -325,15 +325,7 @@ def test_zones_the_file_shares_between_cameras_are_for_pasting_not_applying(
     ``config_layout``, and nothing changes."""
 
     async def scenario() -> None:
-        async with running_gate(
-            tmp_path,
-            mosquitto.url,
-            site=SITE,
-            gateway=GW,
-            from_file=True,
-            api={"max_body_bytes": 4096},
-            extra=SHARED_ZONES,
-        ) as gate:
+        async with running_cameras(tmp_path, mosquitto.url, cameras=SHARED_ZONES) as gate:
             assert gate.config_path is not None and gate.agent.services is not None
             original = gate.config_path.read_text()
             async with gate.client("admin", tokens) as admin:
